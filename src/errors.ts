@@ -1,0 +1,30 @@
+/**
+ * Every error baton raises is a BatonError with a stable, documented `code`.
+ * Callers branch on `code`, never on message text.
+ */
+export class BatonError extends Error {
+  readonly code: string;
+  readonly details: Record<string, unknown> | undefined;
+  constructor(code: string, message: string, details?: Record<string, unknown>, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+    this.details = details;
+  }
+}
+
+/** Malformed or unexpected bytes/messages on a control channel. */
+export class ProtocolError extends BatonError {}
+
+/** A data-dir lock problem (held by a live process, compromised, not acquired). */
+export class LockError extends BatonError {}
+
+/** A handoff did not commit; `code` says why (e.g. E_HANDOFF_IN_PROGRESS, E_ABORTED). */
+export class HandoffError extends BatonError {}
+
+/** Bad configuration or arguments; the message names the field. */
+export class ConfigError extends BatonError {}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,225 @@
+/**
+ * The control-protocol message schema: the ONE definition of every message.
+ *
+ * The TypeScript types (below, `Message`, `MessageOf<T>`) and the runtime
+ * validators (src/messages.ts) are both derived from `SCHEMA`; protocol/schema.json
+ * is generated from it for other languages (`npm run gen:protocol`, checked in CI).
+ *
+ * Field kinds and their msgpack encoding:
+ *   u32     non-negative integer < 2^32, smallest msgpack int encoding; TS `number`
+ *   u64     non-negative integer < 2^64, ALWAYS encoded as msgpack uint64 (0xcf);
+ *           decoders accept any msgpack int encoding; TS `bigint`
+ *   str     UTF-8 string
+ *   bool    msgpack true/false
+ *   bin     msgpack bin (any length); TS `Uint8Array`
+ *   bin32   msgpack bin of exactly 32 bytes (SHA-256 fingerprints); TS `Uint8Array`
+ *   revmap  map of shard name (str) to revision (u64); TS `Record<string, bigint>`
+ *   strlist array of str; TS `string[]`
+ *   enum    one of the listed strings
+ */
+
+export const PROTOCOL_VERSION = 1;
+export const PROTO_MIN = 1;
+export const PROTO_MAX = 1;
+/** Maximum value of the frame length field (bytes after the length prefix). */
+export const MAX_FRAME_LENGTH = 1_048_576;
+
+export type ScalarKind = 'u32' | 'u64' | 'str' | 'bool' | 'bin' | 'bin32' | 'revmap' | 'strlist';
+export interface FieldSpec {
+  readonly kind: ScalarKind | 'enum';
+  readonly values?: readonly string[];
+  readonly optional?: boolean;
+  readonly doc: string;
+}
+export interface MessageSpec {
+  /** Who sends it: S = supervisor, I = incumbent, N = successor (new), A = any. */
+  readonly from: readonly ('S' | 'I' | 'N' | 'A')[];
+  readonly doc: string;
+  readonly fields: Readonly<Record<string, FieldSpec>>;
+}
+
+const handoffId = { kind: 'str', doc: 'Handoff id assigned by the supervisor in HelloAck' } as const;
+
+export const SCHEMA = {
+  Hello: {
+    from: ['I', 'N'],
+    doc: 'First frame an app peer sends on a new control connection. The supervisor answers HelloAck or Error.',
+    fields: {
+      role: { kind: 'enum', values: ['supervisor', 'incumbent', 'successor'], doc: 'Role of the sender' },
+      pid: { kind: 'u32', doc: 'Process id of the sender' },
+      buildId: { kind: 'bin', doc: 'Opaque build identifier of the sender (e.g. a git sha)' },
+      protoMin: { kind: 'u32', doc: 'Lowest protocol version the sender speaks' },
+      protoMax: { kind: 'u32', doc: 'Highest protocol version the sender speaks' },
+    },
+  },
+  HelloAck: {
+    from: ['S'],
+    doc: 'Supervisor accepts the Hello; fixes the protocol version and the handoff id for this connection.',
+    fields: {
+      handoffId,
+      protoVersion: { kind: 'u32', doc: 'Negotiated version: highest version both peers speak' },
+    },
+  },
+  PrepareHandoff: {
+    from: ['S'],
+    doc: 'Supervisor asks the incumbent to drain: stop accepting, finish in-flight work.',
+    fields: {
+      handoffId,
+      successorPid: { kind: 'u32', doc: 'Pid of the successor already started' },
+      deadlineMs: { kind: 'u64', doc: 'Overall handoff deadline, Unix epoch milliseconds' },
+      drainGraceMs: { kind: 'u32', doc: 'How long drain may take, milliseconds' },
+    },
+  },
+  Drained: {
+    from: ['I'],
+    doc: 'Incumbent finished draining.',
+    fields: {
+      handoffId,
+      openConnsRemaining: { kind: 'u32', doc: 'Connections still open when drain returned' },
+      acceptClosed: { kind: 'bool', doc: 'True when the incumbent no longer accepts' },
+    },
+  },
+  DrainFailed: {
+    from: ['I'],
+    doc: 'Drain threw; the incumbent has already resumed serving. The supervisor aborts.',
+    fields: { handoffId, error: { kind: 'str', doc: 'What went wrong' } },
+  },
+  SealRequest: {
+    from: ['S'],
+    doc: 'Supervisor asks the drained incumbent to seal its data and release the data-dir lock.',
+    fields: { handoffId },
+  },
+  SealProgress: {
+    from: ['I'],
+    doc: 'Optional progress during a long seal.',
+    fields: {
+      handoffId,
+      done: { kind: 'u32', doc: 'Units sealed so far' },
+      total: { kind: 'u32', doc: 'Units to seal in all' },
+    },
+  },
+  SealComplete: {
+    from: ['I'],
+    doc: 'Seal succeeded and the incumbent has RELEASED the data-dir lock (sent after the release).',
+    fields: {
+      handoffId,
+      lastRevisionPerShard: { kind: 'revmap', doc: 'Last durable revision of each shard' },
+      dataDirFingerprint: { kind: 'bin32', doc: 'SHA-256 over the sealed shard heads' },
+    },
+  },
+  SealFailed: {
+    from: ['I'],
+    doc: 'Seal failed; the incumbent still holds the lock and has resumed. The supervisor aborts.',
+    fields: {
+      handoffId,
+      error: { kind: 'str', doc: 'What went wrong' },
+      partialState: { kind: 'revmap', doc: 'Shards sealed before the failure, with revisions' },
+    },
+  },
+  Begin: {
+    from: ['S'],
+    doc: 'Supervisor tells the successor to take the data-dir lock and open the data.',
+    fields: {
+      handoffId,
+      sealedRevisionPerShard: { kind: 'revmap', doc: 'Revisions from SealComplete (empty on cold start)' },
+      sealedFingerprint: { kind: 'bin', doc: 'dataDirFingerprint from SealComplete (empty on cold start)' },
+      incumbentPid: { kind: 'u32', doc: 'Pid of the incumbent (0 on cold start)' },
+    },
+  },
+  Ready: {
+    from: ['N'],
+    doc: 'Successor holds the lock, has opened the data and is serving.',
+    fields: {
+      handoffId,
+      listeningOn: { kind: 'strlist', doc: 'Listener names the successor serves' },
+      healthzOk: { kind: 'bool', doc: 'Result of the successor self health check' },
+      advertisedRevisionPerShard: { kind: 'revmap', doc: 'Revisions the successor sees in the data' },
+      buildId: { kind: 'bin', doc: 'Build identifier of the successor' },
+    },
+  },
+  Commit: {
+    from: ['S'],
+    doc: 'Handoff committed. To the incumbent first (it answers Committed, then exits), then to the successor.',
+    fields: { handoffId },
+  },
+  Committed: {
+    from: ['I', 'N'],
+    doc: 'Acknowledges Commit. From the incumbent it is the point of no return.',
+    fields: { handoffId },
+  },
+  Abort: {
+    from: ['S'],
+    doc: 'Supervisor abandons the handoff. A successor that receives it exits without serving.',
+    fields: { handoffId, reason: { kind: 'str', doc: 'Why the handoff was aborted' } },
+  },
+  ResumeAfterAbort: {
+    from: ['S'],
+    doc: 'Supervisor tells the incumbent to re-take the lock (if released) and serve again.',
+    fields: { handoffId },
+  },
+  Resumed: {
+    from: ['I'],
+    doc: 'Incumbent serves again after an abort (also sent when it resumed on its own).',
+    fields: { handoffId },
+  },
+  Heartbeat: {
+    from: ['A'],
+    doc: 'Liveness, every 2 s in each direction while a handoff runs. Any frame resets the 10 s receive timeout.',
+    fields: {
+      tsMs: { kind: 'u64', doc: 'Sender wall clock, Unix epoch milliseconds' },
+      phase: { kind: 'str', doc: 'Sender phase, e.g. "draining", "sealing"' },
+    },
+  },
+  Shutdown: {
+    from: ['S'],
+    doc: 'Graceful stop: drain, seal, release the lock, exit within timeoutMs.',
+    fields: {
+      reason: { kind: 'str', doc: 'graceful | signal | admin | error' },
+      timeoutMs: { kind: 'u32', doc: 'Time allowed before the supervisor kills the process' },
+    },
+  },
+  Error: {
+    from: ['A'],
+    doc: 'The sender rejects the last frame or the connection; the sender closes after it.',
+    fields: {
+      code: { kind: 'str', doc: 'Stable error code, e.g. E_UNEXPECTED_MESSAGE' },
+      message: { kind: 'str', doc: 'Human-readable explanation' },
+    },
+  },
+} as const satisfies Record<string, MessageSpec>;
+
+export type MessageType = keyof typeof SCHEMA;
+export const MESSAGE_TYPES = Object.keys(SCHEMA) as MessageType[];
+
+type KindToTs<F> = F extends { kind: 'u32' }
+  ? number
+  : F extends { kind: 'u64' }
+    ? bigint
+    : F extends { kind: 'str' }
+      ? string
+      : F extends { kind: 'bool' }
+        ? boolean
+        : F extends { kind: 'bin' | 'bin32' }
+          ? Uint8Array
+          : F extends { kind: 'revmap' }
+            ? Record<string, bigint>
+            : F extends { kind: 'strlist' }
+              ? string[]
+              : F extends { kind: 'enum'; values: readonly (infer V)[] }
+                ? V
+                : never;
+
+type Fields<T extends MessageType> = (typeof SCHEMA)[T]['fields'];
+type RequiredKeys<F> = { [K in keyof F]: F[K] extends { optional: true } ? never : K }[keyof F];
+type OptionalKeys<F> = { [K in keyof F]: F[K] extends { optional: true } ? K : never }[keyof F];
+
+/** The TS type of one message, derived from SCHEMA. */
+export type MessageOf<T extends MessageType> = { type: T } & {
+  -readonly [K in RequiredKeys<Fields<T>>]: KindToTs<Fields<T>[K]>;
+} & { -readonly [K in OptionalKeys<Fields<T>>]?: KindToTs<Fields<T>[K]> };
+
+/** Any control-protocol message. */
+export type Message = { [T in MessageType]: MessageOf<T> }[MessageType];
+
+/** Revisions per shard, as carried by SealComplete/Begin/Ready. */
+export type RevisionMap = Record<string, bigint>;
