@@ -1,0 +1,70 @@
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+
+/**
+ * Replace a small file atomically and durably: write a temp file beside it, fsync it,
+ * rename it over the target, fsync the directory. A reader sees the old or the new
+ * content, never a mix; after return the new content survives a power cut.
+ */
+export async function writeFileAtomic(filePath: string, data: string | Uint8Array): Promise<void> {
+  const tmp = tempPathFor(filePath);
+  try {
+    const fh = await fsp.open(tmp, 'wx', 0o644);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, filePath);
+  } catch (err) {
+    await fsp.rm(tmp, { force: true });
+    throw err;
+  }
+  await fsyncDir(path.dirname(filePath));
+}
+
+/** Synchronous twin of writeFileAtomic (for crash-point timing and exit paths). */
+export function writeFileAtomicSync(filePath: string, data: string | Uint8Array): void {
+  const tmp = tempPathFor(filePath);
+  try {
+    const fd = fs.openSync(tmp, 'wx', 0o644);
+    try {
+      fs.writeFileSync(fd, data);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, filePath);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
+  fsyncDirSync(path.dirname(filePath));
+}
+
+/** Make a rename/unlink in `dir` durable. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await fsp.open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+export function fsyncDirSync(dir: string): void {
+  const fd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+// Unique per process AND thread (a worker may write the same file as the main thread).
+function tempPathFor(filePath: string): string {
+  return `${filePath}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
+}
