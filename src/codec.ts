@@ -1,0 +1,510 @@
+/**
+ * Control-protocol framing (spec: protocol/PROTOCOL.md).
+ *
+ *   frame = u32be length | u16be version | msgpack map
+ *
+ * `length` counts everything after itself (version + body), 2..MAX_FRAME_LENGTH.
+ *
+ * Encoding is done here by hand rather than by msgpackr: msgpackr writes small
+ * bigints as int64 (0xd3) and plain objects as map16, while the protocol wants
+ * u64 always as uint64 (0xcf) and the canonical, smallest headers elsewhere so
+ * that golden vectors are reproducible in any language. Decoding uses msgpackr,
+ * which accepts every standard encoding.
+ */
+import { Unpackr } from 'msgpackr';
+import { ProtocolError } from './errors.js';
+import { MESSAGE_PLANS, MessageErrorCode, validateMessage, type MessagePlan } from './messages.js';
+import { MAX_FRAME_LENGTH, PROTO_MAX, PROTO_MIN, PROTOCOL_VERSION, type Message } from './schema.js';
+
+/** Every code codec functions throw (as ProtocolError). */
+export const CodecErrorCode = {
+  ...MessageErrorCode,
+  /** Length field > MAX_FRAME_LENGTH (decoder: rejected as soon as the 4 length bytes arrive), or encoded message too big. */
+  E_FRAME_TOO_LARGE: 'E_FRAME_TOO_LARGE',
+  /** Length field < 2 (no room for the version). */
+  E_FRAME_TOO_SHORT: 'E_FRAME_TOO_SHORT',
+  /** The body is not one valid msgpack value (includes empty body and unsupported ext types). */
+  E_BAD_MSGPACK: 'E_BAD_MSGPACK',
+  /** The body holds bytes after the msgpack value. */
+  E_TRAILING_BYTES: 'E_TRAILING_BYTES',
+  /** Header version outside the accepted range (checked as soon as the 6 header bytes arrive). */
+  E_BAD_VERSION: 'E_BAD_VERSION',
+  /** The stream ended (end()) inside a frame. */
+  E_TRUNCATED: 'E_TRUNCATED',
+  /** negotiateVersion: no version in common. */
+  E_VERSION_MISMATCH: 'E_VERSION_MISMATCH',
+} as const;
+export type CodecErrorCode = (typeof CodecErrorCode)[keyof typeof CodecErrorCode];
+
+/** Length prefix + version. */
+export const FRAME_HEADER_BYTES = 6;
+/** Hello, HelloAck and any Error sent before HelloAck always carry this header version. */
+export const HANDSHAKE_VERSION = 1;
+
+export interface DecodedFrame {
+  version: number;
+  message: Message;
+}
+
+// ---------------------------------------------------------------------------
+// Encoder
+
+const INITIAL_SCRATCH = 16 * 1024;
+/** A frame may not need more than this many bytes in all. */
+const MAX_TOTAL = MAX_FRAME_LENGTH + 4;
+
+function tooLarge(what: string): ProtocolError {
+  return new ProtocolError('E_FRAME_TOO_LARGE', `${what} exceeds the frame cap of ${MAX_FRAME_LENGTH} bytes`);
+}
+
+/** Pre-encoded `type` entry and field-name keys of one message type. */
+interface EncodePlan {
+  readonly plan: MessagePlan;
+  readonly typeEntry: Buffer; // fixstr "type" + str type name
+  readonly keys: readonly Buffer[];
+  readonly hasOptional: boolean;
+}
+
+/** One reusable scratch buffer: encoding is synchronous, so it is never shared. */
+class Writer {
+  buf = Buffer.allocUnsafe(INITIAL_SCRATCH);
+  view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
+  pos = 0;
+
+  ensure(n: number): void {
+    const need = this.pos + n;
+    if (need <= this.buf.length) return;
+    if (need > MAX_TOTAL) throw tooLarge('message');
+    const next = Buffer.allocUnsafe(Math.min(MAX_TOTAL, Math.max(need, this.buf.length * 2)));
+    this.buf.copy(next, 0, 0, this.pos);
+    this.buf = next;
+    this.view = new DataView(next.buffer, next.byteOffset, next.byteLength);
+  }
+
+  /** Drop a scratch buffer grown for one big frame. */
+  shrink(): void {
+    if (this.buf.length > 4 * INITIAL_SCRATCH) {
+      this.buf = Buffer.allocUnsafe(INITIAL_SCRATCH);
+      this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength);
+    }
+  }
+
+  raw(b: Uint8Array): void {
+    this.ensure(b.length);
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+  }
+
+  /** Smallest unsigned encoding (positive fixint, uint8/16/32). */
+  uint(n: number): void {
+    this.ensure(5);
+    const b = this.buf;
+    if (n < 0x80) b[this.pos++] = n;
+    else if (n < 0x100) {
+      b[this.pos++] = 0xcc;
+      b[this.pos++] = n;
+    } else if (n < 0x10000) {
+      b[this.pos++] = 0xcd;
+      b.writeUInt16BE(n, this.pos);
+      this.pos += 2;
+    } else {
+      b[this.pos++] = 0xce;
+      b.writeUInt32BE(n, this.pos);
+      this.pos += 4;
+    }
+  }
+
+  /** Always uint64 (0xcf), whatever the value. */
+  u64(n: bigint): void {
+    this.ensure(9);
+    this.buf[this.pos++] = 0xcf;
+    this.view.setBigUint64(this.pos, n);
+    this.pos += 8;
+  }
+
+  str(s: string): void {
+    const n = s.length;
+    if (n < 32) {
+      // ASCII fast path for short strings; falls through on the first non-ASCII char.
+      this.ensure(n + 1);
+      const b = this.buf;
+      const start = this.pos + 1;
+      let i = 0;
+      for (; i < n; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80) break;
+        b[start + i] = c;
+      }
+      if (i === n) {
+        b[this.pos] = 0xa0 | n;
+        this.pos = start + n;
+        return;
+      }
+    }
+    const len = Buffer.byteLength(s, 'utf8');
+    this.header(len, 0xa0, 32, 0xd9, 0xda, 0xdb);
+    this.ensure(len);
+    this.buf.write(s, this.pos, len, 'utf8');
+    this.pos += len;
+  }
+
+  bin(v: Uint8Array): void {
+    this.header(v.length, -1, 0, 0xc4, 0xc5, 0xc6);
+    this.raw(v);
+  }
+
+  mapHeader(n: number): void {
+    this.header(n, 0x80, 16, -1, 0xde, 0xdf);
+  }
+
+  arrayHeader(n: number): void {
+    this.header(n, 0x90, 16, -1, 0xdc, 0xdd);
+  }
+
+  /** Smallest of fix (if fixBase >= 0 and n < fixLimit) / 8-bit (if t8 >= 0) / 16-bit / 32-bit length header. */
+  private header(n: number, fixBase: number, fixLimit: number, t8: number, t16: number, t32: number): void {
+    if (n > MAX_TOTAL) throw tooLarge('field');
+    this.ensure(5);
+    const b = this.buf;
+    if (fixBase >= 0 && n < fixLimit) b[this.pos++] = fixBase | n;
+    else if (t8 >= 0 && n < 0x100) {
+      b[this.pos++] = t8;
+      b[this.pos++] = n;
+    } else if (n < 0x10000) {
+      b[this.pos++] = t16;
+      b.writeUInt16BE(n, this.pos);
+      this.pos += 2;
+    } else {
+      b[this.pos++] = t32;
+      b.writeUInt32BE(n, this.pos);
+      this.pos += 4;
+    }
+  }
+}
+
+/** Bytes of a str in its canonical encoding (for pre-encoded keys). */
+function encodeStr(s: string): Buffer {
+  const w = new Writer();
+  w.str(s);
+  return Buffer.from(w.buf.subarray(0, w.pos));
+}
+
+const ENCODE_PLANS = new Map<string, EncodePlan>();
+for (const [type, plan] of MESSAGE_PLANS) {
+  ENCODE_PLANS.set(type, {
+    plan,
+    typeEntry: Buffer.concat([encodeStr('type'), encodeStr(type)]),
+    keys: plan.fields.map((f) => encodeStr(f.name)),
+    hasOptional: plan.fields.some((f) => f.optional),
+  });
+}
+
+/**
+ * Canonical revmap order: keys ascending by their UTF-8 bytes. Comparing UTF-16
+ * code units gives the same order except that surrogates (code points >= U+10000)
+ * must sort above U+E000..U+FFFF, hence the remap.
+ */
+export function compareUtf8(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    let x = a.charCodeAt(i);
+    let y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x >= 0xd800) x = x < 0xe000 ? x + 0x2000 : x - 0x800;
+    if (y >= 0xd800) y = y < 0xe000 ? y + 0x2000 : y - 0x800;
+    return x - y;
+  }
+  return a.length - b.length;
+}
+
+function writeRevmap(w: Writer, map: Record<string, bigint>): void {
+  let keys = Object.keys(map);
+  w.mapHeader(keys.length);
+  for (let i = 1; i < keys.length; i++) {
+    if (compareUtf8(keys[i - 1] as string, keys[i] as string) > 0) {
+      keys = keys.slice().sort(compareUtf8);
+      break;
+    }
+  }
+  for (const k of keys) {
+    w.str(k);
+    w.u64(map[k] as bigint);
+  }
+}
+
+const writer = new Writer();
+
+function writeMessage(w: Writer, msg: Record<string, unknown>, ep: EncodePlan): void {
+  const fields = ep.plan.fields;
+  let count = fields.length + 1;
+  if (ep.hasOptional) for (const f of fields) if (msg[f.name] === undefined) count--;
+  w.mapHeader(count);
+  w.raw(ep.typeEntry);
+  for (let i = 0; i < fields.length; i++) {
+    const f = fields[i]!;
+    const v = msg[f.name];
+    if (v === undefined) continue;
+    w.raw(ep.keys[i]!);
+    switch (f.kind) {
+      case 'u32':
+        w.uint(v as number);
+        break;
+      case 'u64':
+        w.u64(v as bigint);
+        break;
+      case 'str':
+      case 'enum':
+        w.str(v as string);
+        break;
+      case 'bool':
+        w.ensure(1);
+        w.buf[w.pos++] = v ? 0xc3 : 0xc2;
+        break;
+      case 'bin':
+      case 'bin32':
+        w.bin(v as Uint8Array);
+        break;
+      case 'revmap':
+        writeRevmap(w, v as Record<string, bigint>);
+        break;
+      case 'strlist': {
+        const list = v as string[];
+        w.arrayHeader(list.length);
+        for (const s of list) w.str(s);
+        break;
+      }
+    }
+  }
+}
+
+function checkVersionNumber(version: number): void {
+  if (!Number.isInteger(version) || version < 0 || version > 0xffff) {
+    throw new ProtocolError('E_BAD_VERSION', `frame version ${version} is not a u16`, { version });
+  }
+}
+
+/**
+ * Encode one message as one frame (a fresh Buffer, safe to hand to socket.write).
+ * Validates first: throws ProtocolError (MessageErrorCode) for an invalid message,
+ * E_FRAME_TOO_LARGE past the cap, E_BAD_VERSION if version is not a u16.
+ */
+export function encodeFrame(msg: Message, version: number = PROTOCOL_VERSION): Buffer {
+  checkVersionNumber(version);
+  const m = validateMessage(msg) as unknown as Record<string, unknown>;
+  const ep = ENCODE_PLANS.get(m['type'] as string) as EncodePlan;
+  const w = writer;
+  w.pos = FRAME_HEADER_BYTES;
+  try {
+    writeMessage(w, m, ep);
+    const length = w.pos - 4;
+    if (length > MAX_FRAME_LENGTH) throw tooLarge(`${ep.plan.type} frame (${length} bytes)`);
+    w.buf.writeUInt32BE(length, 0);
+    w.buf.writeUInt16BE(version, 4);
+    const out = Buffer.allocUnsafe(w.pos);
+    w.buf.copy(out, 0, 0, w.pos);
+    return out;
+  } finally {
+    w.shrink();
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Decoder
+
+// copyBuffers: bin values must not alias the caller's chunk buffers.
+// structuredClone: false disables msgpackr's non-standard id/pointer extensions.
+const unpackr = new Unpackr({
+  useRecords: false,
+  mapsAsObjects: true,
+  int64AsType: 'bigint',
+  copyBuffers: true,
+  structuredClone: false,
+});
+
+function wrapError(err: unknown, code: CodecErrorCode, what: string): ProtocolError {
+  if (err instanceof ProtocolError) return err;
+  const detail = err instanceof Error ? err.message : String(err);
+  return new ProtocolError(code, `${what}: ${detail}`, undefined, { cause: err });
+}
+
+/** Decode and validate one frame body (the bytes after the version). */
+export function decodeBody(body: Uint8Array): Message {
+  let value: unknown;
+  try {
+    value = unpackr.unpack(body);
+  } catch (err) {
+    // msgpackr reads one value, then complains if bytes remain; that is the only
+    // way to learn of trailing bytes without re-implementing the parser.
+    const trailing = err instanceof Error && err.message.startsWith('Data read, but end of buffer not reached');
+    throw trailing
+      ? new ProtocolError('E_TRAILING_BYTES', 'frame body has bytes after the msgpack value', undefined, { cause: err })
+      : wrapError(err, 'E_BAD_MSGPACK', 'frame body is not valid msgpack');
+  }
+  try {
+    return validateMessage(value);
+  } catch (err) {
+    throw wrapError(err, 'E_BAD_FIELD', 'invalid message');
+  }
+}
+
+/**
+ * Streaming frame decoder for one connection. Feed it socket chunks of any size.
+ *
+ * Rejects an out-of-range length as soon as the 4 length bytes are in, and a
+ * bad version as soon as the 6 header bytes are in, before any body is
+ * buffered. Holds at most one frame (header + MAX_FRAME_LENGTH) in memory.
+ * After the first error it is poisoned: every later push/end rethrows that same
+ * ProtocolError. Frames decoded earlier in the failing push are attached as
+ * `err.details.decoded` (only on that first throw).
+ */
+export class FrameDecoder {
+  private readonly header = Buffer.alloc(FRAME_HEADER_BYTES);
+  private headerFill = 0;
+  /** Body of the frame being assembled (allocated once its length is known). */
+  private body: Buffer | null = null;
+  private bodyFill = 0;
+  private version = 0;
+  private error: ProtocolError | null = null;
+  private minVersion = PROTO_MIN;
+  private maxVersion = PROTO_MAX;
+
+  /** Narrow the accepted header versions (after negotiation: setVersionRange(v, v)). */
+  setVersionRange(min: number, max: number): void {
+    checkVersionNumber(min);
+    checkVersionNumber(max);
+    if (min > max) throw new ProtocolError('E_BAD_VERSION', `empty version range ${min}..${max}`, { min, max });
+    this.minVersion = min;
+    this.maxVersion = max;
+  }
+
+  /** Bytes of an incomplete frame currently held. */
+  get buffered(): number {
+    return this.headerFill + this.bodyFill;
+  }
+
+  push(chunk: Uint8Array): DecodedFrame[] {
+    if (this.error) throw this.error;
+    const frames: DecodedFrame[] = [];
+    try {
+      this.consume(chunk, frames);
+    } catch (err) {
+      const e = wrapError(err, 'E_BAD_MSGPACK', 'undecodable frame');
+      this.error = e;
+      this.release();
+      if (frames.length > 0) throw new ProtocolError(e.code, e.message, { ...e.details, decoded: frames }, { cause: e });
+      throw e;
+    }
+    return frames;
+  }
+
+  /** The stream ended: throws E_TRUNCATED if a partial frame is held. */
+  end(): void {
+    if (this.error) throw this.error;
+    if (this.buffered > 0) {
+      this.error = new ProtocolError('E_TRUNCATED', `stream ended inside a frame (${this.buffered} bytes buffered)`, {
+        buffered: this.buffered,
+      });
+      this.release();
+      throw this.error;
+    }
+  }
+
+  /** A poisoned decoder keeps nothing buffered. */
+  private release(): void {
+    this.body = null;
+    this.bodyFill = 0;
+    this.headerFill = 0;
+  }
+
+  private consume(chunk: Uint8Array, frames: DecodedFrame[]): void {
+    let off = 0;
+    const n = chunk.length;
+    while (off < n) {
+      if (this.body === null) {
+        // Fast path: a whole frame inside this chunk is decoded in place.
+        if (this.headerFill === 0 && n - off >= FRAME_HEADER_BYTES) {
+          const length = readU32(chunk, off);
+          this.checkLength(length);
+          const version = (chunk[off + 4]! << 8) | chunk[off + 5]!;
+          this.checkVersion(version);
+          const end = off + 4 + length;
+          if (end <= n) {
+            frames.push({ version, message: decodeBody(chunk.subarray(off + 6, end)) });
+            off = end;
+            continue;
+          }
+          // Partial body: fall through to the buffered path via the header buffer.
+        }
+        const take = Math.min(FRAME_HEADER_BYTES - this.headerFill, n - off);
+        this.header.set(chunk.subarray(off, off + take), this.headerFill);
+        const before = this.headerFill;
+        this.headerFill += take;
+        off += take;
+        if (before < 4 && this.headerFill >= 4) this.checkLength(this.header.readUInt32BE(0));
+        if (this.headerFill < FRAME_HEADER_BYTES) continue;
+        this.version = this.header.readUInt16BE(4);
+        this.checkVersion(this.version);
+        this.body = Buffer.allocUnsafe(this.header.readUInt32BE(0) - 2);
+        this.bodyFill = 0;
+      }
+      const take = Math.min(this.body.length - this.bodyFill, n - off);
+      this.body.set(chunk.subarray(off, off + take), this.bodyFill);
+      this.bodyFill += take;
+      off += take;
+      if (this.bodyFill === this.body.length) {
+        const body = this.body;
+        this.body = null;
+        this.bodyFill = 0;
+        this.headerFill = 0;
+        frames.push({ version: this.version, message: decodeBody(body) });
+      }
+    }
+  }
+
+  private checkLength(length: number): void {
+    if (length > MAX_FRAME_LENGTH) {
+      throw new ProtocolError('E_FRAME_TOO_LARGE', `frame length ${length} exceeds the cap of ${MAX_FRAME_LENGTH}`, {
+        length,
+      });
+    }
+    if (length < 2) {
+      throw new ProtocolError('E_FRAME_TOO_SHORT', `frame length ${length} is below the minimum of 2`, { length });
+    }
+  }
+
+  private checkVersion(version: number): void {
+    if (version < this.minVersion || version > this.maxVersion) {
+      throw new ProtocolError(
+        'E_BAD_VERSION',
+        `frame version ${version} outside the accepted range ${this.minVersion}..${this.maxVersion}`,
+        { version, min: this.minVersion, max: this.maxVersion },
+      );
+    }
+  }
+}
+
+function readU32(b: Uint8Array, off: number): number {
+  return ((b[off]! << 24) >>> 0) + ((b[off + 1]! << 16) | (b[off + 2]! << 8) | b[off + 3]!);
+}
+
+/**
+ * Highest version in both ranges, or ProtocolError E_VERSION_MISMATCH
+ * (also for a malformed peer range, e.g. min > max).
+ */
+export function negotiateVersion(
+  peerMin: number,
+  peerMax: number,
+  ourMin: number = PROTO_MIN,
+  ourMax: number = PROTO_MAX,
+): number {
+  const lo = Math.max(peerMin, ourMin);
+  const hi = Math.min(peerMax, ourMax);
+  if (!Number.isInteger(lo) || !Number.isInteger(hi) || peerMin > peerMax || hi < lo) {
+    throw new ProtocolError(
+      'E_VERSION_MISMATCH',
+      `no common protocol version: peer speaks ${peerMin}..${peerMax}, we speak ${ourMin}..${ourMax}`,
+      { peerMin, peerMax, ourMin, ourMax },
+    );
+  }
+  return hi;
+}
