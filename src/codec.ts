@@ -49,6 +49,7 @@ export interface DecodedFrame {
 // ---------------------------------------------------------------------------
 // Encoder
 
+const SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
 const INITIAL_SCRATCH = 16 * 1024;
 /** A frame may not need more than this many bytes in all. */
 const MAX_TOTAL = MAX_FRAME_LENGTH + 4;
@@ -117,12 +118,28 @@ class Writer {
   /** Always uint64 (0xcf), whatever the value. */
   u64(n: bigint): void {
     this.ensure(9);
-    this.buf[this.pos++] = 0xcf;
-    this.view.setBigUint64(this.pos, n);
+    const b = this.buf;
+    b[this.pos++] = 0xcf;
+    if (n <= SAFE_BIG) {
+      // setBigUint64 is a slow runtime call; typical values (revisions, ms) fit a double.
+      const x = Number(n);
+      const hi = Math.floor(x / 0x1_0000_0000);
+      const lo = x >>> 0;
+      const p = this.pos;
+      b[p] = hi >>> 24;
+      b[p + 1] = hi >>> 16;
+      b[p + 2] = hi >>> 8;
+      b[p + 3] = hi;
+      b[p + 4] = lo >>> 24;
+      b[p + 5] = lo >>> 16;
+      b[p + 6] = lo >>> 8;
+      b[p + 7] = lo;
+    } else this.view.setBigUint64(this.pos, n);
     this.pos += 8;
   }
 
-  str(s: string): void {
+  /** Returns true if the string was ASCII and short (so its bytes equal its UTF-16 units). */
+  str(s: string): boolean {
     const n = s.length;
     if (n < 32) {
       // ASCII fast path for short strings; falls through on the first non-ASCII char.
@@ -138,7 +155,7 @@ class Writer {
       if (i === n) {
         b[this.pos] = 0xa0 | n;
         this.pos = start + n;
-        return;
+        return true;
       }
     }
     const len = Buffer.byteLength(s, 'utf8');
@@ -146,6 +163,7 @@ class Writer {
     this.ensure(len);
     this.buf.write(s, this.pos, len, 'utf8');
     this.pos += len;
+    return false;
   }
 
   bin(v: Uint8Array): void {
@@ -218,17 +236,30 @@ export function compareUtf8(a: string, b: string): number {
 }
 
 function writeRevmap(w: Writer, map: Record<string, bigint>): void {
-  let keys = Object.keys(map);
+  const keys = Object.keys(map);
+  // Native string order is UTF-16 order, which equals UTF-8 order for ASCII keys (the
+  // usual case); compareUtf8 is only needed when a key is not ASCII.
+  let sorted = true;
+  for (let i = 1; i < keys.length && sorted; i++) sorted = (keys[i - 1] as string) < (keys[i] as string);
+  if (!sorted) keys.sort(compareUtf8);
+  const start = w.pos;
+  let ascii = true;
   w.mapHeader(keys.length);
-  for (let i = 1; i < keys.length; i++) {
-    if (compareUtf8(keys[i - 1] as string, keys[i] as string) > 0) {
-      keys = keys.slice().sort(compareUtf8);
-      break;
-    }
-  }
-  for (const k of keys) {
-    w.str(k);
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i] as string;
+    ascii = w.str(k) && ascii;
     w.u64(map[k] as bigint);
+  }
+  if (sorted && !ascii) {
+    const resorted = keys.slice().sort(compareUtf8);
+    if (resorted.some((k, i) => k !== keys[i])) {
+      w.pos = start;
+      w.mapHeader(keys.length);
+      for (const k of resorted) {
+        w.str(k);
+        w.u64(map[k] as bigint);
+      }
+    }
   }
 }
 

@@ -122,8 +122,11 @@ function revmap(type: string, field: string, raw: unknown): Record<string, bigin
   if (!isPlainObject(raw)) throw bad(type, field, 'map of str to u64', raw);
   // Fast path (the usual case for decoded frames): every value already a bigint in
   // range, so the decoded object is returned as is, without a copy.
+  // Object.keys + indexed access: 64-shard maps are dictionary-mode objects, where for-in is ~2x slower.
+  const keys = Object.keys(raw);
   let clean = true;
-  for (const k in raw) {
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i] as string;
     const v = raw[k];
     if (k === '__proto__' || !isWellFormed(k)) throw bad(type, `${field}[${JSON.stringify(k)}]`, 'a shard name', k);
     if (typeof v === 'bigint' && v >= 0n && v <= U64_MAX) continue;
@@ -132,7 +135,7 @@ function revmap(type: string, field: string, raw: unknown): Record<string, bigin
   }
   if (clean) return raw as Record<string, bigint>;
   const out: Record<string, bigint> = {};
-  for (const k in raw) out[k] = toU64(raw[k]) as bigint;
+  for (const k of keys) out[k] = toU64(raw[k]) as bigint;
   return out;
 }
 

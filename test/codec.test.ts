@@ -87,6 +87,17 @@ describe('encodeFrame', () => {
     expect(keys).toEqual(['10', '9', 'a', 'b']);
   });
 
+  it('orders non-ASCII revmap keys by UTF-8 bytes, not UTF-16 units', () => {
+    // U+10000 is a surrogate pair (0xd800...) so sorts first in UTF-16, last in UTF-8.
+    const astral = '\u{10000}';
+    const bmp = '\ue000';
+    for (const partialState of [{ [astral]: 1n, [bmp]: 2n }, { [bmp]: 2n, [astral]: 1n }]) {
+      const f = encodeFrame({ type: 'SealFailed', handoffId: '', error: '', partialState });
+      const at = (k: string) => f.indexOf(Buffer.from(k, 'utf8'));
+      expect(at(bmp)).toBeLessThan(at(astral));
+    }
+  });
+
   it('validates before encoding', () => {
     expect(codeOf(() => encodeFrame({ type: 'Heartbeat', tsMs: -1n, phase: '' } as Message))).toBe('E_BAD_FIELD');
     expect(codeOf(() => encodeFrame({ type: 'Nope' } as unknown as Message))).toBe('E_UNKNOWN_TYPE');
