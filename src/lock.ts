@@ -1,0 +1,475 @@
+import { randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as fsp from 'node:fs/promises';
+import * as path from 'node:path';
+import type { LockOptions } from 'proper-lockfile';
+import { writeFileAtomic, fsyncDir } from './atomic-file.js';
+import { LockError, errorMessage } from './errors.js';
+import { createLogger, type Logger } from './log.js';
+import { isAlive, processStartTime } from './proc.js';
+
+/**
+ * The data-dir lock: exactly one process may hold it at any time.
+ *
+ * The lock itself is proper-lockfile's mkdir lock `<dataDir>/.baton.lock` (mkdir is
+ * atomic; the dir's mtime is refreshed every `updateMs`). Beside it,
+ * `<dataDir>/.baton.lock.owner` records who holds it: pid + start time (a pid alone is
+ * reused), boot id, handoff id, and `lockId` — the identity (inode + birth time) of
+ * the lock dir generation it describes. A record whose lockId differs from the
+ * current lock dir describes an older generation and is ignored; that is what makes
+ * a leftover record harmless and lets release/takeover run without a global mutex.
+ *
+ * Rules on acquire, when `.baton.lock` exists:
+ *  - record valid, holder provably dead (pid gone, zombie, other start time, other
+ *    boot) → reap the dir at once and take it (milliseconds; no staleness wait);
+ *  - record valid, holder alive → NEVER take it, however old the mtime (a SIGSTOPped
+ *    or badly stalled holder still holds it); retry until `waitMs`, then E_LOCK_HELD;
+ *  - no valid record (holder died between mkdir and writing the record, or a foreign
+ *    lock) → proper-lockfile's rule: take it only once its mtime is older than `staleMs`.
+ * proper-lockfile itself is never allowed to remove a lock dir (its stale check is
+ * replaced by the rules above); all removal goes through `reap()`.
+ *
+ * Designed to run inside a worker_threads Worker so a blocked main thread cannot let
+ * the refresh lapse. Notes on proper-lockfile (4.1.2) there: signal-exit loads in the
+ * worker but signals are only delivered to the main thread, so on SIGTERM/SIGKILL the
+ * dir stays behind — the owner record then names a dead process and the next acquirer
+ * takes over immediately. `process.exit()` inside the worker removes the dir (its exit
+ * hook runs); `worker.terminate()` does not. Either way the owning process must treat
+ * the worker's end as losing the lock.
+ *
+ * Error codes (LockError): E_LOCK_HELD, E_LOCK_ALREADY_HELD, E_NOT_HELD,
+ * E_LOCK_COMPROMISED (passed to onCompromised), E_LOCK_IO.
+ */
+
+export const LOCK_DIR_NAME = '.baton.lock';
+export const LOCK_OWNER_NAME = '.baton.lock.owner';
+
+/**
+ * Defaults. With the owner record, staleness only matters for a lock dir WITHOUT a valid
+ * record (the holder died in the ~1 ms between mkdir and the record write, or a foreign
+ * lock), and as proper-lockfile's refresh threshold. 30 s is 3× the 10 s liveness
+ * timeout: by then the supervisor has long declared a silent holder dead and killed it,
+ * and a worker that stalls for less never looks stale. A live holder is never stolen
+ * from, whatever the mtime, so a large value costs nothing in a handoff. 2 s refresh:
+ * a lost lock dir (removed or replaced behind our back) is noticed within 2 s, well
+ * inside the liveness timeout; a refresh is one stat + one utimes.
+ */
+export const DEFAULT_STALE_MS = 30_000;
+export const DEFAULT_UPDATE_MS = 2_000;
+/** Poll interval while waiting for a held lock (`waitMs` > 0). */
+const RETRY_INTERVAL_MS = 25;
+
+export interface LockOwner {
+  pid: number;
+  /** Field 22 of /proc/<pid>/stat: with pid, identifies the process. */
+  startTime: string;
+  /** /proc/sys/kernel/random/boot_id: a record from before a reboot names a dead process. */
+  bootId: string;
+  handoffId: string;
+  /** ISO time the lock was taken. */
+  acquiredAt: string;
+  /** Identity of the lock dir generation this record describes (inode:birth-time-ns). */
+  lockId: string;
+}
+
+export interface DataDirLockOptions {
+  staleMs?: number;
+  updateMs?: number;
+  log?: Logger;
+  /** The lock was lost to someone else (or vanished): stop writing to the data dir now. */
+  onCompromised?: (err: LockError) => void;
+}
+
+export interface AcquireOptions {
+  /** Recorded in the owner record. */
+  handoffId?: string;
+  /** Keep retrying a held lock this long (default 0: one attempt). */
+  waitMs?: number;
+}
+
+type State = 'idle' | 'acquiring' | 'held' | 'releasing';
+type Release = () => Promise<void>;
+type Refusal = { holder: LockOwner | undefined; mtimeAgeMs: number | undefined };
+
+export class DataDirLock {
+  readonly dataDir: string;
+  readonly lockPath: string;
+  readonly ownerPath: string;
+  readonly staleMs: number;
+  readonly updateMs: number;
+  private readonly log: Logger;
+  private readonly onCompromisedCb: ((err: LockError) => void) | undefined;
+  private state: State = 'idle';
+  private lockId: string | undefined;
+  private releaseLockfile: Release | undefined;
+  /** While proper-lockfile's lock() runs: it must not remove any lock dir. */
+  private insideLockCall = false;
+  /** Set during a re-take: mkdir of our own, still-existing lock dir counts as success. */
+  private adoptLockId: string | undefined;
+  private readonly guardedFs: typeof fs;
+
+  constructor(dataDir: string, opts: DataDirLockOptions = {}) {
+    this.dataDir = path.resolve(dataDir);
+    this.lockPath = path.join(this.dataDir, LOCK_DIR_NAME);
+    this.ownerPath = path.join(this.dataDir, LOCK_OWNER_NAME);
+    // proper-lockfile clamps: stale ≥ 2000, 1000 ≤ update ≤ stale/2. Apply the same here so
+    // our staleness checks agree with its refresh threshold.
+    this.staleMs = Math.max(opts.staleMs ?? DEFAULT_STALE_MS, 2000);
+    this.updateMs = Math.max(Math.min(opts.updateMs ?? DEFAULT_UPDATE_MS, this.staleMs / 2), 1000);
+    this.log = opts.log ?? createLogger('baton-lock');
+    this.onCompromisedCb = opts.onCompromised;
+    this.guardedFs = this.makeGuardedFs();
+  }
+
+  get held(): boolean {
+    return this.state === 'held';
+  }
+
+  async acquire(opts: AcquireOptions = {}): Promise<void> {
+    if (this.state !== 'idle') {
+      throw new LockError('E_LOCK_ALREADY_HELD', `data-dir lock ${this.lockPath} is already ${this.state === 'held' ? 'held' : `being ${this.state.replace('ing', 'ed')}`} by this DataDirLock`, { lockPath: this.lockPath });
+    }
+    const started = Date.now();
+    const deadline = started + (opts.waitMs ?? 0);
+    this.state = 'acquiring';
+    try {
+      for (;;) {
+        const refusal = await this.tryAcquire(opts.handoffId ?? '');
+        if (refusal === undefined) {
+          this.state = 'held';
+          this.log.info({ event: 'lock.acquired', lockPath: this.lockPath, handoffId: opts.handoffId, ms: Date.now() - started }, 'data-dir lock acquired');
+          return;
+        }
+        const left = deadline - Date.now();
+        if (left <= 0) throw this.heldError(refusal);
+        await sleep(Math.min(RETRY_INTERVAL_MS, left));
+      }
+    } catch (err) {
+      this.state = 'idle';
+      throw err;
+    }
+  }
+
+  async release(): Promise<void> {
+    if (this.state !== 'held') {
+      throw new LockError('E_NOT_HELD', `cannot release data-dir lock ${this.lockPath}: this process does not hold it (state: ${this.state})`, { lockPath: this.lockPath });
+    }
+    this.state = 'releasing';
+    const lockId = this.lockId!;
+    try {
+      // The dir is the lock: remove it first, so a crash from here on leaves at most a
+      // record describing a generation that no longer exists (inert).
+      await this.releaseLockfile?.().catch((err: NodeJS.ErrnoException) => {
+        // ERELEASED/ENOTACQUIRED: it was compromised concurrently; nothing left to remove.
+        if (err.code !== 'ERELEASED' && err.code !== 'ENOTACQUIRED') throw err;
+        this.log.warn({ event: 'lock.release_lost', lockPath: this.lockPath, code: err.code }, 'lock was already lost when releasing');
+      });
+      await this.removeOwnerRecordIfOurs(lockId);
+      this.log.info({ event: 'lock.released', lockPath: this.lockPath }, 'data-dir lock released');
+    } catch (err) {
+      throw new LockError('E_LOCK_IO', `releasing data-dir lock ${this.lockPath} failed: ${errorMessage(err)}`, { lockPath: this.lockPath }, { cause: err });
+    } finally {
+      this.state = 'idle';
+      this.lockId = undefined;
+      this.releaseLockfile = undefined;
+    }
+  }
+
+  /** One attempt. Resolves undefined when the lock is ours, else why not. */
+  private async tryAcquire(handoffId: string): Promise<Refusal | undefined> {
+    const current = await statLockDir(this.lockPath);
+    if (current !== undefined) {
+      const id = lockIdOf(current);
+      const owner = await readLockOwner(this.dataDir);
+      const record = owner?.lockId === id ? owner : undefined;
+      if (record !== undefined) {
+        if (record.pid === process.pid && record.startTime === selfStartTime()) {
+          throw new LockError('E_LOCK_ALREADY_HELD', `data-dir lock ${this.lockPath} is already held by this process (pid ${process.pid}, handoff ${record.handoffId || '-'})`, { lockPath: this.lockPath, owner: record });
+        }
+        if (ownerAlive(record)) return { holder: record, mtimeAgeMs: mtimeAge(current) };
+        this.log.warn({ event: 'lock.dead_holder', lockPath: this.lockPath, holderPid: record.pid, holderHandoffId: record.handoffId }, `data-dir lock holder pid ${record.pid} is dead; taking over`);
+      } else if (mtimeAge(current) <= this.staleMs) {
+        return { holder: undefined, mtimeAgeMs: mtimeAge(current) };
+      } else {
+        this.log.warn({ event: 'lock.stale', lockPath: this.lockPath, ageMs: mtimeAge(current) }, 'data-dir lock has no owner record and is stale; taking over');
+      }
+      await this.reap(id);
+    }
+    return this.take(handoffId);
+  }
+
+  /** mkdir through proper-lockfile (which then keeps it fresh), then write our owner record. */
+  private async take(handoffId: string): Promise<Refusal | undefined> {
+    let release: Release;
+    try {
+      release = await this.callLockfile();
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      // ELOCKED: someone else's mkdir won. EBATON_NO_REMOVE: it saw a stale dir and wanted
+      // to remove it; our rules decide that. Either way: re-inspect on the next attempt.
+      if (code === 'ELOCKED' || code === 'EBATON_NO_REMOVE') return this.describeHolder();
+      throw new LockError('E_LOCK_IO', `cannot create data-dir lock ${this.lockPath}: ${errorMessage(err)}`, { lockPath: this.lockPath }, { cause: err });
+    }
+    try {
+      this.lockId = lockIdOf((await statLockDir(this.lockPath))!);
+      const record: LockOwner = {
+        pid: process.pid,
+        startTime: selfStartTime(),
+        bootId: bootId(),
+        handoffId,
+        acquiredAt: new Date().toISOString(),
+        lockId: this.lockId,
+      };
+      await writeFileAtomic(this.ownerPath, JSON.stringify(record) + '\n');
+    } catch (err) {
+      await release().catch(() => undefined);
+      throw new LockError('E_LOCK_IO', `cannot write data-dir lock owner record ${this.ownerPath}: ${errorMessage(err)}`, { lockPath: this.lockPath }, { cause: err });
+    }
+    this.releaseLockfile = release;
+    return undefined;
+  }
+
+  private async callLockfile(): Promise<Release> {
+    const { lock } = await loadProperLockfile();
+    const options: LockOptions = {
+      lockfilePath: this.lockPath,
+      stale: this.staleMs,
+      update: this.updateMs,
+      realpath: false,
+      retries: 0,
+      fs: this.guardedFs,
+      onCompromised: (err) => {
+        // Must never throw: proper-lockfile's default rethrows and kills the process.
+        this.handleCompromise(err).catch((e: unknown) => this.log.error({ event: 'lock.compromise_handler_failed', err: errorMessage(e) }, 'compromise handler failed'));
+      },
+    };
+    this.insideLockCall = true;
+    try {
+      return await lock(this.dataDir, options);
+    } finally {
+      this.insideLockCall = false;
+    }
+  }
+
+  /**
+   * proper-lockfile gave up on its refresh (mtime changed under us, dir vanished, or a
+   * refresh error past the stale threshold). If the dir is still the generation we
+   * created and the record still names us, nobody else has it: adopt it again without
+   * ever letting go. Otherwise the lock is lost: tell the app to stop writing.
+   */
+  private async handleCompromise(cause: Error): Promise<void> {
+    if (this.state !== 'held') return; // released meanwhile
+    this.releaseLockfile = undefined;
+    const lockId = this.lockId!;
+    if (await this.stillOurs(lockId)) {
+      try {
+        const now = new Date();
+        await fsp.utimes(this.lockPath, now, now); // fresh before anyone looks at its age
+        this.adoptLockId = lockId;
+        const release = await this.callLockfile();
+        if (this.state === 'held' && this.lockId === lockId) {
+          this.releaseLockfile = release;
+          this.log.warn({ event: 'lock.retaken', lockPath: this.lockPath, cause: errorMessage(cause) }, 'data-dir lock refresh was compromised but nobody else took it; re-taken');
+          return;
+        }
+        await release().catch(() => undefined);
+        return;
+      } catch (err) {
+        this.log.error({ event: 'lock.retake_failed', err: errorMessage(err) }, 're-taking the data-dir lock failed');
+      } finally {
+        this.adoptLockId = undefined;
+      }
+    }
+    if (this.state !== 'held') return;
+    this.state = 'idle';
+    this.lockId = undefined;
+    const err = new LockError('E_LOCK_COMPROMISED', `data-dir lock ${this.lockPath} was lost (${errorMessage(cause)}); stop writing to ${this.dataDir}`, { lockPath: this.lockPath }, { cause });
+    this.log.error({ event: 'lock.compromised', lockPath: this.lockPath, cause: errorMessage(cause) }, err.message);
+    try {
+      this.onCompromisedCb?.(err);
+    } catch (e) {
+      this.log.error({ event: 'lock.on_compromised_threw', err: errorMessage(e) }, 'onCompromised callback threw');
+    }
+  }
+
+  private async stillOurs(lockId: string): Promise<boolean> {
+    const current = await statLockDir(this.lockPath).catch(() => undefined);
+    if (current === undefined || lockIdOf(current) !== lockId) return false;
+    const owner = await readLockOwner(this.dataDir);
+    return owner?.lockId === lockId && owner.pid === process.pid && owner.startTime === selfStartTime();
+  }
+
+  /**
+   * Remove the lock dir generation `lockId` and nothing else. Renaming it aside is
+   * atomic, so two reapers of the same dead holder cannot both remove it; if what we
+   * moved turns out to be a newer generation (a peer reaped and re-took it in between),
+   * put it back.
+   */
+  private async reap(lockId: string): Promise<void> {
+    const aside = path.join(this.dataDir, `${LOCK_DIR_NAME}.reaped-${process.pid}-${randomBytes(4).toString('hex')}`);
+    try {
+      await fsp.rename(this.lockPath, aside);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw new LockError('E_LOCK_IO', `cannot remove stale data-dir lock ${this.lockPath}: ${errorMessage(err)}`, { lockPath: this.lockPath }, { cause: err });
+    }
+    const moved = await statLockDir(aside);
+    if (moved !== undefined && lockIdOf(moved) === lockId) {
+      await fsp.rm(aside, { recursive: true, force: true });
+      this.log.info({ event: 'lock.reaped', lockPath: this.lockPath }, 'removed abandoned data-dir lock');
+      return;
+    }
+    if ((await statLockDir(this.lockPath)) === undefined) await fsp.rename(aside, this.lockPath).catch(() => undefined);
+    else await fsp.rm(aside, { recursive: true, force: true }).catch(() => undefined);
+    this.log.warn({ event: 'lock.reap_raced', lockPath: this.lockPath }, 'another process took the lock while we reaped; left it alone');
+  }
+
+  /** Remove the owner record only if it still describes our generation; never a successor's. */
+  private async removeOwnerRecordIfOurs(lockId: string): Promise<void> {
+    // read-compare-unlink could delete the record a successor wrote just after our rmdir;
+    // moving the record aside first makes the compare about a file nobody else can touch.
+    const aside = `${this.ownerPath}.released-${process.pid}-${randomBytes(4).toString('hex')}`;
+    try {
+      await fsp.rename(this.ownerPath, aside);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    const record = parseOwner(await fsp.readFile(aside, 'utf8').catch(() => ''));
+    if (!(record?.lockId === lockId && record.pid === process.pid)) {
+      await fsp.link(aside, this.ownerPath).catch(() => undefined); // someone else's: put it back, never over a newer one
+    }
+    await fsp.rm(aside, { force: true });
+    await fsyncDir(this.dataDir);
+  }
+
+  /** Who is in the way right now (for the E_LOCK_HELD message after losing a mkdir race). */
+  private async describeHolder(): Promise<Refusal> {
+    const current = await statLockDir(this.lockPath);
+    if (current === undefined) return { holder: undefined, mtimeAgeMs: undefined };
+    const owner = await readLockOwner(this.dataDir);
+    return { holder: owner?.lockId === lockIdOf(current) ? owner : undefined, mtimeAgeMs: mtimeAge(current) };
+  }
+
+  private heldError(refusal: Refusal): LockError {
+    const { holder, mtimeAgeMs } = refusal;
+    if (holder !== undefined) {
+      return new LockError(
+        'E_LOCK_HELD',
+        `data dir ${this.dataDir} is locked by pid ${holder.pid} (handoff ${holder.handoffId || '-'}, since ${holder.acquiredAt}); that process is alive, so the lock is not taken from it`,
+        { lockPath: this.lockPath, pid: holder.pid, handoffId: holder.handoffId, acquiredAt: holder.acquiredAt },
+      );
+    }
+    const age = mtimeAgeMs === undefined ? '' : `, refreshed ${Math.round(mtimeAgeMs)} ms ago`;
+    return new LockError(
+      'E_LOCK_HELD',
+      `data dir ${this.dataDir} is locked by an unknown process (lock dir without a valid owner record${age}); it counts as abandoned once older than ${this.staleMs} ms`,
+      { lockPath: this.lockPath, pid: undefined, mtimeAgeMs },
+    );
+  }
+
+  /** node:fs as proper-lockfile sees it: no lock-dir removal while acquiring; re-take support. */
+  private makeGuardedFs(): typeof fs {
+    const lockPath = this.lockPath;
+    const mkdir = (p: string, cb: (err: NodeJS.ErrnoException | null) => void): void => {
+      fs.mkdir(p, (err) => {
+        const adopt = this.adoptLockId;
+        if (err?.code !== 'EEXIST' || p !== lockPath || adopt === undefined) return cb(err);
+        fs.stat(p, { bigint: true }, (statErr, st) => cb(!statErr && lockIdOf(st) === adopt ? null : err));
+      });
+    };
+    const rmdir = (p: string, cb: (err: NodeJS.ErrnoException | null) => void): void => {
+      if (p === lockPath && this.insideLockCall) {
+        return cb(Object.assign(new Error(`refusing to remove ${p} inside lock()`), { code: 'EBATON_NO_REMOVE' }));
+      }
+      fs.rmdir(p, cb);
+    };
+    return { ...fs, mkdir, rmdir } as unknown as typeof fs;
+  }
+}
+
+/** The owner record as written (it may describe an older lock generation), or undefined. */
+export async function readLockOwner(dataDir: string): Promise<LockOwner | undefined> {
+  try {
+    return parseOwner(await fsp.readFile(path.join(dataDir, LOCK_OWNER_NAME), 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Who holds the lock now: the lock dir exists and its owner record describes it. */
+export async function lockHolder(dataDir: string): Promise<{ owner: LockOwner; alive: boolean } | undefined> {
+  const current = await statLockDir(path.join(dataDir, LOCK_DIR_NAME));
+  if (current === undefined) return undefined;
+  const owner = await readLockOwner(dataDir);
+  if (owner === undefined || owner.lockId !== lockIdOf(current)) return undefined;
+  return { owner, alive: ownerAlive(owner) };
+}
+
+function parseOwner(text: string): LockOwner | undefined {
+  try {
+    const v = JSON.parse(text) as Partial<LockOwner>;
+    if (typeof v.pid === 'number' && typeof v.startTime === 'string' && typeof v.lockId === 'string') {
+      return { pid: v.pid, startTime: v.startTime, bootId: String(v.bootId ?? ''), handoffId: String(v.handoffId ?? ''), acquiredAt: String(v.acquiredAt ?? ''), lockId: v.lockId };
+    }
+  } catch {
+    /* torn or foreign: no valid record */
+  }
+  return undefined;
+}
+
+function ownerAlive(owner: LockOwner): boolean {
+  const ours = bootId();
+  if (owner.bootId !== '' && ours !== '' && owner.bootId !== ours) return false;
+  return isAlive(owner.pid, owner.startTime === '' ? undefined : owner.startTime);
+}
+
+async function statLockDir(p: string): Promise<fs.BigIntStats | undefined> {
+  try {
+    return await fsp.stat(p, { bigint: true });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new LockError('E_LOCK_IO', `cannot stat ${p}: ${errorMessage(err)}`, { path: p }, { cause: err });
+  }
+}
+
+/**
+ * Inode + birth time: a new lock dir never has the identity of a removed one, even when
+ * the inode number is reused. (On a file system without birth times this degrades to the
+ * inode number.)
+ */
+function lockIdOf(st: fs.BigIntStats): string {
+  return `${st.ino}:${st.birthtimeNs}`;
+}
+
+function mtimeAge(st: fs.BigIntStats): number {
+  return Date.now() - Number(st.mtimeMs);
+}
+
+let cachedStartTime: string | undefined;
+function selfStartTime(): string {
+  return (cachedStartTime ??= processStartTime(process.pid) ?? '');
+}
+
+let cachedBootId: string | undefined;
+function bootId(): string {
+  if (cachedBootId === undefined) {
+    try {
+      cachedBootId = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    } catch {
+      cachedBootId = '';
+    }
+  }
+  return cachedBootId;
+}
+
+// Loaded on first acquire only: importing proper-lockfile installs signal-exit hooks, which
+// modules that merely inspect the lock (lockHolder, the supervisor) should not get.
+let properLockfile: Promise<typeof import('proper-lockfile')> | undefined;
+function loadProperLockfile(): Promise<typeof import('proper-lockfile')> {
+  return (properLockfile ??= import('proper-lockfile'));
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

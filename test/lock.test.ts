@@ -1,0 +1,269 @@
+import { existsSync, mkdirSync, statSync, utimesSync, renameSync, rmSync, readdirSync } from 'node:fs';
+import * as path from 'node:path';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DataDirLock, LOCK_DIR_NAME, lockHolder, readLockOwner } from '../src/lock.js';
+import { LockError } from '../src/errors.js';
+import { Harness, LineReader, exitOf, pollUntil } from './support/harness.js';
+
+const FIXTURE = path.resolve('test/fixtures-lock/lock-holder.mjs');
+const h = new Harness();
+afterEach(() => h.cleanup());
+
+type Line = { event: string; pid: number; t: number; code?: string; holderPid?: number; held?: boolean; message?: string; ms?: number };
+interface Holder {
+  pid: number;
+  out: LineReader;
+  send(cmd: string): void;
+  next(event: string, timeoutMs?: number): Promise<Line>;
+}
+
+function startHolder(cfg: { dataDir: string; staleMs?: number; updateMs?: number; waitMs?: number; worker?: boolean; handoffId?: string }): Holder {
+  const child = h.node(FIXTURE, [JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, BATON_LOG_LEVEL: 'warn' } });
+  const out = new LineReader(child);
+  let seen = 0;
+  return {
+    pid: child.pid!,
+    out,
+    send: (cmd) => child.stdin!.write(cmd + '\n'),
+    // Events are consumed in order, so a second `status` waits for a new line.
+    async next(event, timeoutMs = 10_000) {
+      const line = await out.next<Line>((l) => l.event === event && out.lines.indexOf(l) >= seen, event, timeoutMs);
+      seen = out.lines.indexOf(line) + 1;
+      return line;
+    },
+  };
+}
+
+async function acquired(cfg: Parameters<typeof startHolder>[0]): Promise<Holder & { acquired: Line }> {
+  const holder = startHolder(cfg);
+  return Object.assign(holder, { acquired: await holder.next('acquired') });
+}
+
+const lockDirAge = (dataDir: string): number => Date.now() - statSync(path.join(dataDir, LOCK_DIR_NAME)).mtimeMs;
+
+function memoryLogger(): { log: pino.Logger; events: () => string[] } {
+  const lines: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, cb) {
+      lines.push(chunk.toString());
+      cb();
+    },
+  });
+  return { log: pino({ level: 'debug' }, sink), events: () => lines.map((l) => (JSON.parse(l) as { event: string }).event) };
+}
+
+async function caught(p: Promise<unknown>): Promise<LockError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(LockError);
+  return err as LockError;
+}
+
+describe('DataDirLock across processes', () => {
+  it('a second process is refused with E_LOCK_HELD naming the holder pid', async () => {
+    const dataDir = h.tempDir();
+    const a = await acquired({ dataDir });
+    const b = startHolder({ dataDir });
+    const refused = await b.next('refused');
+    expect(refused.code).toBe('E_LOCK_HELD');
+    expect(refused.holderPid).toBe(a.pid);
+    expect(refused.message).toContain(`pid ${a.pid}`);
+    expect((await exitOf(b.out.child)).code).toBe(3);
+    const holder = await lockHolder(dataDir);
+    expect(holder?.owner.pid).toBe(a.pid);
+    expect(holder?.alive).toBe(true);
+  });
+
+  it('after SIGKILL of the holder a waiting contender takes over at once, not after staleMs', async () => {
+    const dataDir = h.tempDir();
+    const a = await acquired({ dataDir, staleMs: 30_000 });
+    const b = startHolder({ dataDir, staleMs: 30_000, waitMs: 20_000 });
+    await b.next('trying');
+    const killedAt = Date.now();
+    process.kill(a.pid, 'SIGKILL');
+    const got = await b.next('acquired');
+    const takeoverMs = got.t - killedAt;
+    console.log(`takeover after SIGKILL: ${takeoverMs} ms (staleMs 30000)`);
+    expect(takeoverMs).toBeLessThan(5_000);
+    expect((await readLockOwner(dataDir))?.pid).toBe(b.pid);
+    // A fresh process after the holder died (record names a dead pid) is immediate too.
+    const c = startHolder({ dataDir, staleMs: 30_000 });
+    expect((await c.next('refused')).holderPid).toBe(b.pid);
+    process.kill(b.pid, 'SIGKILL');
+    await exitOf(b.out.child);
+    const d = await acquired({ dataDir, staleMs: 30_000 });
+    console.log(`fresh process after the holder was SIGKILLed: acquired in ${d.acquired.ms} ms`);
+    expect(d.acquired.ms).toBeLessThan(5_000);
+  });
+
+  it('SIGTERM of a process holding the lock in a worker does not block the next holder', async () => {
+    const dataDir = h.tempDir();
+    const a = await acquired({ dataDir, staleMs: 30_000, worker: true });
+    process.kill(a.pid, 'SIGTERM');
+    expect((await exitOf(a.out.child)).signal).toBe('SIGTERM');
+    const line = (await acquired({ dataDir, staleMs: 30_000 })).acquired;
+    console.log(`takeover after SIGTERM (worker holder): ${line.ms} ms; lock dir was left behind: ${existsSync(path.join(dataDir, LOCK_DIR_NAME))}`);
+    expect(line.ms).toBeLessThan(5_000);
+  });
+
+  it('never steals from a SIGSTOPped holder, even with a stale mtime; it still holds after SIGCONT', async () => {
+    const dataDir = h.tempDir();
+    const a = await acquired({ dataDir, staleMs: 2000, updateMs: 1000 });
+    process.kill(a.pid, 'SIGSTOP');
+    try {
+      await pollUntil(() => lockDirAge(dataDir) > 3000, 'lock mtime older than staleMs', 10_000, 50);
+      const b = startHolder({ dataDir, staleMs: 2000, waitMs: 300 });
+      const refused = await b.next('refused');
+      expect(refused.code).toBe('E_LOCK_HELD');
+      expect(refused.holderPid).toBe(a.pid);
+    } finally {
+      process.kill(a.pid, 'SIGCONT');
+    }
+    a.send('status');
+    expect((await a.next('status')).held).toBe(true);
+    expect((await readLockOwner(dataDir))?.pid).toBe(a.pid);
+    await pollUntil(() => lockDirAge(dataDir) < 1500, 'refresh to resume', 5000, 50);
+    a.send('status');
+    expect((await a.next('status')).held).toBe(true);
+    expect(a.out.lines.some((l) => (l as Line).event === 'compromised')).toBe(false);
+  });
+
+  it('a lock held in a Worker stays fresh while the main thread busy-loops past staleMs', async () => {
+    const dataDir = h.tempDir();
+    const a = await acquired({ dataDir, staleMs: 2000, updateMs: 1000, worker: true });
+    a.send('busy 5000');
+    const ages: number[] = [];
+    const until = Date.now() + 4500;
+    while (Date.now() < until) {
+      ages.push(lockDirAge(dataDir));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const b = startHolder({ dataDir, staleMs: 2000 });
+    expect((await b.next('refused')).holderPid).toBe(a.pid);
+    await a.next('busy-done');
+    a.send('status');
+    expect((await a.next('status')).held).toBe(true);
+    console.log(`worker holder, main blocked 5 s: max lock mtime age ${Math.round(Math.max(...ages))} ms`);
+    expect(Math.max(...ages)).toBeLessThan(2000);
+    expect(a.out.lines.some((l) => (l as Line).event === 'compromised')).toBe(false);
+  });
+
+  it('a main-thread holder blocked past staleMs goes stale but is still not stolen (owner alive)', async () => {
+    const dataDir = h.tempDir();
+    const a = await acquired({ dataDir, staleMs: 2000, updateMs: 1000 });
+    a.send('busy 4000');
+    await pollUntil(() => lockDirAge(dataDir) > 2500, 'mtime past staleMs', 10_000, 50);
+    const b = startHolder({ dataDir, staleMs: 2000 });
+    expect((await b.next('refused')).holderPid).toBe(a.pid);
+    await a.next('busy-done');
+    a.send('status');
+    expect((await a.next('status')).held).toBe(true);
+  });
+
+  it('release then acquire by another process', async () => {
+    const dataDir = h.tempDir();
+    const a = await acquired({ dataDir });
+    const b = startHolder({ dataDir, waitMs: 10_000 });
+    await b.next('trying');
+    a.send('release');
+    const released = await a.next('released');
+    expect(released.held).toBe(false);
+    const got = await b.next('acquired');
+    console.log(`release → acquire by a waiting process: ${got.t - released.t} ms`);
+    expect((await readLockOwner(dataDir))?.pid).toBe(b.pid);
+    a.send('status');
+    expect((await a.next('status')).held).toBe(false);
+  });
+
+  it('contenders racing for a dead holder: exactly one wins', async () => {
+    for (let round = 0; round < 3; round++) {
+      const dataDir = h.tempDir();
+      const a = await acquired({ dataDir, staleMs: 30_000 });
+      const racers = Array.from({ length: 4 }, () => startHolder({ dataDir, staleMs: 30_000, waitMs: 1500 }));
+      await Promise.all(racers.map((r) => r.next('trying')));
+      process.kill(a.pid, 'SIGKILL');
+      const results = await Promise.all(
+        racers.map((r) => r.out.next<Line>((l) => l.event === 'acquired' || l.event === 'refused', 'outcome', 10_000)),
+      );
+      const winners = results.filter((r) => r.event === 'acquired');
+      expect(winners).toHaveLength(1);
+      const winnerPid = winners[0]!.pid;
+      for (const r of results.filter((x) => x.event === 'refused')) expect(r.holderPid).toBe(winnerPid);
+      expect((await lockHolder(dataDir))?.owner.pid).toBe(winnerPid);
+      expect(readdirSync(dataDir).filter((n) => n.includes('reaped') || n.includes('.tmp-'))).toEqual([]);
+      await h.cleanup();
+    }
+  });
+});
+
+describe('DataDirLock in-process', () => {
+  it('E_NOT_HELD on release without acquire; E_LOCK_ALREADY_HELD on re-acquire', async () => {
+    const dataDir = h.tempDir();
+    const lock = new DataDirLock(dataDir, { log: memoryLogger().log });
+    expect((await caught(lock.release())).code).toBe('E_NOT_HELD');
+    await lock.acquire({ handoffId: 'h1' });
+    expect(lock.held).toBe(true);
+    expect((await caught(lock.acquire())).code).toBe('E_LOCK_ALREADY_HELD');
+    const other = new DataDirLock(dataDir, { log: memoryLogger().log });
+    expect((await caught(other.acquire())).code).toBe('E_LOCK_ALREADY_HELD');
+    const owner = await readLockOwner(dataDir);
+    expect(owner).toMatchObject({ pid: process.pid, handoffId: 'h1' });
+    await lock.release();
+    expect(lock.held).toBe(false);
+    expect((await caught(lock.release())).code).toBe('E_NOT_HELD');
+    expect(existsSync(path.join(dataDir, LOCK_DIR_NAME))).toBe(false);
+    expect(await readLockOwner(dataDir)).toBeUndefined();
+    expect(await lockHolder(dataDir)).toBeUndefined();
+  });
+
+  it('a lock dir without owner record is respected until stale (staleness fallback)', async () => {
+    const dataDir = h.tempDir();
+    const lockDir = path.join(dataDir, LOCK_DIR_NAME);
+    mkdirSync(lockDir);
+    const lock = new DataDirLock(dataDir, { staleMs: 2000, log: memoryLogger().log });
+    const err = await caught(lock.acquire());
+    expect(err.code).toBe('E_LOCK_HELD');
+    expect(err.message).toMatch(/unknown process/);
+    const old = new Date(Date.now() - 5000);
+    utimesSync(lockDir, old, old);
+    await lock.acquire();
+    expect(lock.held).toBe(true);
+    await lock.release();
+  });
+
+  it('a refresh that finds its mtime changed, while the dir and record are still ours, re-takes silently', async () => {
+    const dataDir = h.tempDir();
+    const { log, events } = memoryLogger();
+    const compromised: LockError[] = [];
+    const lock = new DataDirLock(dataDir, { staleMs: 2000, updateMs: 1000, log, onCompromised: (e) => compromised.push(e) });
+    await lock.acquire();
+    const when = new Date(Date.now() - 60_000);
+    utimesSync(path.join(dataDir, LOCK_DIR_NAME), when, when);
+    await pollUntil(() => events().includes('lock.retaken'), 'lock.retaken', 10_000, 50);
+    expect(lock.held).toBe(true);
+    expect(compromised).toEqual([]);
+    await pollUntil(() => lockDirAge(dataDir) < 1500, 'refresh after re-take', 5000, 50);
+    await lock.release();
+    expect(existsSync(path.join(dataDir, LOCK_DIR_NAME))).toBe(false);
+  });
+
+  it('a lock replaced behind our back is reported through onCompromised (E_LOCK_COMPROMISED)', async () => {
+    const dataDir = h.tempDir();
+    const compromised: LockError[] = [];
+    const lock = new DataDirLock(dataDir, { staleMs: 2000, updateMs: 1000, log: memoryLogger().log, onCompromised: (e) => compromised.push(e) });
+    await lock.acquire();
+    const lockDir = path.join(dataDir, LOCK_DIR_NAME);
+    renameSync(lockDir, lockDir + '.gone');
+    mkdirSync(lockDir); // someone else's generation
+    await pollUntil(() => compromised.length > 0, 'onCompromised', 10_000, 50);
+    expect(compromised[0]!.code).toBe('E_LOCK_COMPROMISED');
+    expect(lock.held).toBe(false);
+    expect((await caught(lock.release())).code).toBe('E_NOT_HELD');
+    expect(existsSync(lockDir)).toBe(true); // not ours to remove
+    rmSync(lockDir + '.gone', { recursive: true });
+  });
+});
