@@ -8,11 +8,11 @@
  * Encoding is done here by hand rather than by msgpackr: msgpackr writes small
  * bigints as int64 (0xd3) and plain objects as map16, while the protocol wants
  * u64 always as uint64 (0xcf) and the canonical, smallest headers elsewhere so
- * that golden vectors are reproducible in any language. Decoding uses msgpackr,
- * which accepts every standard encoding.
+ * that golden vectors are reproducible in any language. Decoding uses the strict
+ * reader in msgpack.ts (see there why not msgpackr).
  */
-import { Unpackr } from 'msgpackr';
 import { ProtocolError } from './errors.js';
+import { MsgpackError, readMsgpack } from './msgpack.js';
 import { MESSAGE_PLANS, MessageErrorCode, validateMessage, type MessagePlan } from './messages.js';
 import { MAX_FRAME_LENGTH, PROTO_MAX, PROTO_MIN, PROTOCOL_VERSION, type Message } from './schema.js';
 
@@ -23,7 +23,7 @@ export const CodecErrorCode = {
   E_FRAME_TOO_LARGE: 'E_FRAME_TOO_LARGE',
   /** Length field < 2 (no room for the version). */
   E_FRAME_TOO_SHORT: 'E_FRAME_TOO_SHORT',
-  /** The body is not one valid msgpack value (includes empty body and unsupported ext types). */
+  /** The body is not one valid msgpack value: empty, truncated, 0xc1, ext type, bad UTF-8, non-str or duplicate map key, nesting > 32. */
   E_BAD_MSGPACK: 'E_BAD_MSGPACK',
   /** The body holds bytes after the msgpack value. */
   E_TRAILING_BYTES: 'E_TRAILING_BYTES',
@@ -53,6 +53,8 @@ const SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
 const INITIAL_SCRATCH = 16 * 1024;
 /** A frame may not need more than this many bytes in all. */
 const MAX_TOTAL = MAX_FRAME_LENGTH + 4;
+/** Writer methods reserve a few bytes more than they write (e.g. 5 for any int); allow for it at the cap. */
+const MAX_SCRATCH = MAX_TOTAL + 16;
 
 function tooLarge(what: string): ProtocolError {
   return new ProtocolError('E_FRAME_TOO_LARGE', `${what} exceeds the frame cap of ${MAX_FRAME_LENGTH} bytes`);
@@ -75,8 +77,8 @@ class Writer {
   ensure(n: number): void {
     const need = this.pos + n;
     if (need <= this.buf.length) return;
-    if (need > MAX_TOTAL) throw tooLarge('message');
-    const next = Buffer.allocUnsafe(Math.min(MAX_TOTAL, Math.max(need, this.buf.length * 2)));
+    if (need > MAX_SCRATCH) throw tooLarge('message');
+    const next = Buffer.allocUnsafe(Math.min(MAX_SCRATCH, Math.max(need, this.buf.length * 2)));
     this.buf.copy(next, 0, 0, this.pos);
     this.buf = next;
     this.view = new DataView(next.buffer, next.byteOffset, next.byteLength);
@@ -342,16 +344,6 @@ export function encodeFrame(msg: Message, version: number = PROTOCOL_VERSION): B
 // ---------------------------------------------------------------------------
 // Decoder
 
-// copyBuffers: bin values must not alias the caller's chunk buffers.
-// structuredClone: false disables msgpackr's non-standard id/pointer extensions.
-const unpackr = new Unpackr({
-  useRecords: false,
-  mapsAsObjects: true,
-  int64AsType: 'bigint',
-  copyBuffers: true,
-  structuredClone: false,
-});
-
 function wrapError(err: unknown, code: CodecErrorCode, what: string): ProtocolError {
   if (err instanceof ProtocolError) return err;
   const detail = err instanceof Error ? err.message : String(err);
@@ -362,14 +354,12 @@ function wrapError(err: unknown, code: CodecErrorCode, what: string): ProtocolEr
 export function decodeBody(body: Uint8Array): Message {
   let value: unknown;
   try {
-    value = unpackr.unpack(body);
+    value = readMsgpack(body);
   } catch (err) {
-    // msgpackr reads one value, then complains if bytes remain; that is the only
-    // way to learn of trailing bytes without re-implementing the parser.
-    const trailing = err instanceof Error && err.message.startsWith('Data read, but end of buffer not reached');
-    throw trailing
-      ? new ProtocolError('E_TRAILING_BYTES', 'frame body has bytes after the msgpack value', undefined, { cause: err })
-      : wrapError(err, 'E_BAD_MSGPACK', 'frame body is not valid msgpack');
+    if (err instanceof MsgpackError && err.trailing) {
+      throw new ProtocolError('E_TRAILING_BYTES', `frame body: ${err.message}`, undefined, { cause: err });
+    }
+    throw wrapError(err, 'E_BAD_MSGPACK', 'frame body is not valid msgpack');
   }
   try {
     return validateMessage(value);

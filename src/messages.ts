@@ -7,6 +7,7 @@
  * ProtocolError with one of the MessageErrorCode codes.
  */
 import { ProtocolError } from './errors.js';
+import { WireFloat } from './msgpack.js';
 import { SCHEMA, type FieldSpec, type Message, type MessageType } from './schema.js';
 
 /** Codes thrown by validateMessage (all as ProtocolError). */
@@ -83,6 +84,7 @@ export function isPlainObject(v: unknown): v is Record<string, unknown> {
 
 function describe(v: unknown): string {
   if (v === null) return 'nil';
+  if (v instanceof WireFloat) return `float ${v.value}`;
   if (Array.isArray(v)) return 'array';
   if (v instanceof Uint8Array) return `bin(${v.length})`;
   if (typeof v === 'bigint') return `integer ${v}`;

@@ -1,9 +1,11 @@
 import fc from 'fast-check';
 import { Unpackr } from 'msgpackr';
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
+import type { InvalidVector, ValidVector } from '../protocol/vectors.js';
 import { encodeFrame, FrameDecoder, negotiateVersion, type DecodedFrame } from '../src/codec.js';
 import { ProtocolError } from '../src/errors.js';
-import { messageToJson } from '../src/messages.js';
+import { messageFromJson, messageToJson, validateMessage } from '../src/messages.js';
 import { MAX_FRAME_LENGTH, MESSAGE_TYPES, type Message } from '../src/schema.js';
 import { anyMessage, exampleMessage, messageArbitrary } from './support/protocol-arbitraries.js';
 
@@ -280,6 +282,77 @@ describe('properties', () => {
         check(f, []);
       }),
       { numRuns: 500 },
+    );
+  });
+});
+
+describe('golden vectors (protocol/vectors)', () => {
+  const load = <T>(name: string): T => JSON.parse(readFileSync(new URL(`../protocol/vectors/${name}`, import.meta.url), 'utf8')) as T;
+  const valid = [...load<ValidVector[]>('valid.json'), ...load<ValidVector[]>('large.json')];
+  const invalid = load<InvalidVector[]>('invalid.json');
+
+  it('cover every message type', () => {
+    const types = new Set(valid.map((v) => v.message['type']));
+    for (const t of MESSAGE_TYPES) expect(types.has(t)).toBe(true);
+  });
+
+  for (const v of valid) {
+    it(`valid: ${v.name}`, () => {
+      const bytes = Buffer.from(v.hex, 'hex');
+      const frames = decodeAll(bytes);
+      expect(frames).toHaveLength(1);
+      expect(json(frames[0]!.message)).toEqual(v.message);
+      if (v.canonical) expect(encodeFrame(messageFromJson(v.message)).toString('hex')).toBe(v.hex);
+      else expect(encodeFrame(messageFromJson(v.message)).toString('hex')).not.toBe(v.hex);
+    });
+  }
+
+  for (const v of invalid) {
+    it(`invalid: ${v.name} -> ${v.error}`, () => {
+      expect(codeOf(() => decodeAll(Buffer.from(v.hex, 'hex')))).toBe(v.error);
+      // Same result when the bytes trickle in one at a time.
+      const bytes = Buffer.from(v.hex, 'hex');
+      expect(codeOf(() => decodeAll(bytes, new Array<number>(bytes.length).fill(1)))).toBe(v.error);
+    });
+  }
+});
+
+describe('strict msgpack', () => {
+  const body = (h: string) => {
+    const b = hex(h);
+    const head = Buffer.alloc(6);
+    head.writeUInt32BE(b.length + 2, 0);
+    head.writeUInt16BE(1, 4);
+    return Buffer.concat([head, b]);
+  };
+  const commit = (extra: string) => body(`83 a474797065 a6436f6d6d6974 a968616e646f66664964 a168 ${extra}`);
+  it('rejects what lenient decoders let through', () => {
+    expect(codeOf(() => decodeAll(commit('a178 c1')))).toBe('E_BAD_MSGPACK'); // reserved 0xc1 in an unknown field
+    expect(codeOf(() => decodeAll(commit('a178 d6ff00000000')))).toBe('E_BAD_MSGPACK'); // ext (timestamp)
+    expect(codeOf(() => decodeAll(commit('01 c0')))).toBe('E_BAD_MSGPACK'); // non-str map key
+    expect(codeOf(() => decodeAll(commit('a474797065 a6436f6d6d6974')))).toBe('E_BAD_MSGPACK'); // duplicate key
+    expect(codeOf(() => decodeAll(commit('a178 a2c328')))).toBe('E_BAD_MSGPACK'); // invalid UTF-8
+    expect(codeOf(() => decodeAll(commit('a178 a3eda080')))).toBe('E_BAD_MSGPACK'); // UTF-8-encoded lone surrogate
+    expect(codeOf(() => decodeAll(commit('a178 ' + '91'.repeat(40) + 'c0')))).toBe('E_BAD_MSGPACK'); // nesting
+    expect(codeOf(() => decodeAll(commit('a178 dd7fffffff')))).toBe('E_BAD_MSGPACK'); // bogus array count
+  });
+  it('rejects floats for int fields, even integral ones', () => {
+    expect(codeOf(() => decodeAll(body('83 a474797065 a9486561727462656174 a474734d73 cb4014000000000000 a57068617365 a0')))).toBe(
+      'E_BAD_FIELD',
+    );
+  });
+  it('accepts standard values in unknown fields', () => {
+    const frames = decodeAll(commit('a178 93 c0 cb3ff8000000000000 82a161c2a162d0ff'));
+    expect(json(frames[0]!.message)).toEqual({ type: 'Commit', handoffId: 'h' });
+  });
+  it('agrees with msgpackr + validateMessage on every valid frame', () => {
+    const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'bigint' });
+    fc.assert(
+      fc.property(anyMessage, (m) => {
+        const f = encodeFrame(m);
+        expect(json(decodeAll(f)[0]!.message)).toEqual(json(validateMessage(unpackr.unpack(f.subarray(6)))));
+      }),
+      { numRuns: 200 },
     );
   });
 });
