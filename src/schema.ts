@@ -213,13 +213,16 @@ type Fields<T extends MessageType> = (typeof SCHEMA)[T]['fields'];
 type RequiredKeys<F> = { [K in keyof F]: F[K] extends { optional: true } ? never : K }[keyof F];
 type OptionalKeys<F> = { [K in keyof F]: F[K] extends { optional: true } ? K : never }[keyof F];
 
-/** The TS type of one message, derived from SCHEMA. */
-export type MessageOf<T extends MessageType> = { type: T } & {
+/** The TS shape of one message, derived from SCHEMA. */
+type MessageShape<T extends MessageType> = { type: T } & {
   -readonly [K in RequiredKeys<Fields<T>>]: KindToTs<Fields<T>[K]>;
 } & { -readonly [K in OptionalKeys<Fields<T>>]?: KindToTs<Fields<T>[K]> };
 
 /** Any control-protocol message. */
-export type Message = { [T in MessageType]: MessageOf<T> }[MessageType];
+export type Message = { [T in MessageType]: MessageShape<T> }[MessageType];
+
+/** The message(s) with type T; distributes over unions ('Drained' | 'DrainFailed'). */
+export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
 
 /** Revisions per shard, as carried by SealComplete/Begin/Ready. */
 export type RevisionMap = Record<string, bigint>;

@@ -1,0 +1,68 @@
+/**
+ * baton's worker thread inside an app process. It owns the control connections
+ * (successor socketpair, then the incumbent control socket) and the data-dir lock,
+ * so heartbeats, lock refreshes and protocol replies go on while the app's main
+ * thread is blocked in drain or seal.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import type { AgentContext } from './agent.js';
+import type { CrashConfig } from './crashpoints.js';
+import { errorMessage } from './errors.js';
+import { DataDirLock } from './lock.js';
+import { createLogger } from './log.js';
+import type { Role } from './roles.js';
+import { Successor } from './successor.js';
+import { Rpc } from './worker-rpc.js';
+import type { BeginInfo } from './app.js';
+
+interface AgentWorkerData {
+  role: Role;
+  controlFd?: number;
+  controlPath?: string;
+  dataDir: string;
+  buildId: string;
+  crash: CrashConfig;
+  livenessMs: number;
+}
+
+const data = workerData as AgentWorkerData;
+const log = createLogger('baton-agent', { role: data.role });
+const rpc = new Rpc(parentPort!, {});
+const lock = new DataDirLock(data.dataDir, {
+  log,
+  onCompromised: (err: Error) => rpc.notify('lockLost', { message: err.message }),
+});
+const ctx: AgentContext = {
+  rpc,
+  lock,
+  crash: data.crash,
+  log,
+  controlPath: data.controlPath ?? '',
+  buildId: Buffer.from(data.buildId, 'utf8'),
+  livenessMs: data.livenessMs,
+};
+
+async function main(): Promise<void> {
+  if (data.role === 'standalone') {
+    // Not under baton: take the lock and let the app run; nobody will hand it off.
+    await lock.acquire({ handoffId: 'standalone' });
+    const info: BeginInfo = {
+      role: 'standalone',
+      handoffId: 'standalone',
+      sealedRevisionPerShard: {},
+      sealedFingerprint: new Uint8Array(),
+      incumbentPid: 0,
+    };
+    await rpc.call('begin', info);
+    await rpc.call('committed');
+    return;
+  }
+  const successor = new Successor(ctx, data.controlFd!, data.role);
+  await successor.run();
+  log.info({ event: 'agent.incumbent' }, 'this process is the incumbent');
+}
+
+main().catch((err) => {
+  log.fatal({ event: 'agent.failed', err: errorMessage(err) }, 'baton agent failed');
+  void rpc.call('exit', { code: 70, reason: `baton agent failed: ${errorMessage(err)}` });
+});

@@ -1,0 +1,137 @@
+import type { Socket } from 'node:net';
+import { execa, type Options, type ResultPromise } from 'execa';
+import { withoutCrashEnv, CRASH_ENV, CRASH_MARKER_ENV } from './crashpoints.js';
+import { BatonError } from './errors.js';
+import { listenerEnv, scrubInheritedEnv, stdioForListeners, type HeldListener } from './listeners.js';
+import type { Logger } from './log.js';
+import { isAlive, processStartTime, waitForExit } from './proc.js';
+import { ENV } from './roles.js';
+
+export interface ExitStatus {
+  code: number | undefined;
+  signal: string | undefined;
+}
+
+/**
+ * One app process (a "generation") as the supervisor sees it. A generation the
+ * supervisor spawned is its child and is reaped through `exited`; one adopted after a
+ * supervisor restart is watched by pid + start time instead.
+ */
+export class AppProcess {
+  private exitStatus: ExitStatus | undefined;
+  readonly exited: Promise<ExitStatus>;
+
+  constructor(
+    readonly pid: number,
+    readonly startTime: string | undefined,
+    readonly generation: number,
+    private readonly child: ResultPromise | undefined,
+    /** Supervisor end of the successor control socketpair (spawned processes only). */
+    readonly control: Socket | undefined,
+  ) {
+    this.exited = child
+      ? child.then(
+          (r) => (this.exitStatus = { code: r.exitCode, signal: r.signal }),
+          () => (this.exitStatus = { code: undefined, signal: undefined }),
+        )
+      : pollExit(pid, startTime).then((s) => (this.exitStatus = s));
+  }
+
+  get alive(): boolean {
+    return this.exitStatus === undefined && isAlive(this.pid, this.startTime);
+  }
+
+  get exit(): ExitStatus | undefined {
+    return this.exitStatus;
+  }
+
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves once it is gone (and reaped, if ours). */
+  async terminate(graceMs: number): Promise<ExitStatus | undefined> {
+    if (this.exitStatus) return this.exitStatus;
+    this.signal('SIGTERM');
+    const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), graceMs).unref());
+    if ((await Promise.race([this.exited, timer])) === 'timeout') this.signal('SIGKILL');
+    return this.exited;
+  }
+
+  signal(sig: NodeJS.Signals): void {
+    try {
+      if (this.exitStatus === undefined && isAlive(this.pid, this.startTime)) process.kill(this.pid, sig);
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
+async function pollExit(pid: number, startTime: string | undefined): Promise<ExitStatus> {
+  while (!(await waitForExit(pid, 60_000, startTime)));
+  return { code: undefined, signal: undefined };
+}
+
+export interface SpawnSpec {
+  command: readonly string[];
+  role: 'cold' | 'successor';
+  generation: number;
+  listeners: readonly HeldListener[];
+  /** Spare copies of each listener (see LISTENER_SPARES_ENV). */
+  spares: number;
+  controlPath: string;
+  dataDir: string;
+  baseEnv: NodeJS.ProcessEnv;
+  /** Extra env for this process only (e.g. a crash point for tests). */
+  extraEnv?: Record<string, string>;
+  stdout: 'inherit' | 'ignore';
+  log: Logger;
+}
+
+/**
+ * Starts an app with the listeners at fds 3.. and the control socketpair right after
+ * them. Inherited systemd LISTEN_* and our own crash-point selection are removed from
+ * its env; BATON_* role variables are set.
+ */
+export function spawnApp(spec: SpawnSpec): AppProcess {
+  const [file, ...args] = spec.command;
+  if (!file) throw new BatonError('E_NO_COMMAND', 'no command to start');
+  const listenerFds = stdioForListeners([...spec.listeners]);
+  // Layout: listeners at 3..3+n-1, then `spares` more copies of the same sockets, then the control fd.
+  const spareFds = Array.from({ length: spec.spares }, () => listenerFds).flat();
+  const controlFd = 3 + listenerFds.length + spareFds.length;
+  const env: NodeJS.ProcessEnv = {
+    ...withoutCrashEnv(scrubInheritedEnv(spec.baseEnv)),
+    ...listenerEnv([...spec.listeners]),
+    [ENV.listenSpares]: String(spec.spares),
+    [ENV.role]: spec.role,
+    [ENV.controlFd]: String(controlFd),
+    [ENV.controlPath]: spec.controlPath,
+    [ENV.dataDir]: spec.dataDir,
+    [ENV.generation]: String(spec.generation),
+    ...spec.extraEnv,
+  };
+  // execa's types want a fixed-length stdio tuple; ours grows with the listener count.
+  const options = {
+    stdio: ['ignore', spec.stdout, 'inherit', ...listenerFds, ...spareFds, 'pipe'],
+    env,
+    extendEnv: false,
+    buffer: false,
+    reject: false,
+    cleanup: true,
+  } as Options;
+  const child = execa(file, args, options) as ResultPromise;
+  const pid = child.pid;
+  if (pid === undefined) throw new BatonError('E_SPAWN_FAILED', `could not start ${file}`);
+  const control = child.stdio[controlFd] as Socket | undefined;
+  const app = new AppProcess(pid, processStartTime(pid), spec.generation, child, control);
+  spec.log.info(
+    { event: 'app.spawned', pid, generation: spec.generation, role: spec.role, command: spec.command },
+    `started generation ${spec.generation} (pid ${pid})`,
+  );
+  return app;
+}
+
+/** Env for one app process carrying a crash point (tests only). */
+export function crashEnv(point: string | undefined, markerDir: string | undefined): Record<string, string> {
+  const env: Record<string, string> = {};
+  if (point) env[CRASH_ENV] = point;
+  if (markerDir) env[CRASH_MARKER_ENV] = markerDir;
+  return env;
+}

@@ -1,0 +1,132 @@
+import net from 'node:net';
+import { exitProcess, sayHello, type AgentContext } from './agent.js';
+import { ControlChannel } from './channel.js';
+import { crashPoint } from './crashpoints.js';
+import { BatonError, errorMessage } from './errors.js';
+import { Incumbent } from './incumbent.js';
+import { waitForExit } from './proc.js';
+import type { MessageOf } from './schema.js';
+import { drive, type Machine, type Transitions } from './statemachine.js';
+import type { BeginInfo, Readiness } from './app.js';
+
+/** Successor states (PROTOCOL.md "Successor state machine"). */
+export type SuccessorState =
+  | 'STARTING'
+  | 'HELLO'
+  | 'WAIT_BEGIN'
+  | 'OPENING' // lock taken, the app opens its data
+  | 'READY_SENT'
+  | 'COMMITTED' // now the incumbent
+  | 'ABORTED';
+
+/** After losing the supervisor post-Ready: how long to wait for a committed incumbent to exit. */
+export const INCUMBENT_EXIT_WAIT_MS = 3_000;
+
+export class Successor implements Machine<SuccessorState> {
+  state: SuccessorState = 'STARTING';
+  handoffId: string | undefined;
+  incumbentPid = 0;
+  channel!: ControlChannel;
+
+  constructor(
+    readonly ctx: AgentContext,
+    private readonly controlFd: number,
+    readonly role: 'cold' | 'successor',
+  ) {}
+
+  /** Runs the successor side until it is the incumbent (returns it) or exits the process. */
+  async run(): Promise<Incumbent> {
+    const { ctx } = this;
+    const socket = new net.Socket({ fd: this.controlFd, readable: true, writable: true });
+    this.channel = new ControlChannel(socket, { peer: 'supervisor', log: ctx.log, livenessMs: ctx.livenessMs });
+    let ended: BatonError;
+    try {
+      crashPoint(ctx.crash, 'successor.before_hello');
+      this.state = 'HELLO';
+      this.handoffId = await sayHello(this.channel, ctx, 'successor');
+      crashPoint(ctx.crash, 'successor.after_hello');
+      this.state = 'WAIT_BEGIN';
+      this.channel.startHeartbeats(() => this.state.toLowerCase());
+      ended = await drive(this.channel, this, SUCCESSOR_TRANSITIONS);
+    } catch (err) {
+      ended = err instanceof BatonError ? err : new BatonError((err as { code?: string }).code ?? 'E_SESSION', errorMessage(err));
+      this.channel.sendError(ended);
+    }
+    if (this.state === 'COMMITTED') return this.becomeIncumbent();
+    return this.supervisorLost(ended);
+  }
+
+  /**
+   * Lost the supervisor before Commit. After Ready we hold the lock: if the incumbent
+   * is gone (it answered Committed and exited, or died) we are the only one who can
+   * serve, so we commit on our own; if it is alive it will resume, so we step aside.
+   */
+  private async supervisorLost(reason: BatonError): Promise<never | Incumbent> {
+    const { ctx } = this;
+    ctx.log.warn({ event: 'successor.supervisor_lost', state: this.state, code: reason.code, reason: reason.message }, 'lost the supervisor before Commit');
+    if (this.state === 'READY_SENT' && ctx.lock.held) {
+      const incumbentGone = this.incumbentPid === 0 || (await waitForExit(this.incumbentPid, INCUMBENT_EXIT_WAIT_MS));
+      if (incumbentGone) {
+        ctx.log.warn({ event: 'successor.self_commit', incumbentPid: this.incumbentPid }, 'incumbent is gone; committing on our own');
+        this.state = 'COMMITTED';
+        return this.becomeIncumbent();
+      }
+    }
+    return this.abort(`supervisor lost in ${this.state}: ${reason.message}`);
+  }
+
+  async abort(reason: string): Promise<never> {
+    this.state = 'ABORTED';
+    if (this.ctx.lock.held) await this.ctx.lock.release().catch(() => undefined);
+    this.channel.close('aborted');
+    return exitProcess(this.ctx, 0, `successor aborted: ${reason}`);
+  }
+
+  private async becomeIncumbent(): Promise<Incumbent> {
+    const inc = new Incumbent(this.ctx);
+    await inc.bind();
+    crashPoint(this.ctx.crash, 'successor.after_bind_control');
+    this.channel.close('committed');
+    await this.ctx.rpc.call('committed');
+    return inc;
+  }
+}
+
+async function onBegin(s: Successor, msg: MessageOf<'Begin'>): Promise<void> {
+  const { ctx } = s;
+  crashPoint(ctx.crash, 'successor.on_begin');
+  s.state = 'OPENING';
+  s.incumbentPid = msg.incumbentPid;
+  // The incumbent released the lock before SealComplete, or is provably dead (promotion).
+  await ctx.lock.acquire({ handoffId: msg.handoffId, waitMs: 5_000 });
+  crashPoint(ctx.crash, 'successor.after_lock');
+  const info: BeginInfo = {
+    role: s.role,
+    handoffId: msg.handoffId,
+    sealedRevisionPerShard: msg.sealedRevisionPerShard,
+    sealedFingerprint: msg.sealedFingerprint,
+    incumbentPid: msg.incumbentPid,
+  };
+  const readiness = await ctx.rpc.call<Readiness>('begin', info);
+  crashPoint(ctx.crash, 'successor.before_ready');
+  s.state = 'READY_SENT';
+  s.channel.send({ type: 'Ready', handoffId: msg.handoffId, ...readiness, buildId: ctx.buildId });
+  crashPoint(ctx.crash, 'successor.after_ready');
+}
+
+async function onCommit(s: Successor, msg: MessageOf<'Commit'>): Promise<void> {
+  crashPoint(s.ctx.crash, 'successor.on_commit');
+  s.state = 'COMMITTED';
+  s.channel.send({ type: 'Committed', handoffId: msg.handoffId });
+  crashPoint(s.ctx.crash, 'successor.after_committed');
+}
+
+async function onAbort(s: Successor, msg: MessageOf<'Abort'>): Promise<void> {
+  crashPoint(s.ctx.crash, 'successor.on_abort');
+  await s.abort(msg.reason);
+}
+
+export const SUCCESSOR_TRANSITIONS: Transitions<SuccessorState, Successor> = {
+  WAIT_BEGIN: { Begin: onBegin, Abort: onAbort },
+  READY_SENT: { Commit: onCommit, Abort: onAbort },
+};

@@ -1,0 +1,645 @@
+import { EventEmitter } from 'node:events';
+import { randomUUID } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { ControlChannel, HELLO_TIMEOUT_MS, LIVENESS_TIMEOUT_MS } from './channel.js';
+import { negotiateVersion } from './codec.js';
+import { crashConfigFromEnv, crashPoint, type CrashConfig, type CrashPoint } from './crashpoints.js';
+import { BatonError, HandoffError, errorMessage } from './errors.js';
+import { AppProcess, crashEnv, spawnApp, type ExitStatus } from './generation.js';
+import { Journal } from './journal.js';
+import type { HeldListener } from './listeners.js';
+import { readLockOwner } from './lock.js';
+import { createLogger, type Logger } from './log.js';
+import { PROTO_MAX, PROTO_MIN, type MessageOf, type RevisionMap } from './schema.js';
+
+export interface Timeouts {
+  /** Wait for a peer's Hello after spawn/connect. */
+  helloMs: number;
+  /** Any receive: close the channel when nothing arrives for this long. */
+  livenessMs: number;
+  /** Default drain grace given to the incumbent. */
+  drainGraceMs: number;
+  /** Default overall deadline of a handoff. */
+  deadlineMs: number;
+  /** SIGTERM → SIGKILL grace when killing an aborted successor. */
+  killGraceMs: number;
+  /** How long an aborted incumbent has to answer Resumed. */
+  resumeMs: number;
+}
+
+export const DEFAULT_TIMEOUTS: Timeouts = {
+  helloMs: HELLO_TIMEOUT_MS,
+  livenessMs: LIVENESS_TIMEOUT_MS,
+  drainGraceMs: 60_000,
+  deadlineMs: 300_000,
+  killGraceMs: 2_000,
+  resumeMs: 30_000,
+};
+
+export interface SupervisorOptions {
+  /** Command of the app; a function is re-evaluated on every spawn (so a symlink swap upgrades). */
+  command: readonly string[] | (() => readonly string[]);
+  listeners: readonly HeldListener[];
+  dataDir: string;
+  /** Private state: control socket dir (0700), journal. */
+  stateDir: string;
+  env?: NodeJS.ProcessEnv;
+  timeouts?: Partial<Timeouts>;
+  log?: Logger;
+  /** App stdout: inherited by default. */
+  appStdout?: 'inherit' | 'ignore';
+  /** Spare listener copies per app (re-listen after an abort); default 4. */
+  listenerSpares?: number;
+  /** This supervisor's own crash point (tests); default from BATON_CRASH_POINT. */
+  crash?: CrashConfig;
+}
+
+export interface HandoffSpec {
+  command?: readonly string[];
+  deadlineMs?: number;
+  drainGraceMs?: number;
+  /** Extra env for the successor only. */
+  successorEnv?: Record<string, string>;
+  /** Make the successor crash at this point (tests). */
+  successorCrashPoint?: CrashPoint;
+  crashMarkerDir?: string;
+}
+
+export type HandoffOutcome = 'committed' | 'aborted';
+export type SupervisorPhase =
+  | 'idle'
+  | 'spawning'
+  | 'hello'
+  | 'draining'
+  | 'sealing'
+  | 'begin'
+  | 'await_ready'
+  | 'committing'
+  | 'aborting';
+
+export interface HandoffResult {
+  id: string;
+  outcome: HandoffOutcome;
+  /** Abort reason, or a note on how the commit happened (e.g. promotion). */
+  reason?: string;
+  code?: string;
+  /** The incumbent died mid-handoff and the successor was promoted. */
+  promoted?: boolean;
+  startedAt: number;
+  endedAt: number;
+  /** Milliseconds spent in each phase, in order. */
+  phases: { phase: SupervisorPhase; ms: number }[];
+  oldPid: number | undefined;
+  newPid: number | undefined;
+  generation: number;
+  /** After an abort that left nobody serving: the cold start that brought the service back. */
+  restoredBy?: { handoffId: string; outcome: HandoffOutcome; pid: number | undefined };
+}
+
+/** What is persisted before each phase so a restarted supervisor knows what was in flight. */
+export interface JournalRecord {
+  handoffId: string;
+  phase: SupervisorPhase;
+  generation: number;
+  incumbent?: { pid: number; startTime?: string | undefined };
+  successor?: { pid: number; startTime?: string | undefined };
+  at: number;
+}
+
+/**
+ * Supervisor-side handoff sequence (PROTOCOL.md "Supervisor state machine"): each
+ * phase names the next one; any failure before the incumbent's Committed goes to
+ * ABORTING. Written as a table so the order is visible in one place.
+ */
+const NEXT_PHASE: Record<SupervisorPhase, SupervisorPhase | undefined> = {
+  idle: 'spawning',
+  spawning: 'hello',
+  hello: 'draining',
+  draining: 'sealing',
+  sealing: 'begin',
+  begin: 'await_ready',
+  await_ready: 'committing',
+  committing: undefined,
+  aborting: undefined,
+};
+
+/** One handoff in flight: both peers, their channels, what the incumbent sealed. */
+interface Flight {
+  id: string;
+  spec: HandoffSpec;
+  startedAt: number;
+  deadline: number;
+  phase: SupervisorPhase;
+  phaseStartedAt: number;
+  phases: { phase: SupervisorPhase; ms: number }[];
+  incumbent: AppProcess | undefined;
+  successor: AppProcess | undefined;
+  incCh: ControlChannel | undefined;
+  sucCh: ControlChannel | undefined;
+  sealed: { revisions: RevisionMap; fingerprint: Uint8Array } | undefined;
+  /** Set once the incumbent said Committed: from here on there is no abort. */
+  pointOfNoReturn: boolean;
+  promoted: boolean;
+  /** The successor completed its handshake (it can be sent Begin). */
+  successorHello: boolean;
+}
+
+export class Supervisor extends EventEmitter {
+  readonly controlPath: string;
+  private readonly timeouts: Timeouts;
+  private readonly log: Logger;
+  private readonly journal: Journal<JournalRecord>;
+  private readonly crash: CrashConfig;
+  private current: AppProcess | undefined;
+  private flight: Flight | undefined;
+  private stopping = false;
+  generation = 0;
+  lastHandoff: HandoffResult | undefined;
+
+  constructor(private readonly opts: SupervisorOptions) {
+    super();
+    this.timeouts = { ...DEFAULT_TIMEOUTS, ...opts.timeouts };
+    this.log = opts.log ?? createLogger('baton-supervisor');
+    this.controlPath = path.join(opts.stateDir, 'control', 'incumbent.sock');
+    this.journal = new Journal<JournalRecord>(path.join(opts.stateDir, 'handoff.journal'));
+    this.crash = opts.crash ?? crashConfigFromEnv();
+  }
+
+  /** The serving generation, if any. */
+  get incumbent(): AppProcess | undefined {
+    return this.current;
+  }
+
+  get phase(): SupervisorPhase {
+    return this.flight?.phase ?? 'idle';
+  }
+
+  /** Cold start of generation 1: a handoff from nobody. */
+  async start(spec: HandoffSpec = {}): Promise<HandoffResult> {
+    await mkdir(path.join(this.opts.stateDir, 'control'), { recursive: true, mode: 0o700 });
+    await mkdir(this.opts.dataDir, { recursive: true });
+    return this.performHandoff(spec);
+  }
+
+  /**
+   * Replaces the incumbent with a freshly started successor (or, with no incumbent,
+   * starts one). Resolves with the outcome; a second call while one runs is refused
+   * at once with HandoffError E_HANDOFF_IN_PROGRESS.
+   */
+  async performHandoff(spec: HandoffSpec = {}): Promise<HandoffResult> {
+    if (this.flight) {
+      throw new HandoffError('E_HANDOFF_IN_PROGRESS', `handoff ${this.flight.id} is already running (phase ${this.flight.phase})`);
+    }
+    if (this.stopping) throw new HandoffError('E_STOPPING', 'supervisor is stopping');
+    const now = Date.now();
+    const f: Flight = {
+      id: randomUUID(),
+      spec,
+      startedAt: now,
+      deadline: now + (spec.deadlineMs ?? this.timeouts.deadlineMs),
+      phase: 'idle',
+      phaseStartedAt: now,
+      phases: [],
+      incumbent: this.current?.alive ? this.current : undefined,
+      successor: undefined,
+      incCh: undefined,
+      sucCh: undefined,
+      sealed: undefined,
+      pointOfNoReturn: false,
+      promoted: false,
+      successorHello: false,
+    };
+    this.flight = f;
+    this.log.info({ event: 'handoff.start', handoffId: f.id, incumbentPid: f.incumbent?.pid }, 'handoff started');
+    let result: HandoffResult;
+    try {
+      result = await this.run(f);
+    } finally {
+      f.incCh?.close('handoff over');
+      f.sucCh?.close('handoff over');
+      this.flight = undefined;
+      await this.journal.clear().catch(() => undefined);
+    }
+    if (result.outcome === 'aborted' && !this.current?.alive && !this.stopping && f.incumbent) {
+      // The incumbent died and could not be replaced: nobody serves. Start fresh.
+      this.log.error({ event: 'handoff.cold_restart', handoffId: f.id }, 'incumbent gone after abort; cold-starting a new generation');
+      this.current = undefined;
+      const restart = await this.performHandoff({ command: spec.command });
+      result.restoredBy = { handoffId: restart.id, outcome: restart.outcome, pid: restart.newPid };
+    }
+    return result;
+  }
+
+  private async run(f: Flight): Promise<HandoffResult> {
+    try {
+      for (let phase = NEXT_PHASE.idle; phase; phase = NEXT_PHASE[phase]) {
+        await this.enter(f, phase);
+        await PHASE_STEPS[phase].call(this, f);
+      }
+    } catch (err) {
+      if (!f.pointOfNoReturn) return this.abort(f, asBatonError(err));
+      // After the incumbent committed, only the successor can serve: it commits on its
+      // own if it lost us (successor.ts), so we record a commit and watch it.
+      this.log.error({ event: 'handoff.commit_tail_error', err: errorMessage(err) }, 'error after the point of no return');
+    }
+    this.endPhase(f);
+    const old = f.incumbent;
+    this.current = f.successor;
+    this.generation = f.successor!.generation;
+    this.watch(f.successor!);
+    if (old) void old.exited; // reaped by execa when it exits
+    return this.finish(f, 'committed', f.promoted ? 'incumbent died mid-handoff; successor promoted' : undefined);
+  }
+
+  private async enter(f: Flight, phase: SupervisorPhase): Promise<void> {
+    this.endPhase(f);
+    f.phase = phase;
+    f.phaseStartedAt = Date.now();
+    this.emit('phase', phase, f.id);
+    this.log.info({ event: 'handoff.phase', handoffId: f.id, phase }, `phase ${phase}`);
+    await this.journal.write({
+      handoffId: f.id,
+      phase,
+      generation: this.generation,
+      incumbent: f.incumbent && { pid: f.incumbent.pid, startTime: f.incumbent.startTime },
+      successor: f.successor && { pid: f.successor.pid, startTime: f.successor.startTime },
+      at: Date.now(),
+    });
+  }
+
+  private endPhase(f: Flight): void {
+    if (f.phase === 'idle') return;
+    f.phases.push({ phase: f.phase, ms: Date.now() - f.phaseStartedAt });
+    f.phaseStartedAt = Date.now();
+  }
+
+  // ---- phases --------------------------------------------------------------------
+
+  private async stepSpawn(f: Flight): Promise<void> {
+    const command = f.spec.command ?? this.command();
+    f.successor = spawnApp({
+      command,
+      role: f.incumbent ? 'successor' : 'cold',
+      generation: this.generation + 1,
+      listeners: this.opts.listeners,
+      spares: this.opts.listenerSpares ?? 4,
+      controlPath: this.controlPath,
+      dataDir: this.opts.dataDir,
+      baseEnv: this.opts.env ?? process.env,
+      extraEnv: { ...f.spec.successorEnv, ...crashEnv(f.spec.successorCrashPoint, f.spec.crashMarkerDir) },
+      stdout: this.opts.appStdout ?? 'inherit',
+      log: this.log,
+    });
+    crashPoint(this.crash, 'supervisor.after_spawn');
+  }
+
+  private async stepHello(f: Flight): Promise<void> {
+    const successor = f.successor!;
+    const sucCh = new ControlChannel(successor.control!, { peer: 'successor', log: this.log, livenessMs: this.timeouts.livenessMs });
+    f.sucCh = sucCh;
+    // Connect to the incumbent while the successor boots: the two overlap.
+    const incumbentHello = f.incumbent ? this.attachIncumbent(f) : Promise.resolve();
+    await this.helloFrom(f, sucCh, 'successor', successor);
+    f.successorHello = true;
+    crashPoint(this.crash, 'supervisor.after_successor_hello');
+    await incumbentHello;
+  }
+
+  private async stepDrain(f: Flight): Promise<void> {
+    if (!f.incCh) return; // cold start or promotion: nothing to drain
+    const drainGraceMs = f.spec.drainGraceMs ?? this.timeouts.drainGraceMs;
+    f.incCh.send({
+      type: 'PrepareHandoff',
+      handoffId: f.id,
+      successorPid: f.successor!.pid,
+      deadlineMs: BigInt(f.deadline),
+      drainGraceMs,
+    });
+    crashPoint(this.crash, 'supervisor.after_prepare');
+    // The incumbent enforces the grace itself; we allow a little more before calling it a timeout.
+    const msg = await this.fromIncumbent(f, ['Drained', 'DrainFailed'], Math.min(drainGraceMs + 5_000, this.remaining(f)));
+    if (msg.type === 'DrainFailed') throw new HandoffError('E_DRAIN_FAILED', `incumbent drain failed: ${msg.error}`);
+    this.emit('drained', msg);
+    crashPoint(this.crash, 'supervisor.after_drained');
+  }
+
+  private async stepSeal(f: Flight): Promise<void> {
+    if (!f.incCh) return;
+    f.incCh.send({ type: 'SealRequest', handoffId: f.id });
+    crashPoint(this.crash, 'supervisor.after_seal_request');
+    for (;;) {
+      const msg = await this.fromIncumbent(f, ['SealProgress', 'SealComplete', 'SealFailed'], this.remaining(f));
+      if (msg.type === 'SealProgress') {
+        this.emit('sealProgress', msg.done, msg.total);
+        continue;
+      }
+      if (msg.type === 'SealFailed') throw new HandoffError('E_SEAL_FAILED', `incumbent seal failed: ${msg.error}`);
+      f.sealed = { revisions: msg.lastRevisionPerShard, fingerprint: msg.dataDirFingerprint };
+      break;
+    }
+    crashPoint(this.crash, 'supervisor.after_seal_complete');
+  }
+
+  private async stepBegin(f: Flight): Promise<void> {
+    f.sucCh!.send({
+      type: 'Begin',
+      handoffId: f.id,
+      sealedRevisionPerShard: f.sealed?.revisions ?? {},
+      sealedFingerprint: f.sealed?.fingerprint ?? new Uint8Array(),
+      incumbentPid: f.incumbent?.pid ?? 0,
+    });
+    crashPoint(this.crash, 'supervisor.after_begin');
+  }
+
+  private async stepAwaitReady(f: Flight): Promise<void> {
+    const ready = await this.fromSuccessor(f, ['Ready'], this.remaining(f));
+    crashPoint(this.crash, 'supervisor.after_ready');
+    const owner = await readLockOwner(this.opts.dataDir);
+    const problem = checkReady(ready, f.sealed?.revisions ?? {}, owner?.pid, f.successor!.pid);
+    if (problem) throw new HandoffError('E_READY_REJECTED', problem);
+  }
+
+  private async stepCommit(f: Flight): Promise<void> {
+    if (f.incCh && f.incumbent?.alive) {
+      f.incCh.send({ type: 'Commit', handoffId: f.id });
+      try {
+        await this.fromIncumbent(f, ['Committed'], this.timeouts.livenessMs);
+      } catch (err) {
+        // It may have died after sealing: then only the successor can serve, so commit it.
+        if (f.incumbent.alive || !f.sealed) throw err;
+        f.promoted = true;
+      }
+    }
+    f.pointOfNoReturn = true;
+    crashPoint(this.crash, 'supervisor.after_commit_incumbent');
+    f.sucCh!.send({ type: 'Commit', handoffId: f.id });
+    crashPoint(this.crash, 'supervisor.after_commit_successor');
+    await this.fromSuccessor(f, ['Committed'], this.timeouts.livenessMs);
+  }
+
+  // ---- helpers -------------------------------------------------------------------
+
+  private async attachIncumbent(f: Flight): Promise<void> {
+    const socket = await connectUnix(this.controlPath, this.timeouts.helloMs);
+    const ch = new ControlChannel(socket, { peer: 'incumbent', log: this.log, livenessMs: this.timeouts.livenessMs });
+    f.incCh = ch;
+    await this.helloFrom(f, ch, 'incumbent', f.incumbent!);
+  }
+
+  /** Waits for the peer's Hello, answers HelloAck with the handoff id, starts heartbeats. */
+  private async helloFrom(f: Flight, ch: ControlChannel, role: 'incumbent' | 'successor', proc: AppProcess): Promise<void> {
+    const hello = await this.guarded(f, proc, ch.expect(['Hello'], this.timeouts.helloMs), role);
+    if (hello.role !== role) throw new BatonError('E_WRONG_ROLE', `${role} introduced itself as ${hello.role}`);
+    if (hello.pid !== proc.pid) throw new BatonError('E_WRONG_PID', `${role} says pid ${hello.pid}, expected ${proc.pid}`);
+    const version = negotiateVersion(hello.protoMin, hello.protoMax, PROTO_MIN, PROTO_MAX);
+    ch.send({ type: 'HelloAck', handoffId: f.id, protoVersion: version });
+    ch.setVersion(version);
+    ch.startHeartbeats(() => f.phase);
+  }
+
+  private fromIncumbent<T extends 'Drained' | 'DrainFailed' | 'SealProgress' | 'SealComplete' | 'SealFailed' | 'Committed'>(
+    f: Flight,
+    types: T[],
+    timeoutMs: number,
+  ): Promise<MessageOf<T>> {
+    return this.guarded(f, f.incumbent!, this.expectFor(f, f.incCh!, types, timeoutMs), 'incumbent');
+  }
+
+  private fromSuccessor<T extends 'Ready' | 'Committed'>(f: Flight, types: T[], timeoutMs: number): Promise<MessageOf<T>> {
+    return this.guarded(f, f.successor!, this.expectFor(f, f.sucCh!, types, timeoutMs), 'successor');
+  }
+
+  private async expectFor<T extends Parameters<ControlChannel['expect']>[0][number]>(
+    f: Flight,
+    ch: ControlChannel,
+    types: T[],
+    timeoutMs: number,
+  ): Promise<MessageOf<T>> {
+    const msg = await ch.expect(types, Math.max(timeoutMs, 1));
+    if ('handoffId' in msg && msg.handoffId !== f.id) {
+      const err = new BatonError('E_WRONG_HANDOFF', `${ch.peer} sent ${msg.type} for handoff ${msg.handoffId}, expected ${f.id}`);
+      ch.sendError(err);
+      throw err;
+    }
+    return msg;
+  }
+
+  /**
+   * Races a receive against the peer's death, so a dead peer fails the phase at once
+   * and the reason says how it died (its socket usually closes a moment before the exit is seen).
+   */
+  private async guarded<T>(f: Flight, proc: AppProcess, p: Promise<T>, role: string): Promise<T> {
+    const phase = f.phase;
+    const died = (s: ExitStatus): BatonError =>
+      new BatonError('E_PEER_DIED', `${role} (pid ${proc.pid}) exited (code ${s.code ?? '-'}, signal ${s.signal ?? '-'}) during ${phase}`);
+    try {
+      return await Promise.race([p, proc.exited.then((s) => Promise.reject(died(s)))]);
+    } catch (err) {
+      if ((err as BatonError).code === 'E_PEER_CLOSED') {
+        const status = await Promise.race([proc.exited, sleep(1_000).then(() => undefined)]);
+        if (status) throw died(status);
+      }
+      throw err;
+    }
+  }
+
+  private remaining(f: Flight): number {
+    return f.deadline - Date.now();
+  }
+
+  private command(): readonly string[] {
+    const c = this.opts.command;
+    return typeof c === 'function' ? c() : c;
+  }
+
+  /**
+   * Every failure before the point of no return ends here (invariant 5): the successor
+   * is told, killed and reaped; then the incumbent re-takes the lock and serves. If the
+   * incumbent died, the successor is promoted instead when it can be; else a cold start.
+   */
+  private async abort(f: Flight, err: BatonError): Promise<HandoffResult> {
+    const reason = err.message;
+    if (f.incumbent && !f.incumbent.alive && f.successor?.alive && !f.promoted && f.phase !== 'committing') {
+      const promoted = await this.promote(f, err);
+      if (promoted) return promoted;
+    }
+    await this.enter(f, 'aborting');
+    this.log.warn({ event: 'handoff.abort', handoffId: f.id, code: err.code, reason }, `aborting: ${reason}`);
+    crashPoint(this.crash, 'supervisor.during_abort');
+    if (f.successor) {
+      f.sucCh?.send({ type: 'Abort', handoffId: f.id, reason });
+      await f.successor.terminate(this.timeouts.killGraceMs);
+    }
+    await this.resumeIncumbent(f);
+    this.endPhase(f);
+    return this.finish(f, 'aborted', reason, err.code);
+  }
+
+  private async resumeIncumbent(f: Flight): Promise<void> {
+    const inc = f.incumbent;
+    if (!inc?.alive) return;
+    if (!f.incCh || f.incCh.failed) {
+      // It notices the lost connection and resumes on its own (incumbent.ts).
+      this.log.warn({ event: 'handoff.incumbent_self_resume', pid: inc.pid }, 'incumbent unreachable; it resumes on its own');
+      f.incCh?.close('abort');
+      return;
+    }
+    f.incCh.send({ type: 'ResumeAfterAbort', handoffId: f.id });
+    try {
+      await this.guarded(f, inc, f.incCh.expect(['Resumed'], this.timeouts.resumeMs), 'incumbent');
+      this.log.info({ event: 'handoff.incumbent_resumed', pid: inc.pid }, 'incumbent serves again');
+    } catch (err) {
+      this.log.error({ event: 'handoff.resume_unconfirmed', pid: inc.pid, err: errorMessage(err) }, 'incumbent did not confirm resume');
+    }
+  }
+
+  /** The incumbent died before sealing: let the successor take the lock from the dead holder. */
+  private async promote(f: Flight, cause: BatonError): Promise<HandoffResult | undefined> {
+    this.log.warn({ event: 'handoff.promote', handoffId: f.id, cause: cause.message }, 'incumbent died; promoting the successor');
+    f.promoted = true;
+    f.incCh?.close('incumbent died');
+    f.incCh = undefined;
+    f.sealed = undefined;
+    try {
+      if (!f.sucCh || f.sucCh.failed || !f.successorHello) return undefined;
+      if (f.phase !== 'begin' && f.phase !== 'await_ready') await this.stepBegin(f);
+      await this.enter(f, 'await_ready');
+      await this.stepAwaitReady(f);
+      await this.enter(f, 'committing');
+      await this.stepCommit(f);
+    } catch (err) {
+      this.log.error({ event: 'handoff.promote_failed', err: errorMessage(err) }, 'promotion failed');
+      return undefined;
+    }
+    this.endPhase(f);
+    this.current = f.successor;
+    this.generation = f.successor!.generation;
+    this.watch(f.successor!);
+    return this.finish(f, 'committed', `incumbent died (${cause.message}); successor promoted`);
+  }
+
+  private finish(f: Flight, outcome: HandoffOutcome, reason?: string, code?: string): HandoffResult {
+    const result: HandoffResult = {
+      id: f.id,
+      outcome,
+      ...(reason !== undefined && { reason }),
+      ...(code !== undefined && { code }),
+      ...(f.promoted && { promoted: true }),
+      startedAt: f.startedAt,
+      endedAt: Date.now(),
+      phases: f.phases,
+      oldPid: f.incumbent?.pid,
+      newPid: outcome === 'committed' ? f.successor?.pid : f.incumbent?.pid,
+      generation: this.generation,
+    };
+    this.lastHandoff = result;
+    this.log.info({ event: 'handoff.end', ...result }, `handoff ${outcome}${reason ? `: ${reason}` : ''}`);
+    this.emit('handoff', result);
+    return result;
+  }
+
+  /** Reports an incumbent that exits outside a handoff (the daemon decides whether to restart). */
+  private watch(app: AppProcess): void {
+    void app.exited.then((status) => {
+      if (this.current !== app || this.flight) return;
+      this.log.error({ event: 'app.exited', pid: app.pid, generation: app.generation, ...status }, 'incumbent exited');
+      this.current = undefined;
+      this.emit('incumbent-exit', app, status);
+    });
+  }
+
+  /**
+   * Graceful stop: Shutdown to the incumbent (drain, seal, release, exit); past the
+   * timeout SIGTERM, then SIGKILL. Listeners stay open: closing them is the owner's call.
+   */
+  async stop(timeoutMs = 30_000): Promise<void> {
+    this.stopping = true;
+    const app = this.current;
+    if (!app?.alive) return;
+    try {
+      const socket = await connectUnix(this.controlPath, this.timeouts.helloMs);
+      const ch = new ControlChannel(socket, { peer: 'incumbent', log: this.log, livenessMs: this.timeouts.livenessMs });
+      await ch.expect(['Hello'], this.timeouts.helloMs);
+      ch.send({ type: 'HelloAck', handoffId: `stop-${randomUUID()}`, protoVersion: PROTO_MAX });
+      ch.setVersion(PROTO_MAX);
+      ch.startHeartbeats(() => 'stopping');
+      ch.send({ type: 'Shutdown', reason: 'graceful', timeoutMs });
+      const done = await Promise.race([app.exited, sleep(timeoutMs).then(() => 'timeout' as const)]);
+      ch.close('stopped');
+      if (done !== 'timeout') return;
+      this.log.warn({ event: 'supervisor.stop_timeout', pid: app.pid }, 'app did not stop in time; killing');
+    } catch (err) {
+      this.log.warn({ event: 'supervisor.stop_unreachable', pid: app.pid, err: errorMessage(err) }, 'could not ask the app to stop; killing');
+    }
+    await app.terminate(this.timeouts.killGraceMs);
+  }
+}
+
+type PhaseStep = (this: Supervisor, f: Flight) => Promise<void>;
+const proto = Supervisor.prototype as unknown as Record<string, PhaseStep>;
+/** Phase → what the supervisor does in it. */
+const PHASE_STEPS: Record<SupervisorPhase, PhaseStep> = {
+  idle: async () => undefined,
+  spawning: proto.stepSpawn!,
+  hello: proto.stepHello!,
+  draining: proto.stepDrain!,
+  sealing: proto.stepSeal!,
+  begin: proto.stepBegin!,
+  await_ready: proto.stepAwaitReady!,
+  committing: proto.stepCommit!,
+  aborting: async () => undefined,
+};
+
+/** Health-gated commit: why Ready is not acceptable, or undefined when it is. */
+export function checkReady(
+  ready: MessageOf<'Ready'>,
+  sealed: RevisionMap,
+  lockOwnerPid: number | undefined,
+  successorPid: number,
+): string | undefined {
+  if (!ready.healthzOk) return 'successor reported healthzOk=false';
+  for (const [shard, rev] of Object.entries(sealed)) {
+    const advertised = ready.advertisedRevisionPerShard[shard];
+    if (advertised === undefined) return `successor does not advertise shard ${shard} (sealed at ${rev})`;
+    if (advertised < rev) return `successor shard ${shard} at revision ${advertised}, behind sealed ${rev}`;
+  }
+  if (lockOwnerPid !== successorPid) {
+    return `data-dir lock owner is ${lockOwnerPid ?? 'nobody'}, not the successor (pid ${successorPid})`;
+  }
+  return undefined;
+}
+
+function asBatonError(err: unknown): BatonError {
+  if (err instanceof BatonError) return err;
+  const code = (err as { code?: unknown })?.code;
+  return new BatonError(typeof code === 'string' ? code : 'E_INTERNAL', errorMessage(err));
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}
+
+/** Connects to a Unix socket, retrying while it does not exist yet or refuses. */
+export async function connectUnix(socketPath: string, timeoutMs: number): Promise<net.Socket> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await new Promise<net.Socket>((resolve, reject) => {
+        const s = net.connect(socketPath);
+        s.once('connect', () => {
+          s.off('error', reject);
+          resolve(s);
+        });
+        s.once('error', reject);
+      });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if ((code !== 'ENOENT' && code !== 'ECONNREFUSED') || Date.now() > until) {
+        throw new BatonError('E_INCUMBENT_UNREACHABLE', `cannot connect to the incumbent at ${socketPath}: ${errorMessage(err)}`);
+      }
+      await sleep(20);
+    }
+  }
+}

@@ -1,0 +1,159 @@
+/**
+ * Engine-test support: a keep-alive HTTP client that counts every failure honestly,
+ * a read-back of acknowledged writes, and an orphan check by an env tag that every
+ * process a test starts carries. (Temp dirs and polling: harness.ts.)
+ */
+import { randomUUID } from 'node:crypto';
+import { readdir, readFile } from 'node:fs/promises';
+import http from 'node:http';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const PRIMITIVE = ['node', path.join(ROOT, 'dist/fixtures/primitive/app.js')];
+export const SUPERVISOR_HOST = path.join(ROOT, 'dist/fixtures/supervisor-host.js');
+
+export interface HttpResult {
+  status: number;
+  body: string;
+}
+
+/** One request; a keep-alive agent may be passed to reuse connections. */
+export function request(
+  port: number,
+  method: string,
+  urlPath: string,
+  body?: string,
+  agent?: http.Agent,
+  timeoutMs = 10_000,
+): Promise<HttpResult> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, method, path: urlPath, agent: agent ?? false, timeout: timeoutMs }, (res) => {
+      let data = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (data += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: data }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(Object.assign(new Error('request timeout'), { code: 'ETIMEDOUT' })));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+export async function healthz(port: number): Promise<{ pid: number; generation: number; revisions: Record<string, string> }> {
+  const r = await request(port, 'GET', '/healthz');
+  if (r.status !== 200) throw new Error(`healthz ${r.status}`);
+  return JSON.parse(r.body);
+}
+
+/**
+ * Keep-alive load: `conns` loops, each with its own single-socket agent, doing PUTs
+ * (and GETs of what it wrote). Every error is counted by kind; a reset on a reused
+ * connection is a failure like any other.
+ */
+export class Load {
+  private running = true;
+  private readonly loops: Promise<void>[] = [];
+  readonly acked = new Map<string, string>();
+  readonly failures: Record<string, number> = {};
+  requests = 0;
+
+  constructor(
+    private readonly port: number,
+    conns: number,
+  ) {
+    for (let i = 0; i < conns; i++) this.loops.push(this.loop(i));
+  }
+
+  private async loop(id: number): Promise<void> {
+    const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+    let n = 0;
+    while (this.running) {
+      const key = `c${id}-${n++}`;
+      const value = `v-${key}-${randomUUID().slice(0, 8)}`;
+      try {
+        const put = await request(this.port, 'PUT', `/kv/${key}`, value, agent);
+        this.requests++;
+        if (put.status !== 200) this.fail(`status_${put.status}`);
+        else this.acked.set(key, value);
+        const get = await request(this.port, 'GET', `/kv/${key}`, undefined, agent);
+        this.requests++;
+        if (get.status !== 200 || (put.status === 200 && JSON.parse(get.body).value !== value)) this.fail(`get_${get.status}`);
+      } catch (err) {
+        this.requests++;
+        this.fail((err as NodeJS.ErrnoException).code ?? 'error');
+      }
+    }
+    agent.destroy();
+  }
+
+  private fail(kind: string): void {
+    this.failures[kind] = (this.failures[kind] ?? 0) + 1;
+  }
+
+  get failureCount(): number {
+    return Object.values(this.failures).reduce((a, b) => a + b, 0);
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await Promise.all(this.loops);
+  }
+}
+
+/** Reads back every acknowledged write; returns the keys that are missing or wrong. */
+export async function lostWrites(port: number, acked: Map<string, string>): Promise<string[]> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+  const lost: string[] = [];
+  const entries = [...acked];
+  for (let i = 0; i < entries.length; i += 64) {
+    await Promise.all(
+      entries.slice(i, i + 64).map(async ([key, value]) => {
+        const r = await request(port, 'GET', `/kv/${key}`, undefined, agent);
+        if (r.status !== 200 || JSON.parse(r.body).value !== value) lost.push(key);
+      }),
+    );
+  }
+  agent.destroy();
+  return lost;
+}
+
+/** Pids of live processes whose environment carries BATON_TEST_TAG=tag. */
+export async function taggedPids(tag: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const envText = await readFile(`/proc/${entry}/environ`, 'latin1');
+      if (!envText.split('\0').includes(`BATON_TEST_TAG=${tag}`)) continue;
+      const stat = await readFile(`/proc/${entry}/stat`, 'latin1');
+      if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) continue;
+      pids.push(Number(entry));
+    } catch {
+      // Gone meanwhile, or not ours to read.
+    }
+  }
+  return pids;
+}
+
+/** Kills whatever still carries the tag (after a failed test) and reports it. */
+export async function killTagged(tag: string): Promise<number[]> {
+  const pids = await taggedPids(tag);
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+  return pids;
+}
+
+export function newTag(): string {
+  return randomUUID();
+}
+
+export function fdCount(pid: number | 'self' = 'self'): Promise<number> {
+  return readdir(`/proc/${pid}/fd`).then((l) => l.length);
+}

@@ -1,0 +1,103 @@
+/**
+ * A supervised world for engine tests: a temp dir (data, state, markers), one TCP
+ * listener on 127.0.0.1 held by a real Supervisor, the primitive app as the service,
+ * and a teardown that stops everything and proves nothing was left behind.
+ */
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { bindListener, parseListenAddress, type HeldListener } from '../../src/listeners.js';
+import { lockHolder } from '../../src/lock.js';
+import { createLogger } from '../../src/log.js';
+import { Supervisor, type SupervisorOptions, type Timeouts } from '../../src/supervisor.js';
+import { healthz, killTagged, newTag, PRIMITIVE, taggedPids } from './engine.js';
+import { Harness, pollUntil } from './harness.js';
+
+export interface WorldOptions {
+  /** Env for every app generation (failure knobs). */
+  appEnv?: Record<string, string>;
+  timeouts?: Partial<Timeouts>;
+  shards?: number;
+  supervisor?: Partial<SupervisorOptions>;
+}
+
+export class World {
+  readonly h = new Harness();
+  readonly tag = newTag();
+  readonly dir: string;
+  readonly dataDir: string;
+  readonly stateDir: string;
+  readonly markers: string;
+  readonly listener: HeldListener;
+  readonly sup: Supervisor;
+
+  constructor(opts: WorldOptions = {}) {
+    this.dir = this.h.tempDir('baton-engine-');
+    this.dataDir = path.join(this.dir, 'data');
+    this.stateDir = path.join(this.dir, 'state');
+    this.markers = path.join(this.dir, 'markers');
+    this.listener = bindListener(parseListenAddress('tcp://127.0.0.1:0'));
+    this.sup = new Supervisor({
+      command: PRIMITIVE,
+      listeners: [this.listener],
+      dataDir: this.dataDir,
+      stateDir: this.stateDir,
+      env: {
+        ...process.env,
+        BATON_TEST_TAG: this.tag,
+        BATON_LOG_LEVEL: process.env.BATON_LOG_LEVEL ?? 'warn',
+        PRIM_MARKERS: this.markers,
+        PRIM_SHARDS: String(opts.shards ?? 4),
+        ...opts.appEnv,
+      },
+      timeouts: opts.timeouts,
+      appStdout: 'ignore',
+      log: createLogger('test-supervisor', { test: true }),
+      ...opts.supervisor,
+    });
+  }
+
+  get port(): number {
+    return Number(new URL(this.listener.address.replace(/^tcp:/, 'http:')).port);
+  }
+
+  /** Pid that answers /healthz right now. */
+  async servingPid(): Promise<number> {
+    return (await healthz(this.port)).pid;
+  }
+
+  /** Waits until exactly one live process holds the lock and it is the one answering HTTP. */
+  async settledServer(timeoutMs = 30_000): Promise<number> {
+    return pollUntil(
+      async () => {
+        const holder = await lockHolder(this.dataDir);
+        if (!holder?.alive) return undefined;
+        const pid = await this.servingPid().catch(() => undefined);
+        return pid === holder.owner.pid ? pid : undefined;
+      },
+      'one live lock holder answering HTTP',
+      timeoutMs,
+      50,
+    );
+  }
+
+  /** Names of hooks the app called, from its marker files: `${pid}.${hook}`. */
+  hooks(pid: number): string[] {
+    if (!existsSync(this.markers)) return [];
+    return readdirSync(this.markers)
+      .filter((f) => f.startsWith(`${pid}.`))
+      .map((f) => f.slice(String(pid).length + 1));
+  }
+
+  /** Stops the service, closes the listener, removes the dir; returns pids that had to be killed. */
+  async teardown(): Promise<number[]> {
+    await this.sup.stop(10_000).catch(() => undefined);
+    const leftovers = await pollUntil(
+      async () => ((await taggedPids(this.tag)).length === 0 ? [] : undefined),
+      'tagged processes to exit',
+      5_000,
+    ).catch(() => killTagged(this.tag));
+    this.listener.close();
+    await this.h.cleanup();
+    return leftovers;
+  }
+}
