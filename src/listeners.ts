@@ -169,7 +169,8 @@ interface BoundListener {
   address: string;
   /** unix: bound here first, renamed to spec.path once listening and chmod-ed. */
   unixTempPath?: string;
-  published?: boolean;
+  /** Inode of the published socket file: close() unlinks the path only while it is still ours. */
+  publishedIno?: number;
 }
 
 function bindTcp(spec: ListenerSpec): BoundListener {
@@ -214,7 +215,7 @@ function bindUnix(spec: ListenerSpec): BoundListener {
 function publishUnixSocket(b: BoundListener): void {
   fs.renameSync(b.unixTempPath!, b.spec.path!);
   b.unixTempPath = undefined;
-  b.published = true;
+  b.publishedIno = fs.lstatSync(b.spec.path!).ino;
 }
 
 /**
@@ -255,7 +256,13 @@ function closeBound(b: BoundListener): void {
   b.handle.close();
   // Only the supervisor owns the path; children never unlink it.
   if (b.unixTempPath !== undefined) fs.rmSync(b.unixTempPath, { force: true });
-  if (b.published) fs.rmSync(b.spec.path!, { force: true });
+  if (b.publishedIno !== undefined) {
+    try {
+      if (fs.lstatSync(b.spec.path!).ino === b.publishedIno) fs.unlinkSync(b.spec.path!);
+    } catch {
+      /* already gone */
+    }
+  }
 }
 
 function bindFailed(spec: ListenerSpec, code: string, detail?: string): ConfigError {

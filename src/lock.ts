@@ -226,7 +226,18 @@ export class DataDirLock {
       throw new LockError('E_LOCK_IO', `cannot write data-dir lock owner record ${this.ownerPath}: ${errorMessage(err)}`, { lockPath: this.lockPath }, { cause: err });
     }
     this.releaseLockfile = release;
+    await this.sweepLeftovers();
     return undefined;
+  }
+
+  /** Remove reap/release/temp leftovers of processes that died mid-operation. */
+  private async sweepLeftovers(): Promise<void> {
+    const leftover = /^\.baton\.lock\.(?:reaped|owner\.released|owner\.tmp)-(\d+)-[0-9a-f]+$/;
+    const names = await fsp.readdir(this.dataDir).catch(() => [] as string[]);
+    for (const name of names) {
+      const m = leftover.exec(name);
+      if (m && !isAlive(Number(m[1]))) await fsp.rm(path.join(this.dataDir, name), { recursive: true, force: true }).catch(() => undefined);
+    }
   }
 
   private async callLockfile(): Promise<Release> {

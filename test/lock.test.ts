@@ -1,4 +1,5 @@
-import { existsSync, mkdirSync, statSync, utimesSync, renameSync, rmSync, readdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, statSync, utimesSync, renameSync, rmSync, readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
@@ -218,6 +219,19 @@ describe('DataDirLock in-process', () => {
     expect(existsSync(path.join(dataDir, LOCK_DIR_NAME))).toBe(false);
     expect(await readLockOwner(dataDir)).toBeUndefined();
     expect(await lockHolder(dataDir)).toBeUndefined();
+  });
+
+  it('sweeps leftovers of processes that died mid-reap/mid-release', async () => {
+    const dataDir = h.tempDir();
+    const deadPid = spawnSync('true').pid!;
+    mkdirSync(path.join(dataDir, `${LOCK_DIR_NAME}.reaped-${deadPid}-ab12`));
+    writeFileSync(path.join(dataDir, `.baton.lock.owner.released-${deadPid}-cd34`), '{}');
+    writeFileSync(path.join(dataDir, `.baton.lock.owner.tmp-${deadPid}-ef56`), '{');
+    writeFileSync(path.join(dataDir, `.baton.lock.owner.tmp-${process.pid}-0000`), 'live writer: keep');
+    const lock = new DataDirLock(dataDir, { log: memoryLogger().log });
+    await lock.acquire();
+    expect(readdirSync(dataDir).sort()).toEqual(['.baton.lock', '.baton.lock.owner', `.baton.lock.owner.tmp-${process.pid}-0000`]);
+    await lock.release();
   });
 
   it('a lock dir without owner record is respected until stale (staleness fallback)', async () => {
