@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { ControlChannel, HELLO_TIMEOUT_MS, LIVENESS_TIMEOUT_MS } from './channel.js';
+import { ControlChannel, HELLO_TIMEOUT_MS, LIVENESS_TIMEOUT_MS, type ChannelOptions } from './channel.js';
 import { negotiateVersion } from './codec.js';
 import { crashConfigFromEnv, crashPoint, type CrashConfig, type CrashPoint } from './crashpoints.js';
 import { BatonError, HandoffError, errorMessage } from './errors.js';
@@ -297,7 +297,7 @@ export class Supervisor extends EventEmitter {
 
   private async stepHello(f: Flight): Promise<void> {
     const successor = f.successor!;
-    const sucCh = new ControlChannel(successor.control!, { peer: 'successor', log: this.log, livenessMs: this.timeouts.livenessMs });
+    const sucCh = new ControlChannel(successor.control!, this.channelOptions('successor'));
     f.sucCh = sucCh;
     // Connect to the incumbent while the successor boots: the two overlap.
     const incumbentHello = f.incumbent ? this.attachIncumbent(f) : Promise.resolve();
@@ -383,7 +383,7 @@ export class Supervisor extends EventEmitter {
 
   private async attachIncumbent(f: Flight): Promise<void> {
     const socket = await connectUnix(this.controlPath, this.timeouts.helloMs);
-    const ch = new ControlChannel(socket, { peer: 'incumbent', log: this.log, livenessMs: this.timeouts.livenessMs });
+    const ch = new ControlChannel(socket, this.channelOptions('incumbent'));
     f.incCh = ch;
     await this.helloFrom(f, ch, 'incumbent', f.incumbent!);
   }
@@ -443,6 +443,16 @@ export class Supervisor extends EventEmitter {
       }
       throw err;
     }
+  }
+
+  /** Every frame from a peer reports the gap since the previous one ('heartbeat' event: peer, gapMs). */
+  private channelOptions(peer: 'incumbent' | 'successor'): ChannelOptions {
+    return {
+      peer,
+      log: this.log,
+      livenessMs: this.timeouts.livenessMs,
+      onHeartbeatGap: (gapMs) => this.emit('heartbeat', peer, gapMs),
+    };
   }
 
   private remaining(f: Flight): number {
@@ -560,7 +570,7 @@ export class Supervisor extends EventEmitter {
     if (!app?.alive) return;
     try {
       const socket = await connectUnix(this.controlPath, this.timeouts.helloMs);
-      const ch = new ControlChannel(socket, { peer: 'incumbent', log: this.log, livenessMs: this.timeouts.livenessMs });
+      const ch = new ControlChannel(socket, this.channelOptions('incumbent'));
       await ch.expect(['Hello'], this.timeouts.helloMs);
       ch.send({ type: 'HelloAck', handoffId: `stop-${randomUUID()}`, protoVersion: PROTO_MAX });
       ch.setVersion(PROTO_MAX);

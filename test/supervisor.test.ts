@@ -1,6 +1,8 @@
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { HandoffError } from '../src/errors.js';
 import { lockHolder } from '../src/lock.js';
+import type { HandoffSpec } from '../src/supervisor.js';
 import { healthz, lostWrites, request } from './support/engine.js';
 import { World, type WorldOptions } from './support/world.js';
 
@@ -65,25 +67,49 @@ describe('supervisor: happy path', () => {
 });
 
 describe('supervisor: every failure before Commit aborts and the incumbent serves again', () => {
-  const cases: { name: string; successorEnv: Record<string, string>; code: string }[] = [
+  interface AbortCase {
+    name: string;
+    /** Env for generation 1 (the incumbent); the successor gets these knobs switched off. */
+    incumbentEnv?: Record<string, string>;
+    successorEnv?: Record<string, string>;
+    spec?: HandoffSpec;
+    code: string;
+    /** Hook the incumbent must have run (drain/seal) before the abort. */
+    hook?: string;
+  }
+  const cases: AbortCase[] = [
     { name: 'successor exits at start', successorEnv: { PRIM_START_FAIL: '1' }, code: 'E_PEER_DIED' },
-    { name: 'Ready with healthzOk=false', successorEnv: { PRIM_HEALTHZ_FALSE: '1' }, code: 'E_READY_REJECTED' },
-    { name: 'Ready with a revision behind the seal', successorEnv: { PRIM_ADVERTISE_BEHIND: '1' }, code: 'E_READY_REJECTED' },
+    { name: 'drain throws', incumbentEnv: { PRIM_DRAIN_FAIL_ONCE: 'MARKER' }, code: 'E_DRAIN_FAILED', hook: 'drain' },
+    { name: 'seal fails once (lock never released)', incumbentEnv: { PRIM_SEAL_FAIL_ONCE: 'MARKER' }, code: 'E_SEAL_FAILED', hook: 'seal' },
+    { name: 'successor never sends Ready (deadline)', successorEnv: { PRIM_NEVER_READY: '1' }, spec: { deadlineMs: 3_000 }, code: 'E_TIMEOUT', hook: 'seal' },
+    { name: 'Ready with healthzOk=false', successorEnv: { PRIM_HEALTHZ_FALSE: '1' }, code: 'E_READY_REJECTED', hook: 'seal' },
+    { name: 'Ready with a revision behind the seal', successorEnv: { PRIM_ADVERTISE_BEHIND: '1' }, code: 'E_READY_REJECTED', hook: 'seal' },
+    { name: 'Ready from a process whose lock owner record names someone else', successorEnv: { PRIM_FAKE_LOCK_OWNER: '1' }, code: 'E_READY_REJECTED', hook: 'seal' },
   ];
   for (const c of cases) {
     it(c.name, async () => {
-      const w = await startWorld();
+      const knobsOff = Object.fromEntries(Object.keys(c.incumbentEnv ?? {}).map((k) => [k, '']));
+      const w = new World({ appEnv: {} });
+      world = w;
+      const env = Object.fromEntries(
+        Object.entries(c.incumbentEnv ?? {}).map(([k, v]) => [k, v === 'MARKER' ? path.join(w.dir, `${k}.marker`) : v]),
+      );
+      const cold = await w.sup.start({ successorEnv: env });
+      expect(cold.outcome, cold.reason).toBe('committed');
       const gen1 = w.sup.incumbent!.pid;
       const acked = await putAll(w, 8, 'b');
-      const result = await w.sup.performHandoff({ successorEnv: c.successorEnv });
+      const result = await w.sup.performHandoff({ ...c.spec, successorEnv: { ...knobsOff, ...c.successorEnv } });
       expect(result.outcome).toBe('aborted');
       expect(result.code, result.reason).toBe(c.code);
+      if (c.hook) expect(w.hooks(gen1)).toContain(c.hook);
       expect(await w.settledServer()).toBe(gen1);
       expect(await lostWrites(w.port, acked)).toEqual([]);
-      // And the next handoff goes through.
-      const next = await w.sup.performHandoff();
+      // Writes go on after the abort, and the next handoff goes through with them.
+      const more = await putAll(w, 4, 'c');
+      const next = await w.sup.performHandoff({ successorEnv: knobsOff });
       expect(next.outcome, next.reason).toBe('committed');
       expect(await w.settledServer()).toBe(next.newPid);
+      expect(await lostWrites(w.port, new Map([...acked, ...more]))).toEqual([]);
     });
   }
 });
