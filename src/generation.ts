@@ -45,13 +45,21 @@ export class AppProcess {
     return this.exitStatus;
   }
 
-  /** SIGTERM, then SIGKILL after `graceMs`; resolves once it is gone (and reaped, if ours). */
-  async terminate(graceMs: number): Promise<ExitStatus | undefined> {
+  /**
+   * Waits `exitWaitMs` for it to exit by itself, then SIGTERM, then SIGKILL after
+   * `graceMs`; resolves once it is gone (and reaped, if ours).
+   */
+  async terminate(graceMs: number, exitWaitMs = 0): Promise<ExitStatus | undefined> {
     if (this.exitStatus) return this.exitStatus;
+    if (exitWaitMs > 0 && (await this.exitWithin(exitWaitMs))) return this.exited;
     this.signal('SIGTERM');
-    const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), graceMs).unref());
-    if ((await Promise.race([this.exited, timer])) === 'timeout') this.signal('SIGKILL');
+    if (!(await this.exitWithin(graceMs))) this.signal('SIGKILL');
     return this.exited;
+  }
+
+  private async exitWithin(ms: number): Promise<boolean> {
+    const timer = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), ms).unref());
+    return (await Promise.race([this.exited, timer])) !== 'timeout';
   }
 
   signal(sig: NodeJS.Signals): void {

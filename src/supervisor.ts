@@ -38,6 +38,20 @@ export const DEFAULT_TIMEOUTS: Timeouts = {
   resumeMs: 30_000,
 };
 
+export interface RestartPolicy {
+  enabled: boolean;
+  baseMs: number;
+  maxMs: number;
+  /** More restarts than this within windowMs is a crash loop. */
+  maxRestarts: number;
+  windowMs: number;
+}
+
+export const DEFAULT_RESTART: RestartPolicy = { enabled: true, baseMs: 100, maxMs: 10_000, maxRestarts: 5, windowMs: 60_000 };
+
+/** How long an aborted successor that was told (Abort) gets to exit by itself before SIGTERM. */
+const ABORT_EXIT_WAIT_MS = 500;
+
 export interface SupervisorOptions {
   /** Command of the app; a function is re-evaluated on every spawn (so a symlink swap upgrades). */
   command: readonly string[] | (() => readonly string[]);
@@ -50,6 +64,8 @@ export interface SupervisorOptions {
   log?: Logger;
   /** App stdout: inherited by default. */
   appStdout?: 'inherit' | 'ignore';
+  /** What to do when the incumbent exits outside a handoff. */
+  restart?: Partial<RestartPolicy>;
   /** Spare listener copies per app (re-listen after an abort); default 4. */
   listenerSpares?: number;
   /** This supervisor's own crash point (tests); default from BATON_CRASH_POINT. */
@@ -155,6 +171,10 @@ export class Supervisor extends EventEmitter {
   private current: AppProcess | undefined;
   private flight: Flight | undefined;
   private stopping = false;
+  private restarts: number[] = [];
+  private restartTimer: NodeJS.Timeout | undefined;
+  /** The last spawned process that failed to become the incumbent (for the restart policy). */
+  private lastFailed: AppProcess | undefined;
   generation = 0;
   lastHandoff: HandoffResult | undefined;
 
@@ -222,6 +242,8 @@ export class Supervisor extends EventEmitter {
       this.flight = undefined;
       await this.journal.clear().catch(() => undefined);
     }
+    if (result.outcome === 'aborted' && !f.incumbent) this.lastFailed = f.successor;
+    if (result.outcome === 'committed') this.checkIncumbent();
     if (result.outcome === 'aborted' && !this.current?.alive && !this.stopping && f.incumbent) {
       // The incumbent died and could not be replaced: nobody serves. Start fresh.
       this.log.error({ event: 'handoff.cold_restart', handoffId: f.id }, 'incumbent gone after abort; cold-starting a new generation');
@@ -301,6 +323,7 @@ export class Supervisor extends EventEmitter {
     f.sucCh = sucCh;
     // Connect to the incumbent while the successor boots: the two overlap.
     const incumbentHello = f.incumbent ? this.attachIncumbent(f) : Promise.resolve();
+    incumbentHello.catch(() => undefined); // awaited below; must not go unhandled if the successor fails first
     await this.helloFrom(f, sucCh, 'successor', successor);
     f.successorHello = true;
     crashPoint(this.crash, 'supervisor.after_successor_hello');
@@ -434,8 +457,10 @@ export class Supervisor extends EventEmitter {
     const phase = f.phase;
     const died = (s: ExitStatus): BatonError =>
       new BatonError('E_PEER_DIED', `${role} (pid ${proc.pid}) exited (code ${s.code ?? '-'}, signal ${s.signal ?? '-'}) during ${phase}`);
+    const death = proc.exited.then((s) => Promise.reject(died(s)));
+    death.catch(() => undefined); // the losing side of the race must not become an unhandled rejection
     try {
-      return await Promise.race([p, proc.exited.then((s) => Promise.reject(died(s)))]);
+      return await Promise.race([p, death]);
     } catch (err) {
       if ((err as BatonError).code === 'E_PEER_CLOSED') {
         const status = await Promise.race([proc.exited, sleep(1_000).then(() => undefined)]);
@@ -479,8 +504,9 @@ export class Supervisor extends EventEmitter {
     this.log.warn({ event: 'handoff.abort', handoffId: f.id, code: err.code, reason }, `aborting: ${reason}`);
     crashPoint(this.crash, 'supervisor.during_abort');
     if (f.successor) {
-      f.sucCh?.send({ type: 'Abort', handoffId: f.id, reason });
-      await f.successor.terminate(this.timeouts.killGraceMs);
+      // Told first, it releases the lock and exits by itself; the signals are for one that does not.
+      const told = f.sucCh?.send({ type: 'Abort', handoffId: f.id, reason }) ?? false;
+      await f.successor.terminate(this.timeouts.killGraceMs, told ? ABORT_EXIT_WAIT_MS : 0);
     }
     await this.resumeIncumbent(f);
     this.endPhase(f);
@@ -550,14 +576,55 @@ export class Supervisor extends EventEmitter {
     return result;
   }
 
-  /** Reports an incumbent that exits outside a handoff (the daemon decides whether to restart). */
+  /** Notices an incumbent that exits outside a handoff (also one that died while a handoff was finishing). */
   private watch(app: AppProcess): void {
-    void app.exited.then((status) => {
-      if (this.current !== app || this.flight) return;
-      this.log.error({ event: 'app.exited', pid: app.pid, generation: app.generation, ...status }, 'incumbent exited');
-      this.current = undefined;
-      this.emit('incumbent-exit', app, status);
-    });
+    void app.exited.then(() => this.checkIncumbent());
+  }
+
+  /**
+   * Nobody serves and no handoff runs: report it and start a fresh generation, with
+   * exponential backoff (restart.baseMs doubling up to restart.maxMs). More than
+   * restart.maxRestarts restarts within restart.windowMs is a crash loop: give up
+   * and emit 'crash-loop' (the daemon exits with a clear message).
+   */
+  private checkIncumbent(): void {
+    const app = this.current;
+    if (!app || app.alive || this.flight || this.stopping || this.restartTimer) return;
+    this.log.error({ event: 'app.exited', pid: app.pid, generation: app.generation, ...app.exit }, 'incumbent exited');
+    this.current = undefined;
+    this.emit('incumbent-exit', app, app.exit);
+    const policy = { ...DEFAULT_RESTART, ...this.opts.restart };
+    if (!policy.enabled) return;
+    const now = Date.now();
+    this.restarts = this.restarts.filter((t) => now - t < policy.windowMs);
+    if (this.restarts.length >= policy.maxRestarts) {
+      this.log.fatal(
+        { event: 'app.crash_loop', restarts: this.restarts.length, windowMs: policy.windowMs },
+        `app crashed ${this.restarts.length} times in ${policy.windowMs} ms; giving up`,
+      );
+      this.emit('crash-loop', this.restarts.length);
+      return;
+    }
+    const delay = Math.min(policy.baseMs * 2 ** this.restarts.length, policy.maxMs);
+    this.restarts.push(now);
+    this.log.warn({ event: 'app.restart_scheduled', delayMs: delay, attempt: this.restarts.length }, `restarting in ${delay} ms`);
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      if (this.stopping || this.flight || this.current?.alive) return;
+      void this.performHandoff().then(
+        (r) => {
+          this.emit('restarted', r);
+          if (r.outcome !== 'committed') this.checkIncumbentLater();
+        },
+        (err: unknown) => this.log.error({ event: 'app.restart_failed', err: errorMessage(err) }, 'restart failed'),
+      );
+    }, delay);
+  }
+
+  private checkIncumbentLater(): void {
+    // A failed cold start leaves `current` empty: schedule the next attempt through the same policy.
+    this.current = this.current ?? this.lastFailed;
+    setImmediate(() => this.checkIncumbent());
   }
 
   /**
@@ -566,6 +633,8 @@ export class Supervisor extends EventEmitter {
    */
   async stop(timeoutMs = 30_000): Promise<void> {
     this.stopping = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = undefined;
     const app = this.current;
     if (!app?.alive) return;
     try {

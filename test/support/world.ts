@@ -18,6 +18,8 @@ export interface WorldOptions {
   timeouts?: Partial<Timeouts>;
   shards?: number;
   supervisor?: Partial<SupervisorOptions>;
+  /** First restart delay of the supervisor's restart policy (tests keep it short). */
+  restartBaseMs?: number;
 }
 
 export class World {
@@ -50,6 +52,7 @@ export class World {
         ...opts.appEnv,
       },
       timeouts: opts.timeouts,
+      restart: { baseMs: opts.restartBaseMs ?? 100 },
       appStdout: 'ignore',
       log: createLogger('test-supervisor', { test: true }),
       ...opts.supervisor,
