@@ -1,0 +1,76 @@
+/**
+ * Handoffs under keep-alive load: 16 client connections doing PUT+GET while the
+ * service is handed off 20 times in a row. The bar is zero failed requests of any
+ * kind (resets, hang-ups, 503s, timeouts) and zero lost acknowledged writes.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import type { HandoffResult } from '../src/supervisor.js';
+import { Load, lostWrites } from './support/engine.js';
+import { World } from './support/world.js';
+
+// The supervisor logs every phase at info; keep the output to the figures below.
+process.env.BATON_LOG_LEVEL ??= 'warn';
+
+const HANDOFFS = 20;
+const CONNS = 16;
+
+let world: World | undefined;
+
+afterEach(async () => {
+  const leftovers = await world?.teardown();
+  world = undefined;
+  expect(leftovers ?? []).toEqual([]);
+});
+
+describe('load: handoffs under keep-alive traffic', () => {
+  it(`${HANDOFFS} handoffs under ${CONNS} keep-alive connections: no failed request, no lost write`, { timeout: 90_000 }, async () => {
+    const w = (world = new World());
+    const cold = await w.sup.start();
+    expect(cold.outcome, cold.reason).toBe('committed');
+    await w.settledServer();
+
+    const load = new Load(w.port, CONNS);
+    const results: HandoffResult[] = [];
+    const t0 = Date.now();
+    try {
+      // Let every loop get a connection and some traffic before the first handoff.
+      await new Promise((r) => setTimeout(r, 300));
+      for (let i = 0; i < HANDOFFS; i++) {
+        const result = await w.sup.performHandoff();
+        results.push(result);
+        if (result.outcome !== 'committed') break;
+      }
+    } finally {
+      await load.stop();
+    }
+    const elapsed = Date.now() - t0;
+
+    const durations = results.map((r) => r.endedAt - r.startedAt);
+    const sorted = [...durations].sort((a, b) => a - b);
+    const phaseTotals: Record<string, number> = {};
+    for (const r of results) for (const p of r.phases) phaseTotals[p.phase] = (phaseTotals[p.phase] ?? 0) + p.ms;
+    console.log(
+      [
+        `load: ${load.requests} requests in ${elapsed} ms over ${results.length} handoffs, ` +
+          `${load.failureCount} failed ${JSON.stringify(load.failures)}, ${load.acked.size} acknowledged writes`,
+        `handoff ms: min ${sorted[0]} p50 ${sorted[Math.floor(sorted.length / 2)]} max ${sorted[sorted.length - 1]} ` +
+          `mean ${Math.round(durations.reduce((a, b) => a + b, 0) / Math.max(durations.length, 1))}`,
+        `handoff ms each: ${durations.join(' ')}`,
+        `phase ms (mean): ${Object.entries(phaseTotals)
+          .map(([p, ms]) => `${p}=${Math.round(ms / results.length)}`)
+          .join(' ')}`,
+      ].join('\n'),
+    );
+
+    expect(
+      results.filter((r) => r.outcome !== 'committed').map((r) => `${r.code}: ${r.reason}`),
+      'every handoff commits',
+    ).toEqual([]);
+    expect(results).toHaveLength(HANDOFFS);
+    expect(load.failures, `failed requests: ${JSON.stringify(load.failures)}`).toEqual({});
+    expect(load.acked.size).toBeGreaterThan(0);
+    expect(await w.settledServer()).toBe(results[results.length - 1]!.newPid);
+    const lost = await lostWrites(w.port, load.acked);
+    expect(lost.length, `lost writes (first 10): ${lost.slice(0, 10).join(', ')}`).toBe(0);
+  });
+});
