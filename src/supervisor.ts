@@ -10,7 +10,8 @@ import { BatonError, HandoffError, errorMessage } from './errors.js';
 import { AppProcess, crashEnv, spawnApp, type ExitStatus } from './generation.js';
 import { Journal } from './journal.js';
 import type { HeldListener } from './listeners.js';
-import { readLockOwner } from './lock.js';
+import { lockHolder, readLockOwner } from './lock.js';
+import { isAlive } from './proc.js';
 import { createLogger, type Logger } from './log.js';
 import { PROTO_MAX, PROTO_MIN, type MessageOf, type RevisionMap } from './schema.js';
 
@@ -114,6 +115,16 @@ export interface HandoffResult {
   restoredBy?: { handoffId: string; outcome: HandoffOutcome; pid: number | undefined };
 }
 
+export interface RecoveryReport {
+  handoffId: string;
+  /** Phase the crashed supervisor was in. */
+  phase: SupervisorPhase;
+  /** The process adopted as the incumbent, if any survived. */
+  survivor?: { pid: number; role: 'incumbent' | 'successor'; generation: number } | undefined;
+  /** Orphans of ours that were killed. */
+  killed: number[];
+}
+
 /** What is persisted before each phase so a restarted supervisor knows what was in flight. */
 export interface JournalRecord {
   handoffId: string;
@@ -196,11 +207,77 @@ export class Supervisor extends EventEmitter {
     return this.flight?.phase ?? 'idle';
   }
 
+  /**
+   * After a supervisor crash: reads the journal and brings the world back to one
+   * serving generation. The peers of the interrupted handoff resolve on their own
+   * once they lose us (PROTOCOL.md "Peer self-protection"); we wait for exactly one
+   * live lock holder among them, kill a proven-own orphan that is not it (pid + start
+   * time), adopt the survivor as the incumbent and clear the journal. Returns
+   * undefined when there was nothing to recover; `survivor` is undefined when nobody
+   * is left (the caller cold-starts).
+   */
+  async recover(settleMs = 20_000): Promise<RecoveryReport | undefined> {
+    await this.prepareDirs();
+    let record: JournalRecord | undefined;
+    try {
+      record = await this.journal.read();
+    } catch (err) {
+      this.log.error({ event: 'recovery.journal_unreadable', err: errorMessage(err) }, 'journal unreadable; starting fresh');
+    }
+    if (!record) return undefined;
+    this.log.warn({ event: 'recovery.start', handoffId: record.handoffId, phase: record.phase }, 'recovering an interrupted handoff');
+    const peers = [
+      record.incumbent && { role: 'incumbent' as const, ...record.incumbent, generation: record.generation },
+      record.successor && { role: 'successor' as const, ...record.successor, generation: record.generation + 1 },
+    ].filter((p): p is NonNullable<typeof p> => Boolean(p));
+    const alive = () => peers.filter((p) => isAlive(p.pid, p.startTime));
+    const deadline = Date.now() + settleMs;
+    let holderPid: number | undefined;
+    for (;;) {
+      const holder = await lockHolder(this.opts.dataDir).catch(() => undefined);
+      holderPid = holder?.alive ? holder.owner.pid : undefined;
+      const live = alive();
+      if (live.length <= 1 && (live.length === 0 || live[0]!.pid === holderPid)) break;
+      if (Date.now() > deadline) break;
+      await sleep(50);
+    }
+    // Still two alive after the settle time: keep the lock holder (else the incumbent), end the other.
+    const live = alive();
+    const keep = live.find((p) => p.pid === holderPid) ?? live.find((p) => p.role === 'incumbent') ?? live[0];
+    const killed: number[] = [];
+    for (const p of live.filter((q) => q !== keep)) {
+      // Ours: pid + start time match the journal.
+      this.log.warn({ event: 'recovery.kill_orphan', pid: p.pid, role: p.role }, `killing orphaned ${p.role}`);
+      await new AppProcess(p.pid, p.startTime, p.generation, undefined, undefined).terminate(this.timeouts.killGraceMs);
+      killed.push(p.pid);
+    }
+    const survivor = alive()[0];
+    if (survivor) {
+      this.current = new AppProcess(survivor.pid, survivor.startTime, survivor.generation, undefined, undefined);
+      this.generation = survivor.generation;
+      this.watch(this.current);
+    }
+    await this.journal.clear();
+    const report: RecoveryReport = {
+      handoffId: record.handoffId,
+      phase: record.phase,
+      survivor: survivor && { pid: survivor.pid, role: survivor.role, generation: survivor.generation },
+      killed,
+    };
+    this.log.warn({ event: 'recovery.done', ...report }, 'recovery finished');
+    this.emit('recovered', report);
+    return report;
+  }
+
   /** Cold start of generation 1: a handoff from nobody. */
   async start(spec: HandoffSpec = {}): Promise<HandoffResult> {
+    await this.prepareDirs();
+    return this.performHandoff(spec);
+  }
+
+  private async prepareDirs(): Promise<void> {
     await mkdir(path.join(this.opts.stateDir, 'control'), { recursive: true, mode: 0o700 });
     await mkdir(this.opts.dataDir, { recursive: true });
-    return this.performHandoff(spec);
   }
 
   /**
@@ -645,7 +722,8 @@ export class Supervisor extends EventEmitter {
       ch.setVersion(PROTO_MAX);
       ch.startHeartbeats(() => 'stopping');
       ch.send({ type: 'Shutdown', reason: 'graceful', timeoutMs });
-      const done = await Promise.race([app.exited, sleep(timeoutMs).then(() => 'timeout' as const)]);
+      const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), timeoutMs).unref());
+      const done = await Promise.race([app.exited, timeout]);
       ch.close('stopped');
       if (done !== 'timeout') return;
       this.log.warn({ event: 'supervisor.stop_timeout', pid: app.pid }, 'app did not stop in time; killing');
@@ -696,8 +774,9 @@ function asBatonError(err: unknown): BatonError {
   return new BatonError(typeof code === 'string' ? code : 'E_INTERNAL', errorMessage(err));
 }
 
+/** A wait the supervisor depends on: keeps the process alive (an unref'd timer could let it exit mid-recovery). */
 function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms).unref());
+  return new Promise((r) => setTimeout(r, ms));
 }
 
 /** Connects to a Unix socket, retrying while it does not exist yet or refuses. */

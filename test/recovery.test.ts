@@ -1,0 +1,109 @@
+/**
+ * Supervisor crash matrix: the supervisor dies (SIGKILL) at each of its crash points in
+ * the middle of a handoff; a new supervisor starts with the same state dir and the same
+ * listener (held outside, as systemd holds socket-activated listeners), reads the
+ * journal, and recovers: exactly one live lock holder answering on the listener, no
+ * acknowledged write lost, no orphan, and a follow-up handoff commits.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { CRASH_POINT_NAMES } from '../src/crashpoints.js';
+import { bindListener, parseListenAddress, type HeldListener } from '../src/listeners.js';
+import { lockHolder } from '../src/lock.js';
+import type { HandoffResult, RecoveryReport } from '../src/supervisor.js';
+import { healthz, killTagged, lostWrites, newTag, PRIMITIVE, request, SUPERVISOR_HOST, taggedPids } from './support/engine.js';
+import { exitOf, Harness, LineReader, pollUntil } from './support/harness.js';
+
+const h = new Harness();
+let listener: HeldListener | undefined;
+let tag = '';
+
+afterEach(async () => {
+  const leftovers = await pollUntil(async () => ((await taggedPids(tag)).length === 0 ? [] : undefined), 'no leftovers', 10_000).catch(() =>
+    killTagged(tag),
+  );
+  listener?.close();
+  listener = undefined;
+  await h.cleanup();
+  expect(leftovers).toEqual([]);
+});
+
+function startHost(dir: string): { host: ChildProcess; out: LineReader } {
+  const host = h.node(SUPERVISOR_HOST, [], {
+    stdio: ['pipe', 'pipe', 'pipe', listener!.fd],
+    env: {
+      ...process.env,
+      BATON_TEST_TAG: tag,
+      BATON_LOG_LEVEL: 'warn',
+      BATON_HOST_CONFIG: JSON.stringify({
+        dataDir: path.join(dir, 'data'),
+        stateDir: path.join(dir, 'state'),
+        command: PRIMITIVE,
+        appEnv: { BATON_TEST_TAG: tag, BATON_LIVENESS_MS: '3000' },
+      }),
+    },
+  });
+  return { host, out: new LineReader(host) };
+}
+
+function send(host: ChildProcess, cmd: unknown): void {
+  host.stdin!.write(`${JSON.stringify(cmd)}\n`);
+}
+
+const points = CRASH_POINT_NAMES.filter((p) => p.startsWith('supervisor.'));
+
+describe('supervisor crash → restart → recovery from the journal', () => {
+  for (const point of points) {
+    it(point, async () => {
+      tag = newTag();
+      const dir = h.tempDir('baton-recovery-');
+      const markers = path.join(dir, 'markers');
+      listener = bindListener(parseListenAddress('tcp://127.0.0.1:0'));
+      const port = Number(listener.address.split(':').pop());
+
+      const first = startHost(dir);
+      await first.out.next((l: { event: string }) => l.event === 'ready', 'first supervisor ready', 20_000);
+      const acked = new Map<string, string>();
+      for (let i = 0; i < 10; i++) {
+        expect((await request(port, 'PUT', `/kv/r${i}`, `v${i}`)).status).toBe(200);
+        acked.set(`r${i}`, `v${i}`);
+      }
+      send(first.host, { op: 'arm', point, markerDir: markers });
+      send(first.host, { op: 'handoff', spec: point === 'supervisor.during_abort' ? { successorEnv: { PRIM_HEALTHZ_FALSE: '1' } } : {} });
+      const exit = await exitOf(first.host);
+      expect(exit.signal).toBe('SIGKILL');
+      expect(existsSync(markers) && readdirSync(markers).some((f) => f.startsWith(point))).toBe(true);
+
+      const second = startHost(dir);
+      const rec = await second.out.next<{ event: string; report: RecoveryReport }>((l) => l.event === 'recovered', 'recovery', 30_000);
+      expect(rec.report.handoffId).toBeTruthy();
+      await second.out.next((l: { event: string }) => l.event === 'ready', 'second supervisor ready', 30_000);
+
+      const serving = await pollUntil(
+        async () => {
+          const holder = await lockHolder(path.join(dir, 'data'));
+          const pid = (await healthz(port).catch(() => undefined))?.pid;
+          return holder?.alive && holder.owner.pid === pid ? pid : undefined;
+        },
+        'one live lock holder answering HTTP',
+        20_000,
+        50,
+      );
+      expect(await lostWrites(port, acked)).toEqual([]);
+
+      send(second.host, { op: 'handoff' });
+      const next = await second.out.next<{ event: string; result: HandoffResult }>(
+        (l) => l.event === 'result' && l.result.oldPid === serving,
+        'follow-up handoff',
+        30_000,
+      );
+      expect(next.result.outcome, next.result.reason).toBe('committed');
+      expect((await healthz(port)).pid).toBe(next.result.newPid);
+      expect(await lostWrites(port, acked)).toEqual([]);
+      send(second.host, { op: 'stop' });
+      await second.out.next((l: { event: string }) => l.event === 'stopped', 'stopped', 20_000);
+    }, 90_000);
+  }
+});
