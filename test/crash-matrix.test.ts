@@ -40,7 +40,8 @@ describe('crash matrix', () => {
 
   for (const point of appPoints) {
     it(point, async () => {
-      const w = new World({ restartBaseMs: 50 });
+      // A slow start under load must not be cut short by the hello timeout before the crash point is reached.
+      const w = new World({ restartBaseMs: 50, timeouts: { helloMs: 30_000 } });
       world = w;
       const inIncumbent = point.startsWith('incumbent.');
       // The incumbent's crash point is set when it is started (generation 1).

@@ -81,6 +81,7 @@ describe('supervisor: every failure before Commit aborts and the incumbent serve
     { name: 'successor exits at start', successorEnv: { PRIM_START_FAIL: '1' }, code: 'E_PEER_DIED' },
     { name: 'drain throws', incumbentEnv: { PRIM_DRAIN_FAIL_ONCE: 'MARKER' }, code: 'E_DRAIN_FAILED', hook: 'drain' },
     { name: 'seal fails once (lock never released)', incumbentEnv: { PRIM_SEAL_FAIL_ONCE: 'MARKER' }, code: 'E_SEAL_FAILED', hook: 'seal' },
+    { name: 'seal overruns the deadline', incumbentEnv: { PRIM_SEAL_BLOCK_MS: '3000' }, spec: { deadlineMs: 1_500 }, code: 'E_TIMEOUT', hook: 'seal' },
     { name: 'successor never sends Ready (deadline)', successorEnv: { PRIM_NEVER_READY: '1' }, spec: { deadlineMs: 3_000 }, code: 'E_TIMEOUT', hook: 'seal' },
     { name: 'Ready with healthzOk=false', successorEnv: { PRIM_HEALTHZ_FALSE: '1' }, code: 'E_READY_REJECTED', hook: 'seal' },
     { name: 'Ready with a revision behind the seal', successorEnv: { PRIM_ADVERTISE_BEHIND: '1' }, code: 'E_READY_REJECTED', hook: 'seal' },
