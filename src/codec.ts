@@ -13,7 +13,7 @@
  */
 import { ProtocolError } from './errors.js';
 import { MsgpackError, readMsgpack } from './msgpack.js';
-import { MESSAGE_PLANS, MessageErrorCode, validateMessage, type MessagePlan } from './messages.js';
+import { MESSAGE_PLANS, MessageErrorCode, revmapEntry, validateMessage, type MessagePlan } from './messages.js';
 import { MAX_FRAME_LENGTH, PROTO_MAX, PROTO_MIN, PROTOCOL_VERSION, type Message } from './schema.js';
 
 /** Every code codec functions throw (as ProtocolError). */
@@ -237,7 +237,13 @@ export function compareUtf8(a: string, b: string): number {
   return a.length - b.length;
 }
 
-function writeRevmap(w: Writer, map: Record<string, bigint>): void {
+/**
+ * Validate and write one revmap in a single pass. The engine's 64-shard maps are
+ * dictionary-mode objects, where Object.keys alone costs ~1.5 µs, so validating
+ * in validateMessage and then writing (two Object.keys + two lookups per entry)
+ * was the largest encode cost. revmapEntry throws the validator's own errors.
+ */
+function writeRevmap(w: Writer, map: Record<string, unknown>, type: string, field: string): void {
   const keys = Object.keys(map);
   // Native string order is UTF-16 order, which equals UTF-8 order for ASCII keys (the
   // usual case); compareUtf8 is only needed when a key is not ASCII.
@@ -249,8 +255,10 @@ function writeRevmap(w: Writer, map: Record<string, bigint>): void {
   w.mapHeader(keys.length);
   for (let i = 0; i < keys.length; i++) {
     const k = keys[i] as string;
-    ascii = w.str(k) && ascii;
-    w.u64(map[k] as bigint);
+    // A short ASCII key (w.str returns true) is well-formed: no isWellFormed call needed.
+    const keyAscii = w.str(k);
+    ascii = keyAscii && ascii;
+    w.u64(revmapEntry(type, field, k, map[k], keyAscii));
   }
   if (sorted && !ascii) {
     const resorted = keys.slice().sort(compareUtf8);
@@ -259,7 +267,7 @@ function writeRevmap(w: Writer, map: Record<string, bigint>): void {
       w.mapHeader(keys.length);
       for (const k of resorted) {
         w.str(k);
-        w.u64(map[k] as bigint);
+        w.u64(revmapEntry(type, field, k, map[k], true)); // already validated above
       }
     }
   }
@@ -298,7 +306,7 @@ function writeMessage(w: Writer, msg: Record<string, unknown>, ep: EncodePlan): 
         w.bin(v as Uint8Array);
         break;
       case 'revmap':
-        writeRevmap(w, v as Record<string, bigint>);
+        writeRevmap(w, v as Record<string, unknown>, ep.plan.type, f.name);
         break;
       case 'strlist': {
         const list = v as string[];
@@ -323,7 +331,8 @@ function checkVersionNumber(version: number): void {
  */
 export function encodeFrame(msg: Message, version: number = PROTOCOL_VERSION): Buffer {
   checkVersionNumber(version);
-  const m = validateMessage(msg) as unknown as Record<string, unknown>;
+  // Revmap entries are validated by writeRevmap as it writes them (one pass).
+  const m = validateMessage(msg, { revmapsCheckedByCaller: true }) as unknown as Record<string, unknown>;
   const ep = ENCODE_PLANS.get(m['type'] as string) as EncodePlan;
   const w = writer;
   w.pos = FRAME_HEADER_BYTES;
@@ -362,7 +371,7 @@ export function decodeBody(body: Uint8Array): Message {
     throw wrapError(err, 'E_BAD_MSGPACK', 'frame body is not valid msgpack');
   }
   try {
-    return validateMessage(value);
+    return validateMessage(value, { fromWire: true });
   } catch (err) {
     throw wrapError(err, 'E_BAD_FIELD', 'invalid message');
   }

@@ -120,8 +120,27 @@ function toU32(v: unknown): number | undefined {
   return undefined;
 }
 
-function revmap(type: string, field: string, raw: unknown): Record<string, bigint> {
+/**
+ * One revmap entry: the key must be a usable shard name and the value a u64.
+ * `keyChecked` skips the well-formedness test when the caller already knows the
+ * key is (the encoder sees that short ASCII keys are while writing them).
+ * Shared by the validator and the encoder's fused validate-and-write pass.
+ */
+export function revmapEntry(type: string, field: string, k: string, v: unknown, keyChecked = false): bigint {
+  if (k === '__proto__' || (!keyChecked && !isWellFormed(k))) throw bad(type, `${field}[${JSON.stringify(k)}]`, 'a shard name', k);
+  if (typeof v === 'bigint' && v >= 0n && v <= U64_MAX) return v;
+  const n = toU64(v);
+  if (n === undefined) throw bad(type, `${field}[${JSON.stringify(k)}]`, 'u64 (integer 0..2^64-1)', v);
+  return n;
+}
+
+/** A revmap field must be a plain object; its entries are checked by revmapEntry. */
+export function checkRevmapObject(type: string, field: string, raw: unknown): asserts raw is Record<string, unknown> {
   if (!isPlainObject(raw)) throw bad(type, field, 'map of str to u64', raw);
+}
+
+function revmap(type: string, field: string, raw: unknown, trusted: boolean): Record<string, bigint> {
+  checkRevmapObject(type, field, raw);
   // Fast path (the usual case for decoded frames): every value already a bigint in
   // range, so the decoded object is returned as is, without a copy.
   // Object.keys + indexed access: 64-shard maps are dictionary-mode objects, where for-in is ~2x slower.
@@ -130,10 +149,9 @@ function revmap(type: string, field: string, raw: unknown): Record<string, bigin
   for (let i = 0; i < keys.length; i++) {
     const k = keys[i] as string;
     const v = raw[k];
-    if (k === '__proto__' || !isWellFormed(k)) throw bad(type, `${field}[${JSON.stringify(k)}]`, 'a shard name', k);
-    if (typeof v === 'bigint' && v >= 0n && v <= U64_MAX) continue;
-    if (toU64(v) === undefined) throw bad(type, `${field}[${JSON.stringify(k)}]`, 'u64 (integer 0..2^64-1)', v);
-    clean = false;
+    // Strings decoded by the strict reader are well-formed by construction (fatal
+    // UTF-8), so `trusted` skips isWellFormed, the costliest per-key check.
+    if (revmapEntry(type, field, k, v, trusted) !== v) clean = false;
   }
   if (clean) return raw as Record<string, bigint>;
   const out: Record<string, bigint> = {};
@@ -141,7 +159,7 @@ function revmap(type: string, field: string, raw: unknown): Record<string, bigin
   return out;
 }
 
-function normalizeField(type: string, f: FieldPlan, raw: unknown): unknown {
+function normalizeField(type: string, f: FieldPlan, raw: unknown, opts: ValidateOptions): unknown {
   switch (f.kind) {
     case 'u32': {
       const n = toU32(raw);
@@ -171,7 +189,11 @@ function normalizeField(type: string, f: FieldPlan, raw: unknown): unknown {
       }
       return raw;
     case 'revmap':
-      return revmap(type, f.name, raw);
+      if (opts.revmapsCheckedByCaller) {
+        checkRevmapObject(type, f.name, raw);
+        return raw;
+      }
+      return revmap(type, f.name, raw, opts.fromWire === true);
     case 'strlist':
       if (!Array.isArray(raw)) throw bad(type, f.name, 'array of str', raw);
       for (let i = 0; i < raw.length; i++) {
@@ -181,13 +203,25 @@ function normalizeField(type: string, f: FieldPlan, raw: unknown): unknown {
   }
 }
 
+/** Internal shortcuts for the codec; callers outside src/codec.ts pass nothing. */
+export interface ValidateOptions {
+  /** The value comes from readMsgpack: every string in it is well-formed UTF-16. */
+  readonly fromWire?: boolean;
+  /**
+   * Only check that revmap fields are plain objects and return them as they are:
+   * the encoder validates (with revmapEntry) and normalizes each entry while
+   * writing it, which saves a second pass over a large map.
+   */
+  readonly revmapsCheckedByCaller?: boolean;
+}
+
 /**
  * Validate a decoded msgpack value (or an app-built message) against SCHEMA.
  * Returns a new object with `type` first and the schema fields in schema order;
  * fields not in the schema are dropped (forward compatibility). A nil value for
  * an optional field counts as absent. Throws ProtocolError (MessageErrorCode).
  */
-export function validateMessage(value: unknown): Message {
+export function validateMessage(value: unknown, opts: ValidateOptions = {}): Message {
   if (!isPlainObject(value)) {
     throw new ProtocolError('E_NOT_A_MAP', `message: expected a map, got ${describe(value)}`);
   }
@@ -207,7 +241,7 @@ export function validateMessage(value: unknown): Message {
         field: f.name,
       });
     }
-    out[f.name] = normalizeField(plan.type, f, raw);
+    out[f.name] = normalizeField(plan.type, f, raw, opts);
   }
   return out as Message;
 }

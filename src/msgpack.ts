@@ -200,6 +200,7 @@ class Reader {
     if (depth >= MAX_DEPTH) throw new MsgpackError(`nesting deeper than ${MAX_DEPTH}`);
     this.need(2 * n);
     const out: Record<string, unknown> = {};
+    let prev = ''; // '' sorts below every other key; a second '' fails `key > prev` and is checked
     for (let i = 0; i < n; i++) {
       const at = this.pos;
       const t = this.src[at] as number;
@@ -213,7 +214,10 @@ class Reader {
       } else if (t === 0xd9 || t === 0xda || t === 0xdb) {
         key = this.value(depth + 1) as string;
       } else throw new MsgpackError(`map key at offset ${at} is not a str`);
-      if (Object.hasOwn(out, key)) throw new MsgpackError(`duplicate map key ${JSON.stringify(key)} at offset ${at}`);
+      // Keys in strictly ascending order (canonical maps are sorted) cannot repeat,
+      // so the hasOwn lookup is only needed once the order breaks.
+      if (key > prev) prev = key;
+      else if (Object.hasOwn(out, key)) throw new MsgpackError(`duplicate map key ${JSON.stringify(key)} at offset ${at}`);
       const val = this.value(depth + 1);
       if (key === '__proto__') Object.defineProperty(out, key, { value: val, enumerable: true, writable: true, configurable: true });
       else out[key] = val;
