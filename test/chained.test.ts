@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { HandoffResult, SupervisorPhase } from '../src/supervisor.js';
 import { fdCount, healthz, taggedPids } from './support/engine.js';
 import { pollUntil } from './support/harness.js';
-import { World } from './support/world.js';
+import { useWorlds, type World } from './support/world.js';
 
 // The supervisor logs every phase at info; keep the output to the figures below.
 process.env.BATON_LOG_LEVEL ??= 'warn';
@@ -16,13 +16,7 @@ const WARMUP = 5;
 const CHAINED = 100;
 const MAX_FD_DRIFT = 16;
 
-let world: World | undefined;
-
-afterEach(async () => {
-  const leftovers = await world?.teardown();
-  world = undefined;
-  expect(leftovers ?? []).toEqual([]);
-});
+const worlds = useWorlds();
 
 /** Runs `n` handoffs; each must commit. */
 async function chain(w: World, n: number, into: HandoffResult[]): Promise<void> {
@@ -52,7 +46,7 @@ async function settledFdCount(w: World): Promise<number> {
 
 describe('chained handoffs', () => {
   it(`${CHAINED} chained handoffs: fd drift ≤ ${MAX_FD_DRIFT}, no leftover process, generation ${1 + WARMUP + CHAINED} serves`, { timeout: 180_000 }, async () => {
-    const w = (world = new World());
+    const w = (worlds.create());
     const cold = await w.sup.start();
     expect(cold.outcome, cold.reason).toBe('committed');
 

@@ -15,15 +15,9 @@ import { CRASH_POINT_NAMES, type CrashPoint } from '../src/crashpoints.js';
 import { crashEnv } from '../src/generation.js';
 import { lostWrites, request } from './support/engine.js';
 import { pollUntil } from './support/harness.js';
-import { World } from './support/world.js';
+import { useWorlds, type World } from './support/world.js';
 
-let world: World | undefined;
-
-afterEach(async () => {
-  const leftovers = await world?.teardown();
-  world = undefined;
-  expect(leftovers ?? []).toEqual([]);
-});
+const worlds = useWorlds();
 
 /** Points that are only reached when the handoff aborts: the successor reports unhealthy. */
 const NEEDS_ABORT = new Set<CrashPoint>(['incumbent.on_resume', 'incumbent.after_relock', 'successor.on_abort']);
@@ -41,8 +35,7 @@ describe('crash matrix', () => {
   for (const point of appPoints) {
     it(point, async () => {
       // A slow start under load must not be cut short by the hello timeout before the crash point is reached.
-      const w = new World({ restartBaseMs: 50, timeouts: { helloMs: 30_000 } });
-      world = w;
+      const w = worlds.create({ restartBaseMs: 50, timeouts: { helloMs: 30_000 } });
       const inIncumbent = point.startsWith('incumbent.');
       // The incumbent's crash point is set when it is started (generation 1).
       const cold = await w.sup.start({ successorEnv: inIncumbent ? crashEnv(point, w.markers) : {} });

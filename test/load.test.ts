@@ -6,7 +6,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { HandoffResult } from '../src/supervisor.js';
 import { Load, lostWrites } from './support/engine.js';
-import { World } from './support/world.js';
+import { useWorlds } from './support/world.js';
 
 // The supervisor logs every phase at info; keep the output to the figures below.
 process.env.BATON_LOG_LEVEL ??= 'warn';
@@ -14,17 +14,11 @@ process.env.BATON_LOG_LEVEL ??= 'warn';
 const HANDOFFS = 20;
 const CONNS = 16;
 
-let world: World | undefined;
-
-afterEach(async () => {
-  const leftovers = await world?.teardown();
-  world = undefined;
-  expect(leftovers ?? []).toEqual([]);
-});
+const worlds = useWorlds();
 
 describe('load: handoffs under keep-alive traffic', () => {
   it(`${HANDOFFS} handoffs under ${CONNS} keep-alive connections: no failed request, no lost write`, { timeout: 90_000 }, async () => {
-    const w = (world = new World());
+    const w = (worlds.create());
     const cold = await w.sup.start();
     expect(cold.outcome, cold.reason).toBe('committed');
     await w.settledServer();

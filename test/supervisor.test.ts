@@ -4,22 +4,9 @@ import { HandoffError } from '../src/errors.js';
 import { lockHolder } from '../src/lock.js';
 import type { HandoffSpec } from '../src/supervisor.js';
 import { healthz, lostWrites, request } from './support/engine.js';
-import { World, type WorldOptions } from './support/world.js';
+import { useWorlds, type World } from './support/world.js';
 
-let world: World | undefined;
-
-async function startWorld(opts: WorldOptions = {}): Promise<World> {
-  world = new World(opts);
-  const cold = await world.sup.start();
-  expect(cold.outcome, cold.reason).toBe('committed');
-  return world;
-}
-
-afterEach(async () => {
-  const leftovers = await world?.teardown();
-  world = undefined;
-  expect(leftovers ?? []).toEqual([]);
-});
+const worlds = useWorlds();
 
 async function putAll(w: World, n: number, prefix: string): Promise<Map<string, string>> {
   const acked = new Map<string, string>();
@@ -33,7 +20,7 @@ async function putAll(w: World, n: number, prefix: string): Promise<Map<string, 
 
 describe('supervisor: happy path', () => {
   it('cold-starts generation 1, hands off to generation 2, and keeps every write', async () => {
-    const w = await startWorld();
+    const w = await worlds.start();
     const old = w.sup.incumbent!;
     const gen1 = old.pid;
     expect(await w.settledServer()).toBe(gen1);
@@ -57,7 +44,7 @@ describe('supervisor: happy path', () => {
   });
 
   it('refuses a second handoff while one runs, at once and with a distinct error', async () => {
-    const w = await startWorld();
+    const w = await worlds.start();
     const first = w.sup.performHandoff();
     const t0 = Date.now();
     await expect(w.sup.performHandoff()).rejects.toSatisfy((e: unknown) => e instanceof HandoffError && e.code === 'E_HANDOFF_IN_PROGRESS');
@@ -90,8 +77,7 @@ describe('supervisor: every failure before Commit aborts and the incumbent serve
   for (const c of cases) {
     it(c.name, async () => {
       const knobsOff = Object.fromEntries(Object.keys(c.incumbentEnv ?? {}).map((k) => [k, '']));
-      const w = new World({ appEnv: {} });
-      world = w;
+      const w = worlds.create({ appEnv: {} });
       const env = Object.fromEntries(
         Object.entries(c.incumbentEnv ?? {}).map(([k, v]) => [k, v === 'MARKER' ? path.join(w.dir, `${k}.marker`) : v]),
       );

@@ -4,6 +4,7 @@
  * and a teardown that stops everything and proves nothing was left behind.
  */
 import { existsSync, readdirSync } from 'node:fs';
+import { afterEach, expect } from 'vitest';
 import path from 'node:path';
 import { bindListener, parseListenAddress, type HeldListener } from '../../src/listeners.js';
 import { lockHolder } from '../../src/lock.js';
@@ -20,6 +21,13 @@ export interface WorldOptions {
   supervisor?: Partial<SupervisorOptions>;
   /** First restart delay of the supervisor's restart policy (tests keep it short). */
   restartBaseMs?: number;
+}
+
+/** Expected aborts would flood the output at info/warn; BATON_TEST_LOG_LEVEL=info shows them. */
+function testLogger(): ReturnType<typeof createLogger> {
+  const log = createLogger('test-supervisor', { test: true });
+  log.level = process.env.BATON_TEST_LOG_LEVEL ?? 'error';
+  return log;
 }
 
 export class World {
@@ -54,7 +62,7 @@ export class World {
       timeouts: opts.timeouts,
       restart: { baseMs: opts.restartBaseMs ?? 100 },
       appStdout: 'ignore',
-      log: createLogger('test-supervisor', { test: true }),
+      log: testLogger(),
       ...opts.supervisor,
     });
   }
@@ -103,4 +111,27 @@ export class World {
     await this.h.cleanup();
     return leftovers;
   }
+}
+
+/**
+ * One World per test: `create` makes it, `start` also cold-starts generation 1; an
+ * afterEach tears it down and fails the test if any process was left behind.
+ */
+export function useWorlds(): { create(opts?: WorldOptions): World; start(opts?: WorldOptions): Promise<World> } {
+  let current: World | undefined;
+  afterEach(async () => {
+    const leftovers = await current?.teardown();
+    current = undefined;
+    expect(leftovers ?? []).toEqual([]);
+  });
+  const create = (opts?: WorldOptions): World => (current = new World(opts));
+  return {
+    create,
+    async start(opts?: WorldOptions): Promise<World> {
+      const w = create(opts);
+      const cold = await w.sup.start();
+      expect(cold.outcome, cold.reason).toBe('committed');
+      return w;
+    },
+  };
 }
