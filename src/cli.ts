@@ -1,0 +1,380 @@
+#!/usr/bin/env node
+/**
+ * `baton`: run a service under the handoff supervisor and control it.
+ * Every command but `run` talks to the running supervisor over its admin socket
+ * (<stateDir>/admin.sock). Exit codes: 0 ok; 1 error (bad arguments, no supervisor);
+ * upgrade: 2 aborted, 3 another handoff is running; run: 4 the app crash-looped.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { AdminClientError, adminRequest, type ClientReply } from './admin.js';
+import { defaultStateDir, readConfigFile, resolveRunConfig } from './config.js';
+import { adminSocketPath, Daemon, EXIT } from './daemon.js';
+import { BatonError, ConfigError, errorMessage } from './errors.js';
+import type { JobRecord } from './jobs.js';
+
+class UsageError extends Error {}
+
+const VERSION = (() => {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+})();
+
+const TARGET_HELP = `  --state-dir DIR   the supervisor's state dir (default: from --config, else $BATON_STATE_DIR,
+                    else $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/baton/NAME or /tmp/baton-UID/NAME)
+  --name NAME       service name used for the default state dir (default: baton)
+  --config FILE     take stateDir/name from this config file`;
+
+const HELP: Record<string, string> = {
+  main: `baton ${VERSION} — hand a live service over to a new process with no dropped connection
+
+Usage: baton <command> [options]
+
+Commands:
+  run       run a service under the supervisor (foreground, long-lived)
+  upgrade   hand the service over to a freshly started process (the command is re-resolved)
+  status    supervisor, app, generation, listeners, lock holder, last handoff, health
+  history   past jobs (handoffs): outcome, phases, pids, reasons
+  stop      stop the app gracefully (drain, seal, exit), then the supervisor
+
+Options:
+  -h, --help     help (also: baton <command> --help)
+  -V, --version  print the version
+
+Exit codes: 0 ok, 1 error; upgrade: 2 aborted, 3 another handoff is running; run: 4 crash loop.`,
+  run: `Usage: baton run [options] -- COMMAND [ARGS...]
+
+Runs COMMAND under the supervisor: binds the listeners (or adopts systemd socket
+activation), starts generation 1, restarts a crashed app with backoff, serves the
+admin socket <state-dir>/admin.sock. Signals: SIGHUP upgrade, SIGTERM/SIGINT stop.
+
+Options:
+  --config FILE       JSON config with the same options (flags win): command, listen, dataDir,
+                      stateDir, name, metrics, handoff {deadlineS, drainGraceS}, stopTimeoutS,
+                      history {maxRecords, maxAgeS}, restart {maxRestarts, windowS}
+  --listen ADDR       a listener, repeatable: [name=]tcp://HOST:PORT, tcp://[::1]:PORT,
+                      [name=]unix:/path.sock[?mode=0660]
+  --data-dir DIR      the app's data dir (holds the data-dir lock)
+  --state-dir DIR     private state: admin socket, journal, history, audit log
+  --name NAME         service name (default: baton)
+  --metrics HOST:PORT Prometheus metrics endpoint (not implemented yet: rejected)
+  -h, --help
+
+Exit codes: 0 stopped, 1 bad configuration or start-up failure, 4 the app crash-looped.`,
+  upgrade: `Usage: baton upgrade [options]
+
+Asks the running supervisor for a handoff to a freshly started COMMAND and waits for
+the outcome. Shows a live progress line on a terminal, plain lines otherwise.
+
+Options:
+  --json            print one JSON result object (no progress)
+  --deadline S      overall deadline of the handoff in seconds
+  --drain-grace S   how long the old process may take to drain its connections
+${TARGET_HELP}
+  -h, --help
+
+Exit codes: 0 committed, 2 aborted (the old process serves on), 3 another handoff is
+running, 1 any other error (no supervisor, bad arguments).`,
+  status: `Usage: baton status [options]
+
+Options:
+  --json            print the status object
+${TARGET_HELP}
+  -h, --help`,
+  history: `Usage: baton history [options]
+
+Job history, newest first (handoffs today; maintenance runs will join it).
+
+Options:
+  --json            print {"jobs": [...]}
+  --limit N         how many jobs (default 20)
+${TARGET_HELP}
+  -h, --help`,
+  stop: `Usage: baton stop [options]
+
+Stops the app gracefully (drain, seal, exit; SIGTERM then SIGKILL past the timeout),
+then the supervisor. Waits until both are gone.
+
+Options:
+  --timeout S       how long the app gets to stop (default: stopTimeoutS, 30)
+${TARGET_HELP}
+  -h, --help`,
+};
+
+const TARGET_OPTIONS = {
+  'state-dir': { type: 'string' },
+  name: { type: 'string' },
+  config: { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const satisfies ParseArgsConfig['options'];
+
+function parse<O extends NonNullable<ParseArgsConfig['options']>>(cmd: string, args: string[], options: O) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    throw new UsageError(`baton ${cmd}: ${errorMessage(err)}\nRun 'baton ${cmd} --help' for the options.`);
+  }
+}
+
+function seconds(cmd: string, flag: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+(\.\d+)?$/.test(v) || !(n > 0)) throw new UsageError(`baton ${cmd}: --${flag}: expected a positive number of seconds (got ${JSON.stringify(v)})`);
+  return n;
+}
+
+/** The admin socket of the supervisor a client command talks to. */
+function targetSocket(v: { 'state-dir'?: string | undefined; name?: string | undefined; config?: string | undefined }): string {
+  if (v['state-dir']) return adminSocketPath(path.resolve(v['state-dir']));
+  let name = v.name;
+  if (v.config) {
+    const file = readConfigFile(v.config);
+    if (typeof file.stateDir === 'string') return adminSocketPath(path.resolve(path.dirname(path.resolve(v.config)), file.stateDir));
+    if (name === undefined && typeof file.name === 'string') name = file.name;
+  }
+  if (process.env.BATON_STATE_DIR) return adminSocketPath(path.resolve(process.env.BATON_STATE_DIR));
+  return adminSocketPath(defaultStateDir(name ?? 'baton'));
+}
+
+function fail(reply: ClientReply): never {
+  const e = reply.body.error as { code?: string; message?: string } | undefined;
+  throw new BatonError(e?.code ?? 'E_ADMIN', e?.message ?? `the supervisor answered HTTP ${reply.status}`);
+}
+
+// ---------------------------------------------------------------- commands
+
+async function cmdRun(args: string[]): Promise<number> {
+  const dd = args.indexOf('--');
+  const flagArgs = dd >= 0 ? args.slice(0, dd) : args;
+  const command = dd >= 0 ? args.slice(dd + 1) : [];
+  const v = parse('run', flagArgs, {
+    config: { type: 'string' },
+    listen: { type: 'string', multiple: true },
+    'data-dir': { type: 'string' },
+    'state-dir': { type: 'string' },
+    name: { type: 'string' },
+    metrics: { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  });
+  if (v.help) return help('run');
+  const cfg = resolveRunConfig({
+    config: v.config,
+    listen: v.listen,
+    dataDir: v['data-dir'],
+    stateDir: v['state-dir'],
+    name: v.name,
+    metrics: v.metrics,
+    command,
+  });
+  if (cfg.metrics) throw new ConfigError('E_CONFIG', '"metrics": the Prometheus endpoint is not implemented yet; remove --metrics / "metrics"', { field: 'metrics' });
+  const daemon = new Daemon(cfg);
+  await daemon.start();
+  return daemon.done;
+}
+
+async function cmdUpgrade(args: string[]): Promise<number> {
+  const v = parse('upgrade', args, { ...TARGET_OPTIONS, json: { type: 'boolean' }, deadline: { type: 'string' }, 'drain-grace': { type: 'string' } });
+  if (v.help) return help('upgrade');
+  const deadlineS = seconds('upgrade', 'deadline', v.deadline);
+  const drainGraceS = seconds('upgrade', 'drain-grace', v['drain-grace']);
+  const sock = targetSocket(v);
+  const tty = !v.json && process.stdout.isTTY === true;
+  const started = Date.now();
+  let phase = 'starting';
+  let extra = '';
+  const render = (): void => {
+    if (tty) process.stdout.write(`\r\x1b[2Kupgrading: ${phase.padEnd(11)} ${((Date.now() - started) / 1000).toFixed(1)}s${extra}`);
+  };
+  const ticker = tty ? setInterval(render, 200) : undefined;
+  let reply: ClientReply;
+  try {
+    reply = await adminRequest(sock, 'POST', '/v1/upgrade', { ...(deadlineS !== undefined && { deadlineS }), ...(drainGraceS !== undefined && { drainGraceS }) }, {
+      onLine: (line) => {
+        if (v.json) return;
+        if (line.type === 'phase') phase = String(line.phase);
+        if (line.type === 'drained') extra = `  drained (${String(line.openConnsRemaining)} connections left open)`;
+        if (line.type === 'seal') extra = `  sealed ${String(line.done)}/${String(line.total)}`;
+        if (tty) render();
+        else if (line.type === 'phase') console.log(`phase ${String(line.phase)} +${String(line.elapsedMs)}ms`);
+        else if (line.type === 'drained') console.log(`drained: ${String(line.openConnsRemaining)} connections left open`);
+        else if (line.type === 'seal') console.log(`seal progress ${String(line.done)}/${String(line.total)}`);
+        else if (line.type === 'accepted') console.log(`upgrade ${String(line.jobId)} started`);
+      },
+    });
+  } finally {
+    if (ticker) clearInterval(ticker);
+    if (tty) process.stdout.write('\r\x1b[2K');
+  }
+  const job = reply.body.job as JobRecord | undefined;
+  if (!job) {
+    if (v.json) console.log(JSON.stringify(reply.body));
+    fail(reply);
+  }
+  if (v.json) console.log(JSON.stringify(job, null, 2));
+  if (job.state === 'SUCCEEDED') {
+    if (!v.json) console.log(`committed: generation ${job.handoff?.generation} (pid ${job.handoff?.oldPid} -> ${job.handoff?.newPid}) in ${job.durationMs} ms  [${phaseLine(job)}]`);
+    return 0;
+  }
+  if (job.state === 'SKIPPED') {
+    if (!v.json) console.error(`baton upgrade: refused: ${job.reason} (${job.code})`);
+    return job.code === 'E_HANDOFF_IN_PROGRESS' ? 3 : 1;
+  }
+  if (!v.json) {
+    console.error(`aborted: ${job.reason ?? 'unknown reason'} (${job.code ?? '-'})`);
+    if (job.handoff) console.error(`the old process serves on: generation ${job.handoff.generation} (pid ${job.handoff.newPid ?? '-'})  [${phaseLine(job)}]`);
+  }
+  return 2;
+}
+
+async function cmdStatus(args: string[]): Promise<number> {
+  const v = parse('status', args, { ...TARGET_OPTIONS, json: { type: 'boolean' } });
+  if (v.help) return help('status');
+  const reply = await adminRequest(targetSocket(v), 'GET', '/v1/status', undefined, { timeoutMs: 10_000 });
+  if (reply.status !== 200) fail(reply);
+  const s = reply.body as unknown as StatusBody;
+  if (v.json) {
+    console.log(JSON.stringify(s, null, 2));
+    return 0;
+  }
+  const rows: [string, string][] = [
+    ['service', s.name],
+    ['supervisor', `pid ${s.supervisor.pid}, up ${duration(s.supervisor.uptimeS * 1000)}${s.stopping ? ', stopping' : ''}`],
+    ['app', s.app ? `pid ${s.app.pid}, generation ${s.app.generation}` : 'not running'],
+    ['health', `${s.health.status} (${s.health.detail}${s.health.ms !== undefined ? `, ${s.health.ms} ms` : ''})`],
+    ['handoff', s.phase === 'idle' ? 'none running' : `${s.phase} (${duration(s.phaseElapsedMs ?? 0)})`],
+    ['listeners', s.listeners.map((l) => `${l.name}=${l.address}`).join(', ') || 'none'],
+    ['lock', s.lock ? `held by pid ${s.lock.pid}${s.lock.alive ? '' : ' (DEAD)'} since ${s.lock.since}` : 'free'],
+    ['last handoff', s.lastHandoff ? jobLine(s.lastHandoff) : 'none'],
+    ['state dir', s.supervisor.stateDir],
+  ];
+  for (const [k, val] of rows) console.log(`${k.padEnd(13)}${val}`);
+  return 0;
+}
+
+interface StatusBody {
+  name: string;
+  supervisor: { pid: number; uptimeS: number; stateDir: string };
+  app: { pid: number; generation: number } | null;
+  health: { status: string; detail: string; ms?: number };
+  phase: string;
+  phaseElapsedMs?: number;
+  stopping: boolean;
+  listeners: { name: string; address: string }[];
+  lock: { pid: number; alive: boolean; since: string } | null;
+  lastHandoff: JobRecord | null;
+}
+
+async function cmdHistory(args: string[]): Promise<number> {
+  const v = parse('history', args, { ...TARGET_OPTIONS, json: { type: 'boolean' }, limit: { type: 'string' } });
+  if (v.help) return help('history');
+  const limit = v.limit ?? '20';
+  if (!/^\d+$/.test(limit) || Number(limit) < 1 || Number(limit) > 10_000) throw new UsageError(`baton history: --limit: expected an integer in 1..10000 (got ${JSON.stringify(limit)})`);
+  const reply = await adminRequest(targetSocket(v), 'GET', `/v1/history?limit=${limit}`, undefined, { timeoutMs: 10_000 });
+  if (reply.status !== 200) fail(reply);
+  const jobs = reply.body.jobs as JobRecord[];
+  if (v.json) {
+    console.log(JSON.stringify(reply.body, null, 2));
+    return 0;
+  }
+  console.log(['JOB', 'KIND', 'STATE', 'TRIGGER', 'STARTED', 'DURATION', 'PIDS', 'GEN', 'REASON'].map((h, i) => h.padEnd(WIDTHS[i]!)).join(' ').trimEnd());
+  for (const j of jobs) {
+    const cells = [
+      j.id.slice(0, 8),
+      j.kind,
+      j.state,
+      j.trigger,
+      (j.startedAt ?? j.createdAt).replace('T', ' ').slice(0, 19),
+      j.durationMs !== undefined ? `${j.durationMs}ms` : '-',
+      j.handoff ? `${j.handoff.oldPid ?? ''}->${j.handoff.newPid ?? ''}` : '-',
+      j.handoff ? String(j.handoff.generation) : '-',
+      j.reason ?? '',
+    ];
+    console.log(cells.map((c, i) => c.padEnd(WIDTHS[i]!)).join(' ').trimEnd());
+  }
+  return 0;
+}
+const WIDTHS = [8, 7, 9, 10, 19, 8, 13, 3, 0];
+
+async function cmdStop(args: string[]): Promise<number> {
+  const v = parse('stop', args, { ...TARGET_OPTIONS, timeout: { type: 'string' } });
+  if (v.help) return help('stop');
+  const timeoutS = seconds('stop', 'timeout', v.timeout);
+  const reply = await adminRequest(targetSocket(v), 'POST', '/v1/stop', timeoutS !== undefined ? { timeoutS } : {}, {
+    onLine: (line) => {
+      if (line.type === 'stopping') console.log(`stopping (the app has ${String(line.timeoutS)} s to drain, seal and exit)`);
+    },
+  });
+  if (reply.body.stopped !== true) fail(reply);
+  console.log('stopped');
+  return 0;
+}
+
+// ---------------------------------------------------------------- formatting
+
+function phaseLine(j: JobRecord): string {
+  return (j.handoff?.phases ?? []).map((p) => `${p.phase} ${p.ms}ms`).join(', ');
+}
+
+function jobLine(j: JobRecord): string {
+  const h = j.handoff;
+  const pids = h ? ` (pid ${h.oldPid ?? '-'} -> ${h.newPid ?? '-'}, generation ${h.generation})` : '';
+  return `${j.state} ${j.trigger} ${j.id.slice(0, 8)} at ${j.endedAt ?? j.createdAt}${j.durationMs !== undefined ? ` in ${j.durationMs} ms` : ''}${pids}${j.reason ? `: ${j.reason}` : ''}`;
+}
+
+function duration(ms: number): string {
+  const s = Math.floor(ms / 1000);
+  if (s < 60) return ms < 10_000 ? `${(ms / 1000).toFixed(1)}s` : `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${s % 60}s`;
+  return `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`;
+}
+
+function help(cmd: string): number {
+  console.log(HELP[cmd]);
+  return 0;
+}
+
+// ---------------------------------------------------------------- main
+
+const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
+  run: cmdRun,
+  upgrade: cmdUpgrade,
+  status: cmdStatus,
+  history: cmdHistory,
+  stop: cmdStop,
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === '-h' || cmd === '--help' || cmd === 'help') {
+    if (cmd === 'help' && rest[0] && HELP[rest[0]]) return help(rest[0]);
+    return help('main');
+  }
+  if (cmd === '-V' || cmd === '--version') {
+    console.log(VERSION);
+    return 0;
+  }
+  const run = COMMANDS[cmd];
+  if (!run) throw new UsageError(`baton: unknown command ${JSON.stringify(cmd)}; expected one of: ${Object.keys(COMMANDS).join(', ')}\nRun 'baton --help' for usage.`);
+  return run(rest);
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+    // `run` leaves nothing behind once done; a stray handle must not keep the process up.
+    if (process.argv[2] === 'run') setTimeout(() => process.exit(code), 2_000).unref();
+  },
+  (err: unknown) => {
+    if (err instanceof UsageError) console.error(err.message);
+    else if (err instanceof ConfigError) console.error(`baton: ${err.message}`);
+    else if (err instanceof AdminClientError) console.error(`baton: ${err.message}`);
+    else if (err instanceof BatonError) console.error(`baton: ${err.message} (${err.code})`);
+    else console.error(`baton: ${errorMessage(err)}`);
+    process.exitCode = EXIT.error;
+    if (process.argv[2] === 'run') setTimeout(() => process.exit(EXIT.error), 2_000).unref();
+  },
+);

@@ -1,0 +1,369 @@
+import { chmod, mkdir, stat } from 'node:fs/promises';
+import http from 'node:http';
+import path from 'node:path';
+import { AdminServer, adminSocketLive, errorReply, type AdminContext, type AdminReply, type AdminRequest } from './admin.js';
+import type { RunConfig } from './config.js';
+import { BatonError, ConfigError, HandoffError, errorMessage } from './errors.js';
+import { JobStore, type JobRecord, type JobTrigger, type Requester } from './jobs.js';
+import { adoptSystemdListeners, bindListeners, type HeldListener } from './listeners.js';
+import { lockHolder } from './lock.js';
+import { createLogger, type Logger } from './log.js';
+import { Supervisor, type HandoffResult, type HandoffSpec, type SupervisorPhase } from './supervisor.js';
+import { SystemdNotifier } from './systemd.js';
+
+/**
+ * `baton run`: the long-lived supervisor process. Order at start: (config was
+ * validated by the caller) state dir → no other supervisor on it → listeners (bound,
+ * or adopted from systemd) → journal recovery → cold start → admin socket → READY.
+ * Then it serves the admin API and signals (SIGHUP upgrade, SIGTERM/SIGINT stop) until
+ * stopped (exit 0) or the app crash-loops (exit 4).
+ */
+
+export const EXIT = { ok: 0, error: 1, crashLoop: 4 } as const;
+
+export function adminSocketPath(stateDir: string): string {
+  return path.join(stateDir, 'admin.sock');
+}
+
+/** Creates the state dir 0700; refuses one owned by someone else; tightens a looser mode. */
+export async function prepareStateDir(dir: string, log: Logger): Promise<void> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const st = await stat(dir);
+  const uid = process.getuid?.();
+  if (uid !== undefined && st.uid !== uid) {
+    throw new ConfigError('E_CONFIG', `"stateDir": expected a directory owned by uid ${uid} (it holds the admin socket); ${dir} is owned by uid ${st.uid}`, { field: 'stateDir' });
+  }
+  if ((st.mode & 0o077) !== 0) {
+    log.warn({ event: 'daemon.state_dir_mode', dir, mode: (st.mode & 0o777).toString(8) }, `state dir ${dir} was mode ${(st.mode & 0o777).toString(8)}; setting 0700`);
+    await chmod(dir, 0o700);
+  }
+}
+
+interface UpgradeEvents {
+  onEvent?: (line: Record<string, unknown>) => void;
+}
+
+export class Daemon {
+  private readonly log: Logger;
+  private readonly startedAt = Date.now();
+  private sup!: Supervisor;
+  private listeners: HeldListener[] = [];
+  private jobs!: JobStore;
+  private admin: AdminServer | undefined;
+  private notifier: SystemdNotifier | undefined;
+  private upgrading: Promise<unknown> | undefined;
+  private stopPromise: Promise<void> | undefined;
+  private exitCode: number = EXIT.ok;
+  private finished!: (code: number) => void;
+  /** Resolves with the process exit code. */
+  readonly done: Promise<number>;
+  private phaseStartedAt = Date.now();
+
+  constructor(
+    private readonly cfg: RunConfig,
+    private readonly env: NodeJS.ProcessEnv = process.env,
+  ) {
+    this.log = createLogger('baton', { service: cfg.name });
+    this.done = new Promise((r) => (this.finished = r));
+  }
+
+  /** Starts everything; resolves once serving (or rejects with a start-up error, after cleaning up). */
+  async start(): Promise<void> {
+    const t0 = Date.now();
+    const cfg = this.cfg;
+    await prepareStateDir(cfg.stateDir, this.log);
+    const sockPath = adminSocketPath(cfg.stateDir);
+    if (await adminSocketLive(sockPath)) {
+      throw new BatonError('E_ALREADY_RUNNING', `another baton supervisor is running on state dir ${cfg.stateDir} (${sockPath} answers); use another --state-dir or --name`);
+    }
+    this.notifier = SystemdNotifier.fromEnv(this.env, this.log);
+
+    const adopted = adoptSystemdListeners(this.env);
+    if (adopted) {
+      if (cfg.listen.length) this.log.warn({ event: 'daemon.listen_ignored', listen: cfg.listenText }, 'systemd passed listening sockets (LISTEN_FDS); ignoring --listen/"listen"');
+      this.listeners = adopted;
+    } else if (cfg.listen.length) {
+      this.listeners = bindListeners(cfg.listen);
+    }
+    this.log.info({ event: 'daemon.listeners', listeners: this.listeners.map((l) => `${l.name}=${l.address}`), systemd: Boolean(adopted) }, 'listeners held');
+
+    this.jobs = new JobStore(path.join(cfg.stateDir, 'jobs.json'), cfg.history, this.log);
+    await this.jobs.load();
+
+    const appEnv = { ...this.env };
+    for (const k of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID']) delete appEnv[k];
+    this.sup = new Supervisor({
+      command: () => cfg.command, // re-evaluated per spawn; PATH lookup and symlinks resolve at exec time
+      listeners: this.listeners,
+      dataDir: cfg.dataDir,
+      stateDir: cfg.stateDir,
+      env: appEnv,
+      log: this.log,
+      timeouts: {
+        ...(cfg.handoff.deadlineS !== undefined && { deadlineMs: cfg.handoff.deadlineS * 1000 }),
+        ...(cfg.handoff.drainGraceS !== undefined && { drainGraceMs: cfg.handoff.drainGraceS * 1000 }),
+      },
+      restart: {
+        ...(cfg.restart.maxRestarts !== undefined && { maxRestarts: cfg.restart.maxRestarts }),
+        ...(cfg.restart.windowS !== undefined && { windowMs: cfg.restart.windowS * 1000 }),
+      },
+    });
+    this.sup.on('phase', (phase: SupervisorPhase) => {
+      this.phaseStartedAt = Date.now();
+      if (this.sup.generation > 0) void this.notifier?.status(`upgrading: ${phase}`);
+    });
+    this.sup.on('crash-loop', (n: number) => void this.crashLoop(n));
+    this.sup.on('incumbent-exit', (app: { pid: number }, exit: { code?: number; signal?: string } | undefined) => {
+      this.log.error({ event: 'daemon.app_exited', pid: app.pid, ...exit }, `app (pid ${app.pid}) exited outside a handoff; restarting`);
+      void this.notifier?.status(`app exited (pid ${app.pid}); restarting`);
+    });
+    this.sup.on('restarted', (r: HandoffResult) => void this.recordRestart(r));
+
+    const recovered = await this.sup.recover();
+    if (recovered?.survivor) {
+      this.log.warn({ event: 'daemon.adopted', ...recovered }, `adopted generation ${recovered.survivor.generation} (pid ${recovered.survivor.pid}) after a supervisor restart`);
+    } else {
+      const job = this.jobs.create('handoff', 'cold-start');
+      await this.jobs.start(job);
+      const result = await this.sup.start(this.handoffSpec({}));
+      await this.jobs.finishHandoff(job, result);
+      if (result.outcome !== 'committed') {
+        await this.cleanup();
+        throw new BatonError('E_START_FAILED', `generation 1 did not start: ${result.reason ?? 'unknown reason'}`);
+      }
+    }
+
+    this.admin = new AdminServer({
+      socketPath: sockPath,
+      auditPath: path.join(cfg.stateDir, 'audit.log'),
+      log: this.log,
+      routes: {
+        'GET /v1/status': () => this.status(),
+        'GET /v1/history': (req) => this.history(req),
+        'POST /v1/upgrade': (req, ctx) => this.upgradeRoute(req, ctx),
+        'POST /v1/stop': (req, ctx) => this.stopRoute(req, ctx),
+      },
+    });
+    await this.admin.listen();
+
+    process.on('SIGHUP', () => {
+      this.log.info({ event: 'daemon.signal', signal: 'SIGHUP' }, 'SIGHUP: upgrading');
+      void this.upgrade('signal', undefined, {});
+    });
+    for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+      process.on(sig, () => {
+        this.log.info({ event: 'shutdown.requested', reason: 'signal', signal: sig, timeoutS: this.cfg.stopTimeoutS }, `${sig}: stopping`);
+        void this.stop(this.cfg.stopTimeoutS * 1000);
+      });
+    }
+    const inc = this.sup.incumbent;
+    await this.notifier?.ready(this.servingStatus(), process.pid);
+    this.notifier?.startWatchdog();
+    this.log.info(
+      { event: 'startup.completed', durationMs: Date.now() - t0, components: ['listeners', 'journal', 'app', 'admin'], appPid: inc?.pid, generation: this.sup.generation, admin: sockPath },
+      `serving generation ${this.sup.generation} (pid ${inc?.pid}); admin socket ${sockPath}`,
+    );
+  }
+
+  private servingStatus(): string {
+    const inc = this.sup.incumbent;
+    return inc ? `serving generation ${this.sup.generation} (pid ${inc.pid})` : 'no app running';
+  }
+
+  private handoffSpec(req: { deadlineS?: number | undefined; drainGraceS?: number | undefined }): HandoffSpec {
+    return {
+      ...(req.deadlineS !== undefined && { deadlineMs: req.deadlineS * 1000 }),
+      ...(req.drainGraceS !== undefined && { drainGraceMs: req.drainGraceS * 1000 }),
+    };
+  }
+
+  /**
+   * One upgrade (a handoff job). Refused at once — a SKIPPED job — when another
+   * handoff runs (E_HANDOFF_IN_PROGRESS) or the supervisor is stopping (E_STOPPING).
+   */
+  async upgrade(trigger: JobTrigger, who: Requester | undefined, req: { deadlineS?: number; drainGraceS?: number }, ev: UpgradeEvents = {}): Promise<JobRecord> {
+    const job = this.jobs.create('handoff', trigger, who);
+    // performHandoff enters its first phase synchronously, so `phase` tells whether one runs.
+    if (this.stopPromise) return this.refused(job, new HandoffError('E_STOPPING', 'the supervisor is stopping'));
+    if (this.upgrading || this.sup.phase !== 'idle') {
+      return this.refused(job, new HandoffError('E_HANDOFF_IN_PROGRESS', `a handoff is already running (phase ${this.sup.phase})`));
+    }
+    const onPhase = (phase: string): void => ev.onEvent?.({ type: 'phase', phase, elapsedMs: Date.now() - Date.parse(job.createdAt) });
+    const onDrained = (m: { openConnsRemaining: number }): void => ev.onEvent?.({ type: 'drained', openConnsRemaining: m.openConnsRemaining });
+    const onSeal = (done: number, total: number): void => ev.onEvent?.({ type: 'seal', done, total });
+    ev.onEvent?.({ type: 'accepted', jobId: job.id });
+    void this.notifier?.reloading('upgrading');
+    const extend = this.extendTimeouts();
+    this.sup.on('phase', onPhase).on('drained', onDrained).on('sealProgress', onSeal);
+    const result = this.sup.performHandoff(this.handoffSpec(req));
+    result.catch(() => undefined); // awaited below
+    const started = this.jobs.start(job);
+    const run = (async () => {
+      try {
+        await started;
+        const r = await result;
+        this.log.info({ event: 'daemon.upgrade_done', jobId: job.id, outcome: r.outcome, reason: r.reason }, `upgrade ${r.outcome}${r.reason ? `: ${r.reason}` : ''}`);
+        return await this.jobs.finishHandoff(job, r);
+      } catch (err) {
+        if (err instanceof HandoffError && err.code === 'E_HANDOFF_IN_PROGRESS') return this.refused(job, err);
+        return this.jobs.finish(job, 'FAILED', { code: err instanceof BatonError ? err.code : 'E_INTERNAL', reason: errorMessage(err) });
+      } finally {
+        clearInterval(extend);
+        this.sup.off('phase', onPhase).off('drained', onDrained).off('sealProgress', onSeal);
+        void this.notifier?.ready(this.servingStatus());
+      }
+    })();
+    this.upgrading = run;
+    try {
+      return await run;
+    } finally {
+      if (this.upgrading === run) this.upgrading = undefined;
+    }
+  }
+
+  /** EXTEND_TIMEOUT_USEC while a handoff runs: systemd's reload timeout must not kill a long seal. */
+  private extendTimeouts(): NodeJS.Timeout {
+    const t = setInterval(() => void this.notifier?.extendTimeout(30_000_000), 10_000);
+    t.unref();
+    return t;
+  }
+
+  private async refused(job: JobRecord, err: unknown): Promise<JobRecord> {
+    const code = err instanceof BatonError ? err.code : 'E_INTERNAL';
+    this.log.warn({ event: 'daemon.upgrade_refused', code, reason: errorMessage(err) }, `upgrade refused: ${errorMessage(err)}`);
+    job.startedAt = undefined;
+    return this.jobs.finish(job, 'SKIPPED', { code, reason: errorMessage(err) });
+  }
+
+  private async recordRestart(r: HandoffResult): Promise<void> {
+    const job = this.jobs.create('handoff', 'restart');
+    job.startedAt = new Date(r.startedAt).toISOString();
+    await this.jobs.finishHandoff(job, r);
+    void this.notifier?.status(this.servingStatus());
+  }
+
+  // ---- admin routes --------------------------------------------------------------
+
+  private async status(): Promise<AdminReply> {
+    const inc = this.sup.incumbent;
+    const holder = await lockHolder(this.cfg.dataDir).catch(() => undefined);
+    const health = inc?.alive ? await probeHealth(this.listeners) : { status: 'UNKNOWN', detail: 'no app running' };
+    const body = {
+      name: this.cfg.name,
+      supervisor: { pid: process.pid, startedAt: new Date(this.startedAt).toISOString(), uptimeS: Math.round((Date.now() - this.startedAt) / 1000), stateDir: this.cfg.stateDir, dataDir: this.cfg.dataDir },
+      app: inc ? { pid: inc.pid, alive: inc.alive, generation: this.sup.generation } : null,
+      health,
+      phase: this.sup.phase,
+      phaseElapsedMs: this.sup.phase === 'idle' ? undefined : Date.now() - this.phaseStartedAt,
+      stopping: Boolean(this.stopPromise),
+      listeners: this.listeners.map((l) => ({ name: l.name, address: l.address })),
+      lock: holder ? { pid: holder.owner.pid, alive: holder.alive, since: holder.owner.acquiredAt } : null,
+      runningJob: this.jobs.running() ?? null,
+      lastHandoff: this.jobs.lastOf('handoff') ?? null,
+    };
+    return { status: 200, body };
+  }
+
+  private async history(req: AdminRequest): Promise<AdminReply> {
+    const raw = req.query.get('limit') ?? '20';
+    const limit = Number(raw);
+    if (!/^\d+$/.test(raw) || limit < 1 || limit > 10_000) return errorReply(400, 'E_BAD_REQUEST', `limit: expected an integer in 1..10000 (got ${JSON.stringify(raw)})`);
+    return { status: 200, body: { jobs: this.jobs.list(limit) } };
+  }
+
+  private async upgradeRoute(req: AdminRequest, ctx: AdminContext): Promise<AdminReply> {
+    const spec: { deadlineS?: number; drainGraceS?: number } = {};
+    for (const [k, v] of Object.entries(req.body)) {
+      if (k !== 'deadlineS' && k !== 'drainGraceS') return errorReply(400, 'E_BAD_REQUEST', `"${k}": unknown field; known: deadlineS, drainGraceS`);
+      if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || v > 86_400) return errorReply(400, 'E_BAD_REQUEST', `"${k}": expected a number of seconds in (0, 86400] (got ${JSON.stringify(v)})`);
+      spec[k] = v;
+    }
+    const job = await this.upgrade('admin', req.who, spec, { onEvent: (line) => ctx.stream(line) });
+    const status = job.state === 'SKIPPED' ? (job.code === 'E_HANDOFF_IN_PROGRESS' ? 409 : 503) : 200;
+    return { status, body: { type: 'result', job }, audit: { job: job.id, state: job.state, code: job.code } };
+  }
+
+  private async stopRoute(req: AdminRequest, ctx: AdminContext): Promise<AdminReply> {
+    const t = req.body.timeoutS;
+    if (Object.keys(req.body).some((k) => k !== 'timeoutS')) return errorReply(400, 'E_BAD_REQUEST', 'unknown field; known: timeoutS');
+    if (t !== undefined && (typeof t !== 'number' || !Number.isFinite(t) || t <= 0 || t > 3600)) return errorReply(400, 'E_BAD_REQUEST', `"timeoutS": expected a number of seconds in (0, 3600] (got ${JSON.stringify(t)})`);
+    const timeoutS = (t as number | undefined) ?? this.cfg.stopTimeoutS;
+    this.log.info({ event: 'shutdown.requested', reason: 'admin', timeoutS }, 'stop requested over the admin socket');
+    ctx.stream({ type: 'stopping', timeoutS });
+    await this.stop(timeoutS * 1000);
+    return { status: 200, body: { type: 'result', stopped: true }, audit: 'stopped' };
+  }
+
+  // ---- shutdown ------------------------------------------------------------------
+
+  /** Graceful stop: waits for a running upgrade, stops the app (drain, seal, exit), closes everything. */
+  stop(timeoutMs: number): Promise<void> {
+    this.stopPromise ??= (async () => {
+      const t0 = Date.now();
+      void this.notifier?.stopping('stopping');
+      if (this.upgrading) {
+        this.log.info({ event: 'shutdown.wait_upgrade' }, 'waiting for the running upgrade to end before stopping');
+        await this.upgrading.catch(() => undefined);
+      }
+      await this.sup.stop(timeoutMs);
+      this.log.info({ event: 'shutdown.completed', durationMs: Date.now() - t0 }, 'stopped');
+      // The admin reply to POST /v1/stop is written before the socket closes.
+      setImmediate(() => void this.cleanup().then(() => this.finished(this.exitCode)));
+    })();
+    return this.stopPromise;
+  }
+
+  private async crashLoop(n: number): Promise<void> {
+    this.log.fatal({ event: 'daemon.crash_loop', restarts: n }, `the app crashed ${n} times in a row; giving up (exit ${EXIT.crashLoop})`);
+    void this.notifier?.status(`giving up: the app crashed ${n} times`);
+    this.exitCode = EXIT.crashLoop;
+    this.stopPromise ??= (async () => {
+      await this.sup.stop(1_000);
+      await this.cleanup();
+      this.finished(this.exitCode);
+    })();
+  }
+
+  private async cleanup(): Promise<void> {
+    await this.admin?.close().catch(() => undefined);
+    for (const l of this.listeners) l.close();
+    this.listeners = [];
+    await this.jobs?.persist();
+    await this.notifier?.close();
+  }
+}
+
+/**
+ * GET /healthz on the first TCP listener (else the first unix one with a path), 500 ms
+ * budget. OK on 2xx, CRITICAL on another status, UNKNOWN when it cannot tell.
+ */
+export async function probeHealth(listeners: readonly HeldListener[], budgetMs = 500): Promise<{ status: 'OK' | 'CRITICAL' | 'UNKNOWN'; detail: string; ms?: number }> {
+  const tcp = listeners.find((l) => l.spec.kind === 'tcp' && l.address.startsWith('tcp://'));
+  const unix = listeners.find((l) => l.spec.kind === 'unix' && l.spec.path);
+  const target: http.RequestOptions | undefined = tcp
+    ? { host: loopbackFor(tcp.spec.host!), port: Number(tcp.address.split(':').pop()) }
+    : unix
+      ? { socketPath: unix.spec.path! }
+      : undefined;
+  if (!target) return { status: 'UNKNOWN', detail: 'no listener to probe' };
+  const t0 = Date.now();
+  return new Promise((resolve) => {
+    const req = http.request({ ...target, method: 'GET', path: '/healthz', agent: false, timeout: budgetMs }, (res) => {
+      res.resume();
+      const ms = Date.now() - t0;
+      const ok = (res.statusCode ?? 0) >= 200 && (res.statusCode ?? 0) < 300;
+      resolve({ status: ok ? 'OK' : 'CRITICAL', detail: `GET /healthz ${res.statusCode}`, ms });
+    });
+    const timer = setTimeout(() => req.destroy(new Error(`no answer within ${budgetMs} ms`)), budgetMs);
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${budgetMs} ms`)));
+    req.on('error', (err) => resolve({ status: 'UNKNOWN', detail: `GET /healthz: ${errorMessage(err)}` }));
+    req.on('close', () => clearTimeout(timer));
+    req.end();
+  });
+}
+
+function loopbackFor(host: string): string {
+  if (host === '0.0.0.0') return '127.0.0.1';
+  if (host === '::') return '::1';
+  return host;
+}

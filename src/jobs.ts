@@ -1,0 +1,191 @@
+import { randomUUID } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { writeFileAtomic } from './atomic-file.js';
+import { errorMessage } from './errors.js';
+import type { Logger } from './log.js';
+import type { HandoffResult } from './supervisor.js';
+
+/**
+ * Jobs: everything the supervisor does on request or by itself that has a start, an
+ * end and an outcome. Today only handoffs (cold starts, upgrades, restarts); the
+ * maintenance runs of issue 8 will be jobs of kind 'maintenance' in the same history.
+ *
+ * Lifecycle: PENDING → RUNNING → SUCCEEDED | FAILED | CANCELLED, or SKIPPED (refused
+ * before it ran: another job holds the lease, outside a window, stopping).
+ */
+export type JobKind = 'handoff' | 'maintenance';
+export type JobState = 'PENDING' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED' | 'SKIPPED';
+/** Why the job exists. */
+export type JobTrigger = 'cold-start' | 'admin' | 'signal' | 'restart' | 'schedule';
+
+export const TERMINAL_STATES: readonly JobState[] = ['SUCCEEDED', 'FAILED', 'CANCELLED', 'SKIPPED'];
+
+/** Who asked (admin API): what the client said about itself. Not verified (see ARCHITECTURE.md). */
+export interface Requester {
+  pid?: number | undefined;
+  uid?: number | undefined;
+  user?: string | undefined;
+  verified: false;
+}
+
+export interface JobRecord {
+  id: string;
+  kind: JobKind;
+  state: JobState;
+  trigger: JobTrigger;
+  requestedBy?: Requester | undefined;
+  /** ISO times. */
+  createdAt: string;
+  startedAt?: string | undefined;
+  endedAt?: string | undefined;
+  durationMs?: number | undefined;
+  /** FAILED/SKIPPED/CANCELLED: why; SUCCEEDED: a note (e.g. promotion). */
+  reason?: string | undefined;
+  code?: string | undefined;
+  /** kind 'handoff': the engine's result. */
+  handoff?: HandoffSummary | undefined;
+}
+
+export interface HandoffSummary {
+  handoffId: string;
+  outcome: 'committed' | 'aborted';
+  oldPid: number | undefined;
+  newPid: number | undefined;
+  generation: number;
+  promoted?: boolean | undefined;
+  phases: { phase: string; ms: number }[];
+  restoredBy?: HandoffResult['restoredBy'];
+}
+
+export interface Retention {
+  maxRecords: number;
+  maxAgeS: number;
+}
+
+interface FileFormat {
+  version: 1;
+  jobs: JobRecord[];
+}
+
+/**
+ * The history: one JSON file (`jobs.json`) rewritten atomically (temp + fsync +
+ * rename + dir fsync) on every change, so a crash leaves the previous or the next
+ * version. Writes are serialized. Retention prunes finished jobs by count and age on
+ * every write. A job left RUNNING by a crashed supervisor is marked FAILED on load.
+ */
+export class JobStore {
+  private jobs: JobRecord[] = [];
+  private writing: Promise<void> = Promise.resolve();
+
+  constructor(
+    readonly filePath: string,
+    private readonly retention: Retention,
+    private readonly log?: Logger,
+  ) {}
+
+  async load(): Promise<void> {
+    let text: string;
+    try {
+      text = await readFile(this.filePath, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
+    }
+    try {
+      const data = JSON.parse(text) as FileFormat;
+      if (data.version !== 1 || !Array.isArray(data.jobs)) throw new Error('not a version-1 job history');
+      this.jobs = data.jobs.filter((j) => typeof j?.id === 'string' && typeof j.state === 'string');
+    } catch (err) {
+      // Never refuse to start over the history: keep the bad file aside and start empty.
+      this.log?.error({ event: 'jobs.history_corrupt', path: this.filePath, err: errorMessage(err) }, 'job history unreadable; starting a new one');
+      await writeFileAtomic(`${this.filePath}.corrupt-${Date.now()}`, text).catch(() => undefined);
+      this.jobs = [];
+    }
+    let changed = false;
+    for (const j of this.jobs) {
+      if (!TERMINAL_STATES.includes(j.state)) {
+        Object.assign(j, { state: 'FAILED', endedAt: new Date().toISOString(), code: 'E_SUPERVISOR_RESTARTED', reason: 'the supervisor exited while this job was running' });
+        changed = true;
+      }
+    }
+    if (changed) await this.persist();
+  }
+
+  create(kind: JobKind, trigger: JobTrigger, requestedBy?: Requester): JobRecord {
+    const job: JobRecord = { id: randomUUID(), kind, state: 'PENDING', trigger, createdAt: new Date().toISOString(), ...(requestedBy && { requestedBy }) };
+    this.jobs.push(job);
+    return job;
+  }
+
+  async start(job: JobRecord): Promise<void> {
+    job.state = 'RUNNING';
+    job.startedAt = new Date().toISOString();
+    await this.persist();
+  }
+
+  /** Ends a job (any terminal state) and persists it. */
+  async finish(job: JobRecord, state: JobState, fields: Partial<JobRecord> = {}): Promise<JobRecord> {
+    Object.assign(job, fields);
+    job.state = state;
+    job.endedAt = new Date().toISOString();
+    if (job.startedAt) job.durationMs = Date.parse(job.endedAt) - Date.parse(job.startedAt);
+    await this.persist();
+    return job;
+  }
+
+  /** A handoff result as the job's outcome. */
+  async finishHandoff(job: JobRecord, r: HandoffResult): Promise<JobRecord> {
+    return this.finish(job, r.outcome === 'committed' ? 'SUCCEEDED' : 'FAILED', {
+      ...(r.reason !== undefined && { reason: r.reason }),
+      ...(r.code !== undefined && { code: r.code }),
+      handoff: summarize(r),
+    });
+  }
+
+  /** Newest first. */
+  list(limit = 20): JobRecord[] {
+    return this.jobs.slice(-limit).reverse();
+  }
+
+  lastOf(kind: JobKind): JobRecord | undefined {
+    for (let i = this.jobs.length - 1; i >= 0; i--) if (this.jobs[i]!.kind === kind && TERMINAL_STATES.includes(this.jobs[i]!.state)) return this.jobs[i];
+    return undefined;
+  }
+
+  running(): JobRecord | undefined {
+    return this.jobs.find((j) => j.state === 'RUNNING');
+  }
+
+  /** Writes are serialized; a failed write is logged and does not stop the supervisor. */
+  persist(): Promise<void> {
+    this.prune();
+    const text = `${JSON.stringify({ version: 1, jobs: this.jobs } satisfies FileFormat)}\n`;
+    this.writing = this.writing.then(() =>
+      writeFileAtomic(this.filePath, text).catch((err: unknown) => {
+        this.log?.error({ event: 'jobs.write_failed', path: this.filePath, err: errorMessage(err) }, 'could not write the job history');
+      }),
+    );
+    return this.writing;
+  }
+
+  private prune(): void {
+    const minTime = Date.now() - this.retention.maxAgeS * 1000;
+    const keep = this.jobs.filter((j) => !TERMINAL_STATES.includes(j.state) || Date.parse(j.endedAt ?? j.createdAt) >= minTime);
+    const finished = keep.filter((j) => TERMINAL_STATES.includes(j.state));
+    const drop = new Set(finished.slice(0, Math.max(0, finished.length - this.retention.maxRecords)));
+    this.jobs = keep.filter((j) => !drop.has(j));
+  }
+}
+
+export function summarize(r: HandoffResult): HandoffSummary {
+  return {
+    handoffId: r.id,
+    outcome: r.outcome,
+    oldPid: r.oldPid,
+    newPid: r.newPid,
+    generation: r.generation,
+    ...(r.promoted && { promoted: true }),
+    phases: r.phases,
+    ...(r.restoredBy && { restoredBy: r.restoredBy }),
+  };
+}
