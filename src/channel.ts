@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { encodeFrame, FrameDecoder } from './codec.js';
+import { encodeFrame, FrameDecoder, type DecodedFrame } from './codec.js';
 import { BatonError, ProtocolError, errorMessage } from './errors.js';
 import type { Logger } from './log.js';
 import { PROTO_MIN, type Message, type MessageOf, type MessageType } from './schema.js';
@@ -46,6 +46,7 @@ export class ControlChannel {
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private failure: BatonError | undefined;
   private failureListeners: ((e: BatonError) => void)[] = [];
+  private arrivalListeners: (() => void)[] = [];
   private lastFrameAt = Date.now();
   private version = PROTO_MIN;
   private readonly log: Logger;
@@ -59,7 +60,7 @@ export class ControlChannel {
     this.livenessMs = opts.livenessMs ?? LIVENESS_TIMEOUT_MS;
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', (err) => this.fail(new BatonError('E_SOCKET', `control socket to ${this.peer}: ${err.message}`)));
-    socket.on('close', () => this.fail(new BatonError('E_PEER_CLOSED', `${this.peer} closed the control connection`)));
+    socket.on('close', () => this.fail(this.closeReason()));
     this.armLiveness();
   }
 
@@ -137,6 +138,27 @@ export class ControlChannel {
     this.heartbeatTimer = undefined;
   }
 
+  /** Messages received and not yet taken by `receive`. */
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  /**
+   * Resolves (without taking it) when a message is waiting, or rejects when the channel
+   * fails: lets a caller notice a peer that speaks out of turn while it waits elsewhere.
+   */
+  arrival(): Promise<Message> {
+    return new Promise((resolve, reject) => {
+      const check = (): void => {
+        const first = this.queue[0];
+        if (first) resolve(first);
+        else if (this.failure) reject(this.failure);
+        else this.arrivalListeners.push(check);
+      };
+      check();
+    });
+  }
+
   onFailure(listener: (e: BatonError) => void): void {
     if (this.failure) listener(this.failure);
     else this.failureListeners.push(listener);
@@ -156,26 +178,41 @@ export class ControlChannel {
     this.opts.onHeartbeatGap?.(now - this.lastFrameAt);
     this.lastFrameAt = now;
     this.armLiveness();
-    let frames;
+    let frames: DecodedFrame[];
     try {
       frames = this.decoder.push(chunk);
     } catch (err) {
       const e = err instanceof BatonError ? err : new ProtocolError('E_BAD_FRAME', errorMessage(err));
+      // Good frames that came before the bad one in this chunk still count.
+      for (const { message } of (e.details?.decoded as DecodedFrame[] | undefined) ?? []) this.deliver(message);
       this.log.warn({ event: 'channel.protocol_error', peer: this.peer, code: e.code, err: e.message }, 'bad frame');
       this.sendError(e);
       this.fail(e);
       this.socket.end();
       return;
     }
-    for (const { message } of frames) {
-      if (message.type === 'Heartbeat') continue;
-      const waiter = this.waiters.shift();
-      if (waiter) {
-        if (waiter.timer) clearTimeout(waiter.timer);
-        waiter.resolve(message);
-      } else {
-        this.queue.push(message);
-      }
+    for (const { message } of frames) this.deliver(message);
+  }
+
+  /** A close inside a frame is E_TRUNCATED (the peer died or cut us off mid-write); otherwise E_PEER_CLOSED. */
+  private closeReason(): BatonError {
+    try {
+      this.decoder.end();
+    } catch (err) {
+      if (err instanceof BatonError) return err;
+    }
+    return new BatonError('E_PEER_CLOSED', `${this.peer} closed the control connection`);
+  }
+
+  private deliver(message: Message): void {
+    if (message.type === 'Heartbeat') return;
+    const waiter = this.waiters.shift();
+    if (waiter) {
+      if (waiter.timer) clearTimeout(waiter.timer);
+      waiter.resolve(message);
+    } else {
+      this.queue.push(message);
+      for (const listener of this.arrivalListeners.splice(0)) listener();
     }
   }
 
@@ -200,5 +237,6 @@ export class ControlChannel {
       waiter.reject(err);
     }
     for (const listener of this.failureListeners.splice(0)) listener(err);
+    for (const listener of this.arrivalListeners.splice(0)) listener();
   }
 }

@@ -4,7 +4,7 @@ import path from 'node:path';
 import { exitProcess, sayHello, type AgentContext } from './agent.js';
 import { ControlChannel } from './channel.js';
 import { crashPoint } from './crashpoints.js';
-import { BatonError, errorMessage } from './errors.js';
+import { BatonError, ProtocolError, errorMessage } from './errors.js';
 import type { MessageOf } from './schema.js';
 import { drive, type Machine, type Transitions } from './statemachine.js';
 import type { DrainResult, SealResult } from './app.js';
@@ -76,6 +76,8 @@ export class Incumbent implements Machine<IncumbentState> {
       ended = await drive(ch, this, INCUMBENT_TRANSITIONS);
     } catch (err) {
       ended = err instanceof BatonError ? err : new BatonError('E_SESSION', errorMessage(err));
+      // e.g. a HelloAck with a version we do not speak: say why before closing (PROTOCOL.md "Errors").
+      ch.sendError(ended);
     }
     ch.close('session over');
     this.session = undefined;
@@ -97,8 +99,24 @@ export class Incumbent implements Machine<IncumbentState> {
       'lost the supervisor mid-handoff; resuming on our own',
     );
     await this.resume();
+    this.rememberAborted();
     this.state = 'SERVING';
     this.handoffId = undefined;
+  }
+
+  /** Handoffs this incumbent aborted: a late Commit for one of them gets Error{E_ABORTED}. */
+  readonly abortedHandoffs: string[] = [];
+
+  rememberAborted(): void {
+    if (!this.handoffId) return;
+    this.abortedHandoffs.push(this.handoffId);
+    if (this.abortedHandoffs.length > 16) this.abortedHandoffs.shift();
+  }
+
+  /** Refuses the session's last frame and ends the session (we stay the incumbent). */
+  reject(err: BatonError): void {
+    this.session?.sendError(err);
+    this.session?.close('after a refused frame');
   }
 
   /** Re-takes the lock if we released it, then tells the app to serve again. */
@@ -187,6 +205,7 @@ async function onCommit(inc: Incumbent, msg: MessageOf<'Commit'>): Promise<void>
 
 async function onResume(inc: Incumbent, msg: MessageOf<'ResumeAfterAbort'> | MessageOf<'Abort'>): Promise<void> {
   await inc.resume();
+  inc.rememberAborted();
   inc.state = 'ATTACHED';
   inc.send({ type: 'Resumed', handoffId: msg.handoffId });
 }
@@ -212,8 +231,24 @@ async function onShutdown(inc: Incumbent, msg: MessageOf<'Shutdown'>): Promise<v
   await exitProcess(ctx, 0, `shutdown (${msg.reason})`);
 }
 
+/** Commit with nothing sealed: refused (E_ABORTED if we aborted that handoff); we never exit on it. */
+async function onStrayCommit(inc: Incumbent, msg: MessageOf<'Commit'>): Promise<void> {
+  const aborted = inc.abortedHandoffs.includes(msg.handoffId);
+  inc.reject(
+    aborted
+      ? new ProtocolError('E_ABORTED', `handoff ${msg.handoffId} was aborted; this process serves on`)
+      : new ProtocolError('E_UNEXPECTED_MESSAGE', `Commit is not accepted in state ${inc.state}`),
+  );
+}
+
 export const INCUMBENT_TRANSITIONS: Transitions<IncumbentState, Incumbent> = {
-  ATTACHED: { PrepareHandoff: onPrepare, Shutdown: onShutdown, ResumeAfterAbort: onResumeIdle, Abort: onResumeIdle },
+  ATTACHED: {
+    PrepareHandoff: onPrepare,
+    Shutdown: onShutdown,
+    ResumeAfterAbort: onResumeIdle,
+    Abort: onResumeIdle,
+    Commit: onStrayCommit,
+  },
   DRAINED: { SealRequest: onSealRequest, ResumeAfterAbort: onResume, Abort: onResume },
   SEALED: { Commit: onCommit, ResumeAfterAbort: onResume, Abort: onResume },
 };

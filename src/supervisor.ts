@@ -6,7 +6,7 @@ import path from 'node:path';
 import { ControlChannel, HELLO_TIMEOUT_MS, LIVENESS_TIMEOUT_MS, type ChannelOptions } from './channel.js';
 import { negotiateVersion } from './codec.js';
 import { crashConfigFromEnv, crashPoint, type CrashConfig, type CrashPoint } from './crashpoints.js';
-import { BatonError, HandoffError, errorMessage } from './errors.js';
+import { BatonError, HandoffError, ProtocolError, errorMessage } from './errors.js';
 import { AppProcess, crashEnv, spawnApp, type ExitStatus } from './generation.js';
 import { Journal } from './journal.js';
 import type { HeldListener } from './listeners.js';
@@ -443,6 +443,8 @@ export class Supervisor extends EventEmitter {
   }
 
   private async stepBegin(f: Flight): Promise<void> {
+    // Anything the successor said before Begin (e.g. a premature Ready) is a violation, not an answer.
+    if (f.sucCh!.queued > 0) await this.outOfTurn(f.sucCh!, 'before Begin');
     f.sucCh!.send({
       type: 'Begin',
       handoffId: f.id,
@@ -491,20 +493,55 @@ export class Supervisor extends EventEmitter {
   /** Waits for the peer's Hello, answers HelloAck with the handoff id, starts heartbeats. */
   private async helloFrom(f: Flight, ch: ControlChannel, role: 'incumbent' | 'successor', proc: AppProcess): Promise<void> {
     const hello = await this.guarded(f, proc, ch.expect(['Hello'], this.timeouts.helloMs), role);
-    if (hello.role !== role) throw new BatonError('E_WRONG_ROLE', `${role} introduced itself as ${hello.role}`);
-    if (hello.pid !== proc.pid) throw new BatonError('E_WRONG_PID', `${role} says pid ${hello.pid}, expected ${proc.pid}`);
-    const version = negotiateVersion(hello.protoMin, hello.protoMax, PROTO_MIN, PROTO_MAX);
+    let version: number;
+    try {
+      if (hello.role !== role) throw new ProtocolError('E_WRONG_ROLE', `${role} introduced itself as ${hello.role}`);
+      if (hello.pid !== proc.pid) throw new ProtocolError('E_WRONG_PID', `${role} says pid ${hello.pid}, expected ${proc.pid}`);
+      version = negotiateVersion(hello.protoMin, hello.protoMax, PROTO_MIN, PROTO_MAX);
+    } catch (err) {
+      // PROTOCOL.md: answer the Hello with Error{code} and close.
+      ch.sendError(err as BatonError);
+      ch.close('after a rejected Hello');
+      throw err;
+    }
     ch.send({ type: 'HelloAck', handoffId: f.id, protoVersion: version });
     ch.setVersion(version);
     ch.startHeartbeats(() => f.phase);
   }
 
-  private fromIncumbent<T extends 'Drained' | 'DrainFailed' | 'SealProgress' | 'SealComplete' | 'SealFailed' | 'Committed'>(
+  /**
+   * Waits for the incumbent, and meanwhile watches the successor: it must stay silent
+   * (it has nothing to say before Begin) and alive; trouble there aborts at once
+   * rather than after the incumbent was drained and sealed for nothing.
+   */
+  private async fromIncumbent<T extends 'Drained' | 'DrainFailed' | 'SealProgress' | 'SealComplete' | 'SealFailed' | 'Committed'>(
     f: Flight,
     types: T[],
     timeoutMs: number,
   ): Promise<MessageOf<T>> {
-    return this.guarded(f, f.incumbent!, this.expectFor(f, f.incCh!, types, timeoutMs), 'incumbent');
+    const fromIncumbent = this.guarded(f, f.incumbent!, this.expectFor(f, f.incCh!, types, timeoutMs), 'incumbent');
+    if (!f.sucCh || f.phase === 'committing') return fromIncumbent;
+    const watch = { active: true };
+    const successorTrouble = this.guarded(f, f.successor!, this.outOfTurn(f.sucCh, `during ${f.phase}`, watch), 'successor');
+    successorTrouble.catch(() => undefined); // loses the race in the normal case
+    try {
+      return await Promise.race([fromIncumbent, successorTrouble]);
+    } finally {
+      watch.active = false; // a later, legitimate message (Ready after Begin) is not out of turn
+    }
+  }
+
+  /**
+   * Rejects when the peer sends anything (E_UNEXPECTED_MESSAGE, reported to it) or its
+   * channel fails — as long as `watch.active`; after that it never settles.
+   */
+  private async outOfTurn(ch: ControlChannel, when: string, watch = { active: true }): Promise<never> {
+    const msg = await ch.arrival();
+    if (!watch.active) return new Promise<never>(() => undefined);
+    const err = new ProtocolError('E_UNEXPECTED_MESSAGE', `${ch.peer} sent ${msg.type} ${when}`);
+    ch.sendError(err);
+    ch.close('after a protocol violation');
+    throw err;
   }
 
   private fromSuccessor<T extends 'Ready' | 'Committed'>(f: Flight, types: T[], timeoutMs: number): Promise<MessageOf<T>> {
