@@ -98,8 +98,11 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
     throw new ConfigError('E_CONFIG', `${src}: "${field}": expected ${expected}${shown}`, { field });
   };
 
+  const unknown = (field: string, known: readonly string[]): never => {
+    throw new ConfigError('E_CONFIG', `${src}: "${field}": unknown option; expected one of: ${known.join(', ')}`, { field });
+  };
   for (const key of Object.keys(file)) {
-    if (!(TOP_KEYS as readonly string[]).includes(key)) fail(key, `no such option; known options: ${TOP_KEYS.join(', ')}`);
+    if (!(TOP_KEYS as readonly string[]).includes(key)) unknown(key, TOP_KEYS);
   }
 
   const str = (field: string, v: unknown): string | undefined => {
@@ -124,7 +127,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   const obj = (field: string, v: unknown, keys: string[]): Record<string, unknown> => {
     if (v === undefined) return {};
     if (!isObject(v)) return fail(field, `an object with keys ${keys.join(', ')}`, v);
-    for (const k of Object.keys(v)) if (!keys.includes(k)) fail(`${field}.${k}`, `no such option; known: ${keys.join(', ')}`);
+    for (const k of Object.keys(v)) if (!keys.includes(k)) unknown(`${field}.${k}`, keys);
     return v;
   };
   const fromFile = (p: string | undefined): string | undefined => (p === undefined ? undefined : path.resolve(fileDir, p));

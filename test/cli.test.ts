@@ -1,0 +1,331 @@
+/**
+ * The `baton` CLI and daemon, through the real binary (node dist/src/cli.js): real
+ * processes, sockets and signals. Every process carries this suite's BATON_TEST_TAG;
+ * each test ends with none of them left.
+ */
+import { existsSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { healthz, killTagged, newTag, PRIMITIVE, request, taggedPids } from './support/engine.js';
+import { exitOf, Harness, pollUntil } from './support/harness.js';
+import { CliWorld, collect, writeScript, type DaemonHandle } from './support/cli.js';
+
+const h = new Harness();
+let tag = newTag();
+let w = new CliWorld(h, tag);
+
+afterEach(async () => {
+  const leftovers = await pollUntil(async () => ((await taggedPids(tag)).length === 0 ? [] : undefined), 'no tagged process left', 15_000).catch(() =>
+    killTagged(tag),
+  );
+  await h.cleanup();
+  tag = newTag();
+  w = new CliWorld(h, tag);
+  expect(leftovers).toEqual([]);
+});
+
+async function stopDaemon(d: DaemonHandle): Promise<void> {
+  const r = await w.baton(['stop', '--state-dir', d.stateDir]);
+  expect(r.code, r.stderr).toBe(0);
+  expect(r.stdout).toContain('stopped');
+  expect(await exitOf(d.child)).toEqual({ code: 0, signal: null });
+  await expectPortFree(d.port);
+}
+
+function portRefuses(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      resolve(false);
+    });
+    s.once('error', () => resolve(true));
+  });
+}
+
+async function expectPortFree(port: number): Promise<void> {
+  expect(await portRefuses(port)).toBe(true);
+}
+
+/** Raw bytes to the admin socket; resolves with everything it answered. */
+function rawAdmin(sock: string, bytes: string | Buffer): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(sock);
+    let data = '';
+    s.setEncoding('utf8');
+    s.on('data', (c: string) => (data += c));
+    s.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNRESET' || err.code === 'EPIPE' ? resolve(data) : reject(err)));
+    s.on('close', () => resolve(data));
+    s.on('connect', () => s.write(bytes));
+  });
+}
+
+describe('baton run / upgrade / status / history / stop', () => {
+  it('runs, upgrades three times, reports status and history, and stops cleanly', async () => {
+    const d = await w.startDaemon();
+    const first = await healthz(d.port);
+    expect(first.generation).toBe(1);
+    const put = await request(d.port, 'PUT', '/kv/hello', 'world');
+    expect(put.status).toBe(200);
+
+    const pids = [first.pid];
+    for (let i = 0; i < 3; i++) {
+      const r = await w.baton(['upgrade', '--state-dir', d.stateDir]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/committed: generation \d+ \(pid \d+ -> \d+\)/);
+      expect(r.stdout).toContain('phase sealing'); // plain progress lines when stdout is not a TTY
+      const hz = await healthz(d.port);
+      expect(hz.generation).toBe(i + 2);
+      pids.push(hz.pid);
+    }
+    expect(new Set(pids).size).toBe(4);
+    expect(JSON.parse((await request(d.port, 'GET', '/kv/hello')).body)).toEqual({ value: 'world' });
+
+    const s = await w.status(d);
+    expect(s.app).toEqual({ pid: pids[3], alive: true, generation: 4 });
+    expect(s.supervisor.pid).toBe(d.child.pid);
+    expect(s.health.status).toBe('OK');
+    expect(s.lock).toMatchObject({ pid: pids[3], alive: true });
+    expect(s.lastHandoff).toMatchObject({ state: 'SUCCEEDED', trigger: 'admin', handoff: { newPid: pids[3], generation: 4 } });
+    expect(s.listeners[0]!.address).toBe(`tcp://127.0.0.1:${d.port}`);
+
+    const human = await w.baton(['status', '--state-dir', d.stateDir]);
+    expect(human.code).toBe(0);
+    expect(human.stdout).toMatch(new RegExp(`app +pid ${pids[3]}, generation 4`));
+    expect(human.stdout).toMatch(/health +OK/);
+
+    const hist = await w.baton(['history', '--json', '--state-dir', d.stateDir]);
+    expect(hist.code).toBe(0);
+    const jobs = (JSON.parse(hist.stdout) as { jobs: { kind: string; state: string; trigger: string; handoff: { phases: unknown[]; oldPid: number; newPid: number } }[] }).jobs;
+    expect(jobs.map((j) => [j.kind, j.state, j.trigger])).toEqual([
+      ['handoff', 'SUCCEEDED', 'admin'],
+      ['handoff', 'SUCCEEDED', 'admin'],
+      ['handoff', 'SUCCEEDED', 'admin'],
+      ['handoff', 'SUCCEEDED', 'cold-start'],
+    ]);
+    expect(jobs[0]!.handoff).toMatchObject({ oldPid: pids[2], newPid: pids[3] });
+    expect(jobs[0]!.handoff.phases.length).toBeGreaterThanOrEqual(7);
+    const limited = await w.baton(['history', '--limit', '2', '--state-dir', d.stateDir]);
+    expect(limited.stdout.trim().split('\n')).toHaveLength(3); // header + 2
+
+    // The history survives the supervisor (one atomically rewritten file).
+    await stopDaemon(d);
+    const onDisk = JSON.parse(readFileSync(path.join(d.stateDir, 'jobs.json'), 'utf8')) as { jobs: unknown[] };
+    expect(onDisk.jobs).toHaveLength(4);
+    const audit = readFileSync(path.join(d.stateDir, 'audit.log'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { path: string; who: { pid: number; verified: boolean } });
+    expect(audit.filter((a) => a.path === '/v1/upgrade')).toHaveLength(3);
+    expect(audit.at(-1)).toMatchObject({ path: '/v1/stop', who: { verified: false } });
+    expect(typeof audit.at(-1)!.who.pid).toBe('number');
+  });
+
+  it('refuses an upgrade while another runs (exit 3); the first one commits', async () => {
+    const d = await w.startDaemon({ env: { PRIM_SEAL_BLOCK_MS: '2500' } });
+    const slow = w.spawnBaton(['upgrade', '--json', '--state-dir', d.stateDir]);
+    const slowResult = collect(slow);
+    await pollUntil(async () => (await w.status(d)).phase === 'sealing', 'the first upgrade to be sealing', 15_000, 50);
+    const second = await w.baton(['upgrade', '--state-dir', d.stateDir]);
+    expect(second.code, second.stderr).toBe(3);
+    expect(second.stderr).toContain('E_HANDOFF_IN_PROGRESS');
+    const first = await slowResult;
+    expect(first.code, first.stderr).toBe(0);
+    expect(JSON.parse(first.stdout)).toMatchObject({ kind: 'handoff', state: 'SUCCEEDED' });
+    const jobs = JSON.parse((await w.baton(['history', '--json', '--state-dir', d.stateDir])).stdout).jobs as { state: string; code?: string }[];
+    expect(jobs.map((j) => j.state).sort()).toEqual(['SKIPPED', 'SUCCEEDED', 'SUCCEEDED']);
+    expect(jobs.find((j) => j.state === 'SKIPPED')!.code).toBe('E_HANDOFF_IN_PROGRESS');
+    await stopDaemon(d);
+  });
+
+  it('re-resolves the command on each upgrade: a broken deploy aborts (exit 2), the old generation serves, a fixed one commits', async () => {
+    const dir = h.tempDir('baton-cli-');
+    const script = path.join(dir, 'app.sh');
+    const good = `exec ${process.execPath} ${PRIMITIVE[1]}`;
+    writeScript(script, good);
+    const d = await w.startDaemon({ dir, command: [script] });
+    const before = await healthz(d.port);
+
+    writeScript(script, 'echo "broken build" >&2; exit 1');
+    const broken = await w.baton(['upgrade', '--state-dir', d.stateDir]);
+    expect(broken.code, broken.stdout + broken.stderr).toBe(2);
+    expect(broken.stderr).toMatch(/aborted: .*exited/);
+    expect(await healthz(d.port)).toMatchObject({ pid: before.pid, generation: 1 });
+    const json = await w.baton(['upgrade', '--json', '--state-dir', d.stateDir]);
+    expect(json.code).toBe(2);
+    expect(JSON.parse(json.stdout)).toMatchObject({ state: 'FAILED', handoff: { outcome: 'aborted', newPid: before.pid } });
+
+    writeScript(script, good);
+    const fixed = await w.baton(['upgrade', '--state-dir', d.stateDir]);
+    expect(fixed.code, fixed.stderr).toBe(0);
+    expect((await healthz(d.port)).pid).not.toBe(before.pid);
+    const s = await w.status(d);
+    expect(s.lastHandoff).toMatchObject({ state: 'SUCCEEDED' });
+    await stopDaemon(d);
+  });
+
+  it('SIGHUP upgrades; SIGTERM stops the app and the supervisor (exit 0)', async () => {
+    const d = await w.startDaemon();
+    const before = await healthz(d.port);
+    d.child.kill('SIGHUP');
+    const after = await pollUntil(async () => {
+      const hz = await healthz(d.port).catch(() => undefined);
+      return hz && hz.pid !== before.pid ? hz : undefined;
+    }, 'a new generation after SIGHUP', 20_000, 50);
+    expect(after.generation).toBe(2);
+    const s = await pollUntil(async () => {
+      const st = await w.status(d);
+      return st.lastHandoff?.trigger === 'signal' ? st : undefined;
+    }, 'the SIGHUP job in the history');
+    expect(s.lastHandoff).toMatchObject({ state: 'SUCCEEDED', trigger: 'signal' });
+
+    d.child.kill('SIGTERM');
+    expect(await exitOf(d.child)).toEqual({ code: 0, signal: null });
+    await expectPortFree(d.port);
+    expect(existsSync(path.join(d.stateDir, 'admin.sock'))).toBe(false);
+    expect(await taggedPids(tag)).toEqual([]);
+  });
+
+  it('restarts an app killed outside a handoff, and exits 4 when it crash-loops', async () => {
+    const dir = h.tempDir('baton-cli-');
+    const script = path.join(dir, 'app.sh');
+    writeScript(script, `exec ${process.execPath} ${PRIMITIVE[1]}`);
+    writeFileSync(path.join(dir, 'baton.json'), JSON.stringify({ restart: { maxRestarts: 2, windowS: 60 } }));
+    const d = await w.startDaemon({ dir, command: [script], extraArgs: ['--config', path.join(dir, 'baton.json')] });
+    const first = await healthz(d.port);
+    process.kill(first.pid, 'SIGKILL');
+    const again = await pollUntil(async () => {
+      const hz = await healthz(d.port).catch(() => undefined);
+      return hz && hz.pid !== first.pid ? hz : undefined;
+    }, 'the restarted app', 20_000, 50);
+    expect(again.pid).not.toBe(first.pid);
+    const jobs = JSON.parse((await w.baton(['history', '--json', '--state-dir', d.stateDir])).stdout).jobs as { trigger: string; state: string }[];
+    expect(jobs[0]).toMatchObject({ trigger: 'restart', state: 'SUCCEEDED' });
+
+    // Now every start fails: restarts with backoff, then a crash loop.
+    writeScript(script, 'exit 1');
+    process.kill(again.pid, 'SIGKILL');
+    expect(await exitOf(d.child)).toEqual({ code: 4, signal: null });
+    expect(d.out.stderr).toMatch(/crashed \d+ times in a row; giving up/);
+    await expectPortFree(d.port);
+  });
+});
+
+describe('configuration and arguments', () => {
+  function configCase(name: string, config: Record<string, unknown>, field: RegExp) {
+    it(`rejects a config file with ${name} (exit 1, field named, nothing started)`, async () => {
+      const dir = h.tempDir('baton-cfg-');
+      const file = path.join(dir, 'baton.json');
+      writeFileSync(file, JSON.stringify({ dataDir: 'data', stateDir: 'state', command: PRIMITIVE, ...config }));
+      const r = await w.baton(['run', '--config', file], { PRIM_MARKERS: path.join(dir, 'markers') });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(field);
+      expect(existsSync(path.join(dir, 'state'))).toBe(false); // nothing created, nothing bound
+      expect(existsSync(path.join(dir, 'markers'))).toBe(false); // no app ran
+    });
+  }
+  configCase('an unknown key', { listenn: ['tcp://127.0.0.1:0'] }, /"listenn": unknown option; expected one of: command, listen/);
+  configCase('a wrong type', { listen: 'tcp://127.0.0.1:0' }, /"listen": expected an array of strings \(got "tcp:\/\/127.0.0.1:0"\)/);
+  configCase('a bad address', { listen: ['tcp://127.0.0.1:0', 'tcp://localhost:80'] }, /"listen\[1\]": expected a listen address; host "localhost" is not an IP literal/);
+  configCase('a bad nested value', { history: { maxRecords: -3 } }, /"history.maxRecords": expected an integer in 1..100000 \(got -3\)/);
+  configCase('a data dir that is a file', { dataDir: 'baton.json' }, /"dataDir": expected a directory; .*baton.json exists and is not a directory/);
+  configCase('an empty command', { command: [] }, /"command": expected the app command after `--`/);
+
+  it('rejects an unreadable or malformed config file', async () => {
+    const dir = h.tempDir('baton-cfg-');
+    const missing = await w.baton(['run', '--config', path.join(dir, 'nope.json')]);
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/--config .*nope.json: cannot read the file/);
+    writeFileSync(path.join(dir, 'bad.json'), '{"listen": [');
+    const bad = await w.baton(['run', '--config', path.join(dir, 'bad.json')]);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/bad.json: not valid JSON/);
+  });
+
+  it('rejects bad flags before binding anything (the port stays free)', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const s = net.createServer().listen(0, '127.0.0.1', () => {
+        const p = (s.address() as net.AddressInfo).port;
+        s.close(() => resolve(p));
+      });
+    });
+    const dir = h.tempDir('baton-cfg-');
+    const base = ['--listen', `tcp://127.0.0.1:${port}`, '--data-dir', path.join(dir, 'data'), '--state-dir', path.join(dir, 'state')];
+    const cases: [string[], RegExp][] = [
+      [['run', '--bogus', ...base, '--', ...PRIMITIVE], /baton run: Unknown option '--bogus'/],
+      [['run', ...base, '--listen', 'tcp://127.0.0.1:99999', '--', ...PRIMITIVE], /"listen\[1\]": expected a listen address; port 99999 is out of range/],
+      [['run', ...base, '--metrics', 'nonsense', '--', ...PRIMITIVE], /"metrics": expected HOST:PORT/],
+      [['run', ...base], /"command": expected the app command/],
+      [['run', ...base, '--name', 'a b', '--', ...PRIMITIVE], /"name": expected letters, digits/],
+      [['upgrade', '--deadline', 'soon', '--state-dir', dir], /--deadline: expected a positive number of seconds \(got "soon"\)/],
+      [['history', '--limit', '0', '--state-dir', dir], /--limit: expected an integer in 1..10000/],
+      [['frobnicate'], /unknown command "frobnicate"/],
+    ];
+    for (const [args, msg] of cases) {
+      const r = await w.baton(args);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(1);
+      expect(r.stderr).toMatch(msg);
+      expect(await portRefuses(port)).toBe(true);
+    }
+    expect(existsSync(path.join(dir, 'state'))).toBe(false);
+    const none = await w.baton(['status', '--state-dir', path.join(dir, 'nothing')]);
+    expect(none.code).toBe(1);
+    expect(none.stderr).toMatch(/no supervisor is running for this state dir/);
+    const noneUp = await w.baton(['upgrade', '--state-dir', path.join(dir, 'nothing')]);
+    expect(noneUp.code).toBe(1);
+  });
+
+  it('has --help on every command and --version', async () => {
+    for (const cmd of ['run', 'upgrade', 'status', 'history', 'stop']) {
+      const r = await w.baton([cmd, '--help']);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toContain(`Usage: baton ${cmd}`);
+    }
+    const main = await w.baton(['--help']);
+    expect(main.stdout).toMatch(/Commands:\n {2}run/);
+    const version = await w.baton(['--version']);
+    expect(version.stdout.trim()).toBe(JSON.parse(readFileSync(path.join(path.dirname(path.dirname(new URL(import.meta.url).pathname)), 'package.json'), 'utf8')).version);
+  });
+
+  it('refuses a second supervisor on the same state dir', async () => {
+    const d = await w.startDaemon();
+    const r = await w.baton(['run', '--listen', 'tcp://127.0.0.1:0', '--data-dir', d.dataDir, '--state-dir', d.stateDir, '--', ...PRIMITIVE]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/another baton supervisor is running on state dir/);
+    expect((await w.status(d)).app?.generation).toBe(1);
+    await stopDaemon(d);
+  });
+});
+
+describe('admin socket', () => {
+  it('is 0600 in a 0700 dir, and answers garbage, oversize and unknown requests with errors while staying up', async () => {
+    const dir = h.tempDir('baton-cli-');
+    mkdirSync(path.join(dir, 'state'), { mode: 0o755 }); // a too-open state dir is tightened
+    const d = await w.startDaemon({ dir });
+    const sock = path.join(d.stateDir, 'admin.sock');
+    expect(statSync(d.stateDir).mode & 0o777).toBe(0o700);
+    expect(statSync(sock).mode & 0o777).toBe(0o600);
+    expect(statSync(sock).isSocket()).toBe(true);
+
+    expect(await rawAdmin(sock, 'this is not http\r\n\r\n')).toMatch(/^HTTP\/1.1 400 .*E_BAD_REQUEST/s);
+    expect(await rawAdmin(sock, Buffer.from([0, 1, 2, 255, 254, 13, 10, 13, 10]))).toMatch(/^HTTP\/1.1 400/);
+    const big = 'x'.repeat(100 * 1024);
+    expect(await rawAdmin(sock, `POST /v1/upgrade HTTP/1.1\r\nHost: x\r\nContent-Length: ${big.length}\r\n\r\n${big}`)).toMatch(/^HTTP\/1.1 413 .*E_TOO_LARGE/s);
+    expect(await rawAdmin(sock, `POST /v1/upgrade HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n${(80_000).toString(16)}\r\n${'y'.repeat(80_000)}\r\n0\r\n\r\n`)).toMatch(/^HTTP\/1.1 413/);
+    expect(await rawAdmin(sock, 'POST /v1/upgrade HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n{nope')).toMatch(/^HTTP\/1.1 400 .*E_BAD_JSON/s);
+    expect(await rawAdmin(sock, 'POST /v1/upgrade HTTP/1.1\r\nHost: x\r\nContent-Length: 18\r\nConnection: close\r\n\r\n{"deadlineS":"no"}')).toMatch(/^HTTP\/1.1 400 .*deadlineS/s);
+    expect(await rawAdmin(sock, 'GET /v1/nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1.1 404 .*E_NOT_FOUND/s);
+    expect(await rawAdmin(sock, 'DELETE /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1.1 405/);
+    expect(await rawAdmin(sock, 'GET /v1/history?limit=abc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1.1 400 .*limit/s);
+
+    // A client that connects and says nothing does not block the others.
+    const idle = net.connect(sock);
+    const s = await w.status(d);
+    expect(s.health.status).toBe('OK');
+    idle.destroy();
+    expect((await w.baton(['upgrade', '--state-dir', d.stateDir])).code).toBe(0);
+    const audit = readFileSync(path.join(d.stateDir, 'audit.log'), 'utf8');
+    expect(audit).toContain('"status":413');
+    expect(audit).toContain('"status":404');
+    expect(statSync(path.join(d.stateDir, 'audit.log')).mode & 0o777).toBe(0o600);
+    await stopDaemon(d);
+  });
+});

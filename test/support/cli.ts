@@ -1,0 +1,116 @@
+/**
+ * Driving the real `baton` binary (dist/src/cli.js) in tests: one-shot commands with
+ * their exit code and output, and a `baton run` daemon with its state dir, port and
+ * stderr. Every process carries BATON_TEST_TAG so the suite can prove none is left.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { writeFileSync, renameSync, chmodSync } from 'node:fs';
+import path from 'node:path';
+import { PRIMITIVE, ROOT } from './engine.js';
+import { exitOf, Harness, LineReader, pollUntil } from './harness.js';
+
+export const CLI = path.join(ROOT, 'dist/src/cli.js');
+
+export interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+export interface DaemonHandle {
+  child: ChildProcess;
+  out: LineReader;
+  dir: string;
+  stateDir: string;
+  dataDir: string;
+  port: number;
+}
+
+export class CliWorld {
+  constructor(
+    readonly h: Harness,
+    readonly tag: string,
+  ) {}
+
+  env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+    return { ...process.env, BATON_TEST_TAG: this.tag, BATON_LOG_LEVEL: process.env.BATON_TEST_LOG_LEVEL ?? 'warn', ...extra };
+  }
+
+  /** Runs `baton ARGS` to completion. */
+  async baton(args: string[], extraEnv: Record<string, string> = {}, timeoutMs = 60_000): Promise<CliResult> {
+    const child = this.h.spawn(process.execPath, [CLI, ...args], { env: this.env(extraEnv) });
+    return collect(child, timeoutMs);
+  }
+
+  /** Starts `baton baton run ...` in the background (not awaited). */
+  spawnBaton(args: string[], extraEnv: Record<string, string> = {}): ChildProcess {
+    return this.h.spawn(process.execPath, [CLI, ...args], { env: this.env(extraEnv) });
+  }
+
+  /**
+   * `baton run --listen tcp://127.0.0.1:0 --data-dir D --state-dir S [extra] -- COMMAND`,
+   * waiting until `baton status` answers with generation ≥ 1.
+   */
+  async startDaemon(opts: { extraArgs?: string[]; env?: Record<string, string>; command?: string[]; dir?: string } = {}): Promise<DaemonHandle> {
+    const dir = opts.dir ?? this.h.tempDir('baton-cli-');
+    const stateDir = path.join(dir, 'state');
+    const dataDir = path.join(dir, 'data');
+    const child = this.h.spawn(
+      process.execPath,
+      [CLI, 'run', '--listen', 'tcp://127.0.0.1:0', '--data-dir', dataDir, '--state-dir', stateDir, ...(opts.extraArgs ?? []), '--', ...(opts.command ?? PRIMITIVE)],
+      { env: this.env(opts.env) },
+    );
+    const out = new LineReader(child);
+    const status = await pollUntil(
+      async () => {
+        if (child.exitCode !== null || child.signalCode !== null) throw new Error(`baton run exited (${child.exitCode ?? child.signalCode}): ${out.stderr}`);
+        const r = await this.baton(['status', '--json', '--state-dir', stateDir]);
+        if (r.code !== 0) return undefined;
+        const s = JSON.parse(r.stdout) as Status;
+        return s.app && s.app.generation >= 1 ? s : undefined;
+      },
+      'baton run to serve',
+      30_000,
+      100,
+    );
+    const port = Number(status.listeners[0]!.address.split(':').pop());
+    return { child, out, dir, stateDir, dataDir, port };
+  }
+
+  async status(d: DaemonHandle): Promise<Status> {
+    const r = await this.baton(['status', '--json', '--state-dir', d.stateDir]);
+    if (r.code !== 0) throw new Error(`baton status failed (${r.code}): ${r.stderr}`);
+    return JSON.parse(r.stdout) as Status;
+  }
+}
+
+export interface Status {
+  supervisor: { pid: number; uptimeS: number; stateDir: string };
+  app: { pid: number; generation: number } | null;
+  health: { status: string; detail: string };
+  phase: string;
+  listeners: { name: string; address: string }[];
+  lock: { pid: number; alive: boolean } | null;
+  lastHandoff: { state: string; trigger: string; handoff?: { newPid: number; generation: number } } | null;
+}
+
+export function collect(child: ChildProcess, timeoutMs = 60_000): Promise<CliResult> {
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+  child.stderr?.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  return exitOf(child).then(({ code, signal }) => {
+    clearTimeout(timer);
+    return { code, signal, stdout, stderr };
+  });
+}
+
+/** Writes an executable shell script atomically (rename over the old one): a "deploy". */
+export function writeScript(file: string, body: string): void {
+  const tmp = `${file}.tmp`;
+  writeFileSync(tmp, `#!/bin/sh\n${body}\n`);
+  chmodSync(tmp, 0o755);
+  renameSync(tmp, file);
+}
