@@ -638,7 +638,9 @@ export class Supervisor extends EventEmitter {
     }
     f.incCh.send({ type: 'ResumeAfterAbort', handoffId: f.id });
     try {
-      await this.guarded(f, inc, f.incCh.expect(['Resumed'], this.timeouts.resumeMs), 'incumbent');
+      // A late answer to the phase we gave up on (e.g. Drained after a drain timeout) may come first.
+      const stale = ['Drained', 'DrainFailed', 'SealProgress', 'SealComplete', 'SealFailed'] as const;
+      while ((await this.guarded(f, inc, f.incCh.expect(['Resumed', ...stale], this.timeouts.resumeMs), 'incumbent')).type !== 'Resumed');
       this.log.info({ event: 'handoff.incumbent_resumed', pid: inc.pid }, 'incumbent serves again');
     } catch (err) {
       this.log.error({ event: 'handoff.resume_unconfirmed', pid: inc.pid, err: errorMessage(err) }, 'incumbent did not confirm resume');

@@ -46,8 +46,8 @@ describe('liveness', () => {
   }, 40_000);
 
   it('an incumbent SIGSTOPped during drain is aborted on after the liveness timeout; after SIGCONT it resumes and serves', async () => {
-    // An idle keep-alive connection keeps the drain busy for PRIM_IDLE_GRACE_MS.
-    world = new World({ appEnv: { PRIM_IDLE_GRACE_MS: '4000' }, timeouts: { livenessMs: 3_000 } });
+    // Default 10 s liveness; an idle keep-alive connection keeps the drain busy meanwhile.
+    world = new World({ appEnv: { PRIM_IDLE_GRACE_MS: '15000' } });
     const w = world;
     await w.sup.start();
     const gen1 = w.sup.incumbent!.pid;
@@ -64,7 +64,7 @@ describe('liveness', () => {
     await stopped;
     expect(result.outcome).toBe('aborted');
     expect(result.code).toBe('E_LIVENESS_TIMEOUT');
-    expect(Date.now() - t0).toBeGreaterThanOrEqual(3_000);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(10_000);
     // The successor is gone (killed and reaped).
     expect(w.sup.incumbent!.pid).toBe(gen1);
     process.kill(gen1, 'SIGCONT');
@@ -90,8 +90,8 @@ describe('liveness', () => {
           dataDir: path.join(dir, 'data'),
           stateDir: path.join(dir, 'state'),
           command: PRIMITIVE,
-          // Apps give up on a silent supervisor after 3 s; the seal takes 1.5 s so we can stop the supervisor in it.
-          appEnv: { BATON_LIVENESS_MS: '3000', PRIM_SEAL_BLOCK_MS: '1500', BATON_TEST_TAG: tag },
+          // Apps give up on a silent supervisor after the default 10 s; the seal takes 1.5 s so we can stop the supervisor in it.
+          appEnv: { PRIM_SEAL_BLOCK_MS: '1500', BATON_TEST_TAG: tag },
         }),
       },
     });

@@ -68,6 +68,14 @@ describe('supervisor: every failure before Commit aborts and the incumbent serve
     { name: 'successor exits at start', successorEnv: { PRIM_START_FAIL: '1' }, code: 'E_PEER_DIED' },
     { name: 'drain throws', incumbentEnv: { PRIM_DRAIN_FAIL_ONCE: 'MARKER' }, code: 'E_DRAIN_FAILED', hook: 'drain' },
     { name: 'seal fails once (lock never released)', incumbentEnv: { PRIM_SEAL_FAIL_ONCE: 'MARKER' }, code: 'E_SEAL_FAILED', hook: 'seal' },
+    {
+      // The supervisor allows the drain grace + 5 s; this drain hangs 8 s past a 500 ms grace.
+      name: 'drain overruns its grace',
+      incumbentEnv: { PRIM_DRAIN_HANG_ONCE: 'MARKER' },
+      spec: { drainGraceMs: 500 },
+      code: 'E_TIMEOUT',
+      hook: 'drain',
+    },
     { name: 'seal overruns the deadline', incumbentEnv: { PRIM_SEAL_BLOCK_MS: '3000' }, spec: { deadlineMs: 1_500 }, code: 'E_TIMEOUT', hook: 'seal' },
     { name: 'successor never sends Ready (deadline)', successorEnv: { PRIM_NEVER_READY: '1' }, spec: { deadlineMs: 3_000 }, code: 'E_TIMEOUT', hook: 'seal' },
     { name: 'Ready with healthzOk=false', successorEnv: { PRIM_HEALTHZ_FALSE: '1' }, code: 'E_READY_REJECTED', hook: 'seal' },
