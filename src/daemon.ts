@@ -58,6 +58,8 @@ export class Daemon {
   /** Resolves with the process exit code. */
   readonly done: Promise<number>;
   private phaseStartedAt = Date.now();
+  /** STATUS=upgrading: PHASE lines only for upgrades (not cold starts and restarts). */
+  private notifyPhases = false;
 
   constructor(
     private readonly cfg: RunConfig,
@@ -110,7 +112,7 @@ export class Daemon {
     });
     this.sup.on('phase', (phase: SupervisorPhase) => {
       this.phaseStartedAt = Date.now();
-      if (this.sup.generation > 0) void this.notifier?.status(`upgrading: ${phase}`);
+      if (this.notifyPhases) void this.notifier?.status(`upgrading: ${phase}`);
     });
     this.sup.on('crash-loop', (n: number) => void this.crashLoop(n));
     this.sup.on('incumbent-exit', (app: { pid: number }, exit: { code?: number; signal?: string } | undefined) => {
@@ -195,6 +197,7 @@ export class Daemon {
     void this.notifier?.reloading('upgrading');
     const extend = this.extendTimeouts();
     this.sup.on('phase', onPhase).on('drained', onDrained).on('sealProgress', onSeal);
+    this.notifyPhases = true;
     const result = this.sup.performHandoff(this.handoffSpec(req));
     result.catch(() => undefined); // awaited below
     const started = this.jobs.start(job);
@@ -209,6 +212,7 @@ export class Daemon {
         return this.jobs.finish(job, 'FAILED', { code: err instanceof BatonError ? err.code : 'E_INTERNAL', reason: errorMessage(err) });
       } finally {
         clearInterval(extend);
+        this.notifyPhases = false;
         this.sup.off('phase', onPhase).off('drained', onDrained).off('sealProgress', onSeal);
         void this.notifier?.ready(this.servingStatus());
       }
