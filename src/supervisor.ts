@@ -128,6 +128,7 @@ export interface RecoveryReport {
 /** What is persisted before each phase so a restarted supervisor knows what was in flight. */
 export interface JournalRecord {
   handoffId: string;
+  /** Phase when the record was written (it is rewritten only when the processes change). */
   phase: SupervisorPhase;
   generation: number;
   incumbent?: { pid: number; startTime?: string | undefined };
@@ -171,6 +172,10 @@ interface Flight {
   promoted: boolean;
   /** The successor completed its handshake (it can be sent Begin). */
   successorHello: boolean;
+  /** Which processes the journal names now ("incumbentPid/successorPid"). */
+  journaled?: string;
+  /** We answered the incumbent's Hello (it is in a handoff session with us). */
+  incumbentAttached: boolean;
 }
 
 export class Supervisor extends EventEmitter {
@@ -205,6 +210,11 @@ export class Supervisor extends EventEmitter {
 
   get phase(): SupervisorPhase {
     return this.flight?.phase ?? 'idle';
+  }
+
+  /** A handoff runs, or a restart of a crashed incumbent is scheduled. */
+  get busy(): boolean {
+    return this.flight !== undefined || this.restartTimer !== undefined;
   }
 
   /**
@@ -307,17 +317,19 @@ export class Supervisor extends EventEmitter {
       pointOfNoReturn: false,
       promoted: false,
       successorHello: false,
+      incumbentAttached: false,
     };
     this.flight = f;
     this.log.info({ event: 'handoff.start', handoffId: f.id, incumbentPid: f.incumbent?.pid }, 'handoff started');
+    this.emit('handoff-start', f.id, spec);
     let result: HandoffResult;
     try {
       result = await this.run(f);
     } finally {
       f.incCh?.close('handoff over');
       f.sucCh?.close('handoff over');
-      this.flight = undefined;
       await this.journal.clear().catch(() => undefined);
+      this.flight = undefined; // only now: no window in which we look idle mid-handoff
     }
     if (result.outcome === 'aborted' && !f.incumbent) this.lastFailed = f.successor;
     if (result.outcome === 'committed') this.checkIncumbent();
@@ -358,6 +370,19 @@ export class Supervisor extends EventEmitter {
     f.phaseStartedAt = Date.now();
     this.emit('phase', phase, f.id);
     this.log.info({ event: 'handoff.phase', handoffId: f.id, phase }, `phase ${phase}`);
+    await this.journalProcesses(f, phase);
+  }
+
+  /**
+   * Recovery needs to know which processes a handoff involves, not how far it got (the
+   * peers resolve that themselves), so the journal is written (two fsyncs) only when
+   * that set changes: at the start and once the successor exists. Keeping it out of
+   * the later phases keeps it off the write blackout's critical path.
+   */
+  private async journalProcesses(f: Flight, phase: SupervisorPhase): Promise<void> {
+    const processes = `${f.incumbent?.pid}/${f.successor?.pid}`;
+    if (f.journaled === processes) return;
+    f.journaled = processes;
     await this.journal.write({
       handoffId: f.id,
       phase,
@@ -488,6 +513,7 @@ export class Supervisor extends EventEmitter {
     const ch = new ControlChannel(socket, this.channelOptions('incumbent'));
     f.incCh = ch;
     await this.helloFrom(f, ch, 'incumbent', f.incumbent!);
+    f.incumbentAttached = true;
   }
 
   /** Waits for the peer's Hello, answers HelloAck with the handoff id, starts heartbeats. */
@@ -630,6 +656,12 @@ export class Supervisor extends EventEmitter {
   private async resumeIncumbent(f: Flight): Promise<void> {
     const inc = f.incumbent;
     if (!inc?.alive) return;
+    if (!f.incumbentAttached) {
+      // We never answered its Hello: nothing was started there, so there is nothing to resume.
+      // Closing the half-open session (if any) returns it to plain serving.
+      f.incCh?.close('handoff aborted before the handshake finished');
+      return;
+    }
     if (!f.incCh || f.incCh.failed) {
       // It notices the lost connection and resumes on its own (incumbent.ts).
       this.log.warn({ event: 'handoff.incumbent_self_resume', pid: inc.pid }, 'incumbent unreachable; it resumes on its own');
@@ -724,6 +756,7 @@ export class Supervisor extends EventEmitter {
     const delay = Math.min(policy.baseMs * 2 ** this.restarts.length, policy.maxMs);
     this.restarts.push(now);
     this.log.warn({ event: 'app.restart_scheduled', delayMs: delay, attempt: this.restarts.length }, `restarting in ${delay} ms`);
+    this.emit('restart-scheduled', delay, this.restarts.length);
     this.restartTimer = setTimeout(() => {
       this.restartTimer = undefined;
       if (this.stopping || this.flight || this.current?.alive) return;
