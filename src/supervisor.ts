@@ -176,6 +176,8 @@ interface Flight {
   journaled?: string;
   /** We answered the incumbent's Hello (it is in a handoff session with us). */
   incumbentAttached: boolean;
+  /** The incumbent handshake in flight (abort waits for it, so no session outlives the handoff). */
+  attaching?: Promise<void>;
 }
 
 export class Supervisor extends EventEmitter {
@@ -425,7 +427,7 @@ export class Supervisor extends EventEmitter {
     f.sucCh = sucCh;
     // Connect to the incumbent while the successor boots: the two overlap.
     const incumbentHello = f.incumbent ? this.attachIncumbent(f) : Promise.resolve();
-    incumbentHello.catch(() => undefined); // awaited below; must not go unhandled if the successor fails first
+    f.attaching = incumbentHello.catch(() => undefined); // awaited below or by abort(); never unhandled
     await this.helloFrom(f, sucCh, 'successor', successor);
     f.successorHello = true;
     crashPoint(this.crash, 'supervisor.after_successor_hello');
@@ -655,6 +657,7 @@ export class Supervisor extends EventEmitter {
 
   private async resumeIncumbent(f: Flight): Promise<void> {
     const inc = f.incumbent;
+    await f.attaching; // settles within the hello timeout
     if (!inc?.alive) return;
     if (!f.incumbentAttached) {
       // We never answered its Hello: nothing was started there, so there is nothing to resume.
