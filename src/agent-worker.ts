@@ -8,7 +8,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import type { AgentContext } from './agent.js';
 import type { CrashConfig } from './crashpoints.js';
 import { errorMessage } from './errors.js';
-import { DataDirLock } from './lock.js';
+import { DataDirLock, prepareLock } from './lock.js';
 import { createLogger } from './log.js';
 import type { Role } from './roles.js';
 import { Successor } from './successor.js';
@@ -57,6 +57,8 @@ async function main(): Promise<void> {
     await rpc.call('committed');
     return;
   }
+  // Load the lock implementation now, while we boot, not at Begin inside the write blackout.
+  void prepareLock().catch((err: unknown) => log.warn({ event: 'lock.prepare_failed', err: errorMessage(err) }, 'lock preload failed'));
   const successor = new Successor(ctx, data.controlFd!, data.role);
   await successor.run();
   log.info({ event: 'agent.incumbent' }, 'this process is the incumbent');

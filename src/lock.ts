@@ -481,6 +481,15 @@ function loadProperLockfile(): Promise<typeof import('proper-lockfile')> {
   return (properLockfile ??= import('proper-lockfile'));
 }
 
+/**
+ * Loads the lock implementation ahead of time. A successor calls this at start-up so the
+ * module load is not paid at Begin, inside the write blackout.
+ */
+export async function prepareLock(): Promise<void> {
+  await loadProperLockfile();
+  bootId();
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
