@@ -25,7 +25,7 @@ export class AppProcess {
     readonly pid: number,
     readonly startTime: string | undefined,
     readonly generation: number,
-    private readonly child: ResultPromise | undefined,
+    child: ResultPromise | undefined,
     /** Supervisor end of the successor control socketpair (spawned processes only). */
     readonly control: Socket | undefined,
   ) {

@@ -349,7 +349,7 @@ export class Supervisor extends EventEmitter {
     try {
       for (let phase = NEXT_PHASE.idle; phase; phase = NEXT_PHASE[phase]) {
         await this.enter(f, phase);
-        await PHASE_STEPS[phase].call(this, f);
+        await this.steps[phase](f);
       }
     } catch (err) {
       if (!f.pointOfNoReturn) return this.abort(f, asBatonError(err));
@@ -402,6 +402,19 @@ export class Supervisor extends EventEmitter {
   }
 
   // ---- phases --------------------------------------------------------------------
+
+  /** Phase → what the supervisor does in it (the order is NEXT_PHASE). */
+  private readonly steps: Record<SupervisorPhase, (f: Flight) => Promise<void>> = {
+    idle: async () => undefined,
+    spawning: (f) => this.stepSpawn(f),
+    hello: (f) => this.stepHello(f),
+    draining: (f) => this.stepDrain(f),
+    sealing: (f) => this.stepSeal(f),
+    begin: (f) => this.stepBegin(f),
+    await_ready: (f) => this.stepAwaitReady(f),
+    committing: (f) => this.stepCommit(f),
+    aborting: async () => undefined,
+  };
 
   private async stepSpawn(f: Flight): Promise<void> {
     const command = f.spec.command ?? this.command();
@@ -808,21 +821,6 @@ export class Supervisor extends EventEmitter {
     await app.terminate(this.timeouts.killGraceMs);
   }
 }
-
-type PhaseStep = (this: Supervisor, f: Flight) => Promise<void>;
-const proto = Supervisor.prototype as unknown as Record<string, PhaseStep>;
-/** Phase → what the supervisor does in it. */
-const PHASE_STEPS: Record<SupervisorPhase, PhaseStep> = {
-  idle: async () => undefined,
-  spawning: proto.stepSpawn!,
-  hello: proto.stepHello!,
-  draining: proto.stepDrain!,
-  sealing: proto.stepSeal!,
-  begin: proto.stepBegin!,
-  await_ready: proto.stepAwaitReady!,
-  committing: proto.stepCommit!,
-  aborting: async () => undefined,
-};
 
 /** Health-gated commit: why Ready is not acceptable, or undefined when it is. */
 export function checkReady(

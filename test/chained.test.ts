@@ -3,7 +3,7 @@
  * file descriptors (drift ≤ 16 after a warm-up), no old generation may linger, and at
  * the end generation 106 (cold start + 5 warm-up + 100) is the one serving.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { HandoffResult, SupervisorPhase } from '../src/supervisor.js';
 import { fdCount, healthz, taggedPids } from './support/engine.js';
 import { pollUntil } from './support/harness.js';

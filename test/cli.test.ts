@@ -6,27 +6,16 @@
 import { existsSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { healthz, killTagged, newTag, PRIMITIVE, request, taggedPids } from './support/engine.js';
+import { describe, expect, it } from 'vitest';
+import { healthz, PRIMITIVE, request, taggedPids } from './support/engine.js';
 import { exitOf, Harness, pollUntil } from './support/harness.js';
-import { CliWorld, collect, writeScript, type DaemonHandle } from './support/cli.js';
+import { useCliWorlds, collect, writeScript, type DaemonHandle } from './support/cli.js';
 
 const h = new Harness();
-let tag = newTag();
-let w = new CliWorld(h, tag);
-
-afterEach(async () => {
-  const leftovers = await pollUntil(async () => ((await taggedPids(tag)).length === 0 ? [] : undefined), 'no tagged process left', 15_000).catch(() =>
-    killTagged(tag),
-  );
-  await h.cleanup();
-  tag = newTag();
-  w = new CliWorld(h, tag);
-  expect(leftovers).toEqual([]);
-});
+const worlds = useCliWorlds(h);
 
 async function stopDaemon(d: DaemonHandle): Promise<void> {
-  const r = await w.baton(['stop', '--state-dir', d.stateDir]);
+  const r = await worlds.w.baton(['stop', '--state-dir', d.stateDir]);
   expect(r.code, r.stderr).toBe(0);
   expect(r.stdout).toContain('stopped');
   expect(await exitOf(d.child)).toEqual({ code: 0, signal: null });
@@ -63,7 +52,7 @@ function rawAdmin(sock: string, bytes: string | Buffer): Promise<string> {
 
 describe('baton run / upgrade / status / history / stop', () => {
   it('runs, upgrades three times, reports status and history, and stops cleanly', async () => {
-    const d = await w.startDaemon();
+    const d = await worlds.w.startDaemon();
     const first = await healthz(d.port);
     expect(first.generation).toBe(1);
     const put = await request(d.port, 'PUT', '/kv/hello', 'world');
@@ -71,7 +60,7 @@ describe('baton run / upgrade / status / history / stop', () => {
 
     const pids = [first.pid];
     for (let i = 0; i < 3; i++) {
-      const r = await w.baton(['upgrade', '--state-dir', d.stateDir]);
+      const r = await worlds.w.baton(['upgrade', '--state-dir', d.stateDir]);
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout).toMatch(/committed: generation \d+ \(pid \d+ -> \d+\)/);
       expect(r.stdout).toContain('phase sealing'); // plain progress lines when stdout is not a TTY
@@ -82,7 +71,7 @@ describe('baton run / upgrade / status / history / stop', () => {
     expect(new Set(pids).size).toBe(4);
     expect(JSON.parse((await request(d.port, 'GET', '/kv/hello')).body)).toEqual({ value: 'world' });
 
-    const s = await w.status(d);
+    const s = await worlds.w.status(d);
     expect(s.app).toEqual({ pid: pids[3], alive: true, generation: 4 });
     expect(s.supervisor.pid).toBe(d.child.pid);
     expect(s.health.status).toBe('OK');
@@ -90,12 +79,12 @@ describe('baton run / upgrade / status / history / stop', () => {
     expect(s.lastHandoff).toMatchObject({ state: 'SUCCEEDED', trigger: 'admin', handoff: { newPid: pids[3], generation: 4 } });
     expect(s.listeners[0]!.address).toBe(`tcp://127.0.0.1:${d.port}`);
 
-    const human = await w.baton(['status', '--state-dir', d.stateDir]);
+    const human = await worlds.w.baton(['status', '--state-dir', d.stateDir]);
     expect(human.code).toBe(0);
     expect(human.stdout).toMatch(new RegExp(`app +pid ${pids[3]}, generation 4`));
     expect(human.stdout).toMatch(/health +OK/);
 
-    const hist = await w.baton(['history', '--json', '--state-dir', d.stateDir]);
+    const hist = await worlds.w.baton(['history', '--json', '--state-dir', d.stateDir]);
     expect(hist.code).toBe(0);
     const jobs = (JSON.parse(hist.stdout) as { jobs: { kind: string; state: string; trigger: string; handoff: { phases: unknown[]; oldPid: number; newPid: number } }[] }).jobs;
     expect(jobs.map((j) => [j.kind, j.state, j.trigger])).toEqual([
@@ -106,7 +95,7 @@ describe('baton run / upgrade / status / history / stop', () => {
     ]);
     expect(jobs[0]!.handoff).toMatchObject({ oldPid: pids[2], newPid: pids[3] });
     expect(jobs[0]!.handoff.phases.length).toBeGreaterThanOrEqual(7);
-    const limited = await w.baton(['history', '--limit', '2', '--state-dir', d.stateDir]);
+    const limited = await worlds.w.baton(['history', '--limit', '2', '--state-dir', d.stateDir]);
     expect(limited.stdout.trim().split('\n')).toHaveLength(3); // header + 2
 
     // The history survives the supervisor (one atomically rewritten file).
@@ -120,17 +109,17 @@ describe('baton run / upgrade / status / history / stop', () => {
   });
 
   it('refuses an upgrade while another runs (exit 3); the first one commits', async () => {
-    const d = await w.startDaemon({ env: { PRIM_SEAL_BLOCK_MS: '2500' } });
-    const slow = w.spawnBaton(['upgrade', '--json', '--state-dir', d.stateDir]);
+    const d = await worlds.w.startDaemon({ env: { PRIM_SEAL_BLOCK_MS: '2500' } });
+    const slow = worlds.w.spawnBaton(['upgrade', '--json', '--state-dir', d.stateDir]);
     const slowResult = collect(slow);
-    await pollUntil(async () => (await w.status(d)).phase === 'sealing', 'the first upgrade to be sealing', 15_000, 50);
-    const second = await w.baton(['upgrade', '--state-dir', d.stateDir]);
+    await pollUntil(async () => (await worlds.w.status(d)).phase === 'sealing', 'the first upgrade to be sealing', 15_000, 50);
+    const second = await worlds.w.baton(['upgrade', '--state-dir', d.stateDir]);
     expect(second.code, second.stderr).toBe(3);
     expect(second.stderr).toContain('E_HANDOFF_IN_PROGRESS');
     const first = await slowResult;
     expect(first.code, first.stderr).toBe(0);
     expect(JSON.parse(first.stdout)).toMatchObject({ kind: 'handoff', state: 'SUCCEEDED' });
-    const jobs = JSON.parse((await w.baton(['history', '--json', '--state-dir', d.stateDir])).stdout).jobs as { state: string; code?: string }[];
+    const jobs = JSON.parse((await worlds.w.baton(['history', '--json', '--state-dir', d.stateDir])).stdout).jobs as { state: string; code?: string }[];
     expect(jobs.map((j) => j.state).sort()).toEqual(['SKIPPED', 'SUCCEEDED', 'SUCCEEDED']);
     expect(jobs.find((j) => j.state === 'SKIPPED')!.code).toBe('E_HANDOFF_IN_PROGRESS');
     await stopDaemon(d);
@@ -141,29 +130,29 @@ describe('baton run / upgrade / status / history / stop', () => {
     const script = path.join(dir, 'app.sh');
     const good = `exec ${process.execPath} ${PRIMITIVE[1]}`;
     writeScript(script, good);
-    const d = await w.startDaemon({ dir, command: [script] });
+    const d = await worlds.w.startDaemon({ dir, command: [script] });
     const before = await healthz(d.port);
 
     writeScript(script, 'echo "broken build" >&2; exit 1');
-    const broken = await w.baton(['upgrade', '--state-dir', d.stateDir]);
+    const broken = await worlds.w.baton(['upgrade', '--state-dir', d.stateDir]);
     expect(broken.code, broken.stdout + broken.stderr).toBe(2);
     expect(broken.stderr).toMatch(/aborted: .*exited/);
     expect(await healthz(d.port)).toMatchObject({ pid: before.pid, generation: 1 });
-    const json = await w.baton(['upgrade', '--json', '--state-dir', d.stateDir]);
+    const json = await worlds.w.baton(['upgrade', '--json', '--state-dir', d.stateDir]);
     expect(json.code).toBe(2);
     expect(JSON.parse(json.stdout)).toMatchObject({ state: 'FAILED', handoff: { outcome: 'aborted', newPid: before.pid } });
 
     writeScript(script, good);
-    const fixed = await w.baton(['upgrade', '--state-dir', d.stateDir]);
+    const fixed = await worlds.w.baton(['upgrade', '--state-dir', d.stateDir]);
     expect(fixed.code, fixed.stderr).toBe(0);
     expect((await healthz(d.port)).pid).not.toBe(before.pid);
-    const s = await w.status(d);
+    const s = await worlds.w.status(d);
     expect(s.lastHandoff).toMatchObject({ state: 'SUCCEEDED' });
     await stopDaemon(d);
   });
 
   it('SIGHUP upgrades; SIGTERM stops the app and the supervisor (exit 0)', async () => {
-    const d = await w.startDaemon();
+    const d = await worlds.w.startDaemon();
     const before = await healthz(d.port);
     d.child.kill('SIGHUP');
     const after = await pollUntil(async () => {
@@ -172,7 +161,7 @@ describe('baton run / upgrade / status / history / stop', () => {
     }, 'a new generation after SIGHUP', 20_000, 50);
     expect(after.generation).toBe(2);
     const s = await pollUntil(async () => {
-      const st = await w.status(d);
+      const st = await worlds.w.status(d);
       return st.lastHandoff?.trigger === 'signal' ? st : undefined;
     }, 'the SIGHUP job in the history');
     expect(s.lastHandoff).toMatchObject({ state: 'SUCCEEDED', trigger: 'signal' });
@@ -181,7 +170,7 @@ describe('baton run / upgrade / status / history / stop', () => {
     expect(await exitOf(d.child)).toEqual({ code: 0, signal: null });
     await expectPortFree(d.port);
     expect(existsSync(path.join(d.stateDir, 'admin.sock'))).toBe(false);
-    expect(await taggedPids(tag)).toEqual([]);
+    expect(await taggedPids(worlds.tag)).toEqual([]);
   });
 
   it('restarts an app killed outside a handoff, and exits 4 when it crash-loops', async () => {
@@ -189,7 +178,7 @@ describe('baton run / upgrade / status / history / stop', () => {
     const script = path.join(dir, 'app.sh');
     writeScript(script, `exec ${process.execPath} ${PRIMITIVE[1]}`);
     writeFileSync(path.join(dir, 'baton.json'), JSON.stringify({ restart: { maxRestarts: 2, windowS: 60 } }));
-    const d = await w.startDaemon({ dir, command: [script], extraArgs: ['--config', path.join(dir, 'baton.json')] });
+    const d = await worlds.w.startDaemon({ dir, command: [script], extraArgs: ['--config', path.join(dir, 'baton.json')] });
     const first = await healthz(d.port);
     process.kill(first.pid, 'SIGKILL');
     const again = await pollUntil(async () => {
@@ -197,7 +186,7 @@ describe('baton run / upgrade / status / history / stop', () => {
       return hz && hz.pid !== first.pid ? hz : undefined;
     }, 'the restarted app', 20_000, 50);
     expect(again.pid).not.toBe(first.pid);
-    const jobs = JSON.parse((await w.baton(['history', '--json', '--state-dir', d.stateDir])).stdout).jobs as { trigger: string; state: string }[];
+    const jobs = JSON.parse((await worlds.w.baton(['history', '--json', '--state-dir', d.stateDir])).stdout).jobs as { trigger: string; state: string }[];
     expect(jobs[0]).toMatchObject({ trigger: 'restart', state: 'SUCCEEDED' });
 
     // Now every start fails: restarts with backoff, then a crash loop.
@@ -215,7 +204,7 @@ describe('configuration and arguments', () => {
       const dir = h.tempDir('baton-cfg-');
       const file = path.join(dir, 'baton.json');
       writeFileSync(file, JSON.stringify({ dataDir: 'data', stateDir: 'state', command: PRIMITIVE, ...config }));
-      const r = await w.baton(['run', '--config', file], { PRIM_MARKERS: path.join(dir, 'markers') });
+      const r = await worlds.w.baton(['run', '--config', file], { PRIM_MARKERS: path.join(dir, 'markers') });
       expect(r.code).toBe(1);
       expect(r.stderr).toMatch(field);
       expect(existsSync(path.join(dir, 'state'))).toBe(false); // nothing created, nothing bound
@@ -231,11 +220,11 @@ describe('configuration and arguments', () => {
 
   it('rejects an unreadable or malformed config file', async () => {
     const dir = h.tempDir('baton-cfg-');
-    const missing = await w.baton(['run', '--config', path.join(dir, 'nope.json')]);
+    const missing = await worlds.w.baton(['run', '--config', path.join(dir, 'nope.json')]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/--config .*nope.json: cannot read the file/);
     writeFileSync(path.join(dir, 'bad.json'), '{"listen": [');
-    const bad = await w.baton(['run', '--config', path.join(dir, 'bad.json')]);
+    const bad = await worlds.w.baton(['run', '--config', path.join(dir, 'bad.json')]);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toMatch(/bad.json: not valid JSON/);
   });
@@ -260,37 +249,37 @@ describe('configuration and arguments', () => {
       [['frobnicate'], /unknown command "frobnicate"/],
     ];
     for (const [args, msg] of cases) {
-      const r = await w.baton(args);
+      const r = await worlds.w.baton(args);
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(1);
       expect(r.stderr).toMatch(msg);
       expect(await portRefuses(port)).toBe(true);
     }
     expect(existsSync(path.join(dir, 'state'))).toBe(false);
-    const none = await w.baton(['status', '--state-dir', path.join(dir, 'nothing')]);
+    const none = await worlds.w.baton(['status', '--state-dir', path.join(dir, 'nothing')]);
     expect(none.code).toBe(1);
     expect(none.stderr).toMatch(/no supervisor is running for this state dir/);
-    const noneUp = await w.baton(['upgrade', '--state-dir', path.join(dir, 'nothing')]);
+    const noneUp = await worlds.w.baton(['upgrade', '--state-dir', path.join(dir, 'nothing')]);
     expect(noneUp.code).toBe(1);
   });
 
   it('has --help on every command and --version', async () => {
     for (const cmd of ['run', 'upgrade', 'status', 'history', 'stop']) {
-      const r = await w.baton([cmd, '--help']);
+      const r = await worlds.w.baton([cmd, '--help']);
       expect(r.code).toBe(0);
       expect(r.stdout).toContain(`Usage: baton ${cmd}`);
     }
-    const main = await w.baton(['--help']);
+    const main = await worlds.w.baton(['--help']);
     expect(main.stdout).toMatch(/Commands:\n {2}run/);
-    const version = await w.baton(['--version']);
+    const version = await worlds.w.baton(['--version']);
     expect(version.stdout.trim()).toBe(JSON.parse(readFileSync(path.join(path.dirname(path.dirname(new URL(import.meta.url).pathname)), 'package.json'), 'utf8')).version);
   });
 
   it('refuses a second supervisor on the same state dir', async () => {
-    const d = await w.startDaemon();
-    const r = await w.baton(['run', '--listen', 'tcp://127.0.0.1:0', '--data-dir', d.dataDir, '--state-dir', d.stateDir, '--', ...PRIMITIVE]);
+    const d = await worlds.w.startDaemon();
+    const r = await worlds.w.baton(['run', '--listen', 'tcp://127.0.0.1:0', '--data-dir', d.dataDir, '--state-dir', d.stateDir, '--', ...PRIMITIVE]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/another baton supervisor is running on state dir/);
-    expect((await w.status(d)).app?.generation).toBe(1);
+    expect((await worlds.w.status(d)).app?.generation).toBe(1);
     await stopDaemon(d);
   });
 });
@@ -299,7 +288,7 @@ describe('admin socket', () => {
   it('is 0600 in a 0700 dir, and answers garbage, oversize and unknown requests with errors while staying up', async () => {
     const dir = h.tempDir('baton-cli-');
     mkdirSync(path.join(dir, 'state'), { mode: 0o755 }); // a too-open state dir is tightened
-    const d = await w.startDaemon({ dir });
+    const d = await worlds.w.startDaemon({ dir });
     const sock = path.join(d.stateDir, 'admin.sock');
     expect(statSync(d.stateDir).mode & 0o777).toBe(0o700);
     expect(statSync(sock).mode & 0o777).toBe(0o600);
@@ -318,10 +307,10 @@ describe('admin socket', () => {
 
     // A client that connects and says nothing does not block the others.
     const idle = net.connect(sock);
-    const s = await w.status(d);
+    const s = await worlds.w.status(d);
     expect(s.health.status).toBe('OK');
     idle.destroy();
-    expect((await w.baton(['upgrade', '--state-dir', d.stateDir])).code).toBe(0);
+    expect((await worlds.w.baton(['upgrade', '--state-dir', d.stateDir])).code).toBe(0);
     const audit = readFileSync(path.join(d.stateDir, 'audit.log'), 'utf8');
     expect(audit).toContain('"status":413');
     expect(audit).toContain('"status":404');

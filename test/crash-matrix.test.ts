@@ -10,7 +10,7 @@
  * committed) is restarted by the supervisor's restart policy.
  */
 import { existsSync, readdirSync } from 'node:fs';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { CRASH_POINT_NAMES, type CrashPoint } from '../src/crashpoints.js';
 import { crashEnv } from '../src/generation.js';
 import { lostWrites, request } from './support/engine.js';

@@ -1,3 +1,4 @@
+import { phaseMeans } from './support/engine.js';
 /**
  * Zero-loss test (issue 6): fixtures/kv under a real Supervisor, 32 keep-alive client
  * connections doing reads, writes and deletes while the service is handed off 20 times.
@@ -47,8 +48,6 @@ describe('kv zero-loss: handoffs under mixed keep-alive load', () => {
 
     const durations = results.map((r) => r.endedAt - r.startedAt);
     const blackouts = results.map((r) => load.writeBlackout(r.oldPid!, r.newPid!)).filter((b): b is number => b !== undefined);
-    const phaseTotals: Record<string, number> = {};
-    for (const r of results) for (const p of r.phases) phaseTotals[p.phase] = (phaseTotals[p.phase] ?? 0) + p.ms;
     const health = await kvHealth(w.port);
     const revSum = Object.values(health.revisions).reduce((a, r) => a + BigInt(r), 0n);
     console.log(
@@ -58,9 +57,7 @@ describe('kv zero-loss: handoffs under mixed keep-alive load', () => {
         `latency ms: p50 ${load.latencyPercentile(50).toFixed(1)} p99 ${load.latencyPercentile(99).toFixed(1)} max ${load.latencyPercentile(100).toFixed(1)}`,
         `handoff ms: ${stats(durations)}; each: ${durations.join(' ')}`,
         `write blackout ms (last ack by old → first ack by new): ${stats(blackouts)}; each: ${blackouts.map((b) => b.toFixed(1)).join(' ')}`,
-        `phase ms (mean): ${Object.entries(phaseTotals)
-          .map(([p, ms]) => `${p}=${Math.round(ms / Math.max(results.length, 1))}`)
-          .join(' ')}`,
+        `phase ms (mean): ${phaseMeans(results)}`,
       ].join('\n'),
     );
 

@@ -5,7 +5,6 @@
  * the successor unhealthy, the handoff aborts and the incumbent serves on).
  */
 import { appendFileSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeRecord, encodeRecord, FILE_HEADER_BYTES, RecordType } from '../fixtures/kv/record.js';
 import { shardPath } from '../fixtures/kv/shard.js';

@@ -3,9 +3,9 @@
  * service is handed off 20 times in a row. The bar is zero failed requests of any
  * kind (resets, hang-ups, 503s, timeouts) and zero lost acknowledged writes.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { HandoffResult } from '../src/supervisor.js';
-import { Load, lostWrites } from './support/engine.js';
+import { Load, lostWrites, phaseMeans } from './support/engine.js';
 import { useWorlds } from './support/world.js';
 
 // The supervisor logs every phase at info; keep the output to the figures below.
@@ -41,8 +41,6 @@ describe('load: handoffs under keep-alive traffic', () => {
 
     const durations = results.map((r) => r.endedAt - r.startedAt);
     const sorted = [...durations].sort((a, b) => a - b);
-    const phaseTotals: Record<string, number> = {};
-    for (const r of results) for (const p of r.phases) phaseTotals[p.phase] = (phaseTotals[p.phase] ?? 0) + p.ms;
     console.log(
       [
         `load: ${load.requests} requests in ${elapsed} ms over ${results.length} handoffs, ` +
@@ -50,9 +48,7 @@ describe('load: handoffs under keep-alive traffic', () => {
         `handoff ms: min ${sorted[0]} p50 ${sorted[Math.floor(sorted.length / 2)]} max ${sorted[sorted.length - 1]} ` +
           `mean ${Math.round(durations.reduce((a, b) => a + b, 0) / Math.max(durations.length, 1))}`,
         `handoff ms each: ${durations.join(' ')}`,
-        `phase ms (mean): ${Object.entries(phaseTotals)
-          .map(([p, ms]) => `${p}=${Math.round(ms / results.length)}`)
-          .join(' ')}`,
+        `phase ms (mean): ${phaseMeans(results)}`,
       ].join('\n'),
     );
 

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { HandoffError } from '../src/errors.js';
 import { lockHolder } from '../src/lock.js';
 import type { HandoffSpec } from '../src/supervisor.js';

@@ -7,28 +7,17 @@
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { healthz, killTagged, newTag, PRIMITIVE, ROOT, taggedPids } from './support/engine.js';
+import { describe, expect, it } from 'vitest';
+import { healthz, PRIMITIVE, ROOT } from './support/engine.js';
 import { exitOf, Harness, LineReader, pollUntil } from './support/harness.js';
-import { CLI, CliWorld, writeScript } from './support/cli.js';
+import { CLI, useCliWorlds, writeScript } from './support/cli.js';
 
 const has = (cmd: string): boolean => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 const canNotify = has('python3') && has('systemd-notify');
 const canVerify = has('systemd-analyze');
 
 const h = new Harness();
-let tag = newTag();
-let w = new CliWorld(h, tag);
-
-afterEach(async () => {
-  const leftovers = await pollUntil(async () => ((await taggedPids(tag)).length === 0 ? [] : undefined), 'no tagged process left', 15_000).catch(() =>
-    killTagged(tag),
-  );
-  await h.cleanup();
-  tag = newTag();
-  w = new CliWorld(h, tag);
-  expect(leftovers).toEqual([]);
-});
+const worlds = useCliWorlds(h);
 
 type Msg = Record<string, string>;
 
@@ -36,7 +25,7 @@ describe.skipIf(!canNotify)('sd_notify', () => {
   it('sends READY, RELOADING/READY around committed and aborted upgrades, STOPPING, and the watchdog', async () => {
     const dir = h.tempDir('baton-sd-');
     const sock = path.join(dir, 'notify.sock');
-    const receiver = h.spawn('python3', [path.join(ROOT, 'test/fixtures-systemd/notify-receiver.py'), sock], { env: w.env() });
+    const receiver = h.spawn('python3', [path.join(ROOT, 'test/fixtures-systemd/notify-receiver.py'), sock], { env: worlds.w.env() });
     const rx = new LineReader(receiver);
     await rx.next((l: { ready?: boolean }) => l.ready === true, 'the fake NOTIFY_SOCKET');
     const received = (): Msg[] => (rx.lines as { fields?: Msg }[]).filter((l) => l.fields).map((l) => l.fields!);
@@ -46,12 +35,12 @@ describe.skipIf(!canNotify)('sd_notify', () => {
     const script = path.join(dir, 'app.sh');
     const good = `exec ${process.execPath} ${PRIMITIVE[1]}`;
     writeScript(script, good);
-    const d = await w.startDaemon({ dir, command: [script], env: { NOTIFY_SOCKET: sock, WATCHDOG_USEC: '300000' } });
+    const d = await worlds.w.startDaemon({ dir, command: [script], env: { NOTIFY_SOCKET: sock, WATCHDOG_USEC: '300000' } });
     const gen1 = await healthz(d.port);
     await pollUntil(() => messages().length >= 1, 'READY=1');
     expect(messages()).toEqual([{ READY: '1', MAINPID: String(d.child.pid), STATUS: `serving generation 1 (pid ${gen1.pid})` }]);
 
-    const up = await w.baton(['upgrade', '--state-dir', d.stateDir]);
+    const up = await worlds.w.baton(['upgrade', '--state-dir', d.stateDir]);
     expect(up.code, up.stderr).toBe(0);
     const gen2 = await healthz(d.port);
     await pollUntil(() => messages().length >= 10, 'the upgrade messages');
@@ -66,7 +55,7 @@ describe.skipIf(!canNotify)('sd_notify', () => {
     ]);
 
     writeScript(script, 'exit 1');
-    const broken = await w.baton(['upgrade', '--state-dir', d.stateDir]);
+    const broken = await worlds.w.baton(['upgrade', '--state-dir', d.stateDir]);
     expect(broken.code).toBe(2);
     await pollUntil(() => messages().length >= 15, 'the aborted upgrade messages');
     const masked = messages()
@@ -82,7 +71,7 @@ describe.skipIf(!canNotify)('sd_notify', () => {
     // The app never sees the notify socket (with NotifyAccess=all it could confuse systemd).
     expect(readFileSync(`/proc/${gen2.pid}/environ`, 'latin1').split('\0').some((e) => e.startsWith('NOTIFY_SOCKET='))).toBe(false);
 
-    const stop = await w.baton(['stop', '--state-dir', d.stateDir]);
+    const stop = await worlds.w.baton(['stop', '--state-dir', d.stateDir]);
     expect(stop.code).toBe(0);
     expect(await exitOf(d.child)).toEqual({ code: 0, signal: null });
     await pollUntil(() => messages().length >= 16, 'STOPPING=1');

@@ -6,7 +6,8 @@
 import type { ChildProcess } from 'node:child_process';
 import { writeFileSync, renameSync, chmodSync } from 'node:fs';
 import path from 'node:path';
-import { PRIMITIVE, ROOT } from './engine.js';
+import { afterEach, expect } from 'vitest';
+import { killTagged, newTag, PRIMITIVE, ROOT, taggedPids } from './engine.js';
 import { exitOf, Harness, LineReader, pollUntil } from './harness.js';
 
 export const CLI = path.join(ROOT, 'dist/src/cli.js');
@@ -113,4 +114,25 @@ export function writeScript(file: string, body: string): void {
   writeFileSync(tmp, `#!/bin/sh\n${body}\n`);
   chmodSync(tmp, 0o755);
   renameSync(tmp, file);
+}
+
+/**
+ * A fresh CliWorld (and env tag) per test; after each test, waits for every process
+ * carrying the tag to exit (killing stragglers), cleans up, and fails the test if
+ * anything had to be killed.
+ */
+export function useCliWorlds(h: Harness): { readonly w: CliWorld; readonly tag: string } {
+  const state = { tag: newTag(), w: undefined as unknown as CliWorld };
+  state.w = new CliWorld(h, state.tag);
+  afterEach(async () => {
+    const tag = state.tag;
+    const leftovers = await pollUntil(async () => ((await taggedPids(tag)).length === 0 ? [] : undefined), 'no tagged process left', 15_000).catch(() =>
+      killTagged(tag),
+    );
+    await h.cleanup();
+    state.tag = newTag();
+    state.w = new CliWorld(h, state.tag);
+    expect(leftovers).toEqual([]);
+  });
+  return state;
 }

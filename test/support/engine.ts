@@ -8,38 +8,14 @@ import { readdir, readFile } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { request } from '../../bench/lib/http.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const PRIMITIVE = ['node', path.join(ROOT, 'dist/fixtures/primitive/app.js')];
 export const SUPERVISOR_HOST = path.join(ROOT, 'dist/fixtures/supervisor-host.js');
 
-export interface HttpResult {
-  status: number;
-  body: string;
-}
-
-/** One request; a keep-alive agent may be passed to reuse connections. */
-export function request(
-  port: number,
-  method: string,
-  urlPath: string,
-  body?: string,
-  agent?: http.Agent,
-  timeoutMs = 10_000,
-): Promise<HttpResult> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path: urlPath, agent: agent ?? false, timeout: timeoutMs }, (res) => {
-      let data = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => (data += c));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: data }));
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(Object.assign(new Error('request timeout'), { code: 'ETIMEDOUT' })));
-    req.on('error', reject);
-    req.end(body);
-  });
-}
+/** The one request helper (bench/lib/http.ts), shared with the demo and the kv load. */
+export { request, type HttpResult } from '../../bench/lib/http.js';
 
 export async function healthz(port: number): Promise<{ pid: number; generation: number; revisions: Record<string, string> }> {
   const r = await request(port, 'GET', '/healthz');
@@ -156,4 +132,13 @@ export function newTag(): string {
 
 export function fdCount(pid: number | 'self' = 'self'): Promise<number> {
   return readdir(`/proc/${pid}/fd`).then((l) => l.length);
+}
+
+/** "spawning=28 hello=560 …": mean milliseconds per phase over a run of handoffs. */
+export function phaseMeans(results: readonly { phases: readonly { phase: string; ms: number }[] }[]): string {
+  const totals: Record<string, number> = {};
+  for (const r of results) for (const p of r.phases) totals[p.phase] = (totals[p.phase] ?? 0) + p.ms;
+  return Object.entries(totals)
+    .map(([phase, ms]) => `${phase}=${Math.round(ms / Math.max(results.length, 1))}`)
+    .join(' ');
 }
