@@ -1,4 +1,3 @@
-import { phaseMeans } from './support/engine.js';
 /**
  * Zero-loss test (issue 6): fixtures/kv under a real Supervisor, 32 keep-alive client
  * connections doing reads, writes and deletes while the service is handed off 20 times.
@@ -7,6 +6,7 @@ import { phaseMeans } from './support/engine.js';
  * acknowledged writes (every acknowledged value reads back, every acknowledged delete
  * reads 404), and the shard revisions account for exactly the acknowledged writes.
  */
+import { phaseMeans } from './support/engine.js';
 import { describe, expect, it } from 'vitest';
 import type { HandoffResult } from '../src/supervisor.js';
 import { KV, KvLoad, kvHealth } from './support/kv-load.js';
