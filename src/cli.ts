@@ -61,7 +61,7 @@ Options:
   --data-dir DIR      the app's data dir (holds the data-dir lock)
   --state-dir DIR     private state: admin socket, journal, history, audit log
   --name NAME         service name (default: baton)
-  --metrics HOST:PORT Prometheus metrics endpoint (not implemented yet: rejected)
+  --metrics HOST:PORT serve Prometheus metrics at http://HOST:PORT/metrics
   -h, --help
 
 Exit codes: 0 stopped, 1 bad configuration or start-up failure, 4 the app crash-looped.`,
@@ -170,7 +170,6 @@ async function cmdRun(args: string[]): Promise<number> {
     metrics: v.metrics,
     command,
   });
-  if (cfg.metrics) throw new ConfigError('E_CONFIG', '"metrics": the Prometheus endpoint is not implemented yet; remove --metrics / "metrics"', { field: 'metrics' });
   const daemon = new Daemon(cfg);
   await daemon.start();
   return daemon.done;

@@ -9,6 +9,7 @@ import { adoptSystemdListeners, bindListeners, type HeldListener } from './liste
 import { lockHolder } from './lock.js';
 import { createLogger, type Logger } from './log.js';
 import { Supervisor, type HandoffResult, type HandoffSpec, type SupervisorPhase } from './supervisor.js';
+import { SupervisorMetrics } from './metrics.js';
 import { SystemdNotifier } from './systemd.js';
 
 /**
@@ -51,6 +52,7 @@ export class Daemon {
   private jobs!: JobStore;
   private admin: AdminServer | undefined;
   private notifier: SystemdNotifier | undefined;
+  private metrics: SupervisorMetrics | undefined;
   private upgrading: Promise<unknown> | undefined;
   private stopPromise: Promise<void> | undefined;
   private exitCode: number = EXIT.ok;
@@ -120,6 +122,17 @@ export class Daemon {
       void this.notifier?.status(`app exited (pid ${app.pid}); restarting`);
     });
     this.sup.on('restarted', (r: HandoffResult) => void this.recordRestart(r));
+
+    if (cfg.metrics) {
+      // Bound before the app starts, so a taken port fails the start with nothing running.
+      this.metrics = new SupervisorMetrics(this.sup, { service: cfg.name });
+      try {
+        await this.metrics.serve(cfg.metrics.host, cfg.metrics.port, this.log);
+      } catch (err) {
+        await this.cleanup();
+        throw new ConfigError('E_BIND_FAILED', `"metrics": cannot listen on ${cfg.metrics.host}:${cfg.metrics.port}: ${errorMessage(err)}`, { field: 'metrics' });
+      }
+    }
 
     const recovered = await this.sup.recover();
     if (recovered?.survivor) {
@@ -330,6 +343,7 @@ export class Daemon {
 
   private async cleanup(): Promise<void> {
     await this.admin?.close().catch(() => undefined);
+    await this.metrics?.close().catch(() => undefined);
     for (const l of this.listeners) l.close();
     this.listeners = [];
     await this.jobs?.persist();
