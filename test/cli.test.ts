@@ -125,6 +125,26 @@ describe('baton run / upgrade / status / history / stop', () => {
     await stopDaemon(d);
   });
 
+  it('an incumbent SIGKILLed mid-handoff: the service comes back (successor promoted), recorded in history', async () => {
+    const d = await worlds.w.startDaemon({ env: { PRIM_SEAL_BLOCK_MS: '2000' } });
+    const gen1 = (await worlds.w.status(d)).app!.pid;
+    expect((await request(d.port, 'PUT', '/kv/before', 'kill')).status).toBe(200);
+    const upgrade = collect(worlds.w.spawnBaton(['upgrade', '--json', '--state-dir', d.stateDir]));
+    await pollUntil(async () => (await worlds.w.status(d)).phase === 'sealing', 'the upgrade to be sealing', 15_000, 50);
+    process.kill(gen1, 'SIGKILL');
+    const r = await upgrade;
+    expect(r.code, r.stderr).toBe(0);
+    const job = JSON.parse(r.stdout) as { state: string; reason?: string; handoff: { newPid: number; promoted?: boolean } };
+    expect(job.state).toBe('SUCCEEDED');
+    expect(job.handoff.promoted).toBe(true);
+    expect(job.reason ?? '').toMatch(/incumbent died/);
+    const after = await worlds.w.status(d);
+    expect(after.app!.pid).toBe(job.handoff.newPid);
+    expect((await healthz(d.port)).pid).toBe(job.handoff.newPid);
+    expect(JSON.parse((await request(d.port, 'GET', '/kv/before')).body).value).toBe('kill');
+    await stopDaemon(d);
+  });
+
   it('re-resolves the command on each upgrade: a broken deploy aborts (exit 2), the old generation serves, a fixed one commits', async () => {
     const dir = h.tempDir('baton-cli-');
     const script = path.join(dir, 'app.sh');
