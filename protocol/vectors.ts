@@ -74,6 +74,9 @@ export const mp = {
   bin: (bytes: Uint8Array) => Buffer.concat([b(0xc4, bytes.length), bytes]),
 };
 
+/** `levels` nested arrays: each holds the next, the innermost is empty. */
+const nestedArrays = (levels: number) => Buffer.concat([Buffer.alloc(levels - 1, 0x91), mp.fixarray(0)]);
+
 /** A map from [key, encoded value] pairs (fixmap header). */
 function map(entries: [string, Buffer][]): Buffer {
   return Buffer.concat([mp.fixmap(entries.length), ...entries.flatMap(([k, v]) => [mp.str(k), v])]);
@@ -166,6 +169,12 @@ export function validVectors(): ValidVector[] {
       { type: 'Commit', handoffId: H },
       'The frame carries "futureField"; a decoder drops it, so `message` does not show it.',
     ),
+    handBuilt(
+      'nesting at the limit: 32 levels',
+      frame(map([['type', mp.str('Commit')], ['handoffId', mp.str(H)], ['futureField', nestedArrays(31)]])),
+      { type: 'Commit', handoffId: H },
+      'The top-level map is level 1; "futureField" holds 31 nested arrays (levels 2..32). One more level is E_BAD_MSGPACK.',
+    ),
     handBuilt('u64 encoded as positive fixint', frame(hb(mp.fixint(5))), { type: 'Heartbeat', tsMs: 5n, phase: 'x' }, 'Decoders accept any int encoding for u64.'),
     handBuilt('u64 encoded as uint32', frame(hb(mp.uint32(4_000_000_000))), { type: 'Heartbeat', tsMs: 4_000_000_000n, phase: 'x' }, 'Decoders accept any int encoding for u64.'),
     handBuilt('u64 encoded as positive int64', frame(hb(mp.int64(7n))), { type: 'Heartbeat', tsMs: 7n, phase: 'x' }, 'Decoders accept any int encoding for u64 (0xd3 with a non-negative value).'),
@@ -230,6 +239,17 @@ export function invalidVectors(): InvalidVector[] {
     v('empty body', frame(Buffer.alloc(0)), 'E_BAD_MSGPACK'),
     v('reserved byte 0xc1', frame(b(0xc1)), 'E_BAD_MSGPACK'),
     v('map shorter than its header', frame(Buffer.concat([mp.fixmap(2), mp.str('type'), mp.str('Commit')])), 'E_BAD_MSGPACK'),
+    v(
+      'nesting 33 levels (in an ignored field)',
+      frame(map([['type', mp.str('Commit')], ['handoffId', mp.str(H)], ['futureField', nestedArrays(32)]])),
+      'E_BAD_MSGPACK',
+      'The top-level map is level 1; the innermost (empty) array is level 33.',
+    ),
+    v('ext type (in an ignored field)', frame(map([['type', mp.str('Commit')], ['handoffId', mp.str(H)], ['futureField', b(0xd4, 0x01, 0x00)]])), 'E_BAD_MSGPACK'),
+    v('map key is not a str (in an ignored field)', frame(map([['type', mp.str('Commit')], ['handoffId', mp.str(H)], ['futureField', Buffer.concat([mp.fixmap(1), mp.fixint(1), mp.nil()])]])), 'E_BAD_MSGPACK'),
+    v('duplicate key', frame(Buffer.concat([mp.fixmap(3), mp.str('type'), mp.str('Commit'), mp.str('handoffId'), mp.str(H), mp.str('handoffId'), mp.str(H)])), 'E_BAD_MSGPACK'),
+    v('str is not valid UTF-8', frame(map([['type', mp.str('Commit')], ['handoffId', Buffer.concat([b(0xa2, 0xc3, 0x28)])]])), 'E_BAD_MSGPACK'),
+    v('str holds an encoded surrogate', frame(map([['type', mp.str('Commit')], ['handoffId', b(0xa3, 0xed, 0xa0, 0x80)]])), 'E_BAD_MSGPACK'),
     v('trailing bytes after the map', frame(Buffer.concat([hbFrame.subarray(6), b(0xc0)])), 'E_TRAILING_BYTES'),
     v('not a map: array', frame(Buffer.concat([mp.fixarray(1), mp.str('Commit')])), 'E_NOT_A_MAP'),
     v('not a map: integer', frame(mp.fixint(1)), 'E_NOT_A_MAP'),
@@ -243,6 +263,7 @@ export function invalidVectors(): InvalidVector[] {
     v('u32 negative', hello({ pid: mp.negfixint(-1) }), 'E_BAD_FIELD'),
     v('u32 as float', hello({ pid: mp.float64(1.5) }), 'E_BAD_FIELD'),
     v('u64 negative', frame(hb(mp.int64(-1n))), 'E_BAD_FIELD'),
+    v('u64 as an integral float (5.0)', frame(hb(mp.float64(5))), 'E_BAD_FIELD'),
     v('bin field holds a str', hello({ buildId: mp.str('3f2a9c1e') }), 'E_BAD_FIELD'),
     v('enum value not allowed', hello({ role: mp.str('observer') }), 'E_BAD_FIELD'),
     v('bool field holds an int', frame(map([['type', mp.str('Drained')], ['handoffId', mp.str(H)], ['openConnsRemaining', mp.fixint(0)], ['acceptClosed', mp.fixint(1)]])), 'E_BAD_FIELD'),
