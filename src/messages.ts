@@ -39,6 +39,10 @@ export const SessionErrorCode = {
   E_TIMEOUT: 'E_TIMEOUT',
   /** No protocol version in common (answer to Hello). */
   E_VERSION_MISMATCH: 'E_VERSION_MISMATCH',
+  /** A Hello whose role is not the one this channel is for (answer to Hello). */
+  E_WRONG_ROLE: 'E_WRONG_ROLE',
+  /** A Hello whose pid is not the process the supervisor started or connected to (answer to Hello). */
+  E_WRONG_PID: 'E_WRONG_PID',
 } as const;
 
 export const U32_MAX = 0xffff_ffff;

@@ -164,7 +164,7 @@ export const SCHEMA = {
   },
   Heartbeat: {
     from: ['A'],
-    doc: 'Liveness, every 2 s in each direction while a handoff runs. Any frame resets the 10 s receive timeout.',
+    doc: 'Liveness, every 2 s in each direction from HelloAck for as long as the connection is open. Any frame resets the 10 s receive timeout.',
     fields: {
       tsMs: { kind: 'u64', doc: 'Sender wall clock, Unix epoch milliseconds' },
       phase: { kind: 'str', doc: 'Sender phase, e.g. "draining", "sealing"' },
