@@ -4,7 +4,7 @@
  * process a test starts carries. (Temp dirs and polling: harness.ts.)
  */
 import { randomUUID } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -95,40 +95,8 @@ export async function lostWrites(port: number, acked: Map<string, string>): Prom
   return lost;
 }
 
-/** Pids of live processes whose environment carries BATON_TEST_TAG=tag. */
-export async function taggedPids(tag: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const entry of await readdir('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const envText = await readFile(`/proc/${entry}/environ`, 'latin1');
-      if (!envText.split('\0').includes(`BATON_TEST_TAG=${tag}`)) continue;
-      const stat = await readFile(`/proc/${entry}/stat`, 'latin1');
-      if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) continue;
-      pids.push(Number(entry));
-    } catch {
-      // Gone meanwhile, or not ours to read.
-    }
-  }
-  return pids;
-}
-
-/** Kills whatever still carries the tag (after a failed test) and reports it. */
-export async function killTagged(tag: string): Promise<number[]> {
-  const pids = await taggedPids(tag);
-  for (const pid of pids) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // Already gone.
-    }
-  }
-  return pids;
-}
-
-export function newTag(): string {
-  return randomUUID();
-}
+/** The orphan check by env tag: one implementation, shared with `baton/testing`. */
+export { killTagged, newTag, taggedPids } from '../../src/testing-procs.js';
 
 export function fdCount(pid: number | 'self' = 'self'): Promise<number> {
   return readdir(`/proc/${pid}/fd`).then((l) => l.length);
