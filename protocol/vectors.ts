@@ -93,6 +93,7 @@ export function frame(body: Buffer, version = 1, length = body.length + 2): Buff
 const FP = Buffer.from('9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08', 'hex');
 const BUILD = Buffer.from('3f2a9c1e', 'hex');
 const H = 'h-20240601-0001';
+const J = 'j-20240601-0002';
 
 function shards(n: number): Record<string, bigint> {
   const out: Record<string, bigint> = {};
@@ -127,6 +128,13 @@ export const EXAMPLES: Message[] = [
   { type: 'Resumed', handoffId: H },
   { type: 'Heartbeat', tsMs: 1_717_243_200_123n, phase: 'sealing' },
   { type: 'Shutdown', reason: 'graceful', timeoutMs: 30_000 },
+  { type: 'JobStart', jobId: J, task: 'compaction', urgency: 'normal', reason: 'nightly', params: '{"shards":[0,1]}' },
+  { type: 'JobProgress', jobId: J, done: 3n, total: 8n, counters: { bytesReclaimed: 1_048_576n, recordsDropped: 4096n } },
+  { type: 'JobDone', jobId: J, outcome: 'succeeded', durationMs: 1234n, result: '{"shards":8,"bytesReclaimed":1048576}' },
+  { type: 'JobCancel', jobId: J, reason: 'an upgrade needs the lease' },
+  { type: 'ProbeRequest', requestId: 'p-1' },
+  { type: 'ProbeReport', requestId: 'p-1', probes: '[{"name":"disk","status":"OK","message":"12% used","ms":0.4}]' },
+  { type: 'StartupCompleted', durationMs: 830n, components: ['listeners', 'journal', 'app', 'admin'] },
   { type: 'Error', code: 'E_UNEXPECTED_MESSAGE', message: 'SealRequest while SERVING' },
 ];
 
@@ -145,6 +153,8 @@ const hb = (tsMs: Buffer, phase = mp.str('x')) => map([['type', mp.str('Heartbea
 export function validVectors(): ValidVector[] {
   const out = EXAMPLES.map((m) => canonical(m.type, m));
   out.push(
+    canonical('Hello with features (optional strlist, after protoMax)', { type: 'Hello', role: 'incumbent', pid: 4242, buildId: BUILD, protoMin: 1, protoMax: 1, features: ['jobs', 'probes', 'lifecycle'] }),
+    canonical('JobDone failed with error', { type: 'JobDone', jobId: J, outcome: 'failed', durationMs: 17n, result: 'null', error: 'ENOSPC while writing shard-003.log.compact' }),
     canonical('Heartbeat u64 max', { type: 'Heartbeat', tsMs: 18_446_744_073_709_551_615n, phase: '' }),
     canonical('Heartbeat u64 2^53+1 (not representable as a double)', { type: 'Heartbeat', tsMs: 9_007_199_254_740_993n, phase: 'x' }),
     canonical('Heartbeat u64 zero (still 0xcf)', { type: 'Heartbeat', tsMs: 0n, phase: 'x' }),

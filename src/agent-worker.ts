@@ -5,7 +5,7 @@
  * thread is blocked in drain or seal.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import type { AgentContext } from './agent.js';
+import type { AgentContext, JobProgressNote } from './agent.js';
 import type { CrashConfig } from './crashpoints.js';
 import { errorMessage } from './errors.js';
 import { DataDirLock, prepareLock } from './lock.js';
@@ -27,7 +27,10 @@ interface AgentWorkerData {
 
 const data = workerData as AgentWorkerData;
 const log = createLogger('baton-agent', { role: data.role });
-const rpc = new Rpc(parentPort!, {});
+// Notes from the app's main thread: progress of the running maintenance task.
+const rpc = new Rpc(parentPort!, {
+  jobProgress: (p: JobProgressNote) => ctx.onJobProgress?.(p),
+});
 const lock = new DataDirLock(data.dataDir, {
   log,
   onCompromised: (err: Error) => rpc.notify('lockLost', { message: err.message }),

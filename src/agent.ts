@@ -21,14 +21,27 @@ export interface AgentContext {
   controlPath: string;
   buildId: Uint8Array;
   livenessMs: number;
+  /** Set by the incumbent: progress notes from the app's main thread for the running job. */
+  onJobProgress?: ((p: JobProgressNote) => void) | undefined;
 }
+
+/** What the app's main thread reports for a running task (numbers; the worker encodes them as u64). */
+export interface JobProgressNote {
+  jobId: string;
+  done: number;
+  total: number;
+  counters: Record<string, number>;
+}
+
+/** Capabilities this agent implements beyond handoffs (Hello.features). */
+export const AGENT_FEATURES = ['jobs', 'probes', 'lifecycle'];
 
 /**
  * App side of the handshake: we speak first (Hello), the supervisor answers HelloAck
  * with the handoff id and the version. Returns the handoff id.
  */
 export async function sayHello(ch: ControlChannel, ctx: AgentContext, role: 'incumbent' | 'successor'): Promise<string> {
-  ch.send({ type: 'Hello', role, pid: process.pid, buildId: ctx.buildId, protoMin: PROTO_MIN, protoMax: PROTO_MAX });
+  ch.send({ type: 'Hello', role, pid: process.pid, buildId: ctx.buildId, protoMin: PROTO_MIN, protoMax: PROTO_MAX, ...(role === 'incumbent' && { features: AGENT_FEATURES }) });
   const ack = await ch.expect(['HelloAck'], HELLO_TIMEOUT_MS);
   // The supervisor picked the version; it must be one we speak.
   ch.setVersion(negotiateVersion(ack.protoVersion, ack.protoVersion));

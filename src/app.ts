@@ -1,3 +1,5 @@
+import { EventEmitter } from 'node:events';
+import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { crashConfigFromEnv } from './crashpoints.js';
 import { BatonError, errorMessage } from './errors.js';
@@ -71,6 +73,58 @@ export interface BatonAppOptions {
   onLockLost?: (err: Error) => void;
   log?: Logger;
   env?: NodeJS.ProcessEnv;
+  /** Maintenance tasks by name (also: BatonApp.registerTask). */
+  tasks?: Record<string, TaskHandler>;
+  /** Health probes by name (also: BatonApp.registerProbe). */
+  probes?: Record<string, ProbeFn>;
+  /** The node finished starting (the supervisor says so after its start-up). Also the 'startup-completed' event. */
+  onStartupCompleted?: (e: StartupCompletedEvent) => void;
+  /** A graceful stop was requested; drain and seal follow. Also the 'shutdown-requested' event. */
+  onShutdownRequested?: (e: ShutdownRequestedEvent) => void;
+}
+
+// ---- Maintenance tasks, health probes, lifecycle (issue 8) ---------------------------
+
+export type Urgency = 'low' | 'normal' | 'high' | 'critical';
+/** Reports progress of a running task: units done, units in all (0: unknown), task-specific counters. */
+export type TaskProgress = (done: number, total: number, counters?: Record<string, number>) => void;
+export interface TaskInfo {
+  jobId: string;
+  params: Record<string, unknown>;
+  urgency: Urgency;
+  reason: string;
+}
+/**
+ * A maintenance task: runs in the app's main thread (heartbeats go on in baton's worker
+ * meanwhile). Returns a JSON-serialisable summary. `signal` aborts on JobCancel or when
+ * the supervisor connection is lost: stop soon and throw (the job is then CANCELLED).
+ */
+export type TaskHandler = (progress: TaskProgress, signal: AbortSignal, job: TaskInfo) => unknown;
+
+export type ProbeStatus = 'OK' | 'DEGRADED' | 'CRITICAL';
+export interface ProbeResult {
+  status: ProbeStatus;
+  message: string;
+  details?: Record<string, unknown>;
+}
+/** A health probe: must answer within 10 ms (sync or async); one that throws or overruns is reported UNKNOWN. */
+export type ProbeFn = () => ProbeResult | Promise<ProbeResult>;
+export interface ProbeReportEntry {
+  name: string;
+  status: ProbeStatus | 'UNKNOWN';
+  message: string;
+  details?: Record<string, unknown>;
+  ms: number;
+}
+export const PROBE_BUDGET_MS = 10;
+
+export interface StartupCompletedEvent {
+  durationMs: number;
+  components: string[];
+}
+export interface ShutdownRequestedEvent {
+  reason: string;
+  timeoutMs: number;
 }
 
 export interface InheritedListener {
@@ -99,11 +153,17 @@ export class BatonApp {
   private readonly log: Logger;
   private readonly spares: number;
   private readonly copiesUsed = new Map<string, number>();
+  private readonly tasks = new Map<string, TaskHandler>();
+  private readonly probes = new Map<string, ProbeFn>();
+  private readonly runningTasks = new Map<string, AbortController>();
+  private readonly events = new EventEmitter();
 
   constructor(
     private readonly opts: BatonAppOptions,
     info: RoleInfo,
   ) {
+    for (const [name, fn] of Object.entries(opts.tasks ?? {})) this.registerTask(name, fn);
+    for (const [name, fn] of Object.entries(opts.probes ?? {})) this.registerProbe(name, fn);
     const env = opts.env ?? process.env;
     this.role = info.role;
     this.log = opts.log ?? createLogger('baton-app', { role: info.role });
@@ -145,6 +205,23 @@ export class BatonApp {
           process.exit(code);
         }
       },
+      runTask: (arg: { jobId: string; task: string; urgency: Urgency; reason: string; params: Record<string, unknown> }) => this.runTask(arg),
+      cancelTask: ({ jobId, reason }: { jobId: string; reason: string }) => {
+        this.runningTasks.get(jobId)?.abort(new BatonError('E_CANCELLED', `cancelled: ${reason}`));
+      },
+      probes: () => this.runProbes(),
+      lifecycle: (e: { event: string } & Record<string, unknown>) => {
+        if (e.event === 'startup-completed') {
+          const ev: StartupCompletedEvent = { durationMs: Number(e.durationMs), components: (e.components as string[]) ?? [] };
+          this.safely('onStartupCompleted', () => opts.onStartupCompleted?.(ev));
+          this.safely('startup-completed', () => this.events.emit('startup-completed', ev));
+        } else if (e.event === 'shutdown-requested') {
+          const ev: ShutdownRequestedEvent = { reason: String(e.reason), timeoutMs: Number(e.timeoutMs) };
+          for (const c of this.runningTasks.values()) c.abort(new BatonError('E_CANCELLED', `cancelled: shutdown requested (${ev.reason})`));
+          this.safely('onShutdownRequested', () => opts.onShutdownRequested?.(ev));
+          this.safely('shutdown-requested', () => this.events.emit('shutdown-requested', ev));
+        }
+      },
       lockLost: ({ message }: { message: string }) => {
         const err = new BatonError('E_LOCK_LOST', message);
         this.log.fatal({ event: 'app.lock_lost', err: message }, 'data-dir lock lost: stop writing');
@@ -171,6 +248,100 @@ export class BatonApp {
     return this.listeners.get(name)!.fd + copy * names.length;
   }
 
+  /** Lifecycle notices: 'startup-completed' (node started), 'shutdown-requested' (a graceful stop begins). */
+  on(event: 'startup-completed', fn: (e: StartupCompletedEvent) => void): this;
+  on(event: 'shutdown-requested', fn: (e: ShutdownRequestedEvent) => void): this;
+  on(event: string, fn: (e: never) => void): this {
+    this.events.on(event, fn as (e: unknown) => void);
+    return this;
+  }
+
+  /** Registers (or replaces) a maintenance task type the supervisor can run (`baton maintenance run NAME`). */
+  registerTask(name: string, handler: TaskHandler): this {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new BatonError('E_BAD_TASK', `task name ${JSON.stringify(name)}: expected 1-64 of [A-Za-z0-9._-], starting with a letter or digit`);
+    this.tasks.set(name, handler);
+    return this;
+  }
+
+  /** Registers (or replaces) a health probe; it must answer in < 10 ms. */
+  registerProbe(name: string, fn: ProbeFn): this {
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) throw new BatonError('E_BAD_PROBE', `probe name ${JSON.stringify(name)}: expected 1-64 of [A-Za-z0-9._-], starting with a letter or digit`);
+    this.probes.set(name, fn);
+    return this;
+  }
+
+  /** Runs one task for the worker; never throws (the outcome says what happened). */
+  private async runTask(arg: { jobId: string; task: string; urgency: Urgency; reason: string; params: Record<string, unknown> }): Promise<{ outcome: 'succeeded' | 'failed' | 'cancelled'; result: string; error?: string }> {
+    const handler = this.tasks.get(arg.task);
+    if (!handler) {
+      return { outcome: 'failed', result: 'null', error: `no task named ${JSON.stringify(arg.task)} in this app (registered: ${[...this.tasks.keys()].join(', ') || 'none'})` };
+    }
+    const controller = new AbortController();
+    this.runningTasks.set(arg.jobId, controller);
+    const progress: TaskProgress = (done, total, counters = {}) => {
+      this.rpc.notify('jobProgress', { jobId: arg.jobId, done, total, counters });
+    };
+    try {
+      const value = await handler(progress, controller.signal, { jobId: arg.jobId, params: arg.params, urgency: arg.urgency, reason: arg.reason });
+      let result: string;
+      try {
+        result = JSON.stringify(value ?? null, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)) ?? 'null';
+      } catch (err) {
+        result = JSON.stringify({ unserialisable: errorMessage(err) });
+      }
+      if (result.length > 256 * 1024) result = JSON.stringify({ truncated: true, bytes: result.length });
+      return { outcome: 'succeeded', result };
+    } catch (err) {
+      return { outcome: controller.signal.aborted ? 'cancelled' : 'failed', result: 'null', error: errorMessage(err) };
+    } finally {
+      this.runningTasks.delete(arg.jobId);
+    }
+  }
+
+  /**
+   * Runs every probe with the 10 ms budget: a synchronous probe is timed (it cannot be
+   * interrupted; past the budget it is UNKNOWN), an async one is raced against the budget.
+   */
+  async runProbes(): Promise<ProbeReportEntry[]> {
+    const entries = [...this.probes.entries()].map(async ([name, fn]): Promise<ProbeReportEntry> => {
+      const t0 = performance.now();
+      const ms = (): number => Math.round((performance.now() - t0) * 100) / 100;
+      const unknown = (message: string): ProbeReportEntry => ({ name, status: 'UNKNOWN', message, ms: ms() });
+      try {
+        const answer = fn();
+        let value: unknown = answer;
+        if (answer && typeof (answer as Promise<unknown>).then === 'function') {
+          let timer: NodeJS.Timeout | undefined;
+          const late = Symbol('late');
+          const left = Math.max(0, PROBE_BUDGET_MS - (performance.now() - t0));
+          value = await Promise.race([answer, new Promise<symbol>((r) => (timer = setTimeout(() => r(late), left)))]).finally(() => clearTimeout(timer));
+          if (value === late) return unknown(`no answer within ${PROBE_BUDGET_MS} ms`);
+        }
+        const took = ms();
+        if (took > PROBE_BUDGET_MS) return unknown(`answered in ${took} ms (limit ${PROBE_BUDGET_MS} ms)`);
+        const r = value as Partial<ProbeResult> | undefined;
+        if (!r || !['OK', 'DEGRADED', 'CRITICAL'].includes(r.status as string)) return unknown(`bad answer: expected {status: OK|DEGRADED|CRITICAL, message}, got ${safeJson(r)}`);
+        const entry: ProbeReportEntry = { name, status: r.status as ProbeStatus, message: String(r.message ?? ''), ms: took };
+        if (r.details && typeof r.details === 'object') {
+          const text = safeJson(r.details);
+          entry.details = text.length <= 4096 ? (JSON.parse(text) as Record<string, unknown>) : { truncated: true, bytes: text.length };
+        }
+        return entry;
+      } catch (err) {
+        return unknown(`threw: ${errorMessage(err)}`);
+      }
+    });
+    return Promise.all(entries);
+  }
+
+  private safely(what: string, fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.log.error({ event: 'app.callback_failed', callback: what, err: errorMessage(err) }, `${what} threw`);
+    }
+  }
+
   /** Resolves when this process holds the data-dir lock and may open the data. */
   begin(): Promise<BeginInfo> {
     return this.beginWaiter.promise;
@@ -187,6 +358,14 @@ export class BatonApp {
 export async function startBaton(opts: BatonAppOptions): Promise<BatonApp> {
   const info = detectRole(opts.env ?? process.env);
   return new BatonApp(opts, info);
+}
+
+function safeJson(v: unknown): string {
+  try {
+    return JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x)) ?? 'undefined';
+  } catch (err) {
+    return `(unserialisable: ${errorMessage(err)})`;
+  }
 }
 
 function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {

@@ -1,7 +1,7 @@
 import { chmod, mkdir, rename, rm } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import { exitProcess, sayHello, type AgentContext } from './agent.js';
+import { exitProcess, sayHello, type AgentContext, type JobProgressNote } from './agent.js';
 import { ControlChannel } from './channel.js';
 import { crashPoint } from './crashpoints.js';
 import { BatonError, ProtocolError, errorMessage } from './errors.js';
@@ -23,7 +23,38 @@ export type IncumbentState =
   | 'SEALED' // lock released, waiting for Commit or ResumeAfterAbort
   | 'RESUMING'
   | 'SHUTTING_DOWN'
+  | 'JOB_RUNNING' // a maintenance task runs in the app (JobStart); JobCancel / ProbeRequest accepted
   | 'COMMITTED'; // point of no return: exiting
+
+/** A maintenance task in flight (JobStart → JobDone). */
+interface RunningJob {
+  id: string;
+  task: string;
+  startedAt: number;
+  /** Settles when the app's task returned (the JobDone was sent, if the session lives). */
+  done: Promise<void>;
+  cancelRequested: boolean;
+  /** Its session was lost: nothing about it is sent any more (another session may be a handoff). */
+  abandoned: boolean;
+  /** Newest progress not yet sent, and when the last one went out (JobProgress is throttled). */
+  pending: JobProgressNote | undefined;
+  lastSentAt: number;
+  timer: NodeJS.Timeout | undefined;
+}
+
+/** JobProgress at most this often; the newest snapshot wins. */
+const PROGRESS_MIN_INTERVAL_MS = 200;
+/** After losing the supervisor mid-job: when to log that the cancelled task still runs. */
+const JOB_ABANDON_WAIT_MS = 5_000;
+/** The app's main thread must answer a probe request within this (a blocked main thread cannot run probes). */
+const PROBE_RPC_TIMEOUT_MS = 1_000;
+
+/** What the app's main thread answers to runTask (it never throws). */
+export interface TaskOutcome {
+  outcome: 'succeeded' | 'failed' | 'cancelled';
+  result: string;
+  error?: string;
+}
 
 /** How long a re-take of the lock waits per attempt while a live successor still holds it. */
 const RELOCK_ATTEMPT_MS = 5_000;
@@ -33,8 +64,13 @@ export class Incumbent implements Machine<IncumbentState> {
   handoffId: string | undefined;
   private server: net.Server | undefined;
   private session: ControlChannel | undefined;
+  /** Settles when the current session's clean-up (supervisorLost) is over. */
+  private sessionOver: Promise<void> | undefined;
+  job: RunningJob | undefined;
 
-  constructor(readonly ctx: AgentContext) {}
+  constructor(readonly ctx: AgentContext) {
+    ctx.onJobProgress = (p) => this.jobProgress(p);
+  }
 
   /**
    * Binds the control path atomically: listen on a temporary name, restrict it to
@@ -60,12 +96,17 @@ export class Incumbent implements Machine<IncumbentState> {
 
   private async accept(socket: net.Socket): Promise<void> {
     const ch = new ControlChannel(socket, { peer: 'supervisor', log: this.ctx.log, livenessMs: this.ctx.livenessMs });
+    // The previous session already failed (the supervisor closed it, e.g. after JobDone) and is
+    // only cleaning up: wait for that instead of answering E_BUSY to the next session.
+    if (this.session?.failed && this.sessionOver) await this.sessionOver;
     if (this.session || this.state !== 'SERVING') {
       ch.send({ type: 'Error', code: 'E_BUSY', message: `another supervisor connection is active (state ${this.state})` });
       ch.close('busy');
       return;
     }
     this.session = ch;
+    let over!: () => void;
+    this.sessionOver = new Promise<void>((r) => (over = r));
     let ended: BatonError;
     try {
       crashPoint(this.ctx.crash, 'incumbent.on_hello');
@@ -81,13 +122,24 @@ export class Incumbent implements Machine<IncumbentState> {
     }
     ch.close('session over');
     this.session = undefined;
-    await this.supervisorLost(ended);
+    try {
+      await this.supervisorLost(ended);
+    } finally {
+      over();
+    }
   }
 
   /** The supervisor connection ended; what that means depends on how far the handoff got. */
   private async supervisorLost(reason: BatonError): Promise<void> {
     const state = this.state;
     if (state === 'COMMITTED' || state === 'SHUTTING_DOWN') return;
+    if (state === 'JOB_RUNNING') {
+      // Nobody will read the outcome: stop the task (it may be an upgrade that wants the lease).
+      this.abandonJob(`supervisor connection lost: ${reason.message}`);
+      this.state = 'SERVING';
+      this.handoffId = undefined;
+      return;
+    }
     if (state === 'ATTACHED' || state === 'SERVING') {
       this.state = 'SERVING';
       this.handoffId = undefined;
@@ -134,6 +186,47 @@ export class Incumbent implements Machine<IncumbentState> {
     crashPoint(this.ctx.crash, 'incumbent.after_relock');
     await this.ctx.rpc.call('resume');
     this.ctx.log.info({ event: 'incumbent.resumed', handoffId: this.handoffId }, 'serving again after abort');
+  }
+
+  /**
+   * The session is gone while a job runs: cancel the task and serve on (a handoff may be
+   * what needs the connection). A task that ignores its signal keeps running in the app;
+   * until it returns, JobStart is answered with a failed JobDone.
+   */
+  private abandonJob(why: string): void {
+    const job = this.job;
+    if (!job) return;
+    job.abandoned = true;
+    if (job.timer) clearTimeout(job.timer);
+    job.timer = undefined;
+    this.ctx.log.warn({ event: 'incumbent.job_abandoned', jobId: job.id, task: job.task, reason: why }, 'cancelling the running job');
+    this.ctx.rpc.notify('cancelTask', { jobId: job.id, reason: why });
+    const timer = setTimeout(() => {
+      if (this.job === job) this.ctx.log.error({ event: 'incumbent.job_ignores_cancel', jobId: job.id, task: job.task }, `task ${job.task} still runs ${JOB_ABANDON_WAIT_MS} ms after its cancellation`);
+    }, JOB_ABANDON_WAIT_MS);
+    timer.unref();
+  }
+
+  /** Progress from the app's main thread: forwarded as JobProgress, at most every 200 ms (newest wins). */
+  jobProgress(p: JobProgressNote): void {
+    const job = this.job;
+    if (!job || p.jobId !== job.id || job.abandoned) return;
+    job.pending = p;
+    const wait = job.lastSentAt + PROGRESS_MIN_INTERVAL_MS - Date.now();
+    if (wait <= 0) this.flushProgress(job);
+    else job.timer ??= setTimeout(() => this.flushProgress(job), wait);
+  }
+
+  flushProgress(job: RunningJob): void {
+    if (job.timer) clearTimeout(job.timer);
+    job.timer = undefined;
+    const p = job.pending;
+    if (!p || job.abandoned) return;
+    job.pending = undefined;
+    job.lastSentAt = Date.now();
+    const counters: Record<string, bigint> = {};
+    for (const [k, v] of Object.entries(p.counters ?? {})) if (k !== '__proto__') counters[k] = u64(v);
+    this.send({ type: 'JobProgress', jobId: job.id, done: u64(p.done), total: u64(p.total), counters });
   }
 
   send(msg: Parameters<ControlChannel['send']>[0]): void {
@@ -219,6 +312,8 @@ async function onShutdown(inc: Incumbent, msg: MessageOf<'Shutdown'>): Promise<v
   const { ctx } = inc;
   inc.state = 'SHUTTING_DOWN';
   ctx.log.info({ event: 'incumbent.shutdown', reason: msg.reason, timeoutMs: msg.timeoutMs }, 'shutting down');
+  // Lifecycle notice to the app (ordered before the drain call on the same port).
+  ctx.rpc.notify('lifecycle', { event: 'shutdown-requested', reason: msg.reason, timeoutMs: msg.timeoutMs });
   try {
     await ctx.rpc.call<DrainResult>('drain', { deadlineMs: Date.now() + msg.timeoutMs / 2 });
     await ctx.rpc.call<SealResult>('seal');
@@ -241,8 +336,81 @@ async function onStrayCommit(inc: Incumbent, msg: MessageOf<'Commit'>): Promise<
   );
 }
 
+/**
+ * JobStart: the task runs in the app's main thread (RPC); this handler returns at once so
+ * the session keeps reading (JobCancel, ProbeRequest). JobDone goes out when it ends.
+ */
+async function onJobStart(inc: Incumbent, msg: MessageOf<'JobStart'>): Promise<void> {
+  const { ctx } = inc;
+  const previous = inc.job;
+  if (previous) {
+    // A task whose session was lost (and which ignores its cancellation) still runs.
+    inc.send({ type: 'JobDone', jobId: msg.jobId, outcome: 'failed', durationMs: 0n, result: 'null', error: `task ${previous.task} (job ${previous.id}) is still running in the app after its cancellation` });
+    return;
+  }
+  inc.state = 'JOB_RUNNING';
+  const startedAt = Date.now();
+  ctx.log.info({ event: 'incumbent.job_start', jobId: msg.jobId, task: msg.task, urgency: msg.urgency, reason: msg.reason }, `running task ${msg.task}`);
+  let params: unknown = {};
+  try {
+    params = JSON.parse(msg.params || '{}');
+  } catch {
+    // reported below as a failed job
+    params = undefined;
+  }
+  const running = params === undefined || typeof params !== 'object' || params === null || Array.isArray(params)
+    ? Promise.resolve<TaskOutcome>({ outcome: 'failed', result: 'null', error: `JobStart.params: expected JSON text of an object (got ${JSON.stringify(msg.params.slice(0, 80))})` })
+    : ctx.rpc.call<TaskOutcome>('runTask', { jobId: msg.jobId, task: msg.task, urgency: msg.urgency, reason: msg.reason, params });
+  const job: RunningJob = { id: msg.jobId, task: msg.task, startedAt, done: Promise.resolve(), cancelRequested: false, abandoned: false, pending: undefined, lastSentAt: 0, timer: undefined };
+  job.done = running
+    .catch((err: unknown): TaskOutcome => ({ outcome: 'failed', result: 'null', error: errorMessage(err) }))
+    .then((r) => {
+      const current = inc.job === job;
+      if (current) inc.flushProgress(job);
+      if (current) inc.job = undefined;
+      const durationMs = BigInt(Date.now() - startedAt);
+      ctx.log.info({ event: 'incumbent.job_done', jobId: job.id, task: job.task, outcome: r.outcome, durationMs: Number(durationMs), error: r.error }, `task ${job.task} ${r.outcome}`);
+      if (current && !job.abandoned && inc.state === 'JOB_RUNNING') {
+        inc.state = 'ATTACHED';
+        inc.send({ type: 'JobDone', jobId: job.id, outcome: r.outcome, durationMs, result: typeof r.result === 'string' ? r.result : 'null', ...(r.error !== undefined && { error: r.error.slice(0, 4096) }) });
+      }
+    });
+  inc.job = job;
+}
+
+async function onJobCancel(inc: Incumbent, msg: MessageOf<'JobCancel'>): Promise<void> {
+  const job = inc.job;
+  // A cancel that crossed the JobDone (or names another job) has nothing to stop.
+  if (!job || job.id !== msg.jobId || job.cancelRequested) return;
+  job.cancelRequested = true;
+  inc.ctx.log.info({ event: 'incumbent.job_cancel', jobId: job.id, reason: msg.reason }, `cancelling task ${job.task}`);
+  inc.ctx.rpc.notify('cancelTask', { jobId: job.id, reason: msg.reason });
+}
+
+/** Runs the app's probes (its main thread enforces the 10 ms per probe; a blocked main thread is UNKNOWN here). */
+async function onProbeRequest(inc: Incumbent, msg: MessageOf<'ProbeRequest'>): Promise<void> {
+  const asked = inc.ctx.rpc.call<unknown[]>('probes');
+  asked.catch(() => undefined);
+  const probes = await Promise.race([
+    asked.catch((err: unknown) => [{ name: 'app', status: 'UNKNOWN', message: `probe runner failed: ${errorMessage(err)}` }]),
+    sleep(PROBE_RPC_TIMEOUT_MS).then(() => [{ name: 'app', status: 'UNKNOWN', message: `the app's main thread did not answer the probe request within ${PROBE_RPC_TIMEOUT_MS} ms (blocked?)` }]),
+  ]);
+  let text = JSON.stringify(probes);
+  if (text.length > 512 * 1024) text = JSON.stringify([{ name: 'app', status: 'UNKNOWN', message: `probe report too large (${text.length} bytes)` }]);
+  inc.send({ type: 'ProbeReport', requestId: msg.requestId, probes: text });
+}
+
+async function onStartupCompleted(inc: Incumbent, msg: MessageOf<'StartupCompleted'>): Promise<void> {
+  inc.ctx.rpc.notify('lifecycle', { event: 'startup-completed', durationMs: Number(msg.durationMs), components: msg.components });
+}
+
 export const INCUMBENT_TRANSITIONS: Transitions<IncumbentState, Incumbent> = {
+  JOB_RUNNING: { JobCancel: onJobCancel, ProbeRequest: onProbeRequest },
   ATTACHED: {
+    JobStart: onJobStart,
+    JobCancel: onJobCancel,
+    ProbeRequest: onProbeRequest,
+    StartupCompleted: onStartupCompleted,
     PrepareHandoff: onPrepare,
     Shutdown: onShutdown,
     ResumeAfterAbort: onResumeIdle,
@@ -252,3 +420,14 @@ export const INCUMBENT_TRANSITIONS: Transitions<IncumbentState, Incumbent> = {
   DRAINED: { SealRequest: onSealRequest, ResumeAfterAbort: onResume, Abort: onResume },
   SEALED: { Commit: onCommit, ResumeAfterAbort: onResume, Abort: onResume },
 };
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}
+
+/** A progress figure from the app as u64 (negative or non-finite: 0). */
+function u64(v: unknown): bigint {
+  if (typeof v === 'bigint') return v < 0n ? 0n : v;
+  const n = Number(v);
+  return Number.isFinite(n) && n > 0 ? BigInt(Math.min(Math.trunc(n), Number.MAX_SAFE_INTEGER)) : 0n;
+}

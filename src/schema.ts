@@ -39,6 +39,7 @@ export interface MessageSpec {
 }
 
 const handoffId = { kind: 'str', doc: 'Handoff id assigned by the supervisor in HelloAck' } as const;
+const jobId = { kind: 'str', doc: 'Job id assigned by the supervisor (one job per control connection)' } as const;
 
 export const SCHEMA = {
   Hello: {
@@ -50,6 +51,11 @@ export const SCHEMA = {
       buildId: { kind: 'bin', doc: 'Opaque build identifier of the sender (e.g. a git sha)' },
       protoMin: { kind: 'u32', doc: 'Lowest protocol version the sender speaks' },
       protoMax: { kind: 'u32', doc: 'Highest protocol version the sender speaks' },
+      features: {
+        kind: 'strlist',
+        optional: true,
+        doc: 'What the app implements beyond handoffs: "jobs" (JobStart/JobCancel), "probes" (ProbeRequest), "lifecycle" (StartupCompleted). Absent: none; the supervisor sends those messages only to an app that lists them',
+      },
     },
   },
   HelloAck: {
@@ -176,6 +182,67 @@ export const SCHEMA = {
     fields: {
       reason: { kind: 'str', doc: 'graceful | signal | admin | error' },
       timeoutMs: { kind: 'u32', doc: 'Time allowed before the supervisor kills the process' },
+    },
+  },
+  JobStart: {
+    from: ['S'],
+    doc: 'Supervisor asks the attached incumbent (ATTACHED, on a connection of its own) to run a maintenance task. The incumbent answers JobProgress* then JobDone; heartbeats go on meanwhile.',
+    fields: {
+      jobId,
+      task: { kind: 'str', doc: 'Task type the app registered (e.g. "compaction")' },
+      urgency: { kind: 'enum', values: ['low', 'normal', 'high', 'critical'], doc: 'How urgent the request is (advisory for the app; the supervisor uses it for the lease policy)' },
+      reason: { kind: 'str', doc: 'Why the job runs (free text, for the app and its logs)' },
+      params: { kind: 'str', doc: 'Task parameters: JSON text of an object ("{}" when none)' },
+    },
+  },
+  JobProgress: {
+    from: ['I'],
+    doc: 'Progress snapshot of the running job (the newest one replaces the previous; sent at most every 200 ms).',
+    fields: {
+      jobId,
+      done: { kind: 'u64', doc: 'Units done so far' },
+      total: { kind: 'u64', doc: 'Units to do in all (0: unknown)' },
+      counters: { kind: 'revmap', doc: 'Task-specific counters, name to u64 (e.g. bytesReclaimed); same encoding as a revmap' },
+    },
+  },
+  JobDone: {
+    from: ['I'],
+    doc: 'The job ended. The incumbent is ATTACHED again; the supervisor closes the connection.',
+    fields: {
+      jobId,
+      outcome: { kind: 'enum', values: ['succeeded', 'failed', 'cancelled'], doc: 'How the task ended (cancelled: it stopped after JobCancel)' },
+      durationMs: { kind: 'u64', doc: 'Time the task ran in the app, milliseconds' },
+      result: { kind: 'str', doc: 'The task\'s result summary: JSON text ("null" when none)' },
+      error: { kind: 'str', optional: true, doc: 'Why it failed or how it was cancelled' },
+    },
+  },
+  JobCancel: {
+    from: ['S'],
+    doc: 'Supervisor asks the incumbent to stop the running job (the task sees its abort signal). Answered by JobDone; ignored when that job is already done.',
+    fields: { jobId, reason: { kind: 'str', doc: 'Why the job is cancelled' } },
+  },
+  ProbeRequest: {
+    from: ['S'],
+    doc: 'Supervisor asks the attached incumbent for its health probes (also allowed while a job runs).',
+    fields: { requestId: { kind: 'str', doc: 'Echoed in ProbeReport' } },
+  },
+  ProbeReport: {
+    from: ['I'],
+    doc: 'Answer to ProbeRequest.',
+    fields: {
+      requestId: { kind: 'str', doc: 'requestId of the ProbeRequest' },
+      probes: {
+        kind: 'str',
+        doc: 'JSON text of an array of {name, status: OK|DEGRADED|CRITICAL|UNKNOWN, message, details?, ms}; a probe that threw or answered after 10 ms is UNKNOWN with the reason',
+      },
+    },
+  },
+  StartupCompleted: {
+    from: ['S'],
+    doc: 'Lifecycle notice to the attached incumbent: the node finished starting (supervisor, listeners, app, admin). No answer.',
+    fields: {
+      durationMs: { kind: 'u64', doc: 'Supervisor start to serving, milliseconds' },
+      components: { kind: 'strlist', doc: 'What was started, in order' },
     },
   },
   Error: {
