@@ -12,7 +12,7 @@ import { errorMessage } from './errors.js';
 import { lockHolder } from './lock.js';
 import type { MessageOf } from './schema.js';
 import type { HandoffResult, SupervisorPhase } from './supervisor.js';
-import { Harness, httpRequest, type AppProbe, type HarnessOptions, type ProbeRequest } from './testing-harness.js';
+import { Harness, httpRequest, PROBE_TIMEOUT_MS, type AppProbe, type HarnessOptions, type ProbeRequest } from './testing-harness.js';
 
 /** The rules, with what each one means. */
 export const CONFORMANCE_RULES = {
@@ -74,9 +74,7 @@ export async function checkDrainableConformance(options: ConformanceOptions): Pr
   const want = new Set(options.rules ?? CONFORMANCE_RULE_NAMES);
   const found: Partial5 = {};
   const ctx: Ctx = { drainGraceMs: options.drainGraceMs ?? 1_500, sealWindowMs: options.sealWindowMs ?? 500, n: 0 };
-  // The scenarios provoke aborts and dead lock holders on purpose: the apps' warnings about them are noise here.
-  const env = { BATON_LOG_LEVEL: process.env.BATON_LOG_LEVEL ?? 'error', ...options.env };
-  const h = new Harness({ ...options, env, restart: { enabled: false } });
+  const h = new Harness({ ...options, restart: { enabled: false } });
   const scenarios: [ConformanceRule[], () => Promise<Partial5>][] = [
     [['drain-stops-accepting', 'drain-reports-honestly', 'readiness-reports-sealed-revisions'], () => committedHandoff(h, ctx)],
     [['nothing-written-after-seal'], () => sealWindow(h, ctx)],
@@ -128,7 +126,8 @@ async function committedHandoff(h: Harness, ctx: Ctx): Promise<Partial5> {
   let afterDrain: Promise<{ pid?: number | undefined; err?: string }> | undefined;
   const onDrained = (msg: MessageOf<'Drained'>): void => {
     drained = { msg, at: Date.now() };
-    afterDrain = h.probe.pid(h.url).then(
+    // It waits in the backlog until the successor serves: allow the rest of the handoff.
+    afterDrain = h.probe.pid(h.url, 60_000).then(
       (pid) => ({ pid }),
       (err: unknown) => ({ err: errorMessage(err) }),
     );
@@ -243,7 +242,8 @@ async function aborts(h: Harness, ctx: Ctx): Promise<Partial5> {
       run: async () => {
         // A mid-request connection keeps the drain busy for its whole grace, so the kill lands in it.
         const stuck = await HeldConn.midRequest(h.url, h.probe, `conformance-stuck-${ctx.n++}`, h.probe.writeRequest('conformance-probe', '').path);
-        const kill = h.waitForPhase('draining').then(() => h.signal('successor', 'SIGKILL'));
+        const kill = h.signalAt('draining', 'successor', 'SIGKILL');
+        kill.catch(() => undefined);
         const result = await h.handoff({ drainGraceMs: ctx.drainGraceMs });
         await kill.catch(() => undefined);
         stuck.destroy();
@@ -283,7 +283,7 @@ async function servesAgain(h: Harness, pid: number, acked: Map<string, string>):
   let why = '';
   for (;;) {
     const holder = await lockHolder(h.dataDir).catch(() => undefined);
-    const answering = await h.probe.pid(h.url).catch((err: unknown) => errorMessage(err));
+    const answering = await h.probe.pid(h.url, PROBE_TIMEOUT_MS).catch((err: unknown) => errorMessage(err));
     if (!holder?.alive || holder.owner.pid !== pid) why = `the data-dir lock is held by ${holder ? `pid ${holder.owner.pid}${holder.alive ? '' : ' (dead)'}` : 'nobody'}, not the incumbent (pid ${pid})`;
     else if (typeof answering === 'string') why = `nobody answers: ${answering}`;
     else if (answering !== undefined && answering !== pid) why = `pid ${answering} answers, not the incumbent (pid ${pid})`;

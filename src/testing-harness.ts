@@ -15,7 +15,7 @@ import { bindListener, parseListenAddress, type HeldListener } from './listeners
 import { lockHolder } from './lock.js';
 import { createLogger } from './log.js';
 import { Supervisor, type HandoffResult, type HandoffSpec, type RestartPolicy, type SupervisorPhase, type Timeouts } from './supervisor.js';
-import { killTagged, killTaggedSync, newTag, TEST_TAG_ENV, taggedProcesses, type TaggedProcess } from './testing-procs.js';
+import { killTagged, killTaggedSync, newTag, TEST_TAG_ENV, taggedProcesses, taggedProcessesSync, type TaggedProcess } from './testing-procs.js';
 
 // ---------------------------------------------------------------- talking to the app
 
@@ -25,8 +25,11 @@ import { killTagged, killTaggedSync, newTag, TEST_TAG_ENV, taggedProcesses, type
  * fixtures/primitive and fixtures/kv); override what differs.
  */
 export interface AppProbe {
-  /** Pid of the process that answered a fresh connection, or undefined if the app cannot tell (then only "it answers" is checked). Throws if nobody answers. */
-  pid(url: string): Promise<number | undefined>;
+  /**
+   * Pid of the process that answers a fresh connection, or undefined if the app cannot
+   * tell (then only "it answers" is checked). Throws if nobody answers within `timeoutMs`.
+   */
+  pid(url: string, timeoutMs: number): Promise<number | undefined>;
   /** The HTTP request that writes `value` under `key` (a 2xx answer = acknowledged). */
   writeRequest(key: string, value: string): ProbeRequest;
   /** Reads `key` back: its value, or undefined when it is missing. */
@@ -42,8 +45,8 @@ export interface ProbeRequest {
 }
 
 export const DEFAULT_PROBE: AppProbe = {
-  async pid(url) {
-    const r = await httpRequest(url, { method: 'GET', path: '/healthz', body: '' });
+  async pid(url, timeoutMs) {
+    const r = await httpRequest(url, { method: 'GET', path: '/healthz', body: '' }, timeoutMs);
     if (r.status < 200 || r.status > 299) throw new Error(`GET /healthz answered ${r.status}`);
     const pid = (JSON.parse(r.body) as { pid?: unknown }).pid;
     return typeof pid === 'number' ? pid : undefined;
@@ -102,6 +105,7 @@ export interface HarnessOptions {
 }
 
 export type Role = 'incumbent' | 'successor';
+export type Signal = 'SIGKILL' | 'SIGSTOP' | 'SIGCONT' | 'SIGTERM';
 
 export interface CrashHandoff {
   /** The handoff the crash happened in. */
@@ -131,6 +135,9 @@ export class InvariantViolation extends Error {
     this.name = 'InvariantViolation';
   }
 }
+
+/** A serving app answers a fresh connection in milliseconds; nobody serving means the backlog holds it forever. */
+export const PROBE_TIMEOUT_MS = 3_000;
 
 /** Points only reached when the handoff aborts: the kit provokes the abort (see handoffWithCrash). */
 const NEEDS_ABORT_AFTER_SEAL = new Set<CrashPoint>(['incumbent.on_resume', 'incumbent.after_relock']);
@@ -183,7 +190,8 @@ export class Harness {
       listeners: [this.listener],
       dataDir: this.dataDir,
       stateDir: this.stateDir,
-      env: { ...process.env, BATON_LOG_LEVEL: process.env.BATON_LOG_LEVEL ?? 'warn', ...options.env, [TEST_TAG_ENV]: this.tag },
+      // Apps log at 'error' unless asked: the crashes and aborts a test provokes make warnings expected.
+      env: { ...process.env, BATON_LOG_LEVEL: process.env.BATON_LOG_LEVEL ?? 'error', ...options.env, [TEST_TAG_ENV]: this.tag },
       timeouts: options.timeouts,
       restart: { baseMs: 100, ...options.restart },
       appStdout: options.appStdout ?? 'ignore',
@@ -289,29 +297,64 @@ export class Harness {
   }
 
   /** Pids of the serving incumbent and, during a handoff, the successor. */
-  async pids(): Promise<{ incumbent?: number; successor?: number }> {
+  pids(): { incumbent?: number; successor?: number } {
     const incumbent = this.supervisor.incumbent?.alive ? this.supervisor.incumbent.pid : undefined;
     const next = String(this.supervisor.generation + 1);
-    const successor = (await this.appProcesses()).find((p) => p.env.BATON_GENERATION === next && p.pid !== incumbent)?.pid;
+    // Direct children only: an app's own helpers inherit its env, generation included.
+    const successor = taggedProcessesSync(this.tag).find((p) => p.ppid === process.pid && p.env.BATON_GENERATION === next && p.pid !== incumbent)?.pid;
     return { ...(incumbent !== undefined && { incumbent }), ...(successor !== undefined && { successor }) };
   }
 
   /**
-   * Sends `signal` to the incumbent or the successor (usually after waitForPhase);
-   * returns the pid. Processes stopped with SIGSTOP are continued by close().
+   * Sends `signal` to the incumbent or the successor now; returns the pid. Processes
+   * stopped with SIGSTOP are continued by close(). To hit a phase exactly, use
+   * signalAt: phases can last only milliseconds, so a signal sent after
+   * `await waitForPhase(...)` may land a phase or two later.
    */
-  async signal(role: Role, signal: 'SIGKILL' | 'SIGSTOP' | 'SIGCONT' | 'SIGTERM'): Promise<number> {
-    const pid = (await this.pids())[role];
-    if (pid === undefined) throw new BatonError('E_NO_PROCESS', `no ${role} is running${role === 'successor' ? ' (signal it during a handoff, e.g. after waitForPhase)' : ''}`);
+  signal(role: Role, signal: Signal): number {
+    const pid = this.pids()[role];
+    if (pid === undefined) throw new BatonError('E_NO_PROCESS', `no ${role} is running${role === 'successor' ? ' (a successor exists during a handoff, from the hello phase on)' : ''}`);
     process.kill(pid, signal);
     if (signal === 'SIGSTOP') this.stopped.add(pid);
     if (signal === 'SIGCONT' || signal === 'SIGKILL') this.stopped.delete(pid);
     return pid;
   }
 
+  /**
+   * Sends `signal` to `role` the moment the running (or next) handoff enters `phase`
+   * — synchronously, before the supervisor does anything in that phase. Resolves with
+   * the pid; rejects if that role has no process then, or after `timeoutMs`.
+   *
+   *   const killed = h.signalAt('sealing', 'incumbent', 'SIGKILL');
+   *   const result = await h.handoff();
+   *   await killed;
+   */
+  signalAt(phase: SupervisorPhase, role: Role, signal: Signal, timeoutMs = 30_000): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const onPhase = (p: SupervisorPhase): void => {
+        if (p !== phase) return;
+        done();
+        try {
+          resolve(this.signal(role, signal));
+        } catch (err) {
+          reject(err as Error);
+        }
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new BatonError('E_TIMEOUT', `phase ${phase} not reached in ${timeoutMs} ms; ${signal} not sent`));
+      }, timeoutMs);
+      const done = (): void => {
+        clearTimeout(timer);
+        this.supervisor.off('phase', onPhase);
+      };
+      this.supervisor.on('phase', onPhase);
+    });
+  }
+
   /** Pid that answers on the listener now (probe.pid). */
-  servingPid(): Promise<number | undefined> {
-    return this.probe.pid(this.url);
+  servingPid(timeoutMs = PROBE_TIMEOUT_MS): Promise<number | undefined> {
+    return this.probe.pid(this.url, timeoutMs);
   }
 
   /**
@@ -357,14 +400,14 @@ export class Harness {
     if (!incumbent?.alive) violations.push('the supervisor has no live incumbent');
     else if (holderPid !== undefined && incumbent.pid !== holderPid) violations.push(`the supervisor's incumbent is pid ${incumbent.pid}, but pid ${holderPid} holds the lock`);
     try {
-      const answering = await this.probe.pid(this.url);
+      const answering = await this.probe.pid(this.url, PROBE_TIMEOUT_MS);
       if (answering !== undefined && holderPid !== undefined && answering !== holderPid) {
         violations.push(`pid ${answering} answers on the listener, but pid ${holderPid} holds the lock`);
       }
     } catch (err) {
       violations.push(`nobody answers on the listener (${this.url}): ${errorMessage(err)}`);
     }
-    const procs = await this.appProcesses(true);
+    const procs: TaggedProcess[] = await taggedProcesses(this.tag);
     const keep = new Set<number>(holderPid === undefined ? [] : [holderPid]);
     // The holder's own children (helpers it spawned) are its business.
     for (let grew = true; grew; ) {
@@ -378,11 +421,6 @@ export class Harness {
     return { violations, holderPid };
   }
 
-  /** App processes of this harness: direct children of this process (all = any tagged process). */
-  private async appProcesses(all = false): Promise<TaggedProcess[]> {
-    const procs = await taggedProcesses(this.tag);
-    return all ? procs : procs.filter((p) => p.ppid === process.pid);
-  }
 
   /**
    * Stops everything this harness started and removes its temp dir: continues stopped

@@ -6,13 +6,13 @@
  *
  * - `createHarness({ command })`: your app under a real Supervisor in a temp dir on a
  *   free 127.0.0.1 port; `handoff`, `handoffWithCrash(point)`, `waitForPhase`,
- *   `signal(role, sig)`, `checkInvariants({ readBack })`, `close()`.
+ *   `signalAt(phase, role, sig)`, `signal(role, sig)`, `checkInvariants({ readBack })`, `close()`.
  * - `checkDrainableConformance({ command })`: the Drainable contract, rule by rule.
  * - `CRASH_POINTS`: every named crash point with its meaning.
  * Linux only (process checks read /proc). See README "Testing your app with baton/testing".
  */
 export { createHarness, Harness, InvariantViolation, DEFAULT_PROBE, httpRequest } from './testing-harness.js';
-export type { HarnessOptions, AppProbe, ProbeRequest, Role, CrashHandoff, InvariantOptions, InvariantReport } from './testing-harness.js';
+export type { HarnessOptions, AppProbe, ProbeRequest, Role, Signal, CrashHandoff, InvariantOptions, InvariantReport } from './testing-harness.js';
 export { checkDrainableConformance, CONFORMANCE_RULES, CONFORMANCE_RULE_NAMES } from './testing-conformance.js';
 export type { ConformanceOptions, ConformanceReport, ConformanceRule, RuleResult } from './testing-conformance.js';
 export { CRASH_POINTS, CRASH_POINT_NAMES } from './crashpoints.js';
