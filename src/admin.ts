@@ -30,6 +30,8 @@ export interface AdminRequest {
   query: URLSearchParams;
   body: Record<string, unknown>;
   who: Requester;
+  /** Path parameters of a pattern route ("GET /v1/jobs/:id" → {id}). */
+  params: Record<string, string>;
 }
 
 export interface AdminReply {
@@ -57,7 +59,7 @@ export interface AdminServerOptions {
   socketPath: string;
   auditPath: string;
   log: Logger;
-  /** Routes: "GET /v1/status" → handler. */
+  /** Routes: "GET /v1/status" → handler; a segment ":name" matches any one segment (req.params.name). */
   routes: Record<string, AdminHandler>;
 }
 
@@ -120,9 +122,9 @@ export class AdminServer {
     let reply: AdminReply;
     let body: Record<string, unknown> = {};
     try {
-      const handler = this.opts.routes[`${method} ${url.pathname}`];
+      const { handler, params } = this.route(method, url.pathname);
       if (!handler) {
-        const known = Object.keys(this.opts.routes).some((r) => r.endsWith(` ${url.pathname}`));
+        const known = Object.keys(this.opts.routes).some((r) => matchPath(r.slice(r.indexOf(' ') + 1), url.pathname) !== undefined);
         reply = known
           ? errorReply(405, 'E_METHOD', `${method} is not allowed on ${url.pathname}`)
           : errorReply(404, 'E_NOT_FOUND', `no such endpoint: ${method} ${url.pathname}; known: ${Object.keys(this.opts.routes).join(', ')}`);
@@ -144,7 +146,7 @@ export class AdminServer {
               return res.destroyed || res.writableEnded;
             },
           };
-          reply = await handler({ method, path: url.pathname, query: url.searchParams, body, who }, ctx);
+          reply = await handler({ method, path: url.pathname, query: url.searchParams, body, who, params }, ctx);
         }
       }
     } catch (err) {
@@ -161,6 +163,18 @@ export class AdminServer {
     this.audit({ who, method, path: url.pathname + url.search, body, status: reply.status, result: reply.audit ?? reply.status });
   }
 
+  private route(method: string, pathname: string): { handler: AdminHandler | undefined; params: Record<string, string> } {
+    const exact = this.opts.routes[`${method} ${pathname}`];
+    if (exact) return { handler: exact, params: {} };
+    for (const [key, handler] of Object.entries(this.opts.routes)) {
+      const space = key.indexOf(' ');
+      if (key.slice(0, space) !== method) continue;
+      const params = matchPath(key.slice(space + 1), pathname);
+      if (params) return { handler, params };
+    }
+    return { handler: undefined, params: {} };
+  }
+
   /** One JSON line per admin command: when, who (claimed), what, result. */
   private audit(entry: { who: Requester; method: string; path: string; body?: unknown; status: number; result: unknown }): void {
     const line = `${toJson({ at: new Date().toISOString(), ...entry })}\n`;
@@ -170,6 +184,26 @@ export class AdminServer {
       ),
     );
   }
+}
+
+/** "/v1/jobs/:id" against "/v1/jobs/abc" → {id: "abc"}; undefined when it does not match. */
+function matchPath(pattern: string, pathname: string): Record<string, string> | undefined {
+  const p = pattern.split('/');
+  const a = pathname.split('/');
+  if (p.length !== a.length) return undefined;
+  const params: Record<string, string> = {};
+  for (let i = 0; i < p.length; i++) {
+    const seg = p[i]!;
+    if (seg.startsWith(':')) {
+      if (a[i] === '') return undefined;
+      try {
+        params[seg.slice(1)] = decodeURIComponent(a[i]!);
+      } catch {
+        return undefined;
+      }
+    } else if (seg !== a[i]) return undefined;
+  }
+  return params;
 }
 
 async function readJsonBody(req: http.IncomingMessage): Promise<{ body: Record<string, unknown> } | { error: AdminReply }> {

@@ -38,14 +38,60 @@ Commands:
   run       run a service under the supervisor (foreground, long-lived)
   upgrade   hand the service over to a freshly started process (the command is re-resolved)
   status    supervisor, app, generation, listeners, lock holder, last handoff, health
-  history   past jobs (handoffs): outcome, phases, pids, reasons
+  history   past jobs (handoffs and maintenance): outcome, phases, pids, reasons
+  maintenance run TYPE | cancel ID
+            run a maintenance task inside the app now (waits, live progress), or cancel one
+  jobs      jobs with their task, state and progress (maintenance and handoffs)
+  health    aggregated health: the app's probes and the supervisor's view
   stop      stop the app gracefully (drain, seal, exit), then the supervisor
 
 Options:
   -h, --help     help (also: baton <command> --help)
   -V, --version  print the version
 
-Exit codes: 0 ok, 1 error; upgrade: 2 aborted, 3 another handoff is running; run: 4 crash loop.`,
+Exit codes: 0 ok, 1 error; upgrade: 2 aborted, 3 another handoff or a critical
+maintenance job holds the lease; maintenance run: 2 failed, 3 skipped, 5 cancelled;
+health: 2 not OK; run: 4 crash loop.`,
+  maintenance: `Usage: baton maintenance run TYPE [options]
+       baton maintenance cancel JOB-ID [options]
+
+run: runs the maintenance task TYPE (registered by the app) inside the serving process
+now and waits for it, showing its progress. It never overlaps a handoff: while an
+upgrade runs it is SKIPPED at once (exit 3). An upgrade requested while it runs waits
+for it (up to the upgrade's --lease-wait, default 30 s), then cancels it, unless its
+urgency is critical (then the upgrade is refused).
+
+Options (run):
+  --urgency U       low | normal | high | critical (default normal)
+  --reason TEXT     why (recorded in the job and passed to the app)
+  --params JSON     task parameters, a JSON object
+  --json            print the job record (no progress)
+${TARGET_HELP}
+  -h, --help
+
+Exit codes: 0 succeeded, 2 failed, 3 skipped (lease held, stopping, no app), 5 cancelled, 1 error.`,
+  jobs: `Usage: baton jobs [options]
+
+Jobs, newest first: maintenance runs (task, state, progress, result) and handoffs.
+
+Options:
+  --json            print {"jobs": [...]}
+  --limit N         how many (default 20)
+  --kind K          only maintenance or handoff
+${TARGET_HELP}
+  -h, --help`,
+  health: `Usage: baton health [options]
+
+Aggregated health: the supervisor's own checks (the app is running, GET /healthz) and
+every probe the app registered (a probe that throws or takes over 10 ms is UNKNOWN),
+plus the supervisor's view (generation, last handoff, lock holder, lease).
+
+Options:
+  --json            print the health report
+${TARGET_HELP}
+  -h, --help
+
+Exit codes: 0 OK, 2 DEGRADED / UNKNOWN / CRITICAL, 1 error.`,
   run: `Usage: baton run [options] -- COMMAND [ARGS...]
 
 Runs COMMAND under the supervisor: binds the listeners (or adopts systemd socket
@@ -74,6 +120,8 @@ Options:
   --json            print one JSON result object (no progress)
   --deadline S      overall deadline of the handoff in seconds
   --drain-grace S   how long the old process may take to drain its connections
+  --lease-wait S    a maintenance job runs: wait this long for it, then cancel it (default 30;
+                    a critical job is not cancelled: the upgrade is refused, exit 3)
 ${TARGET_HELP}
   -h, --help
 
@@ -87,7 +135,7 @@ ${TARGET_HELP}
   -h, --help`,
   history: `Usage: baton history [options]
 
-Job history, newest first (handoffs today; maintenance runs will join it).
+Job history, newest first: handoffs and maintenance runs.
 
 Options:
   --json            print {"jobs": [...]}
@@ -176,10 +224,13 @@ async function cmdRun(args: string[]): Promise<number> {
 }
 
 async function cmdUpgrade(args: string[]): Promise<number> {
-  const v = parse('upgrade', args, { ...TARGET_OPTIONS, json: { type: 'boolean' }, deadline: { type: 'string' }, 'drain-grace': { type: 'string' } });
+  const v = parse('upgrade', args, { ...TARGET_OPTIONS, json: { type: 'boolean' }, deadline: { type: 'string' }, 'drain-grace': { type: 'string' }, 'lease-wait': { type: 'string' } });
   if (v.help) return help('upgrade');
   const deadlineS = seconds('upgrade', 'deadline', v.deadline);
   const drainGraceS = seconds('upgrade', 'drain-grace', v['drain-grace']);
+  const leaseWait = v['lease-wait'];
+  if (leaseWait !== undefined && !/^\d+(\.\d+)?$/.test(leaseWait)) throw new UsageError(`baton upgrade: --lease-wait: expected a number of seconds ≥ 0 (got ${JSON.stringify(leaseWait)})`);
+  const leaseWaitS = leaseWait === undefined ? undefined : Number(leaseWait);
   const sock = targetSocket(v);
   const tty = !v.json && process.stdout.isTTY === true;
   const started = Date.now();
@@ -191,7 +242,7 @@ async function cmdUpgrade(args: string[]): Promise<number> {
   const ticker = tty ? setInterval(render, 200) : undefined;
   let reply: ClientReply;
   try {
-    reply = await adminRequest(sock, 'POST', '/v1/upgrade', { ...(deadlineS !== undefined && { deadlineS }), ...(drainGraceS !== undefined && { drainGraceS }) }, {
+    reply = await adminRequest(sock, 'POST', '/v1/upgrade', { ...(deadlineS !== undefined && { deadlineS }), ...(drainGraceS !== undefined && { drainGraceS }), ...(leaseWaitS !== undefined && { leaseWaitS }) }, {
       onLine: (line) => {
         if (v.json) return;
         if (line.type === 'phase') phase = String(line.phase);
@@ -202,6 +253,7 @@ async function cmdUpgrade(args: string[]): Promise<number> {
         else if (line.type === 'drained') console.log(`drained: ${String(line.openConnsRemaining)} connections left open`);
         else if (line.type === 'seal') console.log(`seal progress ${String(line.done)}/${String(line.total)}`);
         else if (line.type === 'accepted') console.log(`upgrade ${String(line.jobId)} started`);
+        else if (line.type === 'lease-wait') console.log(`waiting up to ${Number(line.waitMs) / 1000} s for maintenance job ${String(line.jobId)} (the lease)`);
       },
     });
   } finally {
@@ -220,7 +272,7 @@ async function cmdUpgrade(args: string[]): Promise<number> {
   }
   if (job.state === 'SKIPPED') {
     if (!v.json) console.error(`baton upgrade: refused: ${job.reason} (${job.code})`);
-    return job.code === 'E_HANDOFF_IN_PROGRESS' ? 3 : 1;
+    return job.code === 'E_HANDOFF_IN_PROGRESS' || job.code === 'E_LEASE_HELD' ? 3 : 1;
   }
   if (!v.json) {
     console.error(`aborted: ${job.reason ?? 'unknown reason'} (${job.code ?? '-'})`);
@@ -248,10 +300,175 @@ async function cmdStatus(args: string[]): Promise<number> {
     ['listeners', s.listeners.map((l) => `${l.name}=${l.address}`).join(', ') || 'none'],
     ['lock', s.lock ? `held by pid ${s.lock.pid}${s.lock.alive ? '' : ' (DEAD)'} since ${s.lock.since}` : 'free'],
     ['last handoff', s.lastHandoff ? jobLine(s.lastHandoff) : 'none'],
+    ['maintenance', s.runningJob?.kind === 'maintenance' ? `running: ${maintenanceLine(s.runningJob)}` : s.lastMaintenance ? `last: ${maintenanceLine(s.lastMaintenance)}` : 'none'],
     ['state dir', s.supervisor.stateDir],
   ];
+  if (s.report) {
+    rows.push(['probes', s.report.status]);
+    for (const p of s.report.probes) rows.push(['', probeLine(p)]);
+  }
   for (const [k, val] of rows) console.log(`${k.padEnd(13)}${val}`);
   return 0;
+}
+
+async function cmdMaintenance(args: string[]): Promise<number> {
+  const [sub, target, ...rest] = args;
+  if (sub === undefined || sub === '-h' || sub === '--help') return help('maintenance');
+  if (sub === 'cancel') {
+    const v = parse('maintenance cancel', rest, { ...TARGET_OPTIONS, reason: { type: 'string' } });
+    if (v.help || !target) return help('maintenance');
+    const reply = await adminRequest(targetSocket(v), 'POST', `/v1/jobs/${encodeURIComponent(target)}/cancel`, v.reason ? { reason: v.reason } : {}, { timeoutMs: 10_000 });
+    if (reply.status !== 202) fail(reply);
+    console.log(`cancelling job ${(reply.body.job as JobRecord).id}`);
+    return 0;
+  }
+  if (sub !== 'run') throw new UsageError(`baton maintenance: unknown subcommand ${JSON.stringify(sub)}; expected run or cancel\nRun 'baton maintenance --help' for usage.`);
+  if (target === '-h' || target === '--help') return help('maintenance');
+  if (!target || target.startsWith('-')) throw new UsageError(`baton maintenance run: expected a task TYPE (e.g. baton maintenance run compaction)\nRun 'baton maintenance --help' for usage.`);
+  const v = parse('maintenance run', rest, { ...TARGET_OPTIONS, json: { type: 'boolean' }, urgency: { type: 'string' }, reason: { type: 'string' }, params: { type: 'string' } });
+  if (v.help) return help('maintenance');
+  const urgency = v.urgency ?? 'normal';
+  if (!['low', 'normal', 'high', 'critical'].includes(urgency)) throw new UsageError(`baton maintenance run: --urgency: expected low, normal, high or critical (got ${JSON.stringify(urgency)})`);
+  let params: unknown;
+  if (v.params !== undefined) {
+    try {
+      params = JSON.parse(v.params);
+    } catch (err) {
+      throw new UsageError(`baton maintenance run: --params: not valid JSON: ${errorMessage(err)}`);
+    }
+    if (typeof params !== 'object' || params === null || Array.isArray(params)) throw new UsageError('baton maintenance run: --params: expected a JSON object');
+  }
+  const tty = !v.json && process.stdout.isTTY === true;
+  const started = Date.now();
+  let line = 'starting';
+  const render = (): void => {
+    if (tty) process.stdout.write(`\r\x1b[2K${target}: ${line}  ${((Date.now() - started) / 1000).toFixed(1)}s`);
+  };
+  const ticker = tty ? setInterval(render, 200) : undefined;
+  let reply: ClientReply;
+  try {
+    reply = await adminRequest(targetSocket(v), 'POST', '/v1/jobs', { task: target, urgency, ...(v.reason !== undefined && { reason: v.reason }), ...(params !== undefined && { params }) }, {
+      onLine: (l) => {
+        if (v.json) return;
+        if (l.type === 'progress') line = progressText(l as unknown as Progress);
+        if (l.type === 'started') line = `running in pid ${String(l.pid)}`;
+        if (tty) return render();
+        if (l.type === 'accepted') console.log(`maintenance ${String(l.jobId)} (${target}) requested`);
+        else if (l.type === 'started') console.log(`started in pid ${String(l.pid)} (generation ${String(l.generation)})`);
+        else if (l.type === 'progress') console.log(`progress ${progressText(l as unknown as Progress)}`);
+      },
+    });
+  } finally {
+    if (ticker) clearInterval(ticker);
+    if (tty) process.stdout.write('\r\x1b[2K');
+  }
+  const job = reply.body.job as JobRecord | undefined;
+  if (!job) {
+    if (v.json) console.log(JSON.stringify(reply.body));
+    fail(reply);
+  }
+  if (v.json) console.log(JSON.stringify(job, null, 2));
+  const m = job.maintenance;
+  switch (job.state) {
+    case 'SUCCEEDED':
+      if (!v.json) console.log(`succeeded: ${target} in ${job.durationMs} ms${m?.result !== undefined && m.result !== null ? `: ${JSON.stringify(m.result)}` : ''}`);
+      return 0;
+    case 'SKIPPED':
+      if (!v.json) console.error(`baton maintenance run: skipped: ${job.reason} (${job.code})`);
+      return 3;
+    case 'CANCELLED':
+      if (!v.json) console.error(`cancelled: ${job.reason ?? 'no reason given'}`);
+      return 5;
+    default:
+      if (!v.json) console.error(`failed: ${job.reason ?? 'unknown reason'} (${job.code ?? '-'})`);
+      return 2;
+  }
+}
+
+async function cmdJobs(args: string[]): Promise<number> {
+  const v = parse('jobs', args, { ...TARGET_OPTIONS, json: { type: 'boolean' }, limit: { type: 'string' }, kind: { type: 'string' } });
+  if (v.help) return help('jobs');
+  const limit = v.limit ?? '20';
+  if (!/^\d+$/.test(limit) || Number(limit) < 1 || Number(limit) > 10_000) throw new UsageError(`baton jobs: --limit: expected an integer in 1..10000 (got ${JSON.stringify(limit)})`);
+  if (v.kind !== undefined && v.kind !== 'maintenance' && v.kind !== 'handoff') throw new UsageError(`baton jobs: --kind: expected maintenance or handoff (got ${JSON.stringify(v.kind)})`);
+  const reply = await adminRequest(targetSocket(v), 'GET', `/v1/jobs?limit=${limit}${v.kind ? `&kind=${v.kind}` : ''}`, undefined, { timeoutMs: 10_000 });
+  if (reply.status !== 200) fail(reply);
+  if (v.json) {
+    console.log(JSON.stringify(reply.body, null, 2));
+    return 0;
+  }
+  const widths = [8, 11, 12, 9, 9, 19, 9, 12, 0];
+  console.log(['JOB', 'KIND', 'TASK', 'URGENCY', 'STATE', 'STARTED', 'DURATION', 'PROGRESS', 'REASON / RESULT'].map((c, i) => c.padEnd(widths[i]!)).join(' ').trimEnd());
+  for (const j of reply.body.jobs as JobRecord[]) {
+    const m = j.maintenance;
+    const cells = [
+      j.id.slice(0, 8),
+      j.kind,
+      m?.task ?? '-',
+      m?.urgency ?? '-',
+      j.state,
+      (j.startedAt ?? j.createdAt).replace('T', ' ').slice(0, 19),
+      j.durationMs !== undefined ? `${j.durationMs}ms` : '-',
+      m?.progress ? `${m.progress.done}/${m.progress.total || '?'}` : '-',
+      j.reason ?? (m?.result !== undefined && m.result !== null ? JSON.stringify(m.result).slice(0, 80) : ''),
+    ];
+    console.log(cells.map((c, i) => c.padEnd(widths[i]!)).join(' ').trimEnd());
+  }
+  return 0;
+}
+
+async function cmdHealth(args: string[]): Promise<number> {
+  const v = parse('health', args, { ...TARGET_OPTIONS, json: { type: 'boolean' } });
+  if (v.help) return help('health');
+  const reply = await adminRequest(targetSocket(v), 'GET', '/v1/health', undefined, { timeoutMs: 10_000 });
+  if (reply.status !== 200) fail(reply);
+  const r = reply.body as unknown as HealthBody;
+  if (v.json) console.log(JSON.stringify(r, null, 2));
+  else {
+    console.log(`health       ${r.status}`);
+    for (const p of r.probes) console.log(`  ${probeLine(p)}`);
+    const sv = r.supervisor;
+    console.log(`generation   ${sv.generation}${sv.appPid ? ` (pid ${sv.appPid})` : ' (no app)'}`);
+    console.log(`lease        ${sv.lease ?? 'free'}`);
+    console.log(`lock         ${sv.lock ? `held by pid ${sv.lock.pid}${sv.lock.alive ? '' : ' (DEAD)'} since ${sv.lock.since}` : 'free'}`);
+    console.log(`last handoff ${sv.lastHandoff ? jobLine(sv.lastHandoff) : 'none'}`);
+  }
+  return r.status === 'OK' ? 0 : 2;
+}
+
+interface ProbeLine {
+  name: string;
+  status: string;
+  message: string;
+  source?: string;
+  stale?: boolean;
+  ms?: number;
+}
+interface HealthBody {
+  status: string;
+  probes: ProbeLine[];
+  supervisor: { generation: number; appPid: number | null; lease: string | null; lock: { pid: number; alive: boolean; since: string } | null; lastHandoff: JobRecord | null };
+}
+interface Progress {
+  done: number;
+  total: number;
+  counters?: Record<string, number>;
+}
+
+function progressText(p: Progress): string {
+  const pct = p.total > 0 ? ` (${Math.floor((100 * p.done) / p.total)}%)` : '';
+  const counters = Object.entries(p.counters ?? {}).map(([k, n]) => `${k}=${n}`).join(' ');
+  return `${p.done}/${p.total || '?'}${pct}${counters ? ` ${counters}` : ''}`;
+}
+
+function probeLine(p: ProbeLine): string {
+  return `${p.status.padEnd(9)}${(p.source === 'supervisor' ? `${p.name} (supervisor)` : p.name).padEnd(24)}${p.message}${p.ms !== undefined ? ` [${p.ms} ms]` : ''}${p.stale ? ' (stale: a handoff is running)' : ''}`;
+}
+
+function maintenanceLine(j: JobRecord): string {
+  const m = j.maintenance;
+  const progress = m?.progress ? ` ${progressText(m.progress)}` : '';
+  return `${m?.task ?? '?'} ${j.state} ${j.id.slice(0, 8)}${progress}${j.durationMs !== undefined ? ` in ${j.durationMs} ms` : ''}${j.reason ? `: ${j.reason}` : ''}`;
 }
 
 interface StatusBody {
@@ -265,6 +482,9 @@ interface StatusBody {
   listeners: { name: string; address: string }[];
   lock: { pid: number; alive: boolean; since: string } | null;
   lastHandoff: JobRecord | null;
+  lastMaintenance?: JobRecord | null;
+  runningJob?: JobRecord | null;
+  report?: { status: string; probes: ProbeLine[] };
 }
 
 async function cmdHistory(args: string[]): Promise<number> {
@@ -288,7 +508,7 @@ async function cmdHistory(args: string[]): Promise<number> {
       j.trigger,
       (j.startedAt ?? j.createdAt).replace('T', ' ').slice(0, 19),
       j.durationMs !== undefined ? `${j.durationMs}ms` : '-',
-      j.handoff ? `${j.handoff.oldPid ?? ''}->${j.handoff.newPid ?? ''}` : '-',
+      j.handoff ? `${j.handoff.oldPid ?? ''}->${j.handoff.newPid ?? ''}` : j.maintenance ? `${j.maintenance.task}${j.maintenance.pid ? `@${j.maintenance.pid}` : ''}` : '-',
       j.handoff ? String(j.handoff.generation) : '-',
       j.reason ?? '',
     ];
@@ -343,6 +563,9 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   upgrade: cmdUpgrade,
   status: cmdStatus,
   history: cmdHistory,
+  maintenance: cmdMaintenance,
+  jobs: cmdJobs,
+  health: cmdHealth,
   stop: cmdStop,
 };
 

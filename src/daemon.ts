@@ -8,7 +8,7 @@ import { JobStore, type JobRecord, type JobTrigger, type Requester } from './job
 import { adoptSystemdListeners, bindListeners, type HeldListener } from './listeners.js';
 import { lockHolder } from './lock.js';
 import { createLogger, type Logger } from './log.js';
-import { Supervisor, type HandoffResult, type HandoffSpec, type SupervisorPhase } from './supervisor.js';
+import { Supervisor, URGENCIES, type HandoffResult, type HandoffSpec, type JobProgressSnapshot, type JobResult, type ProbeEntry, type SupervisorPhase, type Urgency } from './supervisor.js';
 import { SupervisorMetrics } from './metrics.js';
 import { SystemdNotifier } from './systemd.js';
 
@@ -157,6 +157,11 @@ export class Daemon {
         'GET /v1/history': (req) => this.history(req),
         'POST /v1/upgrade': (req, ctx) => this.upgradeRoute(req, ctx),
         'POST /v1/stop': (req, ctx) => this.stopRoute(req, ctx),
+        'GET /v1/jobs': (req) => this.jobsRoute(req),
+        'POST /v1/jobs': (req, ctx) => this.runJobRoute(req, ctx),
+        'GET /v1/jobs/:id': (req) => this.jobRoute(req),
+        'POST /v1/jobs/:id/cancel': (req) => this.cancelJobRoute(req),
+        'GET /v1/health': () => this.healthRoute(),
       },
     });
     await this.admin.listen();
@@ -174,10 +179,13 @@ export class Daemon {
     const inc = this.sup.incumbent;
     await this.notifier?.ready(this.servingStatus(), process.pid);
     this.notifier?.startWatchdog();
+    const components = ['listeners', 'journal', 'app', 'admin'];
     this.log.info(
-      { event: 'startup.completed', durationMs: Date.now() - t0, components: ['listeners', 'journal', 'app', 'admin'], appPid: inc?.pid, generation: this.sup.generation, admin: sockPath },
+      { event: 'startup.completed', durationMs: Date.now() - t0, components, appPid: inc?.pid, generation: this.sup.generation, admin: sockPath },
       `serving generation ${this.sup.generation} (pid ${inc?.pid}); admin socket ${sockPath}`,
     );
+    // Lifecycle notice to the app (StartupCompleted), off the start-up path.
+    void this.sup.notifyStartup(Date.now() - t0, components);
   }
 
   private servingStatus(): string {
@@ -185,8 +193,9 @@ export class Daemon {
     return inc ? `serving generation ${this.sup.generation} (pid ${inc.pid})` : 'no app running';
   }
 
-  private handoffSpec(req: { deadlineS?: number | undefined; drainGraceS?: number | undefined }): HandoffSpec {
+  private handoffSpec(req: { deadlineS?: number | undefined; drainGraceS?: number | undefined; leaseWaitS?: number | undefined }): HandoffSpec {
     return {
+      ...(req.leaseWaitS !== undefined && { leaseWaitMs: req.leaseWaitS * 1000 }),
       ...(req.deadlineS !== undefined && { deadlineMs: req.deadlineS * 1000 }),
       ...(req.drainGraceS !== undefined && { drainGraceMs: req.drainGraceS * 1000 }),
     };
@@ -196,7 +205,7 @@ export class Daemon {
    * One upgrade (a handoff job). Refused at once — a SKIPPED job — when another
    * handoff runs (E_HANDOFF_IN_PROGRESS) or the supervisor is stopping (E_STOPPING).
    */
-  async upgrade(trigger: JobTrigger, who: Requester | undefined, req: { deadlineS?: number; drainGraceS?: number }, ev: UpgradeEvents = {}): Promise<JobRecord> {
+  async upgrade(trigger: JobTrigger, who: Requester | undefined, req: { deadlineS?: number; drainGraceS?: number; leaseWaitS?: number }, ev: UpgradeEvents = {}): Promise<JobRecord> {
     const job = this.jobs.create('handoff', trigger, who);
     // performHandoff enters its first phase synchronously, so `phase` tells whether one runs.
     if (this.stopPromise) return this.refused(job, new HandoffError('E_STOPPING', 'the supervisor is stopping'));
@@ -206,10 +215,11 @@ export class Daemon {
     const onPhase = (phase: string): void => ev.onEvent?.({ type: 'phase', phase, elapsedMs: Date.now() - Date.parse(job.createdAt) });
     const onDrained = (m: { openConnsRemaining: number }): void => ev.onEvent?.({ type: 'drained', openConnsRemaining: m.openConnsRemaining });
     const onSeal = (done: number, total: number): void => ev.onEvent?.({ type: 'seal', done, total });
+    const onLeaseWait = (jobId: string, waitMs: number): void => ev.onEvent?.({ type: 'lease-wait', jobId, waitMs });
     ev.onEvent?.({ type: 'accepted', jobId: job.id });
     void this.notifier?.reloading('upgrading');
     const extend = this.extendTimeouts();
-    this.sup.on('phase', onPhase).on('drained', onDrained).on('sealProgress', onSeal);
+    this.sup.on('phase', onPhase).on('drained', onDrained).on('sealProgress', onSeal).on('lease-wait', onLeaseWait);
     this.notifyPhases = true;
     const result = this.sup.performHandoff(this.handoffSpec(req));
     result.catch(() => undefined); // awaited below
@@ -221,12 +231,12 @@ export class Daemon {
         this.log.info({ event: 'daemon.upgrade_done', jobId: job.id, outcome: r.outcome, reason: r.reason }, `upgrade ${r.outcome}${r.reason ? `: ${r.reason}` : ''}`);
         return await this.jobs.finishHandoff(job, r);
       } catch (err) {
-        if (err instanceof HandoffError && err.code === 'E_HANDOFF_IN_PROGRESS') return this.refused(job, err);
+        if (err instanceof HandoffError && (err.code === 'E_HANDOFF_IN_PROGRESS' || err.code === 'E_LEASE_HELD')) return this.refused(job, err);
         return this.jobs.finish(job, 'FAILED', { code: err instanceof BatonError ? err.code : 'E_INTERNAL', reason: errorMessage(err) });
       } finally {
         clearInterval(extend);
         this.notifyPhases = false;
-        this.sup.off('phase', onPhase).off('drained', onDrained).off('sealProgress', onSeal);
+        this.sup.off('phase', onPhase).off('drained', onDrained).off('sealProgress', onSeal).off('lease-wait', onLeaseWait);
         void this.notifier?.ready(this.servingStatus());
       }
     })();
@@ -250,6 +260,99 @@ export class Daemon {
     this.log.warn({ event: 'daemon.upgrade_refused', code, reason: errorMessage(err) }, `upgrade refused: ${errorMessage(err)}`);
     job.startedAt = undefined;
     return this.jobs.finish(job, 'SKIPPED', { code, reason: errorMessage(err) });
+  }
+
+  // ---- maintenance jobs ------------------------------------------------------------
+
+  /**
+   * One maintenance run (a job of kind 'maintenance'), inside the incumbent. Lease policy
+   * (ARCHITECTURE.md "One lease"): SKIPPED at once when a handoff runs or waits, a
+   * restart is scheduled, another job runs, or the supervisor stops.
+   */
+  async runMaintenance(
+    trigger: JobTrigger,
+    who: Requester | undefined,
+    req: { task: string; urgency: Urgency; reason?: string | undefined; params?: Record<string, unknown> | undefined; schedule?: string | undefined },
+    ev: UpgradeEvents = {},
+  ): Promise<JobRecord> {
+    const job = this.jobs.create('maintenance', trigger, who);
+    job.maintenance = {
+      task: req.task,
+      urgency: req.urgency,
+      ...(req.reason && { requestReason: req.reason }),
+      ...(req.params && Object.keys(req.params).length > 0 && { params: req.params }),
+      ...(req.schedule && { schedule: req.schedule }),
+    };
+    ev.onEvent?.({ type: 'accepted', jobId: job.id, task: req.task });
+    if (this.stopPromise) return this.skipJob(job, 'E_STOPPING', 'the supervisor is stopping');
+    if (this.upgrading) return this.skipJob(job, 'E_LEASE_HELD', `lease held by ${this.sup.leaseHolder() ?? 'a handoff (an upgrade is starting)'}`);
+    let started: Promise<void> = Promise.resolve();
+    const onStart = (r: { id: string; pid: number; generation: number }): void => {
+      if (r.id !== job.id) return;
+      Object.assign(job.maintenance!, { pid: r.pid, generation: r.generation });
+      started = this.jobs.start(job);
+      ev.onEvent?.({ type: 'started', jobId: job.id, pid: r.pid, generation: r.generation });
+    };
+    const onProgress = (id: string, p: JobProgressSnapshot): void => {
+      if (id !== job.id) return;
+      job.maintenance!.progress = { done: p.done, total: p.total, counters: p.counters, at: new Date(p.at).toISOString() };
+      ev.onEvent?.({ type: 'progress', done: p.done, total: p.total, counters: p.counters });
+    };
+    this.sup.on('job-start', onStart).on('job-progress', onProgress);
+    let r: JobResult;
+    try {
+      r = await this.sup.runJob({ id: job.id, task: req.task, urgency: req.urgency, ...(req.reason !== undefined && { reason: req.reason }), ...(req.params && { params: req.params }) });
+    } finally {
+      this.sup.off('job-start', onStart).off('job-progress', onProgress);
+    }
+    await started;
+    if (r.outcome === 'skipped') return this.skipJob(job, r.code ?? 'E_LEASE_HELD', r.reason ?? 'skipped');
+    Object.assign(job.maintenance!, { result: r.result, ...(r.appDurationMs !== undefined && { appDurationMs: r.appDurationMs }) });
+    const state = r.outcome === 'succeeded' ? 'SUCCEEDED' : r.outcome === 'cancelled' ? 'CANCELLED' : 'FAILED';
+    return this.jobs.finish(job, state, { ...(r.code !== undefined && { code: r.code }), ...(r.reason !== undefined && { reason: r.reason }) });
+  }
+
+  private async skipJob(job: JobRecord, code: string, reason: string): Promise<JobRecord> {
+    this.log.warn({ event: 'daemon.job_skipped', jobId: job.id, task: job.maintenance?.task, code, reason }, `maintenance ${job.maintenance?.task} skipped: ${reason}`);
+    job.startedAt = undefined;
+    this.metrics?.jobSkipped(job.maintenance?.task ?? '-', code);
+    return this.jobs.finish(job, 'SKIPPED', { code, reason });
+  }
+
+  /** Aggregated health: the supervisor's own checks, the app's probes, the supervisor's view. */
+  async health(): Promise<HealthReport> {
+    const inc = this.sup.incumbent;
+    const probes: (ProbeEntry & { source: 'supervisor' | 'app'; stale?: boolean })[] = [];
+    if (!inc?.alive) {
+      probes.push({ name: 'app', source: 'supervisor', status: 'CRITICAL', message: 'no app running' });
+    } else {
+      const http = await probeHealth(this.listeners);
+      probes.push({ name: 'http', source: 'supervisor', status: http.status, message: http.detail, ...(http.ms !== undefined && { ms: http.ms }) });
+      const app = await this.sup.probe();
+      if (app) {
+        for (const e of app) probes.push({ ...e, source: 'app' });
+      } else if (this.sup.lastProbes) {
+        // A handoff holds the incumbent's connection: the newest answer, marked stale.
+        for (const e of this.sup.lastProbes.entries) probes.push({ ...e, source: 'app', stale: true });
+      }
+    }
+    const status = worst(probes.map((p) => p.status));
+    this.metrics?.probes(probes, status);
+    const holder = await lockHolder(this.cfg.dataDir).catch(() => undefined);
+    return {
+      status,
+      checkedAt: new Date().toISOString(),
+      probes,
+      supervisor: {
+        generation: this.sup.generation,
+        appPid: inc?.pid ?? null,
+        phase: this.sup.phase,
+        lease: this.sup.leaseHolder() ?? null,
+        lock: holder ? { pid: holder.owner.pid, alive: holder.alive, since: holder.owner.acquiredAt } : null,
+        lastHandoff: this.jobs.lastOf('handoff') ?? null,
+        runningJob: this.sup.runningJob ?? null,
+      },
+    };
   }
 
   private async recordRestart(r: HandoffResult): Promise<void> {
@@ -277,6 +380,11 @@ export class Daemon {
       lock: holder ? { pid: holder.owner.pid, alive: holder.alive, since: holder.owner.acquiredAt } : null,
       runningJob: this.jobs.running() ?? null,
       lastHandoff: this.jobs.lastOf('handoff') ?? null,
+      lastMaintenance: this.jobs.lastOf('maintenance') ?? null,
+      report: await this.health().then(
+        (r) => ({ status: r.status, probes: r.probes }),
+        (err: unknown) => ({ status: 'UNKNOWN', probes: [{ name: 'health', status: 'UNKNOWN', message: errorMessage(err) }] }),
+      ),
     };
     return { status: 200, body };
   }
@@ -289,15 +397,59 @@ export class Daemon {
   }
 
   private async upgradeRoute(req: AdminRequest, ctx: AdminContext): Promise<AdminReply> {
-    const spec: { deadlineS?: number; drainGraceS?: number } = {};
+    const spec: { deadlineS?: number; drainGraceS?: number; leaseWaitS?: number } = {};
     for (const [k, v] of Object.entries(req.body)) {
-      if (k !== 'deadlineS' && k !== 'drainGraceS') return errorReply(400, 'E_BAD_REQUEST', `"${k}": unknown field; known: deadlineS, drainGraceS`);
-      if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || v > 86_400) return errorReply(400, 'E_BAD_REQUEST', `"${k}": expected a number of seconds in (0, 86400] (got ${JSON.stringify(v)})`);
+      if (k !== 'deadlineS' && k !== 'drainGraceS' && k !== 'leaseWaitS') return errorReply(400, 'E_BAD_REQUEST', `"${k}": unknown field; known: deadlineS, drainGraceS, leaseWaitS`);
+      const min = k === 'leaseWaitS' ? 0 : Number.MIN_VALUE;
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > 86_400) return errorReply(400, 'E_BAD_REQUEST', `"${k}": expected a number of seconds in ${k === 'leaseWaitS' ? '[0' : '(0'}, 86400] (got ${JSON.stringify(v)})`);
       spec[k] = v;
     }
     const job = await this.upgrade('admin', req.who, spec, { onEvent: (line) => ctx.stream(line) });
-    const status = job.state === 'SKIPPED' ? (job.code === 'E_HANDOFF_IN_PROGRESS' ? 409 : 503) : 200;
+    const status = job.state === 'SKIPPED' ? (job.code === 'E_HANDOFF_IN_PROGRESS' || job.code === 'E_LEASE_HELD' ? 409 : 503) : 200;
     return { status, body: { type: 'result', job }, audit: { job: job.id, state: job.state, code: job.code } };
+  }
+
+  private async jobsRoute(req: AdminRequest): Promise<AdminReply> {
+    const raw = req.query.get('limit') ?? '20';
+    const limit = Number(raw);
+    if (!/^\d+$/.test(raw) || limit < 1 || limit > 10_000) return errorReply(400, 'E_BAD_REQUEST', `limit: expected an integer in 1..10000 (got ${JSON.stringify(raw)})`);
+    const kind = req.query.get('kind') ?? undefined;
+    if (kind !== undefined && kind !== 'handoff' && kind !== 'maintenance') return errorReply(400, 'E_BAD_REQUEST', `kind: expected handoff or maintenance (got ${JSON.stringify(kind)})`);
+    return { status: 200, body: { jobs: this.jobs.list(limit, kind) } };
+  }
+
+  private async jobRoute(req: AdminRequest): Promise<AdminReply> {
+    const job = this.jobs.get(req.params.id ?? '');
+    if (!job) return errorReply(404, 'E_NO_SUCH_JOB', `no job ${JSON.stringify(req.params.id)} in the history`);
+    return { status: 200, body: { job } };
+  }
+
+  /** POST /v1/jobs {task, urgency?, reason?, params?}: runs now; NDJSON progress lines, then {"type":"result","job"}. */
+  private async runJobRoute(req: AdminRequest, ctx: AdminContext): Promise<AdminReply> {
+    const known = ['task', 'urgency', 'reason', 'params'];
+    for (const k of Object.keys(req.body)) if (!known.includes(k)) return errorReply(400, 'E_BAD_REQUEST', `"${k}": unknown field; known: ${known.join(', ')}`);
+    const { task, urgency = 'normal', reason, params } = req.body as { task?: unknown; urgency?: unknown; reason?: unknown; params?: unknown };
+    if (typeof task !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(task)) return errorReply(400, 'E_BAD_REQUEST', `"task": expected a task name (1-64 of [A-Za-z0-9._-]) (got ${JSON.stringify(task)})`);
+    if (typeof urgency !== 'string' || !URGENCIES.includes(urgency as Urgency)) return errorReply(400, 'E_BAD_REQUEST', `"urgency": expected one of ${URGENCIES.join(', ')} (got ${JSON.stringify(urgency)})`);
+    if (reason !== undefined && (typeof reason !== 'string' || reason.length > 1024)) return errorReply(400, 'E_BAD_REQUEST', '"reason": expected a string of at most 1024 characters');
+    if (params !== undefined && (typeof params !== 'object' || params === null || Array.isArray(params))) return errorReply(400, 'E_BAD_REQUEST', '"params": expected a JSON object');
+    const job = await this.runMaintenance('admin', req.who, { task, urgency: urgency as Urgency, reason: reason as string | undefined, params: params as Record<string, unknown> | undefined }, { onEvent: (line) => ctx.stream(line) });
+    const status = job.state === 'SKIPPED' ? (job.code === 'E_LEASE_HELD' ? 409 : 503) : 200;
+    return { status, body: { type: 'result', job }, audit: { job: job.id, task, state: job.state, code: job.code } };
+  }
+
+  private async cancelJobRoute(req: AdminRequest): Promise<AdminReply> {
+    const job = this.jobs.get(req.params.id ?? '');
+    if (!job) return errorReply(404, 'E_NO_SUCH_JOB', `no job ${JSON.stringify(req.params.id)} in the history`);
+    if (job.kind !== 'maintenance') return errorReply(409, 'E_NOT_CANCELLABLE', `job ${job.id} is a handoff; handoffs are not cancelled (they abort on their own deadline)`);
+    if (job.state !== 'RUNNING' && job.state !== 'PENDING') return errorReply(409, 'E_NOT_RUNNING', `job ${job.id} is already ${job.state}`);
+    const reason = typeof req.body.reason === 'string' ? req.body.reason.slice(0, 1024) : 'cancelled over the admin API';
+    if (!this.sup.cancelJob(job.id, reason)) return errorReply(409, 'E_NOT_RUNNING', `job ${job.id} is not running in the app`);
+    return { status: 202, body: { cancelling: true, job }, audit: { job: job.id, cancel: true } };
+  }
+
+  private async healthRoute(): Promise<AdminReply> {
+    return { status: 200, body: await this.health() };
   }
 
   private async stopRoute(req: AdminRequest, ctx: AdminContext): Promise<AdminReply> {
@@ -378,6 +530,30 @@ export async function probeHealth(listeners: readonly HeldListener[], budgetMs =
     req.on('close', () => clearTimeout(timer));
     req.end();
   });
+}
+
+export interface HealthReport {
+  status: 'OK' | 'DEGRADED' | 'CRITICAL' | 'UNKNOWN';
+  checkedAt: string;
+  probes: (ProbeEntry & { source: 'supervisor' | 'app'; stale?: boolean })[];
+  supervisor: {
+    generation: number;
+    appPid: number | null;
+    phase: string;
+    lease: string | null;
+    lock: { pid: number; alive: boolean; since: string } | null;
+    lastHandoff: JobRecord | null;
+    runningJob: unknown;
+  };
+}
+
+const SEVERITY = { OK: 0, DEGRADED: 1, UNKNOWN: 2, CRITICAL: 3 } as const;
+
+/** The worst status (OK < DEGRADED < UNKNOWN < CRITICAL); OK for none. */
+export function worst(statuses: readonly (keyof typeof SEVERITY)[]): keyof typeof SEVERITY {
+  let w: keyof typeof SEVERITY = 'OK';
+  for (const s of statuses) if (SEVERITY[s] > SEVERITY[w]) w = s;
+  return w;
 }
 
 function loopbackFor(host: string): string {

@@ -7,8 +7,8 @@ import type { HandoffResult } from './supervisor.js';
 
 /**
  * Jobs: everything the supervisor does on request or by itself that has a start, an
- * end and an outcome. Today only handoffs (cold starts, upgrades, restarts); the
- * maintenance runs of issue 8 will be jobs of kind 'maintenance' in the same history.
+ * end and an outcome: handoffs (cold starts, upgrades, restarts) and maintenance runs
+ * (tasks run inside the incumbent), in one history.
  *
  * Lifecycle: PENDING → RUNNING → SUCCEEDED | FAILED | CANCELLED, or SKIPPED (refused
  * before it ran: another job holds the lease, outside a window, stopping).
@@ -44,6 +44,26 @@ export interface JobRecord {
   code?: string | undefined;
   /** kind 'handoff': the engine's result. */
   handoff?: HandoffSummary | undefined;
+  /** kind 'maintenance': the task, its progress (live while RUNNING) and its result. */
+  maintenance?: MaintenanceSummary | undefined;
+}
+
+export interface MaintenanceSummary {
+  task: string;
+  urgency: 'low' | 'normal' | 'high' | 'critical';
+  /** Why it was requested (free text). */
+  requestReason?: string | undefined;
+  params?: Record<string, unknown> | undefined;
+  /** Schedule that started it (trigger 'schedule'). */
+  schedule?: string | undefined;
+  /** Newest progress snapshot from the app. */
+  progress?: { done: number; total: number; counters: Record<string, number>; at: string } | undefined;
+  /** The task's result summary. */
+  result?: unknown;
+  /** How long the task ran in the app. */
+  appDurationMs?: number | undefined;
+  pid?: number | undefined;
+  generation?: number | undefined;
 }
 
 export interface HandoffSummary {
@@ -81,6 +101,8 @@ export class JobStore {
     readonly filePath: string,
     private readonly retention: Retention,
     private readonly log?: Logger,
+    /** Injectable clock (tests): epoch ms. */
+    private readonly now: () => number = Date.now,
   ) {}
 
   async load(): Promise<void> {
@@ -143,8 +165,17 @@ export class JobStore {
   }
 
   /** Newest first. */
-  list(limit = 20): JobRecord[] {
-    return this.jobs.slice(-limit).reverse();
+  list(limit = 20, kind?: JobKind): JobRecord[] {
+    const jobs = kind ? this.jobs.filter((j) => j.kind === kind) : this.jobs;
+    return jobs.slice(-limit).reverse();
+  }
+
+  /** By id, or by a unique id prefix (at least 4 characters). */
+  get(id: string): JobRecord | undefined {
+    const exact = this.jobs.find((j) => j.id === id);
+    if (exact || id.length < 4) return exact;
+    const matches = this.jobs.filter((j) => j.id.startsWith(id));
+    return matches.length === 1 ? matches[0] : undefined;
   }
 
   lastOf(kind: JobKind): JobRecord | undefined {
@@ -169,7 +200,7 @@ export class JobStore {
   }
 
   private prune(): void {
-    const minTime = Date.now() - this.retention.maxAgeS * 1000;
+    const minTime = this.now() - this.retention.maxAgeS * 1000;
     const keep = this.jobs.filter((j) => !TERMINAL_STATES.includes(j.state) || Date.parse(j.endedAt ?? j.createdAt) >= minTime);
     const finished = keep.filter((j) => TERMINAL_STATES.includes(j.state));
     const drop = new Set(finished.slice(0, Math.max(0, finished.length - this.retention.maxRecords)));

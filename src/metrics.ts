@@ -1,7 +1,9 @@
 import http from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Logger } from './log.js';
-import type { HandoffResult, Supervisor } from './supervisor.js';
+import type { HandoffResult, JobResult, Supervisor } from './supervisor.js';
+
+const PROBE_VALUE = { OK: 0, DEGRADED: 1, UNKNOWN: 2, CRITICAL: 3 } as const;
 
 /**
  * Prometheus metrics of one supervisor (`baton run --metrics HOST:PORT`), fed by the
@@ -10,6 +12,10 @@ import type { HandoffResult, Supervisor } from './supervisor.js';
 export class SupervisorMetrics {
   readonly registry = new Registry();
   private server: http.Server | undefined;
+  private readonly jobs: Counter;
+  private readonly skipped: Counter;
+  private readonly probeStatus: Gauge;
+  private readonly healthStatus: Gauge;
 
   constructor(sup: Supervisor, labels: { service: string }) {
     const registers = [this.registry];
@@ -60,8 +66,44 @@ export class SupervisorMetrics {
       duration.observe({ outcome: r.outcome }, (r.endedAt - r.startedAt) / 1000);
       for (const p of r.phases) phases.observe({ phase: p.phase }, p.ms / 1000);
     });
+    this.jobs = new Counter({ name: 'baton_jobs_total', help: 'Maintenance jobs by task type and outcome (succeeded, failed, cancelled, skipped)', labelNames: ['type', 'outcome'], registers });
+    const jobDuration = new Histogram({
+      name: 'baton_job_duration_seconds',
+      help: 'Maintenance job duration, lease taken to outcome',
+      labelNames: ['type', 'outcome'],
+      buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600],
+      registers,
+    });
+    this.skipped = new Counter({ name: 'baton_jobs_skipped_total', help: 'Maintenance runs skipped, by task type and reason code (E_LEASE_HELD, E_STOPPING, E_NO_APP, E_OUTSIDE_WINDOW)', labelNames: ['type', 'code'], registers });
+    new Gauge({
+      name: 'baton_job_running',
+      help: '1 while a maintenance job runs',
+      registers,
+      collect() {
+        this.set(sup.runningJob ? 1 : 0);
+      },
+    });
+    this.probeStatus = new Gauge({ name: 'baton_probe_status', help: 'Last status of each health probe: 0 OK, 1 DEGRADED, 2 UNKNOWN, 3 CRITICAL', labelNames: ['probe'], registers });
+    this.healthStatus = new Gauge({ name: 'baton_health_status', help: 'Aggregated health at the last check: 0 OK, 1 DEGRADED, 2 UNKNOWN, 3 CRITICAL', registers });
+    sup.on('job', (r: JobResult) => {
+      if (r.outcome === 'skipped') return this.jobSkipped(r.task, r.code ?? '-');
+      this.jobs.inc({ type: r.task, outcome: r.outcome });
+      if (r.startedAt !== undefined) jobDuration.observe({ type: r.task, outcome: r.outcome }, (r.endedAt - r.startedAt) / 1000);
+    });
     sup.on('restart-scheduled', () => restarts.inc());
     sup.on('heartbeat', (peer: string, gapMs: number) => gaps.observe({ peer }, gapMs / 1000));
+  }
+
+  /** A maintenance run refused before it ran. */
+  jobSkipped(type: string, code: string): void {
+    this.jobs.inc({ type, outcome: 'skipped' });
+    this.skipped.inc({ type, code });
+  }
+
+  /** Probe results of a health check. */
+  probes(entries: readonly { name: string; status: keyof typeof PROBE_VALUE }[], overall: keyof typeof PROBE_VALUE): void {
+    for (const e of entries) this.probeStatus.set({ probe: e.name }, PROBE_VALUE[e.status]);
+    this.healthStatus.set(PROBE_VALUE[overall]);
   }
 
   /** Serves GET /metrics on host:port; resolves once listening (rejects on bind errors). */
