@@ -360,6 +360,7 @@ interface UpgradeRun {
   /** When the command was started and when it returned (epoch ms). */
   startedAt: number;
   endedAt: number;
+  /** Client-side write blackout; ≤ 0 when this client could not resolve it (see blackoutText). */
   blackoutMs: number | undefined;
   /** Epoch ms of the last write acknowledged by the old pid and the first by the new one. */
   lastOldAck: number | undefined;
@@ -394,10 +395,7 @@ async function upgrade(n: number, load: KvLoad): Promise<UpgradeRun> {
     for (let i = 0; i < 100 && !load.acksByPid.has(newPid); i++) await sleep(50);
     const a = load.acksByPid.get(oldPid);
     const b = load.acksByPid.get(newPid);
-    // Negative when the old process's last ack and the new one's first were read in the
-    // same event-loop turn of this (busy) client: the gap was too short to resolve here.
-    const bo = load.writeBlackout(oldPid, newPid);
-    run.blackoutMs = bo === undefined ? undefined : Math.max(0, bo);
+    run.blackoutMs = load.writeBlackout(oldPid, newPid);
     run.lastOldAck = a && epoch(a.last);
     run.firstNewAck = b && epoch(b.first);
   }
@@ -421,6 +419,17 @@ interface Outcome {
 }
 
 const BAR_WIDTH = 48;
+const UNRESOLVED = 'unresolved';
+
+/**
+ * The write blackout as this client saw it. ≤ 0 means the old process's last ack and
+ * the new one's first were read in the same event-loop turn (or in reverse order) by a
+ * client too busy to tell them apart: not a measurement, so not shown as one.
+ */
+function blackoutText(ms: number | undefined): string {
+  if (ms === undefined) return 'n/a';
+  return ms > 0 ? ms1(ms) : UNRESOLVED;
+}
 
 function summary(load: KvLoad, o: Outcome): { text: string; problems: string[] } {
   const lines: string[] = [];
@@ -472,15 +481,19 @@ function summary(load: KvLoad, o: Outcome): { text: string; problems: string[] }
     const h = u.job?.handoff;
     const pids = h ? `${h.oldPid ?? '-'} → ${h.newPid ?? '-'}` : '-';
     const dur = u.job?.durationMs !== undefined ? `${u.job.durationMs} ms` : '-';
-    const bo = u.blackoutMs !== undefined ? ms1(u.blackoutMs) : u.job?.state === 'SUCCEEDED' ? 'n/a' : '-';
+    const bo = u.job?.state === 'SUCCEEDED' ? blackoutText(u.blackoutMs) : '-';
     lines.push(`  ${`${u.n}`.padEnd(9)}${String(h?.generation ?? '-').padEnd(12)}${pids.padEnd(18)}${dur.padStart(9)}${bo.padStart(17)}${u.error ? `  ${red(u.error)}` : ''}`);
   }
-  const blackouts = o.upgrades.map((u) => u.blackoutMs).filter((b): b is number => b !== undefined);
+  const blackouts = o.upgrades.map((u) => u.blackoutMs).filter((b): b is number => b !== undefined && b > 0);
+  const unresolved = o.upgrades.filter((u) => u.blackoutMs !== undefined && u.blackoutMs <= 0).length;
   const durs = o.upgrades.map((u) => u.job?.durationMs).filter((d): d is number => d !== undefined);
   if (blackouts.length) {
     lines.push(
-      `  write blackout (last write acknowledged by the old pid → first by the new): min ${ms1(Math.min(...blackouts))}, max ${ms1(Math.max(...blackouts))}, mean ${ms1(blackouts.reduce((a, b) => a + b, 0) / blackouts.length)}`,
+      `  write blackout (last write acknowledged by the old pid → first by the new${unresolved ? `; ${blackouts.length} resolved` : ''}): min ${ms1(Math.min(...blackouts))}, max ${ms1(Math.max(...blackouts))}, mean ${ms1(blackouts.reduce((a, b) => a + b, 0) / blackouts.length)}`,
     );
+  }
+  if (unresolved) {
+    lines.push(`  ${UNRESOLVED}: the old process's last acknowledgement and the new one's first reached this client in one event-loop turn (it was busy: see the client line)`);
   }
 
   // Timeline: one bar per phase, scaled to the longest handoff.
@@ -493,7 +506,7 @@ function summary(load: KvLoad, o: Outcome): { text: string; problems: string[] }
     const nameW = Math.max(11, ...withPhases.flatMap((u) => u.job!.handoff!.phases.map((p) => p.phase.length)));
     for (const u of withPhases) {
       const h = u.job!.handoff!;
-      lines.push(`  upgrade ${u.n}: generation ${h.generation}, pid ${h.oldPid ?? '-'} → ${h.newPid ?? '-'}, ${u.job!.durationMs ?? '-'} ms${u.blackoutMs !== undefined ? `, write blackout ${ms1(u.blackoutMs)}` : ''}`);
+      lines.push(`  upgrade ${u.n}: generation ${h.generation}, pid ${h.oldPid ?? '-'} → ${h.newPid ?? '-'}, ${u.job!.durationMs ?? '-'} ms${u.blackoutMs !== undefined ? `, write blackout ${blackoutText(u.blackoutMs)}` : ''}`);
       const bar = (from: number, len: number, ch: string): string => {
         const start = Math.min(BAR_WIDTH - 1, Math.max(0, Math.floor(from / perChar)));
         const width = Math.max(1, Math.min(BAR_WIDTH - start, Math.round(len / perChar)));
@@ -505,7 +518,7 @@ function summary(load: KvLoad, o: Outcome): { text: string; problems: string[] }
         at += p.ms;
       }
       const jobStart = Date.parse(u.job!.startedAt ?? u.job!.createdAt);
-      if (u.lastOldAck !== undefined && u.blackoutMs !== undefined && Number.isFinite(jobStart)) {
+      if (u.lastOldAck !== undefined && u.blackoutMs !== undefined && u.blackoutMs > 0 && Number.isFinite(jobStart)) {
         lines.push(`    ${'no writes'.padEnd(nameW)} │${bar(u.lastOldAck - jobStart, u.blackoutMs, '░')}│ ${ms1(u.blackoutMs).padStart(8)}`);
       }
     }
@@ -562,7 +575,10 @@ function cleanup(): Promise<CleanupReport> {
       if (!(await waitExit(daemon, ctx.forced ? 1_000 : 3_000))) daemon.kill('SIGKILL');
       await waitExit(daemon, 2_000);
       report.killed++;
-      if (ctx.forced) report.note = 'forced: baton run killed';
+    }
+    if (ctx.forced) {
+      report.graceful = false;
+      report.note = 'second signal: baton and its app were killed, not stopped';
     }
     if (loadStopped) await Promise.race([loadStopped, sleep(2_000)]);
     // Clients still running (an upgrade the stop waited for is over by now).
@@ -695,7 +711,7 @@ async function main(): Promise<number> {
     if (u.job?.state === 'SUCCEEDED' && h?.newPid !== undefined) {
       current = { generation: h.generation, pid: h.newPid };
       progress.print(
-        `  upgrade ${i}/${plan.upgrades}: committed, generation ${h.generation}, pid ${h.oldPid} → ${h.newPid} in ${u.job.durationMs} ms; write blackout ${u.blackoutMs !== undefined ? ms1(u.blackoutMs) : 'n/a'}`,
+        `  upgrade ${i}/${plan.upgrades}: committed, generation ${h.generation}, pid ${h.oldPid} → ${h.newPid} in ${u.job.durationMs} ms; write blackout ${blackoutText(u.blackoutMs)}`,
       );
     } else {
       progress.print(red(`  upgrade ${i}/${plan.upgrades}: ${u.error}`));
