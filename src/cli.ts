@@ -353,8 +353,7 @@ async function cmdMaintenance(args: string[]): Promise<number> {
         if (l.type === 'progress') line = progressText(l as unknown as Progress);
         if (l.type === 'started') line = `running in pid ${String(l.pid)}`;
         if (tty) return render();
-        if (l.type === 'accepted') console.log(`maintenance ${String(l.jobId)} (${target}) requested`);
-        else if (l.type === 'started') console.log(`started in pid ${String(l.pid)} (generation ${String(l.generation)})`);
+        if (l.type === 'started') console.log(`maintenance ${String(l.jobId)} (${target}) started in pid ${String(l.pid)} (generation ${String(l.generation)})`);
         else if (l.type === 'progress') console.log(`progress ${progressText(l as unknown as Progress)}`);
       },
     });

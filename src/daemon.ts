@@ -283,7 +283,7 @@ export class Daemon {
       ...(req.params && Object.keys(req.params).length > 0 && { params: req.params }),
       ...(req.schedule && { schedule: req.schedule }),
     };
-    ev.onEvent?.({ type: 'accepted', jobId: job.id, task: req.task });
+    // No line before the job starts: a refusal is then a plain 409/503 reply, not a 200 stream.
     if (this.stopPromise) return this.skipJob(job, 'E_STOPPING', 'the supervisor is stopping');
     if (this.upgrading) return this.skipJob(job, 'E_LEASE_HELD', `lease held by ${this.sup.leaseHolder() ?? 'a handoff (an upgrade is starting)'}`);
     let started: Promise<void> = Promise.resolve();
@@ -291,7 +291,7 @@ export class Daemon {
       if (r.id !== job.id) return;
       Object.assign(job.maintenance!, { pid: r.pid, generation: r.generation });
       started = this.jobs.start(job);
-      ev.onEvent?.({ type: 'started', jobId: job.id, pid: r.pid, generation: r.generation });
+      ev.onEvent?.({ type: 'started', jobId: job.id, task: req.task, pid: r.pid, generation: r.generation });
     };
     const onProgress = (id: string, p: JobProgressSnapshot): void => {
       if (id !== job.id) return;

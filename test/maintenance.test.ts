@@ -163,17 +163,22 @@ describe('health probes', () => {
 });
 
 describe('one lease for handoffs and maintenance', () => {
-  it('maintenance requested while an upgrade runs is SKIPPED at once (exit 3, "lease held by handoff")', async () => {
-    const d = await worlds.w.startDaemon({ env: { PRIM_SEAL_BLOCK_MS: '2000' } });
+  it('maintenance requested while an upgrade runs is SKIPPED at once (409, "lease held by handoff")', async () => {
+    // The seal blocks 4 s, so the upgrade is surely still running when we ask (over the
+    // API, in-process: a CLI process may take seconds to start on a loaded machine).
+    const d = await worlds.w.startDaemon({ env: { PRIM_SEAL_BLOCK_MS: '4000' } });
     const upgrade = worlds.w.baton(['upgrade', '--state-dir', d.stateDir]);
     await pollUntil(async () => (await worlds.w.status(d)).phase !== 'idle', 'the upgrade to start', 10_000, 20);
-    const r = await maintenance(d, ['work']);
-    expect(r.code, r.stdout + r.stderr).toBe(3);
-    expect(r.stderr).toMatch(/skipped: lease held by handoff .* \(E_LEASE_HELD\)/);
-    expect((await upgrade).code).toBe(0);
-    const skipped = ((await api(d, 'GET', '/v1/jobs?kind=maintenance')).body.jobs as JobRecord[])[0]!;
-    expect(skipped).toMatchObject({ state: 'SKIPPED', code: 'E_LEASE_HELD' });
+    const t0 = Date.now();
+    const r = await api(d, 'POST', '/v1/jobs', { task: 'work' });
+    expect(Date.now() - t0).toBeLessThan(2_000); // at once, not after the upgrade
+    expect(r.status, JSON.stringify(r.body)).toBe(409);
+    const skipped = r.body.job as JobRecord;
+    expect(skipped).toMatchObject({ kind: 'maintenance', state: 'SKIPPED', code: 'E_LEASE_HELD' });
+    expect(skipped.reason).toMatch(/^lease held by handoff [0-9a-f-]+ \(phase \w+\)$/);
     expect(skipped.startedAt).toBeUndefined();
+    expect((await upgrade).code).toBe(0);
+    expect(((await api(d, 'GET', '/v1/jobs?kind=maintenance')).body.jobs as JobRecord[])[0]!.id).toBe(skipped.id);
     await stopDaemon(d);
   });
 
