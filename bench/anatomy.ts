@@ -6,6 +6,8 @@
  * bare cold start of the kv app (stand-alone, no baton): spawn → first /healthz 200,
  * without load and under the same load as the handoffs.
  */
+import { copyFileSync, readdirSync } from 'node:fs';
+import path from 'node:path';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { BatonDaemon } from './lib/daemon.js';
 import { request } from './lib/http.js';
@@ -18,10 +20,14 @@ import type { BenchContext, Section } from './run.js';
 
 export const GOALS = { blackoutP50: 10, blackoutP99: 25, commitOverColdStart: 50 };
 
-/** Spawn → first 200 from /healthz of a stand-alone kv on an empty data dir, ms. */
-export async function kvColdStart(scope: Scope, shards: number): Promise<number> {
+/**
+ * Spawn → first 200 from /healthz of a stand-alone kv, ms: on an empty data dir, or on
+ * a copy of the shard logs in `copyFrom` (the lock and its owner record stay behind).
+ */
+export async function kvColdStart(scope: Scope, shards: number, copyFrom?: string): Promise<number> {
   const port = await freePort();
   const dataDir = scope.tempDir('baton-bench-cold-');
+  if (copyFrom) for (const f of readdirSync(copyFrom).filter((n) => /^shard-\d+\.log$/.test(n))) copyFileSync(path.join(copyFrom, f), path.join(dataDir, f));
   const t0 = performance.now();
   const child = scope.spawn(process.execPath, [KV_APP], {
     env: scope.env({ BATON_DATA_DIR: dataDir, KV_PORT: String(port), KV_SHARDS: String(shards), BATON_LOG_LEVEL: 'warn' }),
@@ -60,7 +66,7 @@ export interface HandoffRun {
  */
 export async function kvHandoffs(
   scope: Scope,
-  opts: { shards: number; conns: number; handoffs: number; between?: () => Promise<void>; onStarted?: (port: number) => Promise<void>; duringLoad?: () => Promise<void> },
+  opts: { shards: number; conns: number; handoffs: number; between?: () => Promise<void>; onStarted?: (port: number) => Promise<void>; duringLoad?: (d: BatonDaemon) => Promise<void> },
 ): Promise<HandoffRun & { daemon: BatonDaemon }> {
   const d = new BatonDaemon(scope, [process.execPath, KV_APP], { KV_SHARDS: String(opts.shards) });
   await d.start();
@@ -77,7 +83,7 @@ export async function kvHandoffs(
       jobs.push(await d.upgrade());
       await (opts.between ? opts.between() : sleep(300));
     }
-    await opts.duringLoad?.();
+    await opts.duringLoad?.(d);
   } finally {
     lag.disable();
     await Promise.all([load.stop(), writers.stop()]);
@@ -114,12 +120,16 @@ export async function anatomyBench(ctx: BenchContext): Promise<Section> {
     }
     ctx.log(`  kv cold start (without the bench load): ${fmt(summarize(coldIdle))}; node -e '': ${fmt(summarize(nodeIdle))}`);
     const coldLoaded: number[] = [];
+    const coldData: number[] = [];
     const run = await kvHandoffs(scope, {
       shards: 4,
       conns: 64,
       handoffs,
-      duringLoad: async () => {
-        for (let i = 0; i < Math.min(coldRuns, 5); i++) coldLoaded.push(await kvColdStart(scope, 4));
+      duringLoad: async (d) => {
+        for (let i = 0; i < Math.min(coldRuns, 5); i++) {
+          coldLoaded.push(await kvColdStart(scope, 4));
+          coldData.push(await kvColdStart(scope, 4, d.dataDir));
+        }
       },
     });
     const rss = await run.daemon.rssKb();
@@ -159,7 +169,7 @@ export async function anatomyBench(ctx: BenchContext): Promise<Section> {
       '',
       table(['segment', 'p50', 'p99', 'max', 'mean', 'share of mean'], segRows.map(([name, s]) => [name, ms(s.p50), ms(s.p99), ms(s.max), ms(s.mean), segTotal > 0 ? `${Math.round((100 * s.mean) / segTotal)} %` : 'n/a'])),
       '',
-      `Reference: bare cold start of the kv app (stand-alone, empty data dir, spawn → first \`/healthz\` 200): ${fmt(cold)} without the bench load; ${fmt(coldLoadedS)} under the same load as the handoffs. \`node -e ''\`: ${fmt(summarize(nodeIdle))}.`,
+      `Reference: bare cold start of the kv app (stand-alone, empty data dir, spawn → first \`/healthz\` 200): ${fmt(cold)} without the bench load; ${fmt(coldLoadedS)} under the same load as the handoffs; on a copy of the run's data (what a successor opens) under the same load: ${fmt(summarize(coldData))}. \`node -e ''\`: ${fmt(summarize(nodeIdle))}.`,
       '',
       table(
         ['goal', 'measured', 'verdict'],
@@ -176,7 +186,7 @@ export async function anatomyBench(ctx: BenchContext): Promise<Section> {
     const headline =
       `**Write blackout** over ${run.anatomies.length} handoffs (4 shards, 64 connections): p50 ${ms(blackout.p50)} ms, p99 ${ms(blackout.p99)} ms — goals ≤ ${GOALS.blackoutP50} / ≤ ${GOALS.blackoutP99} ms: ${blackout.p50 <= GOALS.blackoutP50 ? 'pass' : 'FAIL'} / ${blackout.p99 <= GOALS.blackoutP99 ? 'pass' : 'FAIL'}; largest part: ${segMeans[0]?.name} (mean ${ms(segMeans[0]?.mean)} ms). ` +
       `Longest per-connection write stall p50 ${ms(pick(run.anatomies, (a) => a.stall).p50)} ms. **Trigger → commit** p50 ${ms(total.p50)} ms vs bare kv cold start ${ms(cold.p50)} ms + ${GOALS.commitOverColdStart}: ${goal3 ? 'pass' : 'FAIL'} (successor start-up alone p50 ${ms(pick(run.anatomies, (a) => a.startup).p50)} ms).`;
-    return { id: 'anatomy', title: 'Handoff anatomy (baton, 4 shards, under load)', markdown, headline, data: { anatomies: run.anatomies, coldIdle, coldLoaded, nodeIdle, aborted: run.aborted, failures: run.failures } };
+    return { id: 'anatomy', title: 'Handoff anatomy (baton, 4 shards, under load)', markdown, headline, data: { anatomies: run.anatomies, coldIdle, coldLoaded, coldData, nodeIdle, aborted: run.aborted, failures: run.failures } };
   } finally {
     await scope.close();
   }

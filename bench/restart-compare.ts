@@ -14,13 +14,13 @@
 import type { ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { request } from './lib/http.js';
 import { BatonDaemon } from './lib/daemon.js';
 import { HttpLoad } from './lib/http-load.js';
 import { KvLoad } from './lib/kv-load.js';
 import { Pm2 } from './lib/pm2.js';
-import { Prober, type ProbeReport } from './lib/prober.js';
+import { ProberProcess, type ProbeReport } from './lib/prober.js';
 import { exited, freePort, HELLO_APP, KV_APP, rssKb, Scope, sleep, waitFor } from './lib/scope.js';
 import { int, ms, percent, summarize, table } from './lib/stats.js';
 import type { BenchContext, Section } from './run.js';
@@ -43,6 +43,8 @@ interface VariantResult {
   p99: number;
   max: number;
   probe: ProbeReport;
+  /** The load client's event-loop delay p99 (ms): inside its latency figures. */
+  clientLagP99?: number;
   /** RSS of the supervising process at the end (baton run / PM2 daemon), kB. */
   supervisorRssKb?: number;
   notes: string[];
@@ -67,12 +69,15 @@ interface Restarter {
 
 async function measure(
   ctx: BenchContext,
+  scope: Scope,
   spec: { id: string; label: string; app: 'hello' | 'kv' },
   r: Restarter,
   n: number,
 ): Promise<VariantResult> {
   const load = spec.app === 'hello' ? new HttpLoad(r.port, CONNS) : new KvLoad(r.port, { conns: CONNS });
-  const prober = new Prober(r.port, 5);
+  const prober = new ProberProcess(scope, r.port, 5);
+  const lag = monitorEventLoopDelay({ resolution: 1 });
+  lag.enable();
   const restartMs: number[] = [];
   let probe: ProbeReport | undefined;
   try {
@@ -82,11 +87,12 @@ async function measure(
       await sleep(ctx.quick ? 800 : 1_500);
     }
   } finally {
+    lag.disable();
     [, probe] = await Promise.all([load.stop(), prober.stop()]);
   }
   let p99: number;
   let max: number;
-  const out: VariantResult = { ...spec, restarts: restartMs.length, restartMs, requests: load.requests, failures: load.failures, failed: load.failureCount, p99: 0, max: 0, probe: probe!, notes: r.notes };
+  const out: VariantResult = { ...spec, restarts: restartMs.length, restartMs, requests: load.requests, failures: load.failures, failed: load.failureCount, p99: 0, max: 0, probe: probe!, notes: r.notes, clientLagP99: lag.percentile(99) / 1e6 };
   if (r.phases?.length) {
     const names = [...new Set(r.phases.flat().map((p) => p.phase))];
     const p50 = (name: string) => summarize(r.phases!.map((ps) => ps.filter((p) => p.phase === name).reduce((a, p) => a + p.ms, 0))).p50;
@@ -242,7 +248,7 @@ export async function restartCompare(ctx: BenchContext): Promise<Section> {
     let pm2: Pm2 | undefined;
     try {
       const r = await plan.make(scope, () => (pm2 ??= new Pm2(scope)));
-      results.push(await measure(ctx, plan, r, n));
+      results.push(await measure(ctx, scope, plan, r, n));
     } catch (err) {
       ctx.log(`  ${plan.label}: FAILED: ${(err as Error).message}`);
       results.push({ ...plan, restarts: 0, restartMs: [], requests: 0, failures: {}, failed: 0, p99: NaN, max: NaN, probe: { probes: 0, answered: 0, failed: {}, skipped: 0, longestRefusedMs: NaN, longestNoAnswerMs: NaN }, notes: [`did not complete: ${(err as Error).message}`] });
@@ -288,8 +294,9 @@ function render(results: VariantResult[], n: number, ctx: BenchContext): string 
       ms(r.probe.longestRefusedMs),
       ms(r.probe.longestNoAnswerMs),
       restartCell(r),
+      ms(r.clientLagP99),
     ]);
-  const head = ['variant', 'restarts', 'requests', 'failed', 'failure episodes', 'failures by kind', 'p99 ms', 'max ms', 'refused window ms', 'no-answer gap ms', 'restart wall ms p50 (max)'];
+  const head = ['variant', 'restarts', 'requests', 'failed', 'failure episodes', 'failures by kind', 'p99 ms', 'max ms', 'refused window ms', 'no-answer gap ms', 'restart wall ms p50 (max)', 'client lag p99 ms'];
   const notes = results.filter((r) => r.notes.length).map((r) => `- ${r.app} / ${r.label}: ${r.notes.join('; ')}`);
   const rss = results.filter((r) => r.supervisorRssKb !== undefined).map((r) => `${r.app} / ${r.label}: ${(r.supervisorRssKb! / 1024).toFixed(1)} MiB`);
   const kvRows = kv.map((r) => {
@@ -302,6 +309,7 @@ function render(results: VariantResult[], n: number, ctx: BenchContext): string 
     '- **failed**: requests that did not get a correct answer. The loops do not pause after a failure (a refused connect on loopback fails in ~0.1 ms), so this count grows with the outage times the spin rate; **failure episodes** counts each run of consecutive failures on one connection once (stateless app only).',
     '- **refused window**: the longest run of prober connections that were refused or reset (nothing listening), until one was answered.',
     '- **no-answer gap**: the longest time in which no prober connection got an answer (nothing listening, or nobody accepting: connections wait in the backlog).',
+    '- The prober runs in a process of its own; the load loops share one event loop, whose delay (**client lag**) is inside their latencies.',
     '- **restart wall**: `baton upgrade --json` and `pm2 reload` as commands (process start to exit); naive: SIGTERM until the new process answers.',
     '',
     '**Stateless app** (`bench/apps/hello`; the same code in every row — fixtures/kv cannot run under PM2, whose reload starts the second process while the first holds the data-dir lock). Its shutdown on SIGINT/SIGTERM is the same keep-alive-safe drain baton asks for (stop accepting, `Connection: close` on the next answer, idle connections ended after 500 ms), except in the "closes its server" row, which uses `server.close(() => process.exit(0))` as PM2\'s docs show.',

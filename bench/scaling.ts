@@ -7,7 +7,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { kvHandoffs, pick, type HandoffRun } from './anatomy.js';
-import { IdleConns } from './lib/idle-conns.js';
+import { IdleConnsProcess } from './lib/idle-conns.js';
 import { Scope, sleep } from './lib/scope.js';
 import { int, ms, percent, table } from './lib/stats.js';
 import type { BenchContext, Section } from './run.js';
@@ -53,7 +53,7 @@ export async function scalingBench(ctx: BenchContext): Promise<Section> {
       continue;
     }
     const scope = new Scope(`scaling/conns-${total}`);
-    let idle: IdleConns | undefined;
+    let idle: IdleConnsProcess | undefined;
     try {
       const idleCount = total - ACTIVE;
       const run = await kvHandoffs(scope, {
@@ -62,8 +62,7 @@ export async function scalingBench(ctx: BenchContext): Promise<Section> {
         handoffs: total >= 10_000 ? Math.min(handoffs, 5) : Math.min(handoffs, 10),
         onStarted: async (port) => {
           if (idleCount <= 0) return;
-          idle = new IdleConns(port, idleCount);
-          scope.onClose(() => idle?.stop());
+          idle = new IdleConnsProcess(scope, port, idleCount);
           await idle.allOpen(60_000);
         },
         between: async () => {
@@ -71,17 +70,18 @@ export async function scalingBench(ctx: BenchContext): Promise<Section> {
           await idle?.allOpen(60_000);
         },
       });
+      if (idle) await idle.status();
       connRows.push({ label, run, ...(idle && { idleReconnects: idle.reconnects }) });
       ctx.log(`  ${label}: blackout p50 ${ms(pick(run.anatomies, (a) => a.blackout).p50)} ms, drain p50 ${ms(pick(run.anatomies, (a) => a.drain).p50)} ms, trigger → commit p50 ${ms(pick(run.anatomies, (a) => a.total).p50)} ms`);
     } catch (err) {
       connRows.push({ label, note: `did not complete: ${(err as Error).message}` });
     } finally {
-      idle?.stop();
+      await idle?.stop();
       await scope.close();
     }
   }
 
-  const head = ['', 'handoffs', 'blackout p50', 'blackout p99', 'blackout max', 'longest conn stall p50', 'trigger → commit p50', 'p99', 'start-up p50', 'drain p50', 'seal p50', 'lock pass p50', 'Ready p50', 'failed requests'];
+  const head = ['', 'handoffs', 'blackout p50', 'blackout p99', 'blackout max', 'longest conn stall p50', 'trigger → commit p50', 'p99', 'start-up p50', 'drain p50', 'seal p50', 'lock pass p50', 'Ready p50', 'failed requests', 'client lag p99'];
   const rows = (rs: Row[]) =>
     rs.map((r) => {
       if (!r.run) return [r.label, r.note ?? 'n/a', ...head.slice(2).map(() => '')];
@@ -103,17 +103,18 @@ export async function scalingBench(ctx: BenchContext): Promise<Section> {
         ms(pick(a, (x) => x.seal).p50),
         ms(pick(a, (x) => x.lockPass).p50),
         ms(pick(a, (x) => x.ready).p50),
-        `${failed} (${percent(failed, r.run.requests)})`,
+        `${failed} (${percent(failed, r.run.requests)})${failed ? ` ${Object.entries(r.run.failures).map(([k, v]) => `${k} ${v}`).join(', ')}` : ''}`,
+        ms(r.run.clientLag.p99),
       ];
     });
   const markdown = [
-    `fixtures/kv under \`baton run\`, upgrades through the admin API, all times in ms (p50/p99 over the handoffs of a row; "longest conn stall" = per handoff the longest any writer connection waited between its last ack from the old process and its first from the new one, see the anatomy). ${handoffs} handoffs per shard row${ctx.quick ? ' (--quick)' : ''}; connection rows: up to 10 (5 at 10,000).`,
+    `fixtures/kv under \`baton run\`, upgrades through the admin API, all times in ms (p50/p99 over the handoffs of a row; "longest conn stall" = per handoff the longest any writer connection waited between its last ack from the old process and its first from the new one, see the anatomy; "client lag" = the load client's own event-loop delay, which is inside every client-side figure). ${handoffs} handoffs per shard row${ctx.quick ? ' (--quick)' : ''}; connection rows: up to 10 (5 at 10,000).`,
     '',
     '**Shards** (64 keep-alive connections of load, as in the anatomy):',
     '',
     table(head, rows(shardRows)),
     '',
-    `**Open keep-alive connections** (4 shards; ${ACTIVE} connections carry the load — 4 of them the writers that time per-connection stalls — the rest are idle keep-alive connections, each re-opened 0.5–2.5 s after the server ends it; every handoff starts with all of them open; \`ulimit -n\` = ${limit}):`,
+    `**Open keep-alive connections** (4 shards; ${ACTIVE} connections carry the load — 4 of them the writers that time per-connection stalls — the rest are idle keep-alive connections held by a separate process, each re-opened 0.5–2.5 s after the server ends it; every handoff starts with all of them open; \`ulimit -n\` = ${limit}):`,
     '',
     table(head, rows(connRows)),
     ...(connRows.some((r) => r.idleReconnects) ? ['', `Idle connections re-opened over the rows: ${connRows.map((r) => `${r.label} ${int(r.idleReconnects ?? 0)}`).join(', ')}.`] : []),

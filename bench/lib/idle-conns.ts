@@ -5,8 +5,12 @@
  * after a random delay in [reconnectMinMs, reconnectMaxMs] — to whoever accepts by
  * then — so the count recovers after a handoff without a reconnect storm inside it.
  * Bounded: at most `concurrency` connects in flight; stop() destroys everything.
+ * IdleConnsProcess runs it in a child process of its own.
  */
+import { fork, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { exited, type Scope } from './scope.js';
 
 export class IdleConns {
   private running = true;
@@ -98,4 +102,83 @@ export class IdleConns {
     for (const t of this.timers) clearTimeout(t);
     for (const s of this.sockets) s.destroy();
   }
+}
+
+interface HolderStatus {
+  open: number;
+  reconnects: number;
+  errors: Record<string, number>;
+}
+
+/**
+ * The same holder in a child process of its own, so thousands of sockets opening and
+ * closing do not delay the event loop of the load client whose timings we report.
+ * It speaks IPC: `{cmd:'status'}` → HolderStatus, `{cmd:'stop'}` → exits.
+ */
+export class IdleConnsProcess {
+  private readonly child: ChildProcess;
+  private last: HolderStatus = { open: 0, reconnects: 0, errors: {} };
+  private waiting: ((s: HolderStatus) => void)[] = [];
+
+  constructor(
+    scope: Scope,
+    port: number,
+    readonly target: number,
+  ) {
+    this.child = fork(fileURLToPath(import.meta.url), [String(port), String(target)], {
+      env: scope.env(),
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    });
+    scope.onClose(() => this.stop());
+    this.child.on('message', (m: HolderStatus) => {
+      this.last = m;
+      for (const w of this.waiting.splice(0)) w(m);
+    });
+  }
+
+  status(): Promise<HolderStatus> {
+    return new Promise((resolve) => {
+      this.waiting.push(resolve);
+      this.child.send({ cmd: 'status' });
+    });
+  }
+
+  get reconnects(): number {
+    return this.last.reconnects;
+  }
+
+  async allOpen(timeoutMs = 30_000): Promise<void> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      if (this.child.exitCode !== null || this.child.signalCode !== null) throw new Error(`idle-connection holder exited (${this.child.exitCode ?? this.child.signalCode})`);
+      const s = await this.status();
+      if (s.open >= this.target) return;
+      if (Date.now() > until) throw new Error(`only ${s.open} of ${this.target} idle connections open after ${timeoutMs} ms (errors: ${JSON.stringify(s.errors)})`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    this.child.send({ cmd: 'stop' });
+    const t = setTimeout(() => this.child.kill('SIGKILL'), 5_000);
+    await exited(this.child);
+    clearTimeout(t);
+  }
+}
+
+// Child-process mode: node idle-conns.js PORT COUNT
+if (process.argv[1] === fileURLToPath(import.meta.url) && process.send) {
+  const holder = new IdleConns(Number(process.argv[2]), Number(process.argv[3]));
+  process.on('message', (m: { cmd: string }) => {
+    if (m.cmd === 'status') process.send!({ open: holder.open, reconnects: holder.reconnects, errors: holder.errors });
+    if (m.cmd === 'stop') {
+      holder.stop();
+      process.exit(0);
+    }
+  });
+  process.on('disconnect', () => {
+    holder.stop();
+    process.exit(0);
+  });
 }

@@ -11,8 +11,11 @@
  * Bounded: at most `maxInFlight` probes open at once (further ticks are counted as
  * skipped), each gives up after `timeoutMs`.
  */
+import { fork, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { exited, type Scope } from './scope.js';
 
 interface Probe {
   start: number;
@@ -110,4 +113,45 @@ export class Prober {
     for (let i = 1; i < answers.length; i++) longestNoAnswerMs = Math.max(longestNoAnswerMs, answers[i]! - answers[i - 1]!);
     return { probes: probes.length, answered: answers.length, failed, skipped: this.skipped, longestRefusedMs, longestNoAnswerMs };
   }
+}
+
+/**
+ * The prober in a child process of its own, so the load loops sharing the bench's
+ * event loop do not delay when an answer is noticed (IPC: `{cmd:'stop'}` → ProbeReport).
+ */
+export class ProberProcess {
+  private readonly child: ChildProcess;
+  private report: Promise<ProbeReport>;
+
+  constructor(scope: Scope, port: number, everyMs = 5) {
+    this.child = fork(fileURLToPath(import.meta.url), [String(port), String(everyMs)], {
+      env: scope.env(),
+      stdio: ['ignore', 'ignore', 'inherit', 'ipc'],
+    });
+    scope.onClose(() => {
+      if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
+    });
+    this.report = new Promise((resolve, reject) => {
+      this.child.once('message', (m: ProbeReport) => resolve(m));
+      this.child.once('exit', (code, signal) => reject(new Error(`prober exited (${code ?? signal}) before reporting`)));
+    });
+    this.report.catch(() => undefined);
+  }
+
+  async stop(): Promise<ProbeReport> {
+    this.child.send({ cmd: 'stop' });
+    const r = await this.report;
+    await exited(this.child);
+    return r;
+  }
+}
+
+// Child-process mode: node prober.js PORT EVERY_MS
+if (process.argv[1] === fileURLToPath(import.meta.url) && process.send) {
+  const prober = new Prober(Number(process.argv[2]), Number(process.argv[3]));
+  process.on('message', (m: { cmd: string }) => {
+    if (m.cmd !== 'stop') return;
+    void prober.stop().then((r) => process.send!(r, () => process.exit(0)));
+  });
+  process.on('disconnect', () => process.exit(0));
 }
