@@ -109,7 +109,8 @@ describe('baton run / upgrade / status / history / stop', () => {
   });
 
   it('refuses an upgrade while another runs (exit 3); the first one commits', async () => {
-    const d = await worlds.w.startDaemon({ env: { PRIM_SEAL_BLOCK_MS: '2500' } });
+    // A long seal: the second `baton upgrade` (a new node process) must start while the first still runs, even on a loaded machine.
+    const d = await worlds.w.startDaemon({ env: { PRIM_SEAL_BLOCK_MS: '8000' } });
     const slow = worlds.w.spawnBaton(['upgrade', '--json', '--state-dir', d.stateDir]);
     const slowResult = collect(slow);
     await pollUntil(async () => (await worlds.w.status(d)).phase === 'sealing', 'the first upgrade to be sealing', 15_000, 50);

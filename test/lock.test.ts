@@ -193,7 +193,8 @@ describe('DataDirLock across processes', () => {
       const winners = results.filter((r) => r.event === 'acquired');
       expect(winners).toHaveLength(1);
       const winnerPid = winners[0]!.pid;
-      for (const r of results.filter((x) => x.event === 'refused')) expect(r.holderPid).toBe(winnerPid);
+      // A loser names the winner, or nobody if it gave up between the winner's mkdir and its owner record (a loaded machine).
+      for (const r of results.filter((x) => x.event === 'refused')) expect([winnerPid, undefined]).toContain(r.holderPid);
       expect((await lockHolder(dataDir))?.owner.pid).toBe(winnerPid);
       expect(readdirSync(dataDir).filter((n) => n.includes('reaped') || n.includes('.tmp-'))).toEqual([]);
       await h.cleanup();

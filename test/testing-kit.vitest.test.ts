@@ -21,6 +21,7 @@ import {
   type Harness,
 } from '../src/testing.js';
 import { PRIMITIVE, ROOT } from './support/engine.js';
+import { pollUntil } from './support/harness.js';
 
 const SLOPPY = [process.execPath, path.join(ROOT, 'dist/fixtures/sloppy/app.js')];
 
@@ -132,6 +133,8 @@ describe('baton/testing harness (vitest)', () => {
     expect((err1 as InvariantViolation).violations).toEqual(['1 acknowledged write(s) not readable: x']);
     // … and nobody serving (the incumbent killed, no restart).
     h.signal('incumbent', 'SIGKILL');
+    const sup = h.supervisor;
+    await pollUntil(() => sup.incumbent?.alive !== true, 'the supervisor to notice the kill', 10_000);
     const err2 = (await h.checkInvariants({ timeoutMs: 1_000 }).catch((e: unknown) => e)) as InvariantViolation;
     expect(err2).toBeInstanceOf(InvariantViolation);
     expect(err2.violations, err2.message).toContain('the supervisor has no live incumbent');
