@@ -78,6 +78,12 @@ export interface SupervisorOptions {
   restart?: Partial<RestartPolicy>;
   /** Spare listener copies per app (re-listen after an abort); default 4. */
   listenerSpares?: number;
+  /**
+   * Awaited on entering every phase, before the phase's work (tests and tools that must
+   * act at an exact point, e.g. inspect the data dir between SealComplete and Begin).
+   * Its time counts in the phase and against the deadline.
+   */
+  phaseGate?: (phase: SupervisorPhase, handoffId: string) => Promise<void>;
   /** This supervisor's own crash point (tests); default from BATON_CRASH_POINT. */
   crash?: CrashConfig;
 }
@@ -269,6 +275,14 @@ interface Flight {
   attaching?: Promise<void>;
 }
 
+/**
+ * Runs handoffs (and maintenance jobs) for one service. Events, in the order a handoff
+ * produces them: `handoff-start` (id, spec) · `phase` (phase, id) · `spawned` (pid,
+ * generation, id) · `heartbeat` (peer, gapMs) · `drained` (msg) · `sealProgress` (done,
+ * total) · `sealed` (revisions, fingerprint, id) · `ready` (Ready msg, id; before it is
+ * checked) · `handoff` (HandoffResult). Outside handoffs: `incumbent-exit`,
+ * `restart-scheduled`, `restarted`, `crash-loop`, `recovered`, and the job events.
+ */
 export class Supervisor extends EventEmitter {
   readonly controlPath: string;
   private readonly timeouts: Timeouts;
@@ -473,6 +487,7 @@ export class Supervisor extends EventEmitter {
     f.phase = phase;
     f.phaseStartedAt = Date.now();
     this.emit('phase', phase, f.id);
+    await this.opts.phaseGate?.(phase, f.id);
     this.log.info({ event: 'handoff.phase', handoffId: f.id, phase }, `phase ${phase}`);
     await this.journalProcesses(f, phase);
   }
@@ -533,6 +548,7 @@ export class Supervisor extends EventEmitter {
       stdout: this.opts.appStdout ?? 'inherit',
       log: this.log,
     });
+    this.emit('spawned', f.successor.pid, f.successor.generation, f.id);
     crashPoint(this.crash, 'supervisor.after_spawn');
   }
 
@@ -579,6 +595,7 @@ export class Supervisor extends EventEmitter {
       }
       if (msg.type === 'SealFailed') throw new HandoffError('E_SEAL_FAILED', `incumbent seal failed: ${msg.error}`);
       f.sealed = { revisions: msg.lastRevisionPerShard, fingerprint: msg.dataDirFingerprint };
+      this.emit('sealed', f.sealed.revisions, f.sealed.fingerprint, f.id);
       break;
     }
     crashPoint(this.crash, 'supervisor.after_seal_complete');
@@ -599,6 +616,7 @@ export class Supervisor extends EventEmitter {
 
   private async stepAwaitReady(f: Flight): Promise<void> {
     const ready = await this.fromSuccessor(f, ['Ready'], this.remaining(f));
+    this.emit('ready', ready, f.id);
     crashPoint(this.crash, 'supervisor.after_ready');
     const owner = await readLockOwner(this.opts.dataDir);
     const problem = checkReady(ready, f.sealed?.revisions ?? {}, owner?.pid, f.successor!.pid);

@@ -43,6 +43,33 @@ describe('supervisor: happy path', () => {
     expect(holder?.owner.pid).toBe(gen2);
   });
 
+  it('reports spawned, sealed and ready with the handoff\'s values, and waits on a phaseGate', async () => {
+    const gated: string[] = [];
+    const w = await worlds.start({
+      supervisor: {
+        phaseGate: async (phase) => {
+          gated.push(phase);
+          if (phase === 'begin') await new Promise((r) => setTimeout(r, 300));
+        },
+      },
+    });
+    await putAll(w, 6, 'e');
+    const seen: Record<string, unknown[]> = {};
+    for (const ev of ['spawned', 'sealed', 'ready']) w.sup.on(ev, (...args: unknown[]) => (seen[ev] = args));
+    gated.length = 0;
+    const result = await w.sup.performHandoff();
+    expect(result.outcome, result.reason).toBe('committed');
+    expect(gated).toEqual(['spawning', 'hello', 'draining', 'sealing', 'begin', 'await_ready', 'committing']);
+    expect(result.phases.find((p) => p.phase === 'begin')!.ms).toBeGreaterThanOrEqual(300);
+    expect(seen.spawned!.slice(0, 2)).toEqual([result.newPid, 2]);
+    const [revisions, fingerprint] = seen.sealed as [Record<string, bigint>, Uint8Array];
+    expect(Object.values(revisions).reduce((a, b) => a + b, 0n)).toBe(6n); // six acknowledged writes
+    expect(fingerprint).toHaveLength(32);
+    const [ready] = seen.ready as [{ healthzOk: boolean; advertisedRevisionPerShard: Record<string, bigint> }];
+    expect(ready.healthzOk).toBe(true);
+    expect(ready.advertisedRevisionPerShard).toEqual(revisions);
+  });
+
   it('refuses a second handoff while one runs, at once and with a distinct error', async () => {
     const w = await worlds.start();
     const first = w.sup.performHandoff();
