@@ -48,6 +48,8 @@ interface VariantResult {
   /** RSS of the supervising process at the end (baton run / PM2 daemon), kB. */
   supervisorRssKb?: number;
   notes: string[];
+  /** baton: upgrades that did not commit. */
+  aborted?: number;
   /** kv only. */
   blackouts?: number[];
   lost?: number;
@@ -65,6 +67,8 @@ interface Restarter {
   pids?: [number, number][];
   /** baton: the phases of each upgrade (from its job record). */
   phases?: { phase: string; ms: number }[][];
+  /** baton: upgrades that did not commit (the old process served on). */
+  aborted?: number;
 }
 
 async function measure(
@@ -92,11 +96,11 @@ async function measure(
   }
   let p99: number;
   let max: number;
-  const out: VariantResult = { ...spec, restarts: restartMs.length, restartMs, requests: load.requests, failures: load.failures, failed: load.failureCount, p99: 0, max: 0, probe: probe!, notes: r.notes, clientLagP99: lag.percentile(99) / 1e6 };
+  const out: VariantResult = { ...spec, restarts: restartMs.length, restartMs, requests: load.requests, failures: load.failures, failed: load.failureCount, p99: 0, max: 0, probe: probe!, notes: r.notes, clientLagP99: lag.percentile(99) / 1e6, ...(r.aborted !== undefined && { aborted: r.aborted }) };
   if (r.phases?.length) {
     const names = [...new Set(r.phases.flat().map((p) => p.phase))];
     const p50 = (name: string) => summarize(r.phases!.map((ps) => ps.filter((p) => p.phase === name).reduce((a, p) => a + p.ms, 0))).p50;
-    out.notes = [...out.notes, `baton phases, p50 ms: ${names.map((n) => `${n} ${ms(p50(n))}`).join(', ')}`];
+    out.notes = [...out.notes, `baton phases of the committed upgrades, p50 ms: ${names.map((n) => `${n} ${ms(p50(n))}`).join(', ')}`];
   }
   if (load instanceof HttpLoad) {
     out.episodes = load.episodes;
@@ -148,14 +152,18 @@ async function batonRestarter(scope: Scope, app: 'hello' | 'kv', env: Record<str
     notes: [],
     pids: [],
     phases: [],
+    aborted: 0,
     supervisorPid: async () => d.pid,
     async restart() {
       const t0 = performance.now();
       const job = await d.upgradeCli();
       const wall = performance.now() - t0;
-      if (job.state !== 'SUCCEEDED') r.notes.push(`upgrade ${job.state}: ${job.code ?? ''} ${job.reason ?? ''}`);
+      if (job.state !== 'SUCCEEDED') {
+        r.aborted!++;
+        r.notes.push(`upgrade ${job.state}: ${job.code ?? ''} ${job.reason ?? ''}`);
+      }
       if (job.handoff?.oldPid && job.handoff.newPid) r.pids!.push([job.handoff.oldPid, job.handoff.newPid]);
-      if (job.handoff) r.phases!.push(job.handoff.phases);
+      if (job.handoff && job.state === 'SUCCEEDED') r.phases!.push(job.handoff.phases);
       return wall;
     },
   };
@@ -260,10 +268,11 @@ export async function restartCompare(ctx: BenchContext): Promise<Section> {
   const by = (id: string) => results.find((r) => r.id === id);
   const f = (id: string) => {
     const r = by(id);
-    return r && r.restarts ? `${int(r.failed)} (${percent(r.failed, r.requests)})` : 'n/a';
+    if (!r || !r.restarts) return 'n/a';
+    return `${int(r.failed)} (${percent(r.failed, r.requests)})${r.aborted ? ` but ${r.aborted} of ${r.restarts} upgrades aborted` : ''}`;
   };
   const headline =
-    `**Failed requests** over ${n} restarts under 64 keep-alive connections (stateless app, same load): **baton ${f('baton')}**, PM2 reload ${f('pm2-close')} with the app closing its server as PM2's docs show, ${f('pm2-drain')} with a keep-alive-safe app, ${f('pm2-slow')} when the new version takes 4 s to start; naive restart ${f('naive')}. ` +
+    `**Failed requests** over ${n} restarts under 64 keep-alive connections (stateless app, same load): **baton ${f('baton')}**, PM2 reload ${f('pm2-close')} with the app closing its server as PM2's docs show, ${f('pm2-drain')} with a keep-alive-safe app, ${f('pm2-slow')} when the new version takes 4 s to start (baton: ${f('baton-slow')}); naive restart ${f('naive')}. ` +
     `fixtures/kv (mixed reads/writes): baton ${f('kv-baton')}, naive ${f('kv-naive')}; lost acknowledged writes: baton ${by('kv-baton')?.lost ?? 'n/a'}, naive ${by('kv-naive')?.lost ?? 'n/a'}.`;
   return { id: 'restart', title: 'Restart comparison: baton vs naive restart vs PM2 reload', markdown: render(results, n, ctx), headline, data: results };
 }
@@ -284,7 +293,7 @@ function render(results: VariantResult[], n: number, ctx: BenchContext): string 
   const rows = (rs: VariantResult[]) =>
     rs.map((r) => [
       r.label,
-      r.restarts,
+      r.aborted ? `${r.restarts} (**${r.aborted} aborted**, the old process served on)` : r.restarts,
       int(r.requests),
       `**${int(r.failed)}** (${percent(r.failed, r.requests)})`,
       r.episodes === undefined ? 'n/a' : int(r.episodes),

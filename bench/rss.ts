@@ -4,8 +4,11 @@
  * after 5 warm-up handoffs, every 10 handoffs, and after 100 handoffs (each sample
  * taken once the old process is gone and closed channels are destroyed).
  */
+import { readdirSync, rmSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
 import { BatonDaemon } from './lib/daemon.js';
-import { KV_APP, Scope, sleep } from './lib/scope.js';
+import { KV_APP, Scope, sleep, waitFor } from './lib/scope.js';
 import { table } from './lib/stats.js';
 import type { BenchContext, Section } from './run.js';
 
@@ -22,14 +25,25 @@ export async function rssBench(ctx: BenchContext): Promise<Section> {
   const total = ctx.quick ? 20 : 100;
   const scope = new Scope('rss');
   try {
-    const d = new BatonDaemon(scope, [process.execPath, KV_APP], { KV_SHARDS: '4' });
+    // SIGUSR2 → a supervisor writes a heap snapshot (after a full GC) into diagDir: its live
+    // JS heap. Writing one costs tens of MiB of RSS for good, so the supervisor whose RSS is
+    // followed is snapshotted only at the very end; the at-rest heap comes from a twin.
+    const diagDir = scope.tempDir('baton-bench-heap-');
+    const heapArgs = ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${diagDir}`];
+    const twin = new BatonDaemon(scope, [process.execPath, KV_APP], { KV_SHARDS: '4' }, heapArgs);
+    await twin.start();
+    await sleep(1_500);
+    const restHeapKb = (await heapSnapshot(twin.pid, diagDir)) / 1024;
+    await twin.stop();
+    const d = new BatonDaemon(scope, [process.execPath, KV_APP], { KV_SHARDS: '4' }, heapArgs);
     await d.start();
     const samples: Sample[] = [];
     const sample = async (after: number) => {
       await sleep(1_500); // the old process exits and closed channels are destroyed within ~1 s
-      const status = await import('node:fs/promises').then((fs) => fs.readFile(`/proc/${d.pid}/status`, 'utf8'));
+      const status = await readFile(`/proc/${d.pid}/status`, 'utf8');
       const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN);
-      samples.push({ after, rssKb: kb('VmRSS'), hwmKb: kb('VmHWM'), fds: await d.fdCount() });
+      const s: Sample = { after, rssKb: kb('VmRSS'), hwmKb: kb('VmHWM'), fds: await d.fdCount() };
+      samples.push(s);
     };
     await sample(0);
     const warm = 5;
@@ -53,11 +67,14 @@ export async function rssBench(ctx: BenchContext): Promise<Section> {
     const last = samples[samples.length - 1]!;
     const mib = (kb: number) => (kb / 1024).toFixed(1);
     const growth = (a: Sample) => ((100 * (last.rssKb - a.rssKb)) / a.rssKb).toFixed(1);
-    const okMax = last.rssKb / 1024 <= RSS_GOALS.maxMiB && last.hwmKb / 1024 <= RSS_GOALS.maxMiB;
-    const okGrowth = ((last.rssKb - rest.rssKb) / rest.rssKb) * 100 <= RSS_GOALS.growthPct;
+    const endHeapKb = (await heapSnapshot(d.pid, diagDir)) / 1024;
+    const rssGrowth = (100 * (last.rssKb - rest.rssKb)) / rest.rssKb;
+    const heapGrowth = (100 * (endHeapKb - restHeapKb)) / restHeapKb;
+    const okMax = last.rssKb / 1024 <= RSS_GOALS.maxMiB;
+    const okGrowth = rssGrowth <= RSS_GOALS.growthPct;
     ctx.log(`  supervisor RSS ${mib(rest.rssKb)} MiB at rest → ${mib(last.rssKb)} MiB after ${done} handoffs (peak ${mib(last.hwmKb)}); fds ${rest.fds} → ${last.fds}`);
     const markdown = [
-      `\`baton run\` supervising fixtures/kv (4 shards), no load; ${total} handoffs after ${warm} warm-up ones through the admin API (${(elapsed / 1000).toFixed(1)} s)${ctx.quick ? ' (--quick: fewer than the 100 the goal is about)' : ''}. Read from \`/proc/<supervisor pid>/status\` (VmRSS, VmHWM = peak) and \`/proc/<pid>/fd\`, each sample 1.5 s after the last handoff.`,
+      `\`baton run\` supervising fixtures/kv (4 shards), no load; ${total} handoffs after ${warm} warm-up ones through the admin API (${(elapsed / 1000).toFixed(1)} s)${ctx.quick ? ' (--quick: fewer than the 100 the goal is about)' : ''}. Read from \`/proc/<supervisor pid>/status\` (VmRSS, VmHWM = peak) and \`/proc/<pid>/fd\`, each sample 1.5 s after the last handoff. RSS moves by several MiB with garbage collection, so the live JS heap is measured too: a heap snapshot (\`--heapsnapshot-signal\`, which runs a full GC first) of this supervisor after the last sample, and of a twin supervisor at rest (writing a snapshot costs tens of MiB of RSS for good, so the followed supervisor gets only the last one).`,
       '',
       table(
         ['after handoffs', 'RSS MiB', 'peak RSS MiB', 'open fds'],
@@ -68,15 +85,47 @@ export async function rssBench(ctx: BenchContext): Promise<Section> {
         ['goal', 'measured', 'verdict'],
         [
           [`RSS ≤ ${RSS_GOALS.maxMiB} MiB`, `${mib(last.rssKb)} MiB after ${done} handoffs (peak ${mib(last.hwmKb)})`, okMax ? '**pass**' : '**FAIL**'],
-          [`growth ≤ ${RSS_GOALS.growthPct} % (at rest → after ${done})`, `${growth(rest)} % (from the warm-up sample: ${growth(warmS)} %)`, okGrowth ? '**pass**' : '**FAIL**'],
+          [
+            `growth ≤ ${RSS_GOALS.growthPct} % (at rest → after ${done})`,
+            `${rssGrowth.toFixed(1)} % (from the warm-up sample: ${growth(warmS)} %)`,
+            okGrowth ? '**pass**' : '**FAIL**',
+          ],
+          ['live JS heap after a full GC (leak check)', `${mib(restHeapKb)} MiB at rest → ${mib(endHeapKb)} MiB after ${done} handoffs (${heapGrowth >= 0 ? '+' : ''}${heapGrowth.toFixed(1)} %)`, ''],
           ['fd drift', `${rest.fds} → ${last.fds} (${last.fds - rest.fds >= 0 ? '+' : ''}${last.fds - rest.fds}; from the warm-up sample ${last.fds - warmS.fds >= 0 ? '+' : ''}${last.fds - warmS.fds})`, ''],
         ],
       ),
       ...(aborted.length ? ['', `Not committed: ${aborted.length} (${aborted.slice(0, 3).join('; ')}).`] : []),
     ].join('\n');
-    const headline = `**Supervisor RSS** ${mib(rest.rssKb)} MiB at rest → ${mib(last.rssKb)} MiB after ${done} handoffs (goal ≤ ${RSS_GOALS.maxMiB}: ${okMax ? 'pass' : 'FAIL'}; growth ${growth(rest)} %, goal ≤ ${RSS_GOALS.growthPct} %: ${okGrowth ? 'pass' : 'FAIL'}); fds ${rest.fds} → ${last.fds}.`;
-    return { id: 'rss', title: 'Supervisor RSS and fds over 100 handoffs', markdown, headline, data: { samples, aborted } };
+    const headline = `**Supervisor RSS** ${mib(rest.rssKb)} MiB at rest → ${mib(last.rssKb)} MiB after ${done} handoffs (goal ≤ ${RSS_GOALS.maxMiB}: ${okMax ? 'pass' : 'FAIL'}; growth ${rssGrowth.toFixed(1)} %, goal ≤ ${RSS_GOALS.growthPct} %: ${okGrowth ? 'pass' : 'FAIL'}; live JS heap after a full GC ${mib(restHeapKb)} → ${mib(endHeapKb)} MiB); fds ${rest.fds} → ${last.fds}.`;
+    return { id: 'rss', title: 'Supervisor RSS and fds over 100 handoffs', markdown, headline, data: { samples, aborted, restHeapKb, endHeapKb } };
   } finally {
     await scope.close();
   }
+}
+
+/** Sends SIGUSR2 and waits for the heap snapshot; returns the live heap (sum of self sizes), bytes. */
+async function heapSnapshot(pid: number, dir: string): Promise<number> {
+  const before = new Set(readdirSync(dir));
+  process.kill(pid, 'SIGUSR2');
+  const file = await waitFor(
+    async () => {
+      const f = readdirSync(dir).find((n) => !before.has(n) && n.endsWith('.heapsnapshot'));
+      if (!f) return undefined;
+      const text = await readFile(path.join(dir, f), 'utf8');
+      try {
+        return JSON.parse(text) as { snapshot: { meta: { node_fields: string[] } }; nodes: number[] };
+      } catch {
+        return undefined; // still being written
+      }
+    },
+    'the heap snapshot',
+    60_000,
+    200,
+  );
+  const fields = file.snapshot.meta.node_fields;
+  const self = fields.indexOf('self_size');
+  let total = 0;
+  for (let i = self; i < file.nodes.length; i += fields.length) total += file.nodes[i]!;
+  for (const f of readdirSync(dir)) rmSync(path.join(dir, f), { force: true });
+  return total;
 }

@@ -61,7 +61,8 @@ function machine(): string[] {
       return '';
     }
   };
-  const dirty = git(['status', '--porcelain', '--untracked-files=no', '--', 'src', 'fixtures']) !== '' ? ' (with uncommitted changes in src/ or fixtures/)' : '';
+  // What the benchmarks run: the engine, the kv service, the bench app.
+  const dirty = git(['status', '--porcelain', '--untracked-files=no', '--', 'src', 'fixtures/kv', 'bench/apps']) !== '' ? ' (with uncommitted changes in src/, fixtures/kv or bench/apps)' : '';
   return [
     `- machine: ${os.availableParallelism()} CPUs (\`nproc\`), ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Linux ${os.release()}, \`ulimit -n\` ${fdLimit()}`,
     `- Node ${process.version}; PM2 ${pm2Version()}; baton at ${git(['rev-parse', '--short', 'HEAD']) || 'unknown commit'}${dirty}`,
@@ -134,14 +135,21 @@ async function main(): Promise<number> {
   console.log(`done in ${seconds} s`);
   if (write && sections.length) {
     let text = readFileSync(BENCHMARKS_MD, 'utf8');
-    const cmd = `npm run bench${quick ? ' -- --quick' : ''}${v.only ? ` -- --only ${names.join(',')}` : ''}`;
+    const extra = [quick ? '--quick' : '', v.only ? `--only ${names.join(',')}` : ''].filter(Boolean).join(' ');
+    const cmd = `npm run bench${extra ? ` -- ${extra}` : ''}`;
+    const date = new Date().toISOString().slice(0, 10);
     for (const s of sections) {
-      text = putSection(text, s.id, `### ${s.title}\n\n_Measured by \`${cmd}\` on ${new Date().toISOString().slice(0, 10)} (${seconds} s for the whole run)._\n${header.join('\n')}\n\n${s.markdown}`);
+      text = putSection(
+        text,
+        s.id,
+        `### ${s.title}\n\n<!-- headline: ${s.headline.replace(/-->/g, '--&gt;')} (${date}) -->\n_Measured by \`${cmd}\` on ${date} (${seconds} s for the whole run)._\n${header.join('\n')}\n\n${s.markdown}`,
+      );
     }
-    if (names.length === Object.keys(BENCHES).length && sections.length === names.length) {
-      // Only a run of everything rewrites the summary, so its lines come from one run.
-      text = putSection(text, 'summary', `### Summary\n\n_\`${cmd}\` on ${new Date().toISOString().slice(0, 10)}; details in the sections below._\n\n${sections.map((s) => `- ${s.headline}`).join('\n')}`);
-    }
+    // The summary: the headline of every section in the file (each says when it was measured).
+    const headlines = Object.keys(BENCHES)
+      .map((id) => new RegExp(`<!-- bench:${id} -->[\\s\\S]*?<!-- headline: ([\\s\\S]*?) -->`).exec(text)?.[1])
+      .filter((h): h is string => h !== undefined);
+    text = putSection(text, 'summary', `### Summary\n\n${headlines.map((h) => `- ${h}`).join('\n')}`);
     writeFileSync(BENCHMARKS_MD, text);
     console.log(`wrote ${sections.map((s) => s.id).join(', ')} into ${path.relative(process.cwd(), BENCHMARKS_MD) || BENCHMARKS_MD}`);
   }

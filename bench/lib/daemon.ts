@@ -32,6 +32,8 @@ export class BatonDaemon {
     private readonly scope: Scope,
     private readonly command: string[],
     private readonly appEnv: Record<string, string> = {},
+    /** Node options for the supervisor process itself (not the apps). */
+    private readonly nodeArgs: string[] = [],
   ) {
     this.dir = scope.tempDir('baton-bench-');
     this.stateDir = path.join(this.dir, 'state');
@@ -48,7 +50,7 @@ export class BatonDaemon {
     const fd = openSync(this.logFile, 'a');
     this.child = this.scope.spawn(
       process.execPath,
-      [CLI, 'run', '--listen', 'http=tcp://127.0.0.1:0', '--data-dir', this.dataDir, '--state-dir', this.stateDir, '--', ...this.command],
+      [...this.nodeArgs, CLI, 'run', '--listen', 'http=tcp://127.0.0.1:0', '--data-dir', this.dataDir, '--state-dir', this.stateDir, '--', ...this.command],
       { stdio: ['ignore', 'ignore', fd], env: this.scope.env({ BATON_LOG_LEVEL: 'info', ...this.appEnv }) },
     );
     closeSync(fd);
