@@ -123,6 +123,9 @@ export function spawnApp(spec: SpawnSpec): AppProcess {
     buffer: false,
     reject: false,
     cleanup: true,
+    // Its own process group: a Ctrl-C at baton's terminal (SIGINT to the foreground group)
+    // must reach baton, which then stops the app gracefully (drain, seal), not the app itself.
+    detached: true,
   } as Options;
   const child = execa(file, args, options) as ResultPromise;
   const pid = child.pid;

@@ -3,13 +3,13 @@
  * processes, sockets and signals. Every process carries this suite's BATON_TEST_TAG;
  * each test ends with none of them left.
  */
-import { existsSync, readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { healthz, PRIMITIVE, request, taggedPids } from './support/engine.js';
 import { exitOf, Harness, pollUntil } from './support/harness.js';
-import { useCliWorlds, collect, writeScript, type DaemonHandle } from './support/cli.js';
+import { CLI, useCliWorlds, collect, writeScript, type DaemonHandle, type Status } from './support/cli.js';
 
 const h = new Harness();
 const worlds = useCliWorlds(h);
@@ -191,6 +191,34 @@ describe('baton run / upgrade / status / history / stop', () => {
     expect(await exitOf(d.child)).toEqual({ code: 0, signal: null });
     await expectPortFree(d.port);
     expect(existsSync(path.join(d.stateDir, 'admin.sock'))).toBe(false);
+    expect(await taggedPids(worlds.tag)).toEqual([]);
+  });
+
+  it('Ctrl-C at a terminal (SIGINT to the whole foreground process group) stops gracefully: the app drains and seals', async () => {
+    const dir = h.tempDir('baton-cli-');
+    const stateDir = path.join(dir, 'state');
+    const markers = path.join(dir, 'markers');
+    // baton leads its own process group here, as a shell's foreground job does.
+    const child = h.spawn(
+      process.execPath,
+      [CLI, 'run', '--listen', 'tcp://127.0.0.1:0', '--data-dir', path.join(dir, 'data'), '--state-dir', stateDir, '--', ...PRIMITIVE],
+      { env: worlds.w.env({ PRIM_MARKERS: markers }), detached: true },
+    );
+    const status = await pollUntil(
+      async () => {
+        const r = await worlds.w.baton(['status', '--json', '--state-dir', stateDir]);
+        const st = r.code === 0 ? (JSON.parse(r.stdout) as Status) : undefined;
+        return st?.app ? st : undefined;
+      },
+      'baton run to serve',
+      30_000,
+      100,
+    );
+    const appPid = status.app!.pid;
+    process.kill(-child.pid!, 'SIGINT');
+    expect(await exitOf(child)).toEqual({ code: 0, signal: null });
+    const hooks = readdirSync(markers).filter((f) => f.startsWith(`${appPid}.`));
+    expect(hooks).toEqual(expect.arrayContaining([`${appPid}.drain`, `${appPid}.seal`]));
     expect(await taggedPids(worlds.tag)).toEqual([]);
   });
 
