@@ -19,10 +19,13 @@ interface Sample {
   rssKb: number;
   hwmKb: number;
   fds: number;
+  /** Memory only this process has (smaps_rollup Private_Clean + Private_Dirty): RSS without the shared node binary and libraries. */
+  ussKb: number;
 }
 
 export async function rssBench(ctx: BenchContext): Promise<Section> {
-  const total = ctx.quick ? 20 : 100;
+  // BENCH_RSS_HANDOFFS=600 follows the supervisor for longer (e.g. past the job history's 500 records).
+  const total = Number(process.env.BENCH_RSS_HANDOFFS ?? (ctx.quick ? 20 : 100));
   const scope = new Scope('rss');
   try {
     // SIGUSR2 → a supervisor writes a heap snapshot (after a full GC) into diagDir: its live
@@ -42,7 +45,9 @@ export async function rssBench(ctx: BenchContext): Promise<Section> {
       await sleep(1_500); // the old process exits and closed channels are destroyed within ~1 s
       const status = await readFile(`/proc/${d.pid}/status`, 'utf8');
       const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(status)?.[1] ?? NaN);
-      const s: Sample = { after, rssKb: kb('VmRSS'), hwmKb: kb('VmHWM'), fds: await d.fdCount() };
+      const rollup = await readFile(`/proc/${d.pid}/smaps_rollup`, 'utf8');
+      const rk = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(rollup)?.[1] ?? NaN);
+      const s: Sample = { after, rssKb: kb('VmRSS'), hwmKb: kb('VmHWM'), fds: await d.fdCount(), ussKb: rk('Private_Clean') + rk('Private_Dirty') };
       samples.push(s);
     };
     await sample(0);
@@ -59,7 +64,8 @@ export async function rssBench(ctx: BenchContext): Promise<Section> {
     const t0 = Date.now();
     while (done < warm + total) {
       await upgrade();
-      if ((done - warm) % 10 === 0 || done === warm + total) await sample(done);
+      const every = total > 200 ? 50 : 10;
+      if ((done - warm) % every === 0 || done === warm + total) await sample(done);
     }
     const elapsed = Date.now() - t0;
     const rest = samples[0]!;
@@ -74,11 +80,11 @@ export async function rssBench(ctx: BenchContext): Promise<Section> {
     const okGrowth = rssGrowth <= RSS_GOALS.growthPct;
     ctx.log(`  supervisor RSS ${mib(rest.rssKb)} MiB at rest → ${mib(last.rssKb)} MiB after ${done} handoffs (peak ${mib(last.hwmKb)}); fds ${rest.fds} → ${last.fds}`);
     const markdown = [
-      `\`baton run\` supervising fixtures/kv (4 shards), no load; ${total} handoffs after ${warm} warm-up ones through the admin API (${(elapsed / 1000).toFixed(1)} s)${ctx.quick ? ' (--quick: fewer than the 100 the goal is about)' : ''}. Read from \`/proc/<supervisor pid>/status\` (VmRSS, VmHWM = peak) and \`/proc/<pid>/fd\`, each sample 1.5 s after the last handoff. RSS moves by several MiB with garbage collection, so the live JS heap is measured too: a heap snapshot (\`--heapsnapshot-signal\`, which runs a full GC first) of this supervisor after the last sample, and of a twin supervisor at rest (writing a snapshot costs tens of MiB of RSS for good, so the followed supervisor gets only the last one).`,
+      `\`baton run\` supervising fixtures/kv (4 shards), no load; ${total} handoffs after ${warm} warm-up ones through the admin API (${(elapsed / 1000).toFixed(1)} s)${ctx.quick ? ' (--quick: fewer than the 100 the goal is about)' : ''}. Read from \`/proc/<supervisor pid>/status\` (VmRSS, VmHWM = peak), \`/proc/<pid>/smaps_rollup\` (private = USS: RSS less the pages shared with other processes, mostly the node binary) and \`/proc/<pid>/fd\`, each sample 1.5 s after the last handoff. RSS moves by several MiB with garbage collection, so the live JS heap is measured too: a heap snapshot (\`--heapsnapshot-signal\`, which runs a full GC first) of this supervisor after the last sample, and of a twin supervisor at rest (writing a snapshot costs tens of MiB of RSS for good, so the followed supervisor gets only the last one).`,
       '',
       table(
-        ['after handoffs', 'RSS MiB', 'peak RSS MiB', 'open fds'],
-        samples.map((s) => [s.after === 0 ? '0 (at rest, after the cold start)' : s.after === warm ? `${warm} (warm-up)` : String(s.after), mib(s.rssKb), mib(s.hwmKb), s.fds]),
+        ['after handoffs', 'RSS MiB', 'peak RSS MiB', 'private (USS) MiB', 'open fds'],
+        samples.map((s) => [s.after === 0 ? '0 (at rest, after the cold start)' : s.after === warm ? `${warm} (warm-up)` : String(s.after), mib(s.rssKb), mib(s.hwmKb), mib(s.ussKb), s.fds]),
       ),
       '',
       table(
@@ -96,8 +102,8 @@ export async function rssBench(ctx: BenchContext): Promise<Section> {
       ),
       ...(aborted.length ? ['', `Not committed: ${aborted.length} (${aborted.slice(0, 3).join('; ')}).`] : []),
     ].join('\n');
-    const headline = `**Supervisor RSS** ${mib(rest.rssKb)} MiB at rest → ${mib(last.rssKb)} MiB after ${done} handoffs (goal ≤ ${RSS_GOALS.maxMiB}: ${okMax ? 'pass' : 'FAIL'}; growth ${rssGrowth.toFixed(1)} %, goal ≤ ${RSS_GOALS.growthPct} %: ${okGrowth ? 'pass' : 'FAIL'}; live JS heap after a full GC ${mib(restHeapKb)} → ${mib(endHeapKb)} MiB); fds ${rest.fds} → ${last.fds}.`;
-    return { id: 'rss', title: 'Supervisor RSS and fds over 100 handoffs', markdown, headline, data: { samples, aborted, restHeapKb, endHeapKb } };
+    const headline = `**Supervisor RSS** ${mib(rest.rssKb)} MiB at rest → ${mib(last.rssKb)} MiB after ${done} handoffs (private: ${mib(rest.ussKb)} → ${mib(last.ussKb)} MiB) (goal ≤ ${RSS_GOALS.maxMiB}: ${okMax ? 'pass' : 'FAIL'}; growth ${rssGrowth.toFixed(1)} %, goal ≤ ${RSS_GOALS.growthPct} %: ${okGrowth ? 'pass' : 'FAIL'}; live JS heap after a full GC ${mib(restHeapKb)} → ${mib(endHeapKb)} MiB); fds ${rest.fds} → ${last.fds}.`;
+    return { id: 'rss', title: `Supervisor RSS and fds over ${total} handoffs`, markdown, headline, data: { samples, aborted, restHeapKb, endHeapKb } };
   } finally {
     await scope.close();
   }
