@@ -116,7 +116,14 @@ export class AdminServer {
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const who = requesterOf(req);
-    const url = new URL(req.url ?? '/', 'http://baton');
+    const url = parseTarget(req.url);
+    if (!url) {
+      // e.g. "GET //" or "GET *": not a path we serve; never let it reach a handler (or throw).
+      const text = `${toJson(errorReply(400, 'E_BAD_REQUEST', `bad request target ${JSON.stringify(String(req.url).slice(0, 200))}: expected an absolute path`).body)}\n`;
+      if (!res.destroyed) res.writeHead(400, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), connection: 'close' }).end(text);
+      this.audit({ who, method: req.method ?? '?', path: String(req.url).slice(0, 200), body: {}, status: 400, result: 400 });
+      return;
+    }
     const method = req.method ?? 'GET';
     let streaming = false;
     let reply: AdminReply;
@@ -357,5 +364,15 @@ function safeUser(): string {
     return os.userInfo().username;
   } catch {
     return '';
+  }
+}
+
+/** The request target as a URL, or undefined when it is not a plain absolute path. */
+function parseTarget(target: string | undefined): URL | undefined {
+  if (!target || !target.startsWith('/') || target.startsWith('//')) return undefined;
+  try {
+    return new URL(`http://baton${target}`);
+  } catch {
+    return undefined;
   }
 }

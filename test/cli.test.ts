@@ -353,6 +353,10 @@ describe('admin socket', () => {
     expect(await rawAdmin(sock, 'GET /v1/nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1.1 404 .*E_NOT_FOUND/s);
     expect(await rawAdmin(sock, 'DELETE /v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1.1 405/);
     expect(await rawAdmin(sock, 'GET /v1/history?limit=abc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')).toMatch(/^HTTP\/1.1 400 .*limit/s);
+    // Targets that are not a plain absolute path (found by the fuzzer: "GET //" used to kill baton run).
+    for (const target of ['//', '/\\', '*', '//x/v1/status']) {
+      expect(await rawAdmin(sock, `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)).toMatch(/^HTTP\/1.1 (400|404)/);
+    }
 
     // A client that connects and says nothing does not block the others.
     const idle = net.connect(sock);
