@@ -269,6 +269,8 @@ interface Flight {
   successorHello: boolean;
   /** Which processes the journal names now ("incumbentPid/successorPid"). */
   journaled?: string;
+  /** The successor's Ready arrived (it sends only one: a promotion cannot wait for another). */
+  readyReceived?: boolean;
   /** We answered the incumbent's Hello (it is in a handoff session with us). */
   incumbentAttached: boolean;
   /** The incumbent handshake in flight (abort waits for it, so no session outlives the handoff). */
@@ -616,6 +618,7 @@ export class Supervisor extends EventEmitter {
 
   private async stepAwaitReady(f: Flight): Promise<void> {
     const ready = await this.fromSuccessor(f, ['Ready'], this.remaining(f));
+    f.readyReceived = true;
     this.emit('ready', ready, f.id);
     crashPoint(this.crash, 'supervisor.after_ready');
     const owner = await readLockOwner(this.opts.dataDir);
@@ -823,7 +826,9 @@ export class Supervisor extends EventEmitter {
     f.incCh = undefined;
     f.sealed = undefined;
     try {
-      if (!f.sucCh || f.sucCh.failed || !f.successorHello) return undefined;
+      // A successor whose Ready was already received (and rejected) will not send another:
+      // abort it and cold-start instead of waiting out the deadline.
+      if (!f.sucCh || f.sucCh.failed || !f.successorHello || f.readyReceived) return undefined;
       if (f.phase !== 'begin' && f.phase !== 'await_ready') await this.stepBegin(f);
       await this.enter(f, 'await_ready');
       await this.stepAwaitReady(f);

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { HandoffError } from '../src/errors.js';
 import { lockHolder } from '../src/lock.js';
 import type { HandoffSpec } from '../src/supervisor.js';
+import { crashEnv } from '../src/generation.js';
 import { healthz, lostWrites, request } from './support/engine.js';
 import { useWorlds, type World } from './support/world.js';
 
@@ -68,6 +69,21 @@ describe('supervisor: happy path', () => {
     const [ready] = seen.ready as [{ healthzOk: boolean; advertisedRevisionPerShard: Record<string, bigint> }];
     expect(ready.healthzOk).toBe(true);
     expect(ready.advertisedRevisionPerShard).toEqual(revisions);
+  });
+
+  it('incumbent dies after sealing and the successor\'s Ready is rejected: a cold start brings the service back at once (B2)', async () => {
+    const w = worlds.create();
+    const cold = await w.sup.start({ successorEnv: crashEnv('incumbent.after_seal_complete', w.markers) });
+    expect(cold.outcome, cold.reason).toBe('committed');
+    const acked = await putAll(w, 6, 'p');
+    const t0 = Date.now();
+    const result = await w.sup.performHandoff({ successorEnv: { PRIM_HEALTHZ_FALSE: '1' }, deadlineMs: 60_000 });
+    // Not a promotion that waits for a second Ready until the deadline.
+    expect(Date.now() - t0).toBeLessThan(20_000);
+    expect(result.outcome).toBe('aborted');
+    expect(result.restoredBy?.outcome).toBe('committed');
+    expect(await w.settledServer()).toBe(result.restoredBy!.pid);
+    expect(await lostWrites(w.port, acked)).toEqual([]);
   });
 
   it('refuses a second handoff while one runs, at once and with a distinct error', async () => {
