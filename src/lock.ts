@@ -25,7 +25,7 @@ import { isAlive, processStartTime } from './proc.js';
  *  - record valid, holder alive → NEVER take it, however old the mtime (a SIGSTOPped
  *    or badly stalled holder still holds it); retry until `waitMs`, then E_LOCK_HELD;
  *  - no valid record (holder died between mkdir and writing the record, or a foreign
- *    lock) → proper-lockfile's rule: take it only once its mtime is older than `staleMs`.
+ *    lock) → take it once its mtime is older than ownerlessStaleMs() (a few refresh periods).
  * proper-lockfile itself is never allowed to remove a lock dir (its stale check is
  * replaced by the rules above); all removal goes through `reap()`.
  *
@@ -55,6 +55,17 @@ export const LOCK_OWNER_NAME = '.baton.lock.owner';
  * inside the liveness timeout; a refresh is one stat + one utimes.
  */
 export const DEFAULT_STALE_MS = 30_000;
+/**
+ * A lock dir with no owner record is someone's acquire that never finished: a live
+ * taker writes its record within milliseconds of its mkdir (and refreshes the mtime
+ * every updateMs after). So an ownerless dir is abandoned after a few refresh periods,
+ * not the full staleMs (a successor killed between mkdir and its record cost a 30 s
+ * outage: RELIABILITY.md B4). Only a taker stopped between the two steps for longer
+ * than this can lose its lock.
+ */
+export function ownerlessStaleMs(staleMs: number, updateMs: number): number {
+  return Math.min(staleMs, Math.max(3 * updateMs, 5_000));
+}
 export const DEFAULT_UPDATE_MS = 2_000;
 /** Poll interval while waiting for a held lock (`waitMs` > 0). */
 const RETRY_INTERVAL_MS = 25;
@@ -97,6 +108,8 @@ export class DataDirLock {
   readonly ownerPath: string;
   readonly staleMs: number;
   readonly updateMs: number;
+  /** See ownerlessStaleMs(). */
+  readonly ownerlessStaleMs: number;
   private readonly log: Logger;
   private readonly onCompromisedCb: ((err: LockError) => void) | undefined;
   private state: State = 'idle';
@@ -116,6 +129,7 @@ export class DataDirLock {
     // our staleness checks agree with its refresh threshold.
     this.staleMs = Math.max(opts.staleMs ?? DEFAULT_STALE_MS, 2000);
     this.updateMs = Math.max(Math.min(opts.updateMs ?? DEFAULT_UPDATE_MS, this.staleMs / 2), 1000);
+    this.ownerlessStaleMs = ownerlessStaleMs(this.staleMs, this.updateMs);
     this.log = opts.log ?? createLogger('baton-lock');
     this.onCompromisedCb = opts.onCompromised;
     this.guardedFs = this.makeGuardedFs();
@@ -188,7 +202,7 @@ export class DataDirLock {
         }
         if (ownerAlive(record)) return { holder: record, mtimeAgeMs: mtimeAge(current) };
         this.log.warn({ event: 'lock.dead_holder', lockPath: this.lockPath, holderPid: record.pid, holderHandoffId: record.handoffId }, `data-dir lock holder pid ${record.pid} is dead; taking over`);
-      } else if (mtimeAge(current) <= this.staleMs) {
+      } else if (mtimeAge(current) <= this.ownerlessStaleMs) {
         return { holder: undefined, mtimeAgeMs: mtimeAge(current) };
       } else {
         this.log.warn({ event: 'lock.stale', lockPath: this.lockPath, ageMs: mtimeAge(current) }, 'data-dir lock has no owner record and is stale; taking over');

@@ -250,6 +250,19 @@ describe('DataDirLock in-process', () => {
     await lock.release();
   });
 
+  it('with the default 30 s staleMs, an ownerless lock dir (taker died before its record) is taken after a few refresh periods (B4)', async () => {
+    const dataDir = h.tempDir();
+    mkdirSync(path.join(dataDir, LOCK_DIR_NAME));
+    const lock = new DataDirLock(dataDir, { log: memoryLogger().log });
+    expect(lock.staleMs).toBe(30_000);
+    const t0 = Date.now();
+    await lock.acquire({ waitMs: 20_000 });
+    const ms = Date.now() - t0;
+    expect(ms).toBeGreaterThanOrEqual(lock.ownerlessStaleMs - 100);
+    expect(ms).toBeLessThan(15_000);
+    await lock.release();
+  });
+
   it('a refresh that finds its mtime changed, while the dir and record are still ours, re-takes silently', async () => {
     const dataDir = h.tempDir();
     const { log, events } = memoryLogger();
