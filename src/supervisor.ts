@@ -348,7 +348,10 @@ export class Supervisor extends EventEmitter {
       this.log.error({ event: 'recovery.journal_unreadable', err: errorMessage(err) }, 'journal unreadable; starting fresh');
     }
     if (!record) return undefined;
-    this.log.warn({ event: 'recovery.start', handoffId: record.handoffId, phase: record.phase }, 'recovering an interrupted handoff');
+    this.log.warn(
+      { event: 'recovery.start', handoffId: record.handoffId, phase: record.phase },
+      record.phase === 'idle' ? 'previous supervisor died while idle: re-adopting its incumbent' : 'recovering an interrupted handoff',
+    );
     const peers = [
       record.incumbent && { role: 'incumbent' as const, ...record.incumbent, generation: record.generation },
       record.successor && { role: 'successor' as const, ...record.successor, generation: record.generation + 1 },
@@ -380,7 +383,7 @@ export class Supervisor extends EventEmitter {
       this.generation = survivor.generation;
       this.watch(this.current);
     }
-    await this.journal.clear();
+    await this.journalSteady();
     const report: RecoveryReport = {
       handoffId: record.handoffId,
       phase: record.phase,
@@ -448,7 +451,7 @@ export class Supervisor extends EventEmitter {
     } finally {
       f.incCh?.close('handoff over');
       f.sucCh?.close('handoff over');
-      await this.journal.clear().catch(() => undefined);
+      await this.journalSteady().catch(() => undefined);
       this.flight = undefined; // only now: no window in which we look idle mid-handoff
     }
     if (result.outcome === 'aborted' && !f.incumbent) this.lastFailed = f.successor;
@@ -492,6 +495,26 @@ export class Supervisor extends EventEmitter {
     await this.opts.phaseGate?.(phase, f.id);
     this.log.info({ event: 'handoff.phase', handoffId: f.id, phase }, `phase ${phase}`);
     await this.journalProcesses(f, phase);
+  }
+
+  /**
+   * Between handoffs the journal names the serving incumbent (phase "idle"), so a
+   * supervisor that dies while idle is replaced by one that re-adopts it instead of
+   * cold-starting next to it (RELIABILITY.md B1). Cleared when nothing serves.
+   */
+  private async journalSteady(): Promise<void> {
+    const app = this.current;
+    if (!app?.alive) {
+      await this.journal.clear();
+      return;
+    }
+    await this.journal.write({
+      handoffId: 'idle',
+      phase: 'idle',
+      generation: this.generation,
+      incumbent: { pid: app.pid, startTime: app.startTime },
+      at: Date.now(),
+    });
   }
 
   /**
@@ -1208,6 +1231,11 @@ export class Supervisor extends EventEmitter {
    * timeout SIGTERM, then SIGKILL. Listeners stay open: closing them is the owner's call.
    */
   async stop(timeoutMs = 30_000): Promise<void> {
+    await this.stopApp(timeoutMs);
+    await this.journal.clear().catch(() => undefined); // nothing left to re-adopt
+  }
+
+  private async stopApp(timeoutMs: number): Promise<void> {
     this.stopping = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
     this.restartTimer = undefined;

@@ -54,6 +54,34 @@ function send(host: ChildProcess, cmd: unknown): void {
 
 const points = CRASH_POINT_NAMES.filter((p) => p.startsWith('supervisor.'));
 
+describe('supervisor killed while idle → restart re-adopts the serving incumbent (B1)', () => {
+  it('no cold start next to the orphan: the same process serves, and the next handoff commits', async () => {
+    tag = newTag();
+    const dir = h.tempDir('baton-recovery-');
+    listener = bindListener(parseListenAddress('tcp://127.0.0.1:0'));
+    const port = Number(listener.address.split(':').pop());
+    const first = startHost(dir);
+    await first.out.next((l: { event: string }) => l.event === 'ready', 'first supervisor ready', 20_000);
+    const gen1 = (await healthz(port)).pid;
+    expect((await request(port, 'PUT', '/kv/idle', 'kept')).status).toBe(200);
+    first.host.kill('SIGKILL');
+    await exitOf(first.host);
+
+    const second = startHost(dir);
+    const rec = await second.out.next<{ event: string; report: RecoveryReport }>((l) => l.event === 'recovered', 'recovery', 30_000);
+    expect(rec.report.phase).toBe('idle');
+    expect(rec.report.survivor?.pid).toBe(gen1);
+    await second.out.next((l: { event: string }) => l.event === 'ready', 'second supervisor ready', 30_000);
+    expect((await healthz(port)).pid).toBe(gen1);
+    send(second.host, { op: 'handoff' });
+    const next = await second.out.next<{ event: string; result: HandoffResult }>((l) => l.event === 'result' && l.result.oldPid === gen1, 'follow-up handoff', 30_000);
+    expect(next.result.outcome, next.result.reason).toBe('committed');
+    expect(JSON.parse((await request(port, 'GET', '/kv/idle')).body).value).toBe('kept');
+    send(second.host, { op: 'stop' });
+    await second.out.next((l: { event: string }) => l.event === 'stopped', 'stopped', 20_000);
+  }, 90_000);
+});
+
 describe('supervisor crash → restart → recovery from the journal', () => {
   for (const point of points) {
     it(point, async () => {
