@@ -8,9 +8,9 @@
  * RSS runs away. The full run (≥ 100,000 inputs) is `npm run fuzz -- --inputs 100000`;
  * its figures are in RELIABILITY.md.
  *
- * Held back (--hold-back-known) until src/admin.ts is fixed, because it cannot pass: an
- * admin request whose target is not a valid relative URL (`GET // HTTP/1.1`) kills
- * `baton run` (RELIABILITY.md, bug B3). The oracle test below pins the predicate.
+ * Bug B3 (an admin request whose target is not a valid relative URL, `GET // HTTP/1.1`,
+ * killed `baton run`; RELIABILITY.md) is fixed, so those inputs are sent too. The oracle
+ * test below pins the predicate that recognises them.
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -74,7 +74,7 @@ describe('fuzz run (CI budget)', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'baton-fuzz-test-'));
     const summaryFile = path.join(dir, 'summary.json');
     try {
-      const child = spawn(process.execPath, [path.join(ROOT, 'dist/bench/fuzz.js'), '--inputs', '5000', '--seed', '20261123', '--hold-back-known', '--summary', summaryFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn(process.execPath, [path.join(ROOT, 'dist/bench/fuzz.js'), '--inputs', '5000', '--seed', '20261123', '--summary', summaryFile], { stdio: ['ignore', 'pipe', 'pipe'] });
       let output = '';
       child.stdout.on('data', (c: Buffer) => (output += c.toString()));
       child.stderr.on('data', (c: Buffer) => (output += c.toString()));
