@@ -763,7 +763,9 @@ export class Supervisor extends EventEmitter {
     try {
       return await Promise.race([p, death]);
     } catch (err) {
-      if ((err as BatonError).code === 'E_PEER_CLOSED') {
+      // A dying process closes its sockets before it is a zombie: a close, a reset or a
+      // frame cut in half may be its death, seen a moment early.
+      if (['E_PEER_CLOSED', 'E_SOCKET', 'E_TRUNCATED'].includes((err as BatonError).code)) {
         const status = await Promise.race([proc.exited, sleep(1_000).then(() => undefined)]);
         if (status) throw died(status);
       }
