@@ -193,6 +193,17 @@ function fail(reply: ClientReply): never {
   throw new BatonError(e?.code ?? 'E_ADMIN', e?.message ?? `the supervisor answered HTTP ${reply.status}`);
 }
 
+/** The job a streamed upgrade/maintenance request ended with (printed with --json), or fail with the supervisor's error. */
+function finalJob(reply: ClientReply, json: boolean | undefined): JobRecord {
+  const job = reply.body.job as JobRecord | undefined;
+  if (!job) {
+    if (json) console.log(JSON.stringify(reply.body));
+    fail(reply);
+  }
+  if (json) console.log(JSON.stringify(job, null, 2));
+  return job;
+}
+
 // ---------------------------------------------------------------- commands
 
 async function cmdRun(args: string[]): Promise<number> {
@@ -260,12 +271,7 @@ async function cmdUpgrade(args: string[]): Promise<number> {
     if (ticker) clearInterval(ticker);
     if (tty) process.stdout.write('\r\x1b[2K');
   }
-  const job = reply.body.job as JobRecord | undefined;
-  if (!job) {
-    if (v.json) console.log(JSON.stringify(reply.body));
-    fail(reply);
-  }
-  if (v.json) console.log(JSON.stringify(job, null, 2));
+  const job = finalJob(reply, v.json);
   if (job.state === 'SUCCEEDED') {
     if (!v.json) console.log(`committed: generation ${job.handoff?.generation} (pid ${job.handoff?.oldPid} -> ${job.handoff?.newPid}) in ${job.durationMs} ms  [${phaseLine(job)}]`);
     return 0;
@@ -361,12 +367,7 @@ async function cmdMaintenance(args: string[]): Promise<number> {
     if (ticker) clearInterval(ticker);
     if (tty) process.stdout.write('\r\x1b[2K');
   }
-  const job = reply.body.job as JobRecord | undefined;
-  if (!job) {
-    if (v.json) console.log(JSON.stringify(reply.body));
-    fail(reply);
-  }
-  if (v.json) console.log(JSON.stringify(job, null, 2));
+  const job = finalJob(reply, v.json);
   const m = job.maintenance;
   switch (job.state) {
     case 'SUCCEEDED':
