@@ -110,7 +110,9 @@ function drawStep(rng: Rng): Step {
     case 'stop': {
       const role = rng.weighted<Role>({ incumbent: 6, successor: 5, supervisor: 5 });
       const phase: Phase = role !== 'successor' && rng.chance(0.3) ? 'idle' : rng.pick(HANDOFF_PHASES);
-      const afterMs = rng.int(0, 300);
+      // Most phases of a kv handoff last tens of ms: a long delay mostly lands after the
+      // handoff ended, so most draws are short.
+      const afterMs = rng.chance(0.7) ? rng.int(0, 40) : rng.int(0, 300);
       if (kind === 'kill') return { kind, role, phase, afterMs };
       return { kind, role, phase, afterMs, stopMs: rng.int(300, 7_000) };
     }
@@ -690,10 +692,15 @@ async function signalStep(w: World, step: Extract<Step, { kind: 'kill' | 'stop' 
   if (reached === 'exit') return `supervisor died before ${step.phase}; ${await w.restartHost()}`;
   if (isOutcome(reached.ev)) return `${describeOutcome(reached.ev)} before ${step.phase}`;
   await sleep(step.afterMs);
+  // The handoff may have ended within afterMs: then the signal hits the idle supervisor or
+  // the new incumbent (still chaos, but reported as what it was).
+  const endedFirst = w.host.events.slice(from).some(isOutcome);
   const did = await act(await target());
   const ev = await w.outcome(from);
   if (ev === 'exit') return `${did}; ${await w.restartHost()}`;
-  return `${did}; ${describeOutcome(ev)}`;
+  // A SIGKILLed supervisor is dead even when its outcome line came first.
+  if (step.role === 'supervisor' && step.kind === 'kill') return `${describeOutcome(ev)}, then ${did}; ${await w.restartHost()}`;
+  return endedFirst ? `${describeOutcome(ev)}, then ${did}` : `${did}; ${describeOutcome(ev)}`;
 }
 
 async function concurrentStep(w: World, step: Extract<Step, { kind: 'concurrent' }>): Promise<string> {

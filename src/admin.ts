@@ -275,7 +275,9 @@ export interface ClientReply {
 
 /**
  * One request to the admin socket. For NDJSON replies, `onLine` gets every line but
- * the last; the last line is the returned body. Connect failures are
+ * the last; the last line is the returned body. A progress line (a `type` other than
+ * "result") is passed on as soon as it arrives, not when the next one does, so a live
+ * display does not lag one step behind. Connect failures are
  * E_NOT_RUNNING (no socket / nobody listening).
  */
 export function adminRequest(
@@ -305,6 +307,8 @@ export function adminRequest(
         res.setEncoding('utf8');
         let buf = '';
         let last: Record<string, unknown> | undefined;
+        let lastProgress: Record<string, unknown> | undefined;
+        const ndjson = String(res.headers['content-type'] ?? '').startsWith('application/x-ndjson');
         const take = (line: string): void => {
           if (line.trim() === '') return;
           let parsed: Record<string, unknown>;
@@ -314,7 +318,13 @@ export function adminRequest(
             parsed = { error: { code: 'E_BAD_REPLY', message: `unparseable reply line: ${line.slice(0, 200)}` } };
           }
           if (last !== undefined) opts.onLine?.(last);
-          last = parsed;
+          last = undefined;
+          if (ndjson && typeof parsed.type === 'string' && parsed.type !== 'result') {
+            lastProgress = parsed;
+            opts.onLine?.(parsed);
+          } else {
+            last = parsed;
+          }
         };
         res.on('data', (chunk: string) => {
           buf += chunk;
@@ -326,6 +336,7 @@ export function adminRequest(
         });
         res.on('end', () => {
           take(buf);
+          last ??= lastProgress;
           if (last === undefined) return reject(new AdminClientError('E_BAD_REPLY', `empty reply from the supervisor (HTTP ${res.statusCode})`));
           resolve({ status: res.statusCode ?? 0, body: last });
         });

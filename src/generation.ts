@@ -1,5 +1,5 @@
+import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import type { Socket } from 'node:net';
-import { execa, type Options, type ResultPromise } from 'execa';
 import { withoutCrashEnv, CRASH_ENV, CRASH_MARKER_ENV } from './crashpoints.js';
 import { BatonError } from './errors.js';
 import { listenerEnv, scrubInheritedEnv, stdioForListeners, type HeldListener } from './listeners.js';
@@ -25,16 +25,11 @@ export class AppProcess {
     readonly pid: number,
     readonly startTime: string | undefined,
     readonly generation: number,
-    child: ResultPromise | undefined,
+    child: ChildProcess | undefined,
     /** Supervisor end of the successor control socketpair (spawned processes only). */
     readonly control: Socket | undefined,
   ) {
-    this.exited = child
-      ? child.then(
-          (r) => (this.exitStatus = { code: r.exitCode, signal: r.signal }),
-          () => (this.exitStatus = { code: undefined, signal: undefined }),
-        )
-      : pollExit(pid, startTime).then((s) => (this.exitStatus = s));
+    this.exited = child ? childExit(child).then((s) => (this.exitStatus = s)) : pollExit(pid, startTime).then((s) => (this.exitStatus = s));
   }
 
   get alive(): boolean {
@@ -69,6 +64,14 @@ export class AppProcess {
       // Already gone.
     }
   }
+}
+
+/** Resolves when our child has exited (and is reaped): 'exit', or 'error' if it never ran. */
+function childExit(child: ChildProcess): Promise<ExitStatus> {
+  return new Promise((resolve) => {
+    child.once('exit', (code, signal) => resolve({ code: code ?? undefined, signal: signal ?? undefined }));
+    child.once('error', () => resolve({ code: undefined, signal: undefined }));
+  });
 }
 
 async function pollExit(pid: number, startTime: string | undefined): Promise<ExitStatus> {
@@ -115,21 +118,21 @@ export function spawnApp(spec: SpawnSpec): AppProcess {
     [ENV.generation]: String(spec.generation),
     ...spec.extraEnv,
   };
-  // execa's types want a fixed-length stdio tuple; ours grows with the listener count.
-  const options = {
-    stdio: ['ignore', spec.stdout, 'inherit', ...listenerFds, ...spareFds, 'pipe'],
+  // node:child_process rather than execa: the supervisor only needs spawn + exit, and
+  // loading execa costs ≈ 8 MiB of RSS in a process whose budget is 60 MB (BENCHMARKS.md).
+  const stdio: StdioOptions = ['ignore', spec.stdout, 'inherit', ...listenerFds, ...spareFds, 'pipe'];
+  const child = spawn(file, args, {
+    stdio,
     env,
-    extendEnv: false,
-    buffer: false,
-    reject: false,
-    cleanup: true,
     // Its own process group: a Ctrl-C at baton's terminal (SIGINT to the foreground group)
     // must reach baton, which then stops the app gracefully (drain, seal), not the app itself.
     detached: true,
-  } as Options;
-  const child = execa(file, args, options) as ResultPromise;
+  });
+  // A command that cannot be started (ENOENT, EACCES) reports it as an 'error' event.
+  let spawnError: Error | undefined;
+  child.on('error', (err) => (spawnError ??= err));
   const pid = child.pid;
-  if (pid === undefined) throw new BatonError('E_SPAWN_FAILED', `could not start ${file}`);
+  if (pid === undefined) throw new BatonError('E_SPAWN_FAILED', `could not start ${file}${spawnError ? `: ${spawnError.message}` : ''}`);
   const control = child.stdio[controlFd] as Socket | undefined;
   const app = new AppProcess(pid, processStartTime(pid), spec.generation, child, control);
   spec.log.info(

@@ -483,7 +483,7 @@ export class Supervisor extends EventEmitter {
     this.current = f.successor;
     this.generation = f.successor!.generation;
     this.watch(f.successor!);
-    if (old) void old.exited; // reaped by execa when it exits
+    if (old) void old.exited; // reaped by its exit listener (generation.ts)
     return this.finish(f, 'committed', f.promoted ? 'incumbent died mid-handoff; successor promoted' : undefined);
   }
 
