@@ -1,19 +1,27 @@
-import { appendFile, chmod, rm } from 'node:fs/promises';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { appendFile, chmod, mkdir, open, readFile, rm, stat } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
-import { BatonError, errorMessage } from './errors.js';
+import path from 'node:path';
+import { BatonError, ConfigError, errorMessage } from './errors.js';
 import type { Requester } from './jobs.js';
 import type { Logger } from './log.js';
 
 /**
  * The admin API: JSON over HTTP on a Unix socket (`<stateDir>/admin.sock`, mode 0600,
- * in the 0700 state dir), so `curl --unix-socket` works.
+ * in the 0700 state dir), so `curl --unix-socket` works; optionally the same API on a
+ * TCP address (`adminListen`), where every request needs a token.
  *
  * Boundary: only processes that can open the socket file can talk to it: the state
  * dir's owner (the user baton runs as) and root. Node cannot read SO_PEERCRED, so the
  * requester's pid/uid in the audit log is what the client *claims* (headers
  * x-baton-client-pid/-uid/-user, sent by the baton CLI), marked `verified: false`.
+ *
+ * Roles read < write < admin (ROLE_OVERRIDES / requiredRole below), enforced on every
+ * route. A request with `Authorization: Bearer <token>` has the role of that token
+ * (files `<stateDir>/tokens/<role>.token`); one without a token is `admin` on the Unix
+ * socket (the file permission is the boundary) and refused (401) on TCP.
  *
  * Limits: request body ≤ 64 KiB (413), headers ≤ 16 KiB, the whole request must
  * arrive within 10 s (408), ≤ 32 connections; anything that is not HTTP gets a 400
@@ -55,34 +63,198 @@ export function errorReply(status: number, code: string, message: string): Admin
   return { status, body: { error: { code, message } } };
 }
 
+// ---------------------------------------------------------------- roles and tokens
+
+export const ADMIN_ROLES = ['read', 'write', 'admin'] as const;
+export type AdminRole = (typeof ADMIN_ROLES)[number];
+const RANK: Record<AdminRole, number> = { read: 0, write: 1, admin: 2 };
+
+/**
+ * Routes that need more than the rule in requiredRole gives them. `stop` ends the
+ * service (an upgrade keeps it serving), so it is admin; a monitoring token (read) or a
+ * deploy token (write) cannot take the service down.
+ */
+export const ROLE_OVERRIDES: Readonly<Record<string, AdminRole>> = {
+  'POST /v1/stop': 'admin',
+};
+
+/**
+ * The role a route ("METHOD /pattern", as in AdminServerOptions.routes) needs: its
+ * override, else read for GET/HEAD and write for every other method, so a route added
+ * later is guarded the day it exists.
+ */
+export function requiredRole(routeKey: string): AdminRole {
+  const o = ROLE_OVERRIDES[routeKey];
+  if (o) return o;
+  const method = routeKey.slice(0, routeKey.indexOf(' '));
+  return method === 'GET' || method === 'HEAD' ? 'read' : 'write';
+}
+
+export function roleAllows(have: AdminRole, need: AdminRole): boolean {
+  return RANK[have] >= RANK[need];
+}
+
+const TOKEN_RE = /^[\x21-\x7e]{32,512}$/;
+
+/**
+ * The per-role tokens: `<dir>/<role>.token` (dir 0700, files 0600), 32 random bytes as
+ * hex, made at start when absent (an operator may also write their own: 32..512
+ * printable characters). Only SHA-256 digests stay in memory; a presented token is
+ * hashed and compared with every role's digest in constant time (timingSafeEqual on
+ * equal-length digests, no early exit). Read at start: to rotate a token, replace its
+ * file and restart `baton run`. Tokens are never logged.
+ */
+export class AdminTokens {
+  private constructor(
+    readonly dir: string,
+    private readonly digests: ReadonlyMap<AdminRole, Buffer>,
+  ) {}
+
+  static async ensure(dir: string, log: Logger): Promise<AdminTokens> {
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const st = await stat(dir);
+    if ((st.mode & 0o077) !== 0) {
+      log.warn({ event: 'admin.tokens_dir_mode', dir, mode: (st.mode & 0o777).toString(8) }, `token dir ${dir} was mode ${(st.mode & 0o777).toString(8)}; setting 0700`);
+      await chmod(dir, 0o700);
+    }
+    const digests = new Map<AdminRole, Buffer>();
+    const seen = new Map<string, AdminRole>();
+    for (const role of ADMIN_ROLES) {
+      const file = tokenPath(dir, role);
+      const created = await createToken(file);
+      const fst = await stat(file);
+      if ((fst.mode & 0o077) !== 0) {
+        log.warn({ event: 'admin.token_file_mode', file, mode: (fst.mode & 0o777).toString(8) }, `token file ${file} was mode ${(fst.mode & 0o777).toString(8)}; setting 0600`);
+        await chmod(file, 0o600);
+      }
+      const token = (await readFile(file, 'utf8')).trim();
+      if (!TOKEN_RE.test(token)) {
+        throw new ConfigError('E_CONFIG', `${file}: expected a token of 32..512 printable characters without spaces (baton writes 64 hex digits); delete the file to have a new one made`, { field: 'tokens' });
+      }
+      const digest = sha256(token);
+      const dup = seen.get(digest.toString('hex'));
+      if (dup) throw new ConfigError('E_CONFIG', `${file}: the same token as ${tokenPath(dir, dup)}; every role needs its own token`, { field: 'tokens' });
+      seen.set(digest.toString('hex'), role);
+      digests.set(role, digest);
+      if (created) log.info({ event: 'admin.token_created', role, file }, `made the ${role} token ${file}`);
+    }
+    return new AdminTokens(dir, digests);
+  }
+
+  /** The role of a presented token, or undefined when it is none of ours. */
+  roleOf(token: string): AdminRole | undefined {
+    const d = sha256(token);
+    let found: AdminRole | undefined;
+    for (const role of ADMIN_ROLES) if (timingSafeEqual(d, this.digests.get(role)!) && found === undefined) found = role;
+    return found;
+  }
+}
+
+export function tokenPath(dir: string, role: AdminRole): string {
+  return path.join(dir, `${role}.token`);
+}
+
+/** Creates the token file when absent ('wx': an existing token is never overwritten). */
+async function createToken(file: string): Promise<boolean> {
+  let fh;
+  try {
+    fh = await open(file, 'wx', 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw err;
+  }
+  try {
+    await fh.writeFile(`${randomBytes(32).toString('hex')}\n`);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  return true;
+}
+
+function sha256(text: string): Buffer {
+  return createHash('sha256').update(text, 'utf8').digest();
+}
+
+// ---------------------------------------------------------------- server
+
 export interface AdminServerOptions {
   socketPath: string;
   auditPath: string;
   log: Logger;
   /** Routes: "GET /v1/status" → handler; a segment ":name" matches any one segment (req.params.name). */
   routes: Record<string, AdminHandler>;
+  tokens: AdminTokens;
+  /** Also serve the API on this TCP address (tokens required). */
+  tcp?: { host: string; port: number } | undefined;
+}
+
+type Transport = 'unix' | 'tcp';
+
+/** How a request authenticated, for the audit log: never the token itself. */
+interface Auth {
+  role: AdminRole;
+  /** "socket-peer" (no token, on the Unix socket) or "token:<role>". */
+  via: string;
 }
 
 export class AdminServer {
   private readonly server: http.Server;
+  private tcpServer: http.Server | undefined;
+  /** TCP requests that arrive before the Unix socket opens (start-up) get 503. */
+  private serving = false;
   private auditChain: Promise<void> = Promise.resolve();
 
   constructor(private readonly opts: AdminServerOptions) {
-    this.server = http.createServer(
+    this.server = this.createServer('unix');
+  }
+
+  private createServer(transport: Transport): http.Server {
+    const server = http.createServer(
       { requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS, maxHeaderSize: 16 * 1024, connectionsCheckingInterval: 1_000 },
-      (req, res) => void this.handle(req, res),
+      (req, res) => void this.handle(req, res, transport),
     );
-    this.server.maxConnections = 32;
-    this.server.on('clientError', (err, socket) => {
+    server.maxConnections = 32;
+    server.on('clientError', (err, socket) => {
       if (socket.writable) {
         const body = JSON.stringify({ error: { code: 'E_BAD_REQUEST', message: `malformed HTTP request: ${errorMessage(err)}` } });
         socket.end(`HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
       } else {
         socket.destroy();
       }
-      this.audit({ who: unknownRequester(), method: '-', path: '-', status: 400, result: `malformed: ${errorMessage(err)}` });
+      this.audit({ who: unknownRequester(), transport, method: '-', path: '-', status: 400, result: `malformed: ${errorMessage(err)}` });
     });
-    this.server.on('error', (err) => opts.log.error({ event: 'admin.error', err: errorMessage(err) }, 'admin socket error'));
+    server.on('error', (err) => this.opts.log.error({ event: 'admin.error', transport, err: errorMessage(err) }, `admin ${transport} listener error`));
+    return server;
+  }
+
+  /**
+   * Binds the TCP listener (when configured). Called before the app starts, so a taken
+   * port fails the start with nothing running; it answers 503 until listen().
+   */
+  async listenTcp(): Promise<void> {
+    const tcp = this.opts.tcp;
+    if (!tcp) return;
+    const server = this.createServer('tcp');
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(tcp.port, tcp.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    this.tcpServer = server;
+    if (!isLoopback(tcp.host)) {
+      this.opts.log.warn({ event: 'admin.tcp_not_loopback', address: this.tcpAddress }, `admin API on ${this.tcpAddress}: not a loopback address; tokens cross the network in clear text (plain HTTP)`);
+    }
+    this.opts.log.info({ event: 'admin.tcp_listening', address: this.tcpAddress }, `admin API on ${this.tcpAddress} (token required)`);
+  }
+
+  /** "tcp://HOST:PORT" of the TCP listener, or undefined. */
+  get tcpAddress(): string | undefined {
+    const a = this.tcpServer?.address();
+    if (!a || typeof a !== 'object') return undefined;
+    return `tcp://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}`;
   }
 
   /** Binds the socket (mode 0600). The caller made sure no live supervisor owns the path. */
@@ -101,40 +273,72 @@ export class AdminServer {
       process.umask(old);
     }
     await chmod(this.opts.socketPath, 0o600);
+    this.serving = true;
   }
 
   async close(): Promise<void> {
     // Let replies in flight (the answer to POST /v1/stop) finish; cut what is left after 1 s.
-    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeIdleConnections();
-    const timer = setTimeout(() => this.server.closeAllConnections(), 1_000);
+    const servers = [this.server, ...(this.tcpServer ? [this.tcpServer] : [])];
+    const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => (s.listening ? s.close(() => resolve()) : resolve()))));
+    for (const s of servers) s.closeIdleConnections();
+    const timer = setTimeout(() => servers.forEach((s) => s.closeAllConnections()), 1_000);
     await closed;
     clearTimeout(timer);
     await rm(this.opts.socketPath, { force: true });
     await this.auditChain;
   }
 
-  private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+  /** Who may do what: no token on the Unix socket is admin; a token has its role; TCP needs one. */
+  private authenticate(req: http.IncomingMessage, transport: Transport): Auth | { error: AdminReply; via: string } {
+    const header = req.headers.authorization;
+    if (header === undefined) {
+      if (transport === 'unix') return { role: 'admin', via: 'socket-peer' };
+      return {
+        via: 'none',
+        error: errorReply(401, 'E_UNAUTHENTICATED', 'the TCP admin listener needs a token: send "Authorization: Bearer <token>" (baton: --token-file FILE or $BATON_TOKEN; the tokens are <state-dir>/tokens/{read,write,admin}.token)'),
+      };
+    }
+    const m = /^Bearer +(\S+) *$/i.exec(header);
+    if (!m) return { via: 'malformed', error: errorReply(401, 'E_UNAUTHENTICATED', 'the Authorization header must be "Bearer <token>"') };
+    const role = this.opts.tokens.roleOf(m[1]!);
+    if (!role) return { via: 'token:invalid', error: errorReply(401, 'E_UNAUTHENTICATED', 'the token presented is not one of this supervisor\'s tokens (<state-dir>/tokens/*.token)') };
+    return { role, via: `token:${role}` };
+  }
+
+  private async handle(req: http.IncomingMessage, res: http.ServerResponse, transport: Transport): Promise<void> {
     const who = requesterOf(req);
     const url = parseTarget(req.url);
     if (!url) {
       // e.g. "GET //" or "GET *": not a path we serve; never let it reach a handler (or throw).
       const text = `${toJson(errorReply(400, 'E_BAD_REQUEST', `bad request target ${JSON.stringify(String(req.url).slice(0, 200))}: expected an absolute path`).body)}\n`;
       if (!res.destroyed) res.writeHead(400, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), connection: 'close' }).end(text);
-      this.audit({ who, method: req.method ?? '?', path: String(req.url).slice(0, 200), body: {}, status: 400, result: 400 });
+      this.audit({ who, transport, method: req.method ?? '?', path: String(req.url).slice(0, 200), body: {}, status: 400, result: 400 });
       return;
     }
     const method = req.method ?? 'GET';
     let streaming = false;
     let reply: AdminReply;
     let body: Record<string, unknown> = {};
+    const auth = this.authenticate(req, transport);
+    who.auth = auth.via;
+    if ('role' in auth) who.role = auth.role;
     try {
-      const { handler, params } = this.route(method, url.pathname);
-      if (!handler) {
+      const { handler, params, key } = this.route(method, url.pathname);
+      const need = key === undefined ? undefined : requiredRole(key);
+      if (!this.serving) {
+        reply = errorReply(503, 'E_STARTING', 'the supervisor is starting; try again in a moment');
+        req.resume();
+      } else if ('error' in auth) {
+        reply = auth.error;
+        req.resume();
+      } else if (!handler) {
         const known = Object.keys(this.opts.routes).some((r) => matchPath(r.slice(r.indexOf(' ') + 1), url.pathname) !== undefined);
         reply = known
           ? errorReply(405, 'E_METHOD', `${method} is not allowed on ${url.pathname}`)
           : errorReply(404, 'E_NOT_FOUND', `no such endpoint: ${method} ${url.pathname}; known: ${Object.keys(this.opts.routes).join(', ')}`);
+        req.resume();
+      } else if (need !== undefined && !roleAllows(auth.role, need)) {
+        reply = errorReply(403, 'E_FORBIDDEN', `${method} ${url.pathname} needs the ${need} role; the token presented has the ${auth.role} role`);
         req.resume();
       } else {
         const parsed = await readJsonBody(req);
@@ -167,23 +371,27 @@ export class AdminServer {
       res.writeHead(reply.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...(reply.status >= 400 && { connection: 'close' }) });
       res.end(text);
     }
-    this.audit({ who, method, path: url.pathname + url.search, body, status: reply.status, result: reply.audit ?? reply.status });
+    this.audit({ who, transport, method, path: url.pathname + url.search, body, status: reply.status, result: reply.audit ?? reply.status });
   }
 
-  private route(method: string, pathname: string): { handler: AdminHandler | undefined; params: Record<string, string> } {
-    const exact = this.opts.routes[`${method} ${pathname}`];
-    if (exact) return { handler: exact, params: {} };
+  private route(method: string, pathname: string): { handler: AdminHandler | undefined; params: Record<string, string>; key?: string } {
+    const exactKey = `${method} ${pathname}`;
+    const exact = this.opts.routes[exactKey];
+    if (exact) return { handler: exact, params: {}, key: exactKey };
     for (const [key, handler] of Object.entries(this.opts.routes)) {
       const space = key.indexOf(' ');
       if (key.slice(0, space) !== method) continue;
       const params = matchPath(key.slice(space + 1), pathname);
-      if (params) return { handler, params };
+      if (params) return { handler, params, key };
     }
     return { handler: undefined, params: {} };
   }
 
-  /** One JSON line per admin command: when, who (claimed), what, result. */
-  private audit(entry: { who: Requester; method: string; path: string; body?: unknown; status: number; result: unknown }): void {
+  /**
+   * One JSON line per admin request (reads, writes, refusals): when, who (claimed; with
+   * how it authenticated and the role), over which transport, what, result.
+   */
+  private audit(entry: { who: Requester; transport: Transport; method: string; path: string; body?: unknown; status: number; result: unknown }): void {
     const line = `${toJson({ at: new Date().toISOString(), ...entry })}\n`;
     this.auditChain = this.auditChain.then(() =>
       appendFile(this.opts.auditPath, line, { mode: 0o600 }).catch((err: unknown) =>
@@ -260,6 +468,10 @@ function unknownRequester(): Requester {
   return { verified: false };
 }
 
+function isLoopback(host: string): boolean {
+  return host === '::1' || (net.isIPv4(host) && host.startsWith('127.'));
+}
+
 function toJson(v: unknown): string {
   return JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x));
 }
@@ -273,15 +485,23 @@ export interface ClientReply {
   body: Record<string, unknown>;
 }
 
+/** Where a client sends admin requests: the Unix socket (default) or a TCP listener, with an optional token. */
+export interface AdminTarget {
+  socketPath?: string | undefined;
+  tcp?: { host: string; port: number } | undefined;
+  /** Sent as "Authorization: Bearer <token>"; required on TCP. */
+  token?: string | undefined;
+}
+
 /**
- * One request to the admin socket. For NDJSON replies, `onLine` gets every line but
- * the last; the last line is the returned body. A progress line (a `type` other than
- * "result") is passed on as soon as it arrives, not when the next one does, so a live
- * display does not lag one step behind. Connect failures are
- * E_NOT_RUNNING (no socket / nobody listening).
+ * One request to the admin API (a socket path, or an AdminTarget). For NDJSON replies,
+ * `onLine` gets every line but the last; the last line is the returned body. A progress
+ * line (a `type` other than "result") is passed on as soon as it arrives, not when the
+ * next one does, so a live display does not lag one step behind. Connect
+ * failures are E_NOT_RUNNING (no socket / nobody listening).
  */
 export function adminRequest(
-  socketPath: string,
+  target: string | AdminTarget,
   method: string,
   urlPath: string,
   body?: unknown,
@@ -289,13 +509,16 @@ export function adminRequest(
 ): Promise<ClientReply> {
   return new Promise((resolve, reject) => {
     const payload = body === undefined ? undefined : JSON.stringify(body);
+    const t: AdminTarget = typeof target === 'string' ? { socketPath: target } : target;
+    const where = t.tcp ? `tcp://${t.tcp.host.includes(':') ? `[${t.tcp.host}]` : t.tcp.host}:${t.tcp.port}` : t.socketPath;
     const req = http.request(
       {
-        socketPath,
+        ...(t.tcp ? { host: t.tcp.host, port: t.tcp.port } : { socketPath: t.socketPath }),
         method,
         path: urlPath,
         headers: {
           'content-type': 'application/json',
+          ...(t.token !== undefined && { authorization: `Bearer ${t.token}` }),
           ...(payload !== undefined && { 'content-length': Buffer.byteLength(payload) }),
           'x-baton-client-pid': String(process.pid),
           'x-baton-client-uid': String(process.getuid?.() ?? ''),
@@ -348,9 +571,9 @@ export function adminRequest(
     req.on('error', (err: NodeJS.ErrnoException) => {
       if (err instanceof AdminClientError) return reject(err);
       if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
-        return reject(new AdminClientError('E_NOT_RUNNING', `no supervisor is running for this state dir (nothing answers at ${socketPath})`));
+        return reject(new AdminClientError('E_NOT_RUNNING', t.tcp ? `no supervisor answers at ${where}` : `no supervisor is running for this state dir (nothing answers at ${where})`));
       }
-      if (err.code === 'EACCES') return reject(new AdminClientError('E_ACCESS', `permission denied on ${socketPath}: the admin socket is only for the user baton runs as (and root)`));
+      if (err.code === 'EACCES') return reject(new AdminClientError('E_ACCESS', `permission denied on ${where}: the admin socket is only for the user baton runs as (and root)`));
       if (err.code === 'ECONNRESET') return reject(new AdminClientError('E_CONNECTION_LOST', 'the supervisor closed the connection'));
       reject(new AdminClientError('E_ADMIN', `admin request failed: ${errorMessage(err)}`));
     });

@@ -8,11 +8,12 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { AdminClientError, adminRequest, type ClientReply } from './admin.js';
-import { defaultStateDir, readConfigFile, resolveRunConfig } from './config.js';
+import { AdminClientError, adminRequest, type AdminTarget, type ClientReply } from './admin.js';
+import { defaultStateDir, parseHostPort, readConfigFile, resolveRunConfig } from './config.js';
 import { adminSocketPath, Daemon, EXIT } from './daemon.js';
 import { BatonError, ConfigError, errorMessage } from './errors.js';
 import type { JobRecord } from './jobs.js';
+import type { PreviousShutdown } from './lifecycle.js';
 
 class UsageError extends Error {}
 
@@ -27,7 +28,11 @@ const VERSION = (() => {
 const TARGET_HELP = `  --state-dir DIR   the supervisor's state dir (default: from --config, else $BATON_STATE_DIR,
                     else $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/baton/NAME or /tmp/baton-UID/NAME)
   --name NAME       service name used for the default state dir (default: baton)
-  --config FILE     take stateDir/name from this config file`;
+  --config FILE     take stateDir/name from this config file
+  --admin ADDR      talk to a TCP admin listener (tcp://HOST:PORT, see run --admin-listen)
+                    instead of the Unix socket <state-dir>/admin.sock
+  --token-file FILE send the token in FILE (e.g. <state-dir>/tokens/read.token; default:
+                    $BATON_TOKEN); required with --admin, optional on the socket`;
 
 const HELP: Record<string, string> = {
   main: `baton ${VERSION} — hand a live service over to a new process with no dropped connection
@@ -108,6 +113,9 @@ Options:
   --state-dir DIR     private state: admin socket, journal, history, audit log
   --name NAME         service name (default: baton)
   --metrics HOST:PORT serve Prometheus metrics at http://HOST:PORT/metrics
+  --admin-listen HOST:PORT
+                      serve the admin API on TCP too ("adminListen"); every request there
+                      needs a token (<state-dir>/tokens/{read,write,admin}.token)
   -h, --help
 
 Exit codes: 0 stopped, 1 bad configuration or start-up failure, 4 the app crash-looped.`,
@@ -157,6 +165,8 @@ const TARGET_OPTIONS = {
   'state-dir': { type: 'string' },
   name: { type: 'string' },
   config: { type: 'string' },
+  admin: { type: 'string' },
+  'token-file': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies ParseArgsConfig['options'];
 
@@ -175,8 +185,32 @@ function seconds(cmd: string, flag: string, v: string | undefined): number | und
   return n;
 }
 
-/** The admin socket of the supervisor a client command talks to. */
-function targetSocket(v: { 'state-dir'?: string | undefined; name?: string | undefined; config?: string | undefined }): string {
+/**
+ * Where a client command sends its requests: --admin tcp://HOST:PORT, else the admin
+ * socket of the state dir (below); with the token of --token-file or $BATON_TOKEN.
+ */
+function targetSocket(v: { 'state-dir'?: string | undefined; name?: string | undefined; config?: string | undefined; admin?: string | undefined; 'token-file'?: string | undefined }): AdminTarget {
+  let token = process.env.BATON_TOKEN?.trim() || undefined;
+  if (v['token-file'] !== undefined) {
+    try {
+      token = readFileSync(v['token-file'], 'utf8').trim();
+    } catch (err) {
+      throw new UsageError(`baton: --token-file ${v['token-file']}: cannot read it (${errorMessage(err)})`);
+    }
+    if (token === '') throw new UsageError(`baton: --token-file ${v['token-file']}: the file is empty; expected a token (e.g. <state-dir>/tokens/read.token)`);
+  }
+  if (v.admin !== undefined) {
+    const bad = (): never => {
+      throw new UsageError(`baton: --admin: expected tcp://HOST:PORT with an IP literal host (e.g. tcp://127.0.0.1:7070 or tcp://[::1]:7070) (got ${JSON.stringify(v.admin)})`);
+    };
+    const m = /^tcp:\/\/(.+)$/.exec(v.admin) ?? bad();
+    return { tcp: parseHostPort('admin', m[1]!, bad), token };
+  }
+  return { socketPath: stateDirSocket(v), token };
+}
+
+/** The admin socket: --state-dir, --config's stateDir, $BATON_STATE_DIR, or the default state dir of --name. */
+function stateDirSocket(v: { 'state-dir'?: string | undefined; name?: string | undefined; config?: string | undefined }): string {
   if (v['state-dir']) return adminSocketPath(path.resolve(v['state-dir']));
   let name = v.name;
   if (v.config) {
@@ -217,6 +251,7 @@ async function cmdRun(args: string[]): Promise<number> {
     'state-dir': { type: 'string' },
     name: { type: 'string' },
     metrics: { type: 'string' },
+    'admin-listen': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   });
   if (v.help) return help('run');
@@ -227,6 +262,7 @@ async function cmdRun(args: string[]): Promise<number> {
     stateDir: v['state-dir'],
     name: v.name,
     metrics: v.metrics,
+    adminListen: v['admin-listen'],
     command,
   });
   const daemon = new Daemon(cfg);
@@ -309,6 +345,8 @@ async function cmdStatus(args: string[]): Promise<number> {
     ['maintenance', s.runningJob?.kind === 'maintenance' ? `running: ${maintenanceLine(s.runningJob)}` : s.lastMaintenance ? `last: ${maintenanceLine(s.lastMaintenance)}` : 'none'],
     ['state dir', s.supervisor.stateDir],
   ];
+  if (s.admin?.tcp) rows.push(['admin tcp', `${s.admin.tcp} (token required)`]);
+  if (s.previousShutdown !== undefined) rows.push(['last stop', shutdownLine(s.previousShutdown)]);
   if (s.report) {
     rows.push(['probes', s.report.status]);
     for (const p of s.report.probes) rows.push(['', probeLine(p)]);
@@ -485,6 +523,16 @@ interface StatusBody {
   lastMaintenance?: JobRecord | null;
   runningJob?: JobRecord | null;
   report?: { status: string; probes: ProbeLine[] };
+  admin?: { socket: string; tcp: string | null };
+  previousShutdown?: PreviousShutdown | null;
+}
+
+/** The previous `baton run` on this state dir: how it was asked to stop and how long the stop took. */
+function shutdownLine(p: PreviousShutdown | null): string {
+  if (!p) return 'none recorded (first run on this state dir)';
+  const why = p.reason ? `${p.reason}${p.signal ? ` ${p.signal}` : ''}` : 'no stop requested';
+  if (!p.completed) return `did not complete: supervisor pid ${p.pid} ended without recording its shutdown (${why}${p.requestedAt ? ` at ${p.requestedAt}` : ''})`;
+  return `completed in ${p.durationMs} ms at ${p.completedAt} (${why}; supervisor pid ${p.pid}, exit ${p.exitCode ?? '-'})`;
 }
 
 async function cmdHistory(args: string[]): Promise<number> {

@@ -17,9 +17,10 @@ import { parseListenAddress, type ListenerSpec } from './listeners.js';
  *   stateDir       "/run/baton/app"             (default below)
  *   name           "app"                        (default "baton")
  *   metrics        "127.0.0.1:9464"
+ *   adminListen    "127.0.0.1:7070"             (admin API on TCP too; tokens required)
  *   handoff        { "deadlineS": 300, "drainGraceS": 60 }
  *   stopTimeoutS   30
- *   history        { "maxRecords": 500, "maxAgeS": 604800 }
+ *   history        { "maxRecords": 500, "maxAgeS": 86400 }
  *   restart        { "maxRestarts": 5, "windowS": 60 }
  */
 export interface RunConfig {
@@ -31,6 +32,8 @@ export interface RunConfig {
   stateDir: string;
   name: string;
   metrics: { host: string; port: number } | undefined;
+  /** The admin API on TCP as well as the Unix socket (every request needs a token). */
+  adminListen: { host: string; port: number } | undefined;
   handoff: { deadlineS: number | undefined; drainGraceS: number | undefined };
   stopTimeoutS: number;
   history: { maxRecords: number; maxAgeS: number };
@@ -45,16 +48,18 @@ export interface RunFlags {
   stateDir?: string | undefined;
   name?: string | undefined;
   metrics?: string | undefined;
+  adminListen?: string | undefined;
   command?: string[] | undefined;
 }
 
-export const DEFAULT_HISTORY = { maxRecords: 500, maxAgeS: 7 * 24 * 3600 };
+/** Job history retention: 500 records and 24 h (issue 8), whichever prunes first. */
+export const DEFAULT_HISTORY = { maxRecords: 500, maxAgeS: 24 * 3600 };
 export const DEFAULT_STOP_TIMEOUT_S = 30;
 const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 /** sun_path limit (108 bytes with the NUL) minus the longest name we put in the state dir. */
 const MAX_STATE_DIR_BYTES = 107 - '/control/incumbent.sock'.length;
 
-const TOP_KEYS = ['command', 'listen', 'dataDir', 'stateDir', 'name', 'metrics', 'handoff', 'stopTimeoutS', 'history', 'restart'] as const;
+const TOP_KEYS = ['command', 'listen', 'dataDir', 'stateDir', 'name', 'metrics', 'adminListen', 'handoff', 'stopTimeoutS', 'history', 'restart'] as const;
 
 /**
  * The state dir (admin socket, journal, history, audit log): explicit, else systemd's
@@ -173,6 +178,8 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   // metrics
   const metricsText = flags.metrics ?? str('metrics', file.metrics);
   const metrics = metricsText === undefined ? undefined : parseHostPort('metrics', metricsText, fail);
+  const adminText = flags.adminListen ?? str('adminListen', file.adminListen);
+  const adminListen = adminText === undefined ? undefined : parseHostPort('adminListen', adminText, fail);
 
   const handoffObj = obj('handoff', file.handoff, ['deadlineS', 'drainGraceS']);
   const historyObj = obj('history', file.history, ['maxRecords', 'maxAgeS']);
@@ -186,6 +193,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
     stateDir,
     name,
     metrics,
+    adminListen,
     handoff: {
       deadlineS: num('handoff.deadlineS', handoffObj.deadlineS, { min: 1, max: 86_400 }),
       drainGraceS: num('handoff.drainGraceS', handoffObj.drainGraceS, { min: 0, max: 86_400 }),

@@ -1,11 +1,12 @@
 import { chmod, mkdir, stat } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
-import { AdminServer, adminSocketLive, errorReply, type AdminContext, type AdminReply, type AdminRequest } from './admin.js';
+import { AdminServer, AdminTokens, adminSocketLive, errorReply, type AdminContext, type AdminReply, type AdminRequest } from './admin.js';
 import type { RunConfig } from './config.js';
 import { BatonError, ConfigError, HandoffError, errorMessage } from './errors.js';
 import { JobStore, type JobRecord, type JobTrigger, type Requester } from './jobs.js';
 import { adoptSystemdListeners, bindListeners, type HeldListener } from './listeners.js';
+import { LifecycleLog, MAX_LIFECYCLE_RECORDS } from './lifecycle.js';
 import { lockHolder } from './lock.js';
 import { createLogger, type Logger } from './log.js';
 import { Supervisor, URGENCIES, type HandoffResult, type HandoffSpec, type JobProgressSnapshot, type JobResult, type ProbeEntry, type SupervisorPhase, type Urgency } from './supervisor.js';
@@ -24,6 +25,11 @@ export const EXIT = { ok: 0, error: 1, crashLoop: 4 } as const;
 
 export function adminSocketPath(stateDir: string): string {
   return path.join(stateDir, 'admin.sock');
+}
+
+/** Per-role admin tokens: <stateDir>/tokens/{read,write,admin}.token (admin.ts AdminTokens). */
+export function adminTokensDir(stateDir: string): string {
+  return path.join(stateDir, 'tokens');
 }
 
 /** Creates the state dir 0700; refuses one owned by someone else; tightens a looser mode. */
@@ -50,6 +56,7 @@ export class Daemon {
   private sup!: Supervisor;
   private listeners: HeldListener[] = [];
   private jobs!: JobStore;
+  private lifecycle!: LifecycleLog;
   private admin: AdminServer | undefined;
   private notifier: SystemdNotifier | undefined;
   private metrics: SupervisorMetrics | undefined;
@@ -81,6 +88,9 @@ export class Daemon {
       throw new BatonError('E_ALREADY_RUNNING', `another baton supervisor is running on state dir ${cfg.stateDir} (${sockPath} answers); use another --state-dir or --name`);
     }
     this.notifier = SystemdNotifier.fromEnv(this.env, this.log);
+    this.lifecycle = new LifecycleLog(path.join(cfg.stateDir, 'lifecycle.json'), this.log);
+    await this.lifecycle.load();
+    const tokens = await AdminTokens.ensure(adminTokensDir(cfg.stateDir), this.log);
 
     const adopted = adoptSystemdListeners(this.env);
     if (adopted) {
@@ -123,6 +133,35 @@ export class Daemon {
     });
     this.sup.on('restarted', (r: HandoffResult) => void this.recordRestart(r));
 
+    // The admin API object exists before the app starts so its TCP listener (adminListen)
+    // is bound now: a taken port fails the start with nothing running. It answers 503
+    // until the Unix socket opens below, once generation 1 serves.
+    this.admin = new AdminServer({
+      socketPath: sockPath,
+      auditPath: path.join(cfg.stateDir, 'audit.log'),
+      log: this.log,
+      tokens,
+      tcp: cfg.adminListen,
+      routes: {
+        'GET /v1/status': () => this.status(),
+        'GET /v1/history': (req) => this.history(req),
+        'POST /v1/upgrade': (req, ctx) => this.upgradeRoute(req, ctx),
+        'POST /v1/stop': (req, ctx) => this.stopRoute(req, ctx),
+        'GET /v1/jobs': (req) => this.jobsRoute(req),
+        'POST /v1/jobs': (req, ctx) => this.runJobRoute(req, ctx),
+        'GET /v1/jobs/:id': (req) => this.jobRoute(req),
+        'POST /v1/jobs/:id/cancel': (req) => this.cancelJobRoute(req),
+        'GET /v1/health': () => this.healthRoute(),
+        'GET /v1/lifecycle': (req) => this.lifecycleRoute(req),
+      },
+    });
+    try {
+      await this.admin.listenTcp();
+    } catch (err) {
+      await this.cleanup();
+      throw new ConfigError('E_BIND_FAILED', `"adminListen": cannot listen on ${cfg.adminListen?.host}:${cfg.adminListen?.port}: ${errorMessage(err)}`, { field: 'adminListen' });
+    }
+
     if (cfg.metrics) {
       // Bound before the app starts, so a taken port fails the start with nothing running.
       this.metrics = new SupervisorMetrics(this.sup, { service: cfg.name });
@@ -148,22 +187,6 @@ export class Daemon {
       }
     }
 
-    this.admin = new AdminServer({
-      socketPath: sockPath,
-      auditPath: path.join(cfg.stateDir, 'audit.log'),
-      log: this.log,
-      routes: {
-        'GET /v1/status': () => this.status(),
-        'GET /v1/history': (req) => this.history(req),
-        'POST /v1/upgrade': (req, ctx) => this.upgradeRoute(req, ctx),
-        'POST /v1/stop': (req, ctx) => this.stopRoute(req, ctx),
-        'GET /v1/jobs': (req) => this.jobsRoute(req),
-        'POST /v1/jobs': (req, ctx) => this.runJobRoute(req, ctx),
-        'GET /v1/jobs/:id': (req) => this.jobRoute(req),
-        'POST /v1/jobs/:id/cancel': (req) => this.cancelJobRoute(req),
-        'GET /v1/health': () => this.healthRoute(),
-      },
-    });
     await this.admin.listen();
 
     process.on('SIGHUP', () => {
@@ -173,15 +196,18 @@ export class Daemon {
     for (const sig of ['SIGTERM', 'SIGINT'] as const) {
       process.on(sig, () => {
         this.log.info({ event: 'shutdown.requested', reason: 'signal', signal: sig, timeoutS: this.cfg.stopTimeoutS }, `${sig}: stopping`);
+        if (!this.stopPromise) void this.lifecycle.record('shutdown.requested', { reason: 'signal', signal: sig, timeoutS: this.cfg.stopTimeoutS });
         void this.stop(this.cfg.stopTimeoutS * 1000);
       });
     }
     const inc = this.sup.incumbent;
     await this.notifier?.ready(this.servingStatus(), process.pid);
     this.notifier?.startWatchdog();
-    const components = ['listeners', 'journal', 'app', 'admin'];
+    const components = ['listeners', 'journal', 'app', 'admin', ...(this.admin.tcpAddress ? ['admin-tcp'] : [])];
+    const startupMs = Date.now() - t0;
+    await this.lifecycle.record('startup.completed', { durationMs: startupMs, components });
     this.log.info(
-      { event: 'startup.completed', durationMs: Date.now() - t0, components, appPid: inc?.pid, generation: this.sup.generation, admin: sockPath },
+      { event: 'startup.completed', durationMs: startupMs, components, appPid: inc?.pid, generation: this.sup.generation, admin: sockPath, adminTcp: this.admin.tcpAddress },
       `serving generation ${this.sup.generation} (pid ${inc?.pid}); admin socket ${sockPath}`,
     );
     // Lifecycle notice to the app (StartupCompleted), off the start-up path.
@@ -381,6 +407,9 @@ export class Daemon {
       runningJob: this.jobs.running() ?? null,
       lastHandoff: this.jobs.lastOf('handoff') ?? null,
       lastMaintenance: this.jobs.lastOf('maintenance') ?? null,
+      admin: { socket: adminSocketPath(this.cfg.stateDir), tcp: this.admin?.tcpAddress ?? null, tokens: adminTokensDir(this.cfg.stateDir) },
+      /** How the previous `baton run` on this state dir ended (lifecycle.json). */
+      previousShutdown: this.lifecycle.previousShutdown ?? null,
       report: await this.health().then(
         (r) => ({ status: r.status, probes: r.probes }),
         (err: unknown) => ({ status: 'UNKNOWN', probes: [{ name: 'health', status: 'UNKNOWN', message: errorMessage(err) }] }),
@@ -448,6 +477,14 @@ export class Daemon {
     return { status: 202, body: { cancelling: true, job }, audit: { job: job.id, cancel: true } };
   }
 
+  /** GET /v1/lifecycle?limit=N: this run's id, lifecycle records newest first, the previous run's shutdown. */
+  private async lifecycleRoute(req: AdminRequest): Promise<AdminReply> {
+    const raw = req.query.get('limit') ?? String(MAX_LIFECYCLE_RECORDS);
+    const limit = Number(raw);
+    if (!/^\d+$/.test(raw) || limit < 1 || limit > MAX_LIFECYCLE_RECORDS) return errorReply(400, 'E_BAD_REQUEST', `limit: expected an integer in 1..${MAX_LIFECYCLE_RECORDS} (got ${JSON.stringify(raw)})`);
+    return { status: 200, body: { runId: this.lifecycle.runId, previousShutdown: this.lifecycle.previousShutdown ?? null, records: this.lifecycle.list(limit) } };
+  }
+
   private async healthRoute(): Promise<AdminReply> {
     return { status: 200, body: await this.health() };
   }
@@ -458,6 +495,7 @@ export class Daemon {
     if (t !== undefined && (typeof t !== 'number' || !Number.isFinite(t) || t <= 0 || t > 3600)) return errorReply(400, 'E_BAD_REQUEST', `"timeoutS": expected a number of seconds in (0, 3600] (got ${JSON.stringify(t)})`);
     const timeoutS = (t as number | undefined) ?? this.cfg.stopTimeoutS;
     this.log.info({ event: 'shutdown.requested', reason: 'admin', timeoutS }, 'stop requested over the admin socket');
+    if (!this.stopPromise) await this.lifecycle.record('shutdown.requested', { reason: 'admin', timeoutS });
     ctx.stream({ type: 'stopping', timeoutS });
     await this.stop(timeoutS * 1000);
     return { status: 200, body: { type: 'result', stopped: true }, audit: 'stopped' };
@@ -476,6 +514,7 @@ export class Daemon {
       }
       await this.sup.stop(timeoutMs);
       this.log.info({ event: 'shutdown.completed', durationMs: Date.now() - t0 }, 'stopped');
+      await this.lifecycle.record('shutdown.completed', { durationMs: Date.now() - t0, exitCode: this.exitCode });
       // The admin reply to POST /v1/stop is written before the socket closes.
       setImmediate(() => void this.cleanup().then(() => this.finished(this.exitCode)));
     })();
@@ -487,7 +526,10 @@ export class Daemon {
     void this.notifier?.status(`giving up: the app crashed ${n} times`);
     this.exitCode = EXIT.crashLoop;
     this.stopPromise ??= (async () => {
+      const t0 = Date.now();
+      await this.lifecycle.record('shutdown.requested', { reason: 'crash-loop', timeoutS: 1 });
       await this.sup.stop(1_000);
+      await this.lifecycle.record('shutdown.completed', { durationMs: Date.now() - t0, exitCode: this.exitCode });
       await this.cleanup();
       this.finished(this.exitCode);
     })();

@@ -20,12 +20,18 @@ export type JobTrigger = 'cold-start' | 'admin' | 'signal' | 'restart' | 'schedu
 
 export const TERMINAL_STATES: readonly JobState[] = ['SUCCEEDED', 'FAILED', 'CANCELLED', 'SKIPPED'];
 
-/** Who asked (admin API): what the client said about itself. Not verified (see ARCHITECTURE.md). */
+/**
+ * Who asked (admin API): what the client said about itself (pid/uid/user: not verified,
+ * see ARCHITECTURE.md), and what the server established: how the request authenticated
+ * ("socket-peer", "token:<role>") and the role it had.
+ */
 export interface Requester {
   pid?: number | undefined;
   uid?: number | undefined;
   user?: string | undefined;
   verified: false;
+  auth?: string | undefined;
+  role?: 'read' | 'write' | 'admin' | undefined;
 }
 
 export interface JobRecord {
