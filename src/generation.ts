@@ -4,7 +4,7 @@ import { withoutCrashEnv, CRASH_ENV, CRASH_MARKER_ENV } from './crashpoints.js';
 import { BatonError } from './errors.js';
 import { listenerEnv, scrubInheritedEnv, stdioForListeners, type HeldListener } from './listeners.js';
 import type { Logger } from './log.js';
-import { isAlive, processStartTime, waitForExit } from './proc.js';
+import { isAlive, isGroupLeader, killGroup, processStartTime, waitForExit } from './proc.js';
 import { ENV } from './roles.js';
 
 export interface ExitStatus {
@@ -20,6 +20,8 @@ export interface ExitStatus {
 export class AppProcess {
   private exitStatus: ExitStatus | undefined;
   readonly exited: Promise<ExitStatus>;
+  /** It leads its own process group (we spawned it in a new session, or an adopted one does). */
+  private readonly groupLeader: boolean;
 
   constructor(
     readonly pid: number,
@@ -29,6 +31,7 @@ export class AppProcess {
     /** Supervisor end of the successor control socketpair (spawned processes only). */
     readonly control: Socket | undefined,
   ) {
+    this.groupLeader = child !== undefined || isGroupLeader(pid);
     this.exited = child ? childExit(child).then((s) => (this.exitStatus = s)) : pollExit(pid, startTime).then((s) => (this.exitStatus = s));
   }
 
@@ -42,14 +45,19 @@ export class AppProcess {
 
   /**
    * Waits `exitWaitMs` for it to exit by itself, then SIGTERM, then SIGKILL after
-   * `graceMs`; resolves once it is gone (and reaped, if ours).
+   * `graceMs`; resolves once it is gone (and reaped, if ours), its process group swept.
    */
   async terminate(graceMs: number, exitWaitMs = 0): Promise<ExitStatus | undefined> {
     if (this.exitStatus) return this.exitStatus;
-    if (exitWaitMs > 0 && (await this.exitWithin(exitWaitMs))) return this.exited;
-    this.signal('SIGTERM');
-    if (!(await this.exitWithin(graceMs))) this.signal('SIGKILL');
-    return this.exited;
+    if (!(exitWaitMs > 0 && (await this.exitWithin(exitWaitMs)))) {
+      this.signal('SIGTERM');
+      if (!(await this.exitWithin(graceMs))) this.signal('SIGKILL');
+    }
+    const status = await this.exited;
+    // Its own children go with it (a wrapper script's `sleep`, the app's workers): a
+    // generation baton ended leaves nothing behind, like systemd's control-group kill.
+    if (this.groupLeader) killGroup(this.pid);
+    return status;
   }
 
   private async exitWithin(ms: number): Promise<boolean> {

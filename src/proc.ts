@@ -13,6 +13,8 @@ interface ProcStat {
   state: string;
   /** Field 22, kept as a decimal string (it can exceed 2^53 on long uptimes in theory). */
   startTime: string;
+  /** Process group id (field 5). */
+  pgrp: number;
 }
 
 const procfsMounted = existsSync('/proc/self/stat');
@@ -32,7 +34,7 @@ function readProcStat(pid: number): ProcStat | undefined {
   const state = fields[0];
   const startTime = fields[22 - 3];
   if (state === undefined || startTime === undefined || !/^\d+$/.test(startTime)) return undefined;
-  return { state, startTime };
+  return { state, startTime, pgrp: Number(fields[5 - 3]) };
 }
 
 function isValidPid(pid: number): boolean {
@@ -44,6 +46,27 @@ function isValidPid(pid: number): boolean {
 export function processStartTime(pid: number): string | undefined {
   if (!isValidPid(pid)) return undefined;
   return readProcStat(pid)?.startTime;
+}
+
+/** True if `pid` leads its own process group (an app baton started: it runs in a session of its own). */
+export function isGroupLeader(pid: number): boolean {
+  if (!isValidPid(pid)) return false;
+  return readProcStat(pid)?.pgrp === pid;
+}
+
+/**
+ * SIGKILLs what is left of the process group `pgid` (the app's own children: a shell's
+ * `sleep`, worker processes). Only call it for a group baton started and whose leader
+ * has just been seen to exit, so the id cannot have been reused. False if nobody was left.
+ */
+export function killGroup(pgid: number): boolean {
+  if (!isValidPid(pgid)) return false;
+  try {
+    process.kill(-pgid, 'SIGKILL');
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**
