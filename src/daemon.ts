@@ -12,6 +12,7 @@ import { createLogger, type Logger } from './log.js';
 import { Supervisor, URGENCIES, type HandoffResult, type HandoffSpec, type JobProgressSnapshot, type JobResult, type ProbeEntry, type SupervisorPhase, type Urgency } from './supervisor.js';
 import { SupervisorMetrics } from './metrics.js';
 import { SystemdNotifier } from './systemd.js';
+import { ScheduleError, ScheduleStore, Scheduler, type RunSummary, type Schedule, type ScheduleTask } from './schedules.js';
 
 /**
  * `baton run`: the long-lived supervisor process. Order at start: (config was
@@ -56,6 +57,9 @@ export class Daemon {
   private sup!: Supervisor;
   private listeners: HeldListener[] = [];
   private jobs!: JobStore;
+  /** Schedules (schedules.ts): the store (source of truth) and the timer that fires them. */
+  private schedules!: ScheduleStore;
+  private scheduler: Scheduler | undefined;
   private lifecycle!: LifecycleLog;
   private admin: AdminServer | undefined;
   private notifier: SystemdNotifier | undefined;
@@ -87,6 +91,10 @@ export class Daemon {
     if (await adminSocketLive(sockPath)) {
       throw new BatonError('E_ALREADY_RUNNING', `another baton supervisor is running on state dir ${cfg.stateDir} (${sockPath} answers); use another --state-dir or --name`);
     }
+    // Before anything is started: an invalid schedules.json fails the start (exit 1) with
+    // the file and field, instead of a supervisor that silently runs no maintenance.
+    this.schedules = new ScheduleStore(path.join(cfg.stateDir, 'schedules.json'), this.log);
+    await this.schedules.load();
     this.notifier = SystemdNotifier.fromEnv(this.env, this.log);
     this.lifecycle = new LifecycleLog(path.join(cfg.stateDir, 'lifecycle.json'), this.log);
     await this.lifecycle.load();
@@ -152,6 +160,15 @@ export class Daemon {
         'GET /v1/jobs/:id': (req) => this.jobRoute(req),
         'POST /v1/jobs/:id/cancel': (req) => this.cancelJobRoute(req),
         'GET /v1/health': () => this.healthRoute(),
+        'GET /v1/schedules': () => this.schedulesRoute(),
+        'POST /v1/schedules': (req) => this.scheduleChange(req, 'create'),
+        'GET /v1/schedules/:name': (req) => this.scheduleRoute(req),
+        'PUT /v1/schedules/:name': (req) => this.scheduleChange(req, 'replace'),
+        'PATCH /v1/schedules/:name': (req) => this.scheduleChange(req, 'patch'),
+        'DELETE /v1/schedules/:name': (req) => this.scheduleChange(req, 'delete'),
+        'POST /v1/schedules/:name/enable': (req) => this.scheduleChange(req, 'enable'),
+        'POST /v1/schedules/:name/disable': (req) => this.scheduleChange(req, 'disable'),
+        'POST /v1/schedules/:name/run': (req) => this.runScheduleRoute(req),
         'GET /v1/lifecycle': (req) => this.lifecycleRoute(req),
       },
     });
@@ -212,6 +229,7 @@ export class Daemon {
     );
     // Lifecycle notice to the app (StartupCompleted), off the start-up path.
     void this.sup.notifyStartup(Date.now() - t0, components);
+    this.startScheduler();
   }
 
   private servingStatus(): string {
@@ -485,6 +503,76 @@ export class Daemon {
     return { status: 200, body: { runId: this.lifecycle.runId, previousShutdown: this.lifecycle.previousShutdown ?? null, records: this.lifecycle.list(limit) } };
   }
 
+  // ---- schedules -------------------------------------------------------------------
+
+  /** Generation 1 serves: schedules fire from now on (fires missed while down are not replayed). */
+  private startScheduler(): void {
+    if (this.stopPromise) return;
+    this.scheduler = new Scheduler({
+      store: this.schedules,
+      log: this.log,
+      runTask: (t, name) => this.runMaintenance('schedule', undefined, { task: t.task, urgency: t.urgency ?? 'normal', reason: `schedule ${name}`, params: t.params, schedule: name }),
+      skipTask: (t, name, code, reason) => this.skipScheduledTask(t, name, code, reason),
+    });
+    this.scheduler.start();
+  }
+
+  /** A scheduled task that does not run (outside the window, overlap, halted): a SKIPPED job in the history. */
+  private skipScheduledTask(t: ScheduleTask, schedule: string, code: string, reason: string): Promise<JobRecord> {
+    const job = this.jobs.create('maintenance', 'schedule');
+    job.maintenance = { task: t.task, urgency: t.urgency ?? 'normal', ...(t.params && { params: t.params }), schedule };
+    return this.skipJob(job, code, reason);
+  }
+
+  /** A schedule as the API shows it: its record, next fire (ISO, null when disabled), whether it runs, its last run. */
+  private scheduleView(s: Schedule): Schedule & { nextFireAt: string | null; running: boolean; lastRun: RunSummary | null } {
+    const next = this.scheduler?.nextFireAt(s.name);
+    return { ...s, nextFireAt: next !== undefined ? new Date(next).toISOString() : null, running: this.scheduler?.isRunning(s.name) ?? false, lastRun: this.scheduler?.lastRun(s.name) ?? null };
+  }
+
+  private async schedulesRoute(): Promise<AdminReply> {
+    return { status: 200, body: { schedules: this.schedules.list().map((s) => this.scheduleView(s)) } };
+  }
+
+  private async scheduleRoute(req: AdminRequest): Promise<AdminReply> {
+    const s = this.schedules.get(req.params.name ?? '');
+    if (!s) return errorReply(404, 'E_NO_SUCH_SCHEDULE', `no schedule named ${JSON.stringify(req.params.name)}`);
+    return { status: 200, body: { schedule: this.scheduleView(s) } };
+  }
+
+  /** Create / replace / patch / delete / enable / disable: the store validates and persists; errors name the field. */
+  private async scheduleChange(req: AdminRequest, op: 'create' | 'replace' | 'patch' | 'delete' | 'enable' | 'disable'): Promise<AdminReply> {
+    const name = req.params.name ?? '';
+    try {
+      if ((op === 'delete' || op === 'enable' || op === 'disable') && Object.keys(req.body).length > 0) {
+        return errorReply(400, 'E_BAD_REQUEST', `${Object.keys(req.body)[0]}: unknown field; ${op} takes no body`);
+      }
+      const s =
+        op === 'create' ? await this.schedules.create(req.body)
+        : op === 'replace' ? await this.schedules.replace(name, req.body)
+        : op === 'patch' ? await this.schedules.patch(name, req.body)
+        : op === 'delete' ? await this.schedules.delete(name)
+        : await this.schedules.setEnabled(name, op === 'enable');
+      this.log.info({ event: `schedule.${op === 'create' ? 'created' : op === 'delete' ? 'deleted' : 'updated'}`, schedule: s.name, op, enabled: s.enabled, cron: s.cron }, `schedule ${s.name}: ${op}`);
+      const body = op === 'delete' ? { deleted: s.name } : { schedule: this.scheduleView(s) };
+      return { status: op === 'create' ? 201 : 200, body, audit: { schedule: s.name, op } };
+    } catch (err) {
+      if (!(err instanceof ScheduleError)) throw err;
+      const status = err.code === 'E_NO_SUCH_SCHEDULE' ? 404 : err.code === 'E_SCHEDULE_EXISTS' ? 409 : 400;
+      return { ...errorReply(status, err.code, err.message), audit: { schedule: name || undefined, op, code: err.code } };
+    }
+  }
+
+  /** POST /v1/schedules/:name/run: one fire now, with the same window, halt and overlap rules; waits for the run. */
+  private async runScheduleRoute(req: AdminRequest): Promise<AdminReply> {
+    const name = req.params.name ?? '';
+    if (Object.keys(req.body).length > 0) return errorReply(400, 'E_BAD_REQUEST', `${Object.keys(req.body)[0]}: unknown field; run takes no body`);
+    if (!this.schedules.get(name)) return errorReply(404, 'E_NO_SUCH_SCHEDULE', `no schedule named ${JSON.stringify(name)}`);
+    if (!this.scheduler || this.stopPromise) return errorReply(503, 'E_STOPPING', 'the supervisor is stopping');
+    const run = await this.scheduler.runNow(name);
+    return { status: 200, body: { run }, audit: { schedule: name, outcome: run.outcome, jobs: run.jobs.map((j) => `${j.task}:${j.state}`) } };
+  }
+
   private async healthRoute(): Promise<AdminReply> {
     return { status: 200, body: await this.health() };
   }
@@ -508,11 +596,13 @@ export class Daemon {
     this.stopPromise ??= (async () => {
       const t0 = Date.now();
       void this.notifier?.stopping('stopping');
+      this.scheduler?.stop(); // no new fires; a run in progress sees E_STOPPING for its next task
       if (this.upgrading) {
         this.log.info({ event: 'shutdown.wait_upgrade' }, 'waiting for the running upgrade to end before stopping');
         await this.upgrading.catch(() => undefined);
       }
       await this.sup.stop(timeoutMs);
+      await this.scheduler?.idle();
       this.log.info({ event: 'shutdown.completed', durationMs: Date.now() - t0 }, 'stopped');
       await this.lifecycle.record('shutdown.completed', { durationMs: Date.now() - t0, exitCode: this.exitCode });
       // The admin reply to POST /v1/stop is written before the socket closes.
@@ -525,6 +615,7 @@ export class Daemon {
     this.log.fatal({ event: 'daemon.crash_loop', restarts: n }, `the app crashed ${n} times in a row; giving up (exit ${EXIT.crashLoop})`);
     void this.notifier?.status(`giving up: the app crashed ${n} times`);
     this.exitCode = EXIT.crashLoop;
+    this.scheduler?.stop();
     this.stopPromise ??= (async () => {
       const t0 = Date.now();
       await this.lifecycle.record('shutdown.requested', { reason: 'crash-loop', timeoutS: 1 });
