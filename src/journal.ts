@@ -13,12 +13,16 @@ import { BatonError, errorMessage } from './errors.js';
  * E_JOURNAL_IO (the file system refused).
  */
 export class Journal<T> {
-  constructor(readonly filePath: string) {}
+  constructor(
+    readonly filePath: string,
+    /** false: atomic but not fsynced (for records about live processes, moot after a power cut). */
+    private readonly durable = true,
+  ) {}
 
   async write(record: T): Promise<void> {
     const text = encodeJournal(record);
     try {
-      await writeFileAtomic(this.filePath, text);
+      await writeFileAtomic(this.filePath, text, { durable: this.durable });
     } catch (err) {
       throw ioError('write', this.filePath, err);
     }
@@ -55,11 +59,11 @@ export class Journal<T> {
     }
   }
 
-  /** Remove the record (durably); a missing file is fine. */
+  /** Remove the record (durably, if this journal is); a missing file is fine. */
   async clear(): Promise<void> {
     try {
       await fsp.rm(this.filePath, { force: true });
-      await fsyncDir(path.dirname(this.filePath));
+      if (this.durable) await fsyncDir(path.dirname(this.filePath));
     } catch (err) {
       throw ioError('clear', this.filePath, err);
     }

@@ -3,7 +3,7 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { LockOptions } from 'proper-lockfile';
-import { writeFileAtomic, fsyncDir } from './atomic-file.js';
+import { writeFileAtomic } from './atomic-file.js';
 import { LockError, errorMessage } from './errors.js';
 import { createLogger, type Logger } from './log.js';
 import { isAlive, processStartTime } from './proc.js';
@@ -234,7 +234,10 @@ export class DataDirLock {
         acquiredAt: new Date().toISOString(),
         lockId: this.lockId,
       };
-      await writeFileAtomic(this.ownerPath, JSON.stringify(record) + '\n');
+      // Not fsynced (the write-blackout of a handoff runs through here): the record only
+      // matters among processes of this boot. After a power cut its bootId marks it dead,
+      // and a lost record leaves an ownerless dir, taken once stale (ownerlessStaleMs).
+      await writeFileAtomic(this.ownerPath, JSON.stringify(record) + '\n', { durable: false });
     } catch (err) {
       await release().catch(() => undefined);
       throw new LockError('E_LOCK_IO', `cannot write data-dir lock owner record ${this.ownerPath}: ${errorMessage(err)}`, { lockPath: this.lockPath }, { cause: err });
@@ -365,7 +368,7 @@ export class DataDirLock {
       await fsp.link(aside, this.ownerPath).catch(() => undefined); // someone else's: put it back, never over a newer one
     }
     await fsp.rm(aside, { force: true });
-    await fsyncDir(this.dataDir);
+    // No fsync of the dir: see take() — durability of lock state across a power cut buys nothing.
   }
 
   /** Who is in the way right now (for the E_LOCK_HELD message after losing a mkdir race). */
