@@ -118,6 +118,31 @@ describe('admin API roles', () => {
     for (const role of ROLES) expect(JSON.stringify(d.out.lines) + d.out.stderr).not.toContain(token(d, role));
   });
 
+  it('every route the daemon serves (its own 404 list, so routes added later are in it) is enforced: read may only GET, write may not stop', async () => {
+    const d = await worlds.w.startDaemon({ extraArgs: ['--admin-listen', '127.0.0.1:0'] });
+    const tcp = await tcpTarget(d);
+    const notFound = await adminRequest(adminSocketPath(d.stateDir), 'GET', '/v1/nosuch');
+    expect(notFound.status).toBe(404);
+    const routes = (notFound.body.error as { message: string }).message.split('; known: ')[1]!.split(', ');
+    expect(routes).toEqual(expect.arrayContaining(['GET /v1/status', 'POST /v1/upgrade', 'POST /v1/stop', 'POST /v1/jobs/:id/cancel']));
+    for (const route of routes) {
+      const [method, pattern] = route.split(' ') as [string, string];
+      const url = pattern.replace(/:\w+/g, 'no-such-id');
+      const as = async (role: (typeof ROLES)[number]): Promise<number> => (await adminRequest({ tcp, token: token(d, role) }, method, url, {}, { timeoutMs: 10_000 })).status;
+      const none = await adminRequest({ tcp }, method, url, {}, { timeoutMs: 10_000 });
+      expect(none.status, `${route} without a token`).toBe(401);
+      if (method === 'GET') {
+        expect([401, 403], `${route} as read`).not.toContain(await as('read'));
+      } else {
+        expect(await as('read'), `${route} as read`).toBe(403);
+        if (route === 'POST /v1/stop') expect(await as('write'), `${route} as write`).toBe(403);
+      }
+    }
+    expect((await worlds.w.status(d)).app?.generation).toBe(1); // nothing ran
+    expect((await worlds.w.baton(['stop', '--state-dir', d.stateDir])).code).toBe(0);
+    expect(await exitOf(d.child)).toEqual({ code: 0, signal: null });
+  });
+
   it('CLI: --token-file with a read token can show status but not upgrade (403, exit 1); --admin tcp:// needs a token; $BATON_TOKEN; admin stops', async () => {
     const d = await worlds.w.startDaemon({ extraArgs: ['--admin-listen', '127.0.0.1:0'] });
     const tcp = await tcpTarget(d);
