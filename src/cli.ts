@@ -750,7 +750,8 @@ async function cmdSchedules(args: string[]): Promise<number> {
       if (json) console.log(JSON.stringify(run, null, 2));
       else {
         for (const j of run.jobs) console.log(`${j.id.slice(0, 8)} ${j.task.padEnd(16)} ${j.state}`);
-        console.log(`${run.outcome === 'SUCCEEDED' ? '' : `baton schedules run: `}schedule ${name}: ${run.outcome}${run.reason ? ` (${run.reason})` : ''}`);
+        if (run.outcome === 'SUCCEEDED') console.log(`schedule ${name}: SUCCEEDED`);
+        else console.error(`baton schedules run: schedule ${name}: ${run.outcome}${run.reason ? ` (${run.reason})` : ''}`);
       }
       return run.outcome === 'SUCCEEDED' ? 0 : run.outcome === 'SKIPPED' ? 3 : 2;
     }

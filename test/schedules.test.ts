@@ -533,7 +533,8 @@ interface ScheduleView {
   lastRun: RunSummary | null;
 }
 
-describe('baton schedules (real binary, fixtures/kv)', () => {
+// Many CLI round trips per test: allow for a loaded 2-core machine.
+describe('baton schedules (real binary, fixtures/kv)', { timeout: 150_000 }, () => {
   it('CRUD through the CLI; errors exit 1 with the supervisor\'s message naming the field', async () => {
     const d = await worlds.w.startDaemon({ command: KV });
     const c = await sched(d, ['create', '--name', 'nightly', '--cron', '30 2 * * *', '--window', '22-4', '--task', 'compaction', '--task', 'verification']);
@@ -635,7 +636,8 @@ describe('baton schedules (real binary, fixtures/kv)', () => {
     expect((await sched(d, ['create', '--file', file])).code).toBe(0);
     const r = await sched(d, ['run', 'halting']);
     expect(r.code, r.stdout + r.stderr).toBe(2);
-    expect(r.stdout).toMatch(/^[0-9a-f]{8} compaction +SUCCEEDED\n[0-9a-f]{8} verification +FAILED\n[0-9a-f]{8} compaction +SKIPPED\nbaton schedules run: schedule halting: HALTED \(halted: verification FAILED\)\n$/);
+    expect(r.stdout).toMatch(/^[0-9a-f]{8} compaction +SUCCEEDED\n[0-9a-f]{8} verification +FAILED\n[0-9a-f]{8} compaction +SKIPPED\n$/);
+    expect(r.stderr).toBe('baton schedules run: schedule halting: HALTED (halted: verification FAILED)\n');
     const jobs = JSON.parse((await worlds.w.baton(['jobs', '--kind', 'maintenance', '--json', '--state-dir', d.stateDir])).stdout) as { jobs: JobRecord[] };
     const [skipped, failed, ok] = jobs.jobs;
     expect(ok).toMatchObject({ state: 'SUCCEEDED', trigger: 'schedule', maintenance: { task: 'compaction', schedule: 'halting', requestReason: 'schedule halting', result: { shards: 4 } } });
@@ -658,7 +660,7 @@ describe('baton schedules (real binary, fixtures/kv)', () => {
     const out = await sched(d, ['run', 'halting']);
     expect(out.code).toBe(3);
     const text = `outside window ${win.split('-').map((x) => x.padStart(2, '0')).join('-')} UTC`;
-    expect(out.stdout).toContain(`baton schedules run: schedule halting: SKIPPED (${text})`);
+    expect(out.stderr).toBe(`baton schedules run: schedule halting: SKIPPED (${text})\n`);
     const after = JSON.parse((await worlds.w.baton(['jobs', '--kind', 'maintenance', '--json', '--state-dir', d.stateDir])).stdout) as { jobs: JobRecord[] };
     expect(after.jobs).toHaveLength(6);
     expect(after.jobs[0]).toMatchObject({ state: 'SKIPPED', code: 'E_OUTSIDE_WINDOW', reason: text, maintenance: { task: 'verification', schedule: 'halting' } });
@@ -666,5 +668,25 @@ describe('baton schedules (real binary, fixtures/kv)', () => {
     await stopDaemon(d);
     // The daemon logged the run (warn level and up reach stderr in tests).
     await pollUntil(() => d.out.stderr.includes('"event":"schedule.halted"'), 'schedule.halted in the log');
+  });
+
+  it('a stop during a run cancels the running task and halts the rest; the supervisor exits 0', async () => {
+    const d = await worlds.w.startDaemon(); // fixtures/primitive: task `work` with steps/stepMs
+    const file = path.join(d.dir, 'long.json');
+    writeFileSync(file, JSON.stringify({ name: 'long', cron: '@daily', tasks: [{ task: 'work', params: { steps: 400, stepMs: 50 } }, { task: 'work' }] }));
+    expect((await sched(d, ['create', '--file', file])).code).toBe(0);
+    const running = sched(d, ['run', 'long', '--json']);
+    await pollUntil(async () => {
+      const s = JSON.parse((await sched(d, ['get', 'long', '--json'])).stdout) as ScheduleView & { running: boolean };
+      return s.running;
+    }, 'the schedule to run', 15_000, 50);
+    await pollUntil(async () => {
+      const j = (JSON.parse((await worlds.w.baton(['jobs', '--kind', 'maintenance', '--json', '--state-dir', d.stateDir])).stdout) as { jobs: JobRecord[] }).jobs[0];
+      return j?.state === 'RUNNING';
+    }, 'the first task to run', 15_000, 50);
+    await stopDaemon(d);
+    const r = await running;
+    expect(r.code, r.stderr).toBe(2);
+    expect(JSON.parse(r.stdout)).toMatchObject({ outcome: 'HALTED', reason: 'halted: work CANCELLED', jobs: [{ task: 'work', state: 'CANCELLED' }, { task: 'work', state: 'SKIPPED' }] });
   });
 });
