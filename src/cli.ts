@@ -142,7 +142,7 @@ admin socket <state-dir>/admin.sock. Signals: SIGHUP upgrade, SIGTERM/SIGINT sto
 
 Options:
   --config FILE       JSON config with the same options (flags win): command, listen, dataDir,
-                      stateDir, name, metrics, handoff {deadlineS, drainGraceS}, stopTimeoutS,
+                      stateDir, name, metrics, handoff {deadlineS, drainGraceS, helloTimeoutS}, stopTimeoutS,
                       history {maxRecords, maxAgeS}, restart {maxRestarts, windowS}
   --listen ADDR       a listener, repeatable: [name=]tcp://HOST:PORT, tcp://[::1]:PORT,
                       [name=]unix:/path.sock[?mode=0660]

@@ -10,7 +10,7 @@ import { LifecycleLog, MAX_LIFECYCLE_RECORDS } from './lifecycle.js';
 import { lockHolder } from './lock.js';
 import { createLogger, type Logger } from './log.js';
 import { Supervisor, URGENCIES, type HandoffResult, type HandoffSpec, type JobProgressSnapshot, type JobResult, type ProbeEntry, type SupervisorPhase, type Urgency } from './supervisor.js';
-import { SupervisorMetrics } from './metrics.js';
+import type { SupervisorMetrics } from './metrics.js';
 import { SystemdNotifier } from './systemd.js';
 import { ScheduleError, ScheduleStore, Scheduler, type RunSummary, type Schedule, type ScheduleTask } from './schedules.js';
 
@@ -124,6 +124,7 @@ export class Daemon {
       timeouts: {
         ...(cfg.handoff.deadlineS !== undefined && { deadlineMs: cfg.handoff.deadlineS * 1000 }),
         ...(cfg.handoff.drainGraceS !== undefined && { drainGraceMs: cfg.handoff.drainGraceS * 1000 }),
+        ...(cfg.handoff.helloTimeoutS !== undefined && { helloMs: cfg.handoff.helloTimeoutS * 1000 }),
       },
       restart: {
         ...(cfg.restart.maxRestarts !== undefined && { maxRestarts: cfg.restart.maxRestarts }),
@@ -181,6 +182,8 @@ export class Daemon {
 
     if (cfg.metrics) {
       // Bound before the app starts, so a taken port fails the start with nothing running.
+      // Loaded only when asked for: prom-client costs ≈ 2–3 MiB of RSS (BENCHMARKS.md, memory).
+      const { SupervisorMetrics } = await import('./metrics.js');
       this.metrics = new SupervisorMetrics(this.sup, { service: cfg.name });
       try {
         await this.metrics.serve(cfg.metrics.host, cfg.metrics.port, this.log);

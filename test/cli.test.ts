@@ -9,6 +9,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { healthz, PRIMITIVE, request, taggedPids } from './support/engine.js';
 import { exitOf, Harness, pollUntil } from './support/harness.js';
+import { isAlive } from '../src/proc.js';
 import { CLI, useCliWorlds, collect, writeScript, type DaemonHandle, type Status } from './support/cli.js';
 
 const h = new Harness();
@@ -171,6 +172,37 @@ describe('baton run / upgrade / status / history / stop', () => {
     expect(s.lastHandoff).toMatchObject({ state: 'SUCCEEDED' });
     await stopDaemon(d);
   });
+
+  it('handoff.helloTimeoutS lets a slow-starting version upgrade (past the 5 s default), and a short one aborts it', async () => {
+    const dir = h.tempDir('baton-cli-');
+    const script = path.join(dir, 'app.sh');
+    writeScript(script, `exec ${process.execPath} ${PRIMITIVE[1]}`);
+    const config = path.join(dir, 'baton.json');
+    writeFileSync(config, JSON.stringify({ handoff: { helloTimeoutS: 15 } }));
+    const d = await worlds.w.startDaemon({ dir, command: [script], extraArgs: ['--config', config] });
+    const before = await healthz(d.port);
+    // Hello comes ≥ 5.5 s after the spawn: the default 5 s would abort this upgrade.
+    writeScript(script, `sleep 5.5; exec ${process.execPath} ${PRIMITIVE[1]}`);
+    const slow = await worlds.w.baton(['upgrade', '--json', '--state-dir', d.stateDir]);
+    expect(slow.code, slow.stdout + slow.stderr).toBe(0);
+    const phases = (JSON.parse(slow.stdout) as { handoff: { phases: { phase: string; ms: number }[] } }).handoff.phases;
+    expect(phases.find((p) => p.phase === 'hello')?.ms).toBeGreaterThan(5_000);
+    expect((await healthz(d.port)).pid).not.toBe(before.pid);
+    await stopDaemon(d);
+
+    writeFileSync(config, JSON.stringify({ handoff: { helloTimeoutS: 2.5 } }));
+    writeScript(script, `exec ${process.execPath} ${PRIMITIVE[1]}`);
+    const d2 = await worlds.w.startDaemon({ dir, command: [script], extraArgs: ['--config', config] });
+    const sleepPid = path.join(dir, 'sleep.pid');
+    writeScript(script, `sleep 30 & echo $! > ${sleepPid}; wait; exec ${process.execPath} ${PRIMITIVE[1]}`);
+    const short = await worlds.w.baton(['upgrade', '--state-dir', d2.stateDir]);
+    expect(short.code, short.stdout + short.stderr).toBe(2);
+    expect(short.stderr).toMatch(/aborted: no message from successor within 2500 ms/);
+    // The aborted successor's process group went with it: its `sleep` is not left behind.
+    const orphan = Number(readFileSync(sleepPid, 'utf8'));
+    await pollUntil(async () => !isAlive(orphan) || undefined, `the aborted successor's child ${orphan} to be killed`, 5_000);
+    await stopDaemon(d2);
+  }, 60_000);
 
   it('SIGHUP upgrades; SIGTERM stops the app and the supervisor (exit 0)', async () => {
     const d = await worlds.w.startDaemon();
