@@ -24,6 +24,7 @@ import { parseListenAddress, type ListenerSpec } from './listeners.js';
  *   stopTimeoutS   30
  *   history        { "maxRecords": 500, "maxAgeS": 86400 }
  *   restart        { "maxRestarts": 5, "windowS": 60 }
+ *   healthIntervalS 10                          (periodic health check; 0 = off)
  */
 export interface RunConfig {
   command: string[];
@@ -40,6 +41,8 @@ export interface RunConfig {
   stopTimeoutS: number;
   history: { maxRecords: number; maxAgeS: number };
   restart: { maxRestarts: number | undefined; windowS: number | undefined };
+  /** Seconds between periodic health checks (health.changed log events); 0 = off. */
+  healthIntervalS: number;
 }
 
 /** What `baton run` flags can set; undefined = not given. */
@@ -57,11 +60,12 @@ export interface RunFlags {
 /** Job history retention: 500 records and 24 h (issue 8), whichever prunes first. */
 export const DEFAULT_HISTORY = { maxRecords: 500, maxAgeS: 24 * 3600 };
 export const DEFAULT_STOP_TIMEOUT_S = 30;
+export const DEFAULT_HEALTH_INTERVAL_S = 10;
 const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 /** sun_path limit (108 bytes with the NUL) minus the longest name we put in the state dir. */
 const MAX_STATE_DIR_BYTES = 107 - '/control/incumbent.sock'.length;
 
-const TOP_KEYS = ['command', 'listen', 'dataDir', 'stateDir', 'name', 'metrics', 'adminListen', 'handoff', 'stopTimeoutS', 'history', 'restart'] as const;
+const TOP_KEYS = ['command', 'listen', 'dataDir', 'stateDir', 'name', 'metrics', 'adminListen', 'handoff', 'stopTimeoutS', 'history', 'restart', 'healthIntervalS'] as const;
 
 /**
  * The state dir (admin socket, journal, history, audit log): explicit, else systemd's
@@ -210,6 +214,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
       maxRestarts: num('restart.maxRestarts', restartObj.maxRestarts, { int: true, min: 0, max: 1000 }),
       windowS: num('restart.windowS', restartObj.windowS, { min: 1, max: 86_400 }),
     },
+    healthIntervalS: num('healthIntervalS', file.healthIntervalS, { min: 0, max: 86_400 }) ?? DEFAULT_HEALTH_INTERVAL_S,
   };
 }
 

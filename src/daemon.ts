@@ -73,6 +73,10 @@ export class Daemon {
   private phaseStartedAt = Date.now();
   /** STATUS=upgrading: PHASE lines only for upgrades (not cold starts and restarts). */
   private notifyPhases = false;
+  /** Periodic health check (healthIntervalS): the timer, the check in flight, the last result. */
+  private healthTimer: NodeJS.Timeout | undefined;
+  private healthCheck: Promise<void> | undefined;
+  private lastHealth: { status: HealthStatus; probes: Map<string, { status: HealthStatus; message: string; source: string }> } | undefined;
 
   constructor(
     private readonly cfg: RunConfig,
@@ -233,6 +237,7 @@ export class Daemon {
     // Lifecycle notice to the app (StartupCompleted), off the start-up path.
     void this.sup.notifyStartup(Date.now() - t0, components);
     this.startScheduler();
+    this.watchHealth();
   }
 
   private servingStatus(): string {
@@ -265,7 +270,7 @@ export class Daemon {
     const onLeaseWait = (jobId: string, waitMs: number): void => ev.onEvent?.({ type: 'lease-wait', jobId, waitMs });
     ev.onEvent?.({ type: 'accepted', jobId: job.id });
     void this.notifier?.reloading('upgrading');
-    const extend = this.extendTimeouts();
+    const stopExtending = this.notifier?.startExtending(); // EXTEND_TIMEOUT_USEC while it runs
     this.sup.on('phase', onPhase).on('drained', onDrained).on('sealProgress', onSeal).on('lease-wait', onLeaseWait);
     this.notifyPhases = true;
     const result = this.sup.performHandoff(this.handoffSpec(req));
@@ -281,7 +286,7 @@ export class Daemon {
         if (err instanceof HandoffError && (err.code === 'E_HANDOFF_IN_PROGRESS' || err.code === 'E_LEASE_HELD')) return this.refused(job, err);
         return this.jobs.finish(job, 'FAILED', { code: err instanceof BatonError ? err.code : 'E_INTERNAL', reason: errorMessage(err) });
       } finally {
-        clearInterval(extend);
+        stopExtending?.();
         this.notifyPhases = false;
         this.sup.off('phase', onPhase).off('drained', onDrained).off('sealProgress', onSeal).off('lease-wait', onLeaseWait);
         void this.notifier?.ready(this.servingStatus());
@@ -293,13 +298,6 @@ export class Daemon {
     } finally {
       if (this.upgrading === run) this.upgrading = undefined;
     }
-  }
-
-  /** EXTEND_TIMEOUT_USEC while a handoff runs: systemd's reload timeout must not kill a long seal. */
-  private extendTimeouts(): NodeJS.Timeout {
-    const t = setInterval(() => void this.notifier?.extendTimeout(30_000_000), 10_000);
-    t.unref();
-    return t;
   }
 
   private async refused(job: JobRecord, err: unknown): Promise<JobRecord> {
@@ -400,6 +398,56 @@ export class Daemon {
         runningJob: this.sup.runningJob ?? null,
       },
     };
+  }
+
+  /**
+   * Every healthIntervalS (0 = off): a health check that logs `health.changed` when the
+   * aggregate or any probe's status changes (messages alone do not count: they carry
+   * counters), and refreshes the probe gauges. No check starts while a handoff runs or
+   * waits for the lease, a restart is scheduled or we stop: the app cannot be asked then
+   * and /healthz fails on purpose while it drains. A check already in flight holds the
+   * incumbent's connection for one probe round trip (the app answers within 10 ms), so it
+   * never holds up an upgrade for longer than that; its result is dropped if one started.
+   */
+  private watchHealth(): void {
+    const everyS = this.cfg.healthIntervalS;
+    if (!(everyS > 0)) return;
+    this.healthTimer = setInterval(() => {
+      if (this.healthCheck || this.handoffUnderWay()) return;
+      this.healthCheck = this.checkHealth().finally(() => (this.healthCheck = undefined));
+    }, everyS * 1000);
+    this.healthTimer.unref();
+  }
+
+  private handoffUnderWay(): boolean {
+    return Boolean(this.stopPromise || this.upgrading) || this.sup.busy || this.sup.phase !== 'idle';
+  }
+
+  private async checkHealth(): Promise<void> {
+    const phaseMark = this.phaseStartedAt; // moves on every handoff phase
+    const report: Pick<HealthReport, 'status' | 'probes'> = await this.health().catch((err: unknown) => ({
+      status: 'UNKNOWN' as const,
+      probes: [{ name: 'health', source: 'supervisor' as const, status: 'UNKNOWN' as const, message: `health check failed: ${errorMessage(err)}` }],
+    }));
+    if (this.handoffUnderWay() || this.phaseStartedAt !== phaseMark) return; // a handoff came in meanwhile: this result may be its drain
+    const probes = new Map(report.probes.map((p) => [p.name, { status: p.status, message: p.message, source: p.source }]));
+    const prev = this.lastHealth;
+    this.lastHealth = { status: report.status, probes };
+    const changed: { name: string; source: string; previous: HealthStatus | null; status: HealthStatus | null; message: string }[] = [];
+    for (const [name, p] of probes) {
+      const before = prev?.probes.get(name);
+      if (before?.status !== p.status) changed.push({ name, source: p.source, previous: before?.status ?? null, status: p.status, message: p.message });
+    }
+    for (const [name, p] of prev?.probes ?? []) {
+      if (!probes.has(name)) changed.push({ name, source: p.source, previous: p.status, status: null, message: `no longer reported (was: ${p.message})` });
+    }
+    this.log.debug({ event: 'health.checked', status: report.status }, `health ${report.status}`);
+    if (prev && prev.status === report.status && changed.length === 0) return;
+    const what = changed.map((c) => `${c.name} ${c.status ?? 'gone'}${c.message ? ` (${c.message})` : ''}`).join('; ');
+    this.log[report.status === 'OK' ? 'info' : 'warn'](
+      { event: 'health.changed', previous: prev?.status ?? null, status: report.status, changed },
+      `health ${prev?.status ?? 'first check'} -> ${report.status}${what ? `: ${what}` : ''}`,
+    );
   }
 
   private async recordRestart(r: HandoffResult): Promise<void> {
@@ -630,6 +678,8 @@ export class Daemon {
   }
 
   private async cleanup(): Promise<void> {
+    if (this.healthTimer) clearInterval(this.healthTimer);
+    await this.healthCheck;
     await this.admin?.close().catch(() => undefined);
     await this.metrics?.close().catch(() => undefined);
     for (const l of this.listeners) l.close();
@@ -684,6 +734,7 @@ export interface HealthReport {
 }
 
 const SEVERITY = { OK: 0, DEGRADED: 1, UNKNOWN: 2, CRITICAL: 3 } as const;
+type HealthStatus = keyof typeof SEVERITY;
 
 /** The worst status (OK < DEGRADED < UNKNOWN < CRITICAL); OK for none. */
 export function worst(statuses: readonly (keyof typeof SEVERITY)[]): keyof typeof SEVERITY {

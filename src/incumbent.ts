@@ -113,7 +113,8 @@ export class Incumbent implements Machine<IncumbentState> {
       this.handoffId = await sayHello(ch, this.ctx, 'incumbent');
       this.state = 'ATTACHED';
       ch.startHeartbeats(() => this.state.toLowerCase());
-      this.ctx.log.info({ event: 'incumbent.attached', handoffId: this.handoffId }, 'supervisor attached');
+      // Health probes attach every few seconds (baton run healthIntervalS): debug, not info, for those.
+      this.ctx.log[this.handoffId.startsWith('probe-') ? 'debug' : 'info']({ event: 'incumbent.attached', handoffId: this.handoffId }, 'supervisor attached');
       ended = await drive(ch, this, INCUMBENT_TRANSITIONS);
     } catch (err) {
       ended = err instanceof BatonError ? err : new BatonError('E_SESSION', errorMessage(err));

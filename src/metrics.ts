@@ -100,8 +100,9 @@ export class SupervisorMetrics {
     this.skipped.inc({ type, code });
   }
 
-  /** Probe results of a health check. */
+  /** Probe results of a health check (on demand or periodic); a probe no longer reported loses its series. */
   probes(entries: readonly { name: string; status: keyof typeof PROBE_VALUE }[], overall: keyof typeof PROBE_VALUE): void {
+    this.probeStatus.reset();
     for (const e of entries) this.probeStatus.set({ probe: e.name }, PROBE_VALUE[e.status]);
     this.healthStatus.set(PROBE_VALUE[overall]);
   }

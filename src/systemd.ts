@@ -16,7 +16,8 @@ import type { Logger } from './log.js';
  *   - the sender is a short-lived child, not the main pid, so the unit needs
  *     `NotifyAccess=all` (fixtures/systemd/baton-example.service); each message costs
  *     a process start (~2 ms; messages are rare: start, upgrades, stop, watchdog).
- * `BATON_SYSTEMD_NOTIFY` overrides the tool's path.
+ * `BATON_SYSTEMD_NOTIFY` overrides the tool's path; `BATON_SYSTEMD_EXTEND_MS` the
+ * EXTEND_TIMEOUT_USEC period (tests).
  *
  * Messages are sent in order (a queue); a failure is logged, never fatal.
  */
@@ -63,6 +64,20 @@ export class SystemdNotifier {
 
   extendTimeout(usec: number): Promise<void> {
     return this.send({ EXTEND_TIMEOUT_USEC: Math.round(usec) });
+  }
+
+  /**
+   * EXTEND_TIMEOUT_USEC while a long operation (a handoff) runs, so systemd's reload
+   * timeout does not kill a long drain or seal: every BATON_SYSTEMD_EXTEND_MS (default
+   * 10 s) it asks for three such intervals more, so one late message is harmless.
+   * Returns the function that stops it (nothing is sent after that).
+   */
+  startExtending(): () => void {
+    const raw = Number(this.env.BATON_SYSTEMD_EXTEND_MS);
+    const everyMs = Number.isFinite(raw) && raw > 0 ? Math.max(raw, 50) : 10_000;
+    const t = setInterval(() => void this.extendTimeout(everyMs * 3 * 1000), everyMs);
+    t.unref();
+    return () => clearInterval(t);
   }
 
   /**

@@ -83,6 +83,57 @@ describe.skipIf(!canNotify)('sd_notify', () => {
   });
 });
 
+describe.skipIf(!canNotify)('sd_notify during a long handoff', () => {
+  it('sends EXTEND_TIMEOUT_USEC while a slow seal runs and none after READY; WATCHDOG=1 throughout', async () => {
+    const dir = h.tempDir('baton-sd-');
+    const sock = path.join(dir, 'notify.sock');
+    const receiver = h.spawn('python3', [path.join(ROOT, 'test/fixtures-systemd/notify-receiver.py'), sock], { env: worlds.w.env() });
+    const rx = new LineReader(receiver);
+    await rx.next((l: { ready?: boolean }) => l.ready === true, 'the fake NOTIFY_SOCKET');
+    const received = (): Msg[] => (rx.lines as { fields?: Msg }[]).filter((l) => l.fields).map((l) => l.fields!);
+    const messages = (): Msg[] => received().filter((m) => !m.BARRIER && !m.WATCHDOG);
+
+    // Extend every 200 ms; the seal blocks the incumbent for 1.5 s (about 7 periods).
+    const extendMs = 200;
+    const d = await worlds.w.startDaemon({
+      dir,
+      env: { NOTIFY_SOCKET: sock, WATCHDOG_USEC: '300000', BATON_SYSTEMD_EXTEND_MS: String(extendMs), PRIM_SEAL_BLOCK_MS: '1500' },
+    });
+    await pollUntil(() => messages().some((m) => m.READY === '1'), 'READY=1');
+    expect(messages().some((m) => m.EXTEND_TIMEOUT_USEC)).toBe(false); // nothing before an upgrade
+
+    const up = await worlds.w.baton(['upgrade', '--state-dir', d.stateDir]);
+    expect(up.code, up.stderr).toBe(0);
+    const readyAgain = (): number => messages().findIndex((m, i) => i > 0 && m.READY === '1');
+    await pollUntil(() => readyAgain() > 0, 'READY=1 after the upgrade');
+    const during = messages().slice(0, readyAgain());
+    const reloadingAt = during.findIndex((m) => m.RELOADING === '1');
+    const sealingAt = during.findIndex((m) => m.STATUS === 'upgrading: sealing');
+    const extends_ = during.map((m, i) => ({ m, i })).filter(({ m }) => m.EXTEND_TIMEOUT_USEC !== undefined);
+    expect(reloadingAt).toBeGreaterThan(0);
+    expect(extends_.length, JSON.stringify(during)).toBeGreaterThanOrEqual(3);
+    // All inside the handoff, some while it was sealing.
+    expect(extends_.every(({ i }) => i > reloadingAt)).toBe(true);
+    expect(extends_.filter(({ i }) => i > sealingAt).length).toBeGreaterThanOrEqual(2);
+    // A sane value: several periods ahead (one late message is harmless), not unbounded.
+    for (const { m } of extends_) {
+      expect(m).toEqual({ EXTEND_TIMEOUT_USEC: String(3 * extendMs * 1000) });
+    }
+
+    // None after READY: watch at least 2 s of watchdog ticks (150 ms each), 10 extend periods.
+    const watchdogs = (): number => received().filter((m) => m.WATCHDOG === '1').length;
+    const w0 = watchdogs();
+    await pollUntil(() => watchdogs() >= w0 + 14, 'WATCHDOG=1 to keep coming after the upgrade', 15_000);
+    expect(messages().slice(readyAgain()).filter((m) => m.EXTEND_TIMEOUT_USEC !== undefined)).toEqual([]);
+
+    const stop = await worlds.w.baton(['stop', '--state-dir', d.stateDir]);
+    expect(stop.code).toBe(0);
+    expect(await exitOf(d.child)).toEqual({ code: 0, signal: null });
+    receiver.kill('SIGTERM');
+    await exitOf(receiver);
+  });
+});
+
 describe.skipIf(!canVerify)('systemd units', () => {
   it('fixtures/systemd/baton-example.{service,socket} pass systemd-analyze verify', () => {
     const dir = h.tempDir('baton-units-');
