@@ -90,8 +90,9 @@ a-b, */n, a-b/n, JAN, MON; @hourly, @daily, @weekly, @monthly, @yearly). Outside
 window a fire records one SKIPPED job and runs nothing. With halt-on-failure (default),
 a task that does not succeed skips the rest. A fire while the previous run still runs
 is SKIPPED. Fires missed while the supervisor was down are not replayed. Schedules
-persist in <state-dir>/schedules.json. run: fire now (same window, halt, overlap rules)
-and wait for the run.
+persist in <state-dir>/schedules.json; "schedules": [...] in the run config file seeds
+a state dir that has none yet. run: fire now (same window, halt, overlap rules) and
+wait for the run.
 
 Flags (create, replace, patch):
   --file F               a JSON schedule {"name","cron","window"?,"tasks":[{"task","params"?,
@@ -107,7 +108,8 @@ Flags (create, replace, patch):
   --enabled / --disabled
 Options:
   --json                 print the schedule (list: {"schedules": [...]}, run: {"run": ...})
-${TARGET_HELP}
+${TARGET_HELP.replace(/ {2}--name NAME.*\n/, '')}
+  (--name is the schedule's name here: find the supervisor with --state-dir or --config)
   -h, --help
 
 Exit codes: 0 ok; 1 error (the supervisor's message names the field); run: 2 a task did

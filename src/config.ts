@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ConfigError, errorMessage } from './errors.js';
 import { parseListenAddress, type ListenerSpec } from './listeners.js';
+import { ScheduleError, validateScheduleSpec, type ScheduleSpec } from './schedules.js';
 
 /**
  * `baton run` configuration: the same options as a JSON file (`--config`) and as
@@ -24,6 +25,8 @@ import { parseListenAddress, type ListenerSpec } from './listeners.js';
  *   stopTimeoutS   30
  *   history        { "maxRecords": 500, "maxAgeS": 86400 }
  *   restart        { "maxRestarts": 5, "windowS": 60 }
+ *   schedules      [{ "name", "cron", "window"?, "tasks", ... }]  (initial schedules: used only
+ *                  while <stateDir>/schedules.json does not exist; that file is the truth)
  *   healthIntervalS 10                          (periodic health check; 0 = off)
  */
 export interface RunConfig {
@@ -41,6 +44,8 @@ export interface RunConfig {
   stopTimeoutS: number;
   history: { maxRecords: number; maxAgeS: number };
   restart: { maxRestarts: number | undefined; windowS: number | undefined };
+  /** Initial schedules (schedules.ts), validated; seeded only into a state dir without schedules.json. */
+  schedules: ScheduleSpec[] | undefined;
   /** Seconds between periodic health checks (health.changed log events); 0 = off. */
   healthIntervalS: number;
 }
@@ -65,7 +70,7 @@ const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 /** sun_path limit (108 bytes with the NUL) minus the longest name we put in the state dir. */
 const MAX_STATE_DIR_BYTES = 107 - '/control/incumbent.sock'.length;
 
-const TOP_KEYS = ['command', 'listen', 'dataDir', 'stateDir', 'name', 'metrics', 'adminListen', 'handoff', 'stopTimeoutS', 'history', 'restart', 'healthIntervalS'] as const;
+const TOP_KEYS = ['command', 'listen', 'dataDir', 'stateDir', 'name', 'metrics', 'adminListen', 'handoff', 'stopTimeoutS', 'history', 'restart', 'healthIntervalS', 'schedules'] as const;
 
 /**
  * The state dir (admin socket, journal, history, audit log): explicit, else systemd's
@@ -214,8 +219,27 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
       maxRestarts: num('restart.maxRestarts', restartObj.maxRestarts, { int: true, min: 0, max: 1000 }),
       windowS: num('restart.windowS', restartObj.windowS, { min: 1, max: 86_400 }),
     },
+    schedules: initialSchedules(file.schedules, src),
     healthIntervalS: num('healthIntervalS', file.healthIntervalS, { min: 0, max: 86_400 }) ?? DEFAULT_HEALTH_INTERVAL_S,
   };
+}
+
+/** "schedules" in the file: each validated as the admin API would (errors name `schedules[i].field`); names unique. */
+function initialSchedules(raw: unknown, src: string): ScheduleSpec[] | undefined {
+  if (raw === undefined) return undefined;
+  if (!Array.isArray(raw)) throw new ConfigError('E_CONFIG', `${src}: "schedules": expected an array of schedules (got ${JSON.stringify(raw)})`, { field: 'schedules' });
+  const seen = new Set<string>();
+  return raw.map((r: unknown, i) => {
+    try {
+      const s = validateScheduleSpec(r, `schedules[${i}]`);
+      if (seen.has(s.name)) throw new ScheduleError('E_SCHEDULE_INVALID', `schedules[${i}].name: duplicate name ${JSON.stringify(s.name)}`, { field: `schedules[${i}].name` });
+      seen.add(s.name);
+      return s;
+    } catch (err) {
+      if (err instanceof ScheduleError) throw new ConfigError('E_CONFIG', `${src}: ${err.message}`, err.details);
+      throw err;
+    }
+  });
 }
 
 /** `HOST:PORT` with HOST an IP literal (IPv6 in brackets). */

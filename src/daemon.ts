@@ -99,6 +99,7 @@ export class Daemon {
     // the file and field, instead of a supervisor that silently runs no maintenance.
     this.schedules = new ScheduleStore(path.join(cfg.stateDir, 'schedules.json'), this.log);
     await this.schedules.load();
+    if (cfg.schedules) await this.schedules.seed(cfg.schedules); // only into a state dir without schedules.json
     this.notifier = SystemdNotifier.fromEnv(this.env, this.log);
     this.lifecycle = new LifecycleLog(path.join(cfg.stateDir, 'lifecycle.json'), this.log);
     await this.lifecycle.load();

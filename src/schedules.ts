@@ -452,6 +452,8 @@ export class ScheduleStore {
   private schedules: Schedule[] = [];
   private chain: Promise<unknown> = Promise.resolve();
   private readonly listeners: ((name: string) => void)[] = [];
+  /** Whether `load` found a file (initial schedules from the config are seeded only when not). */
+  fileExisted = false;
 
   constructor(
     readonly filePath: string,
@@ -467,6 +469,7 @@ export class ScheduleStore {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw this.fileError(`cannot read it (${errorMessage(err)})`);
     }
+    this.fileExisted = true;
     let data: unknown;
     try {
       data = JSON.parse(text);
@@ -553,6 +556,17 @@ export class ScheduleStore {
       const old = this.require(name);
       return { next: this.schedules.filter((x) => x.name !== name), result: old, name };
     });
+  }
+
+  /**
+   * Initial schedules (the config's "schedules"), written as the file's first content.
+   * Only into a store whose file did not exist: afterwards the file is the truth (a
+   * schedule deleted over the API does not come back at the next start).
+   */
+  async seed(specs: readonly ScheduleSpec[]): Promise<void> {
+    if (this.fileExisted || specs.length === 0) return;
+    for (const spec of specs) await this.create(spec);
+    this.log?.info({ event: 'schedules.seeded', path: this.filePath, names: specs.map((x) => x.name) }, `${specs.length} initial schedule(s) from the config`);
   }
 
   setEnabled(name: string, enabled: boolean): Promise<Schedule> {

@@ -27,6 +27,7 @@ import {
   type RunSummary,
   type ScheduleTask,
 } from '../src/schedules.js';
+import { resolveRunConfig } from '../src/config.js';
 import { ROOT } from './support/engine.js';
 import { exitOf, Harness, pollUntil } from './support/harness.js';
 import { collect, useCliWorlds, type DaemonHandle } from './support/cli.js';
@@ -266,6 +267,31 @@ describe('ScheduleStore', () => {
     const third = new ScheduleStore(file);
     await third.load();
     expect(third.list().map((s) => s.name)).toEqual(['weekly']);
+  });
+
+  it('initial schedules (config "schedules") are seeded only into a state dir without schedules.json', async () => {
+    const dir = h.tempDir('sched-');
+    const file = path.join(dir, 'schedules.json');
+    const first = new ScheduleStore(file);
+    await first.load();
+    await first.seed([validateScheduleSpec(spec), validateScheduleSpec({ ...spec, name: 'two' })]);
+    expect(first.list().map((s) => s.name)).toEqual(['nightly', 'two']);
+    await first.delete('two');
+    const second = new ScheduleStore(file);
+    await second.load();
+    await second.seed([validateScheduleSpec(spec), validateScheduleSpec({ ...spec, name: 'two' })]);
+    expect(second.list().map((s) => s.name)).toEqual(['nightly']); // the file is the truth
+    // The config validates them like the API, naming the path.
+    const cfgFile = path.join(dir, 'baton.json');
+    const resolve = (schedules: unknown) => {
+      writeFileSync(cfgFile, JSON.stringify({ schedules }));
+      return () => resolveRunConfig({ config: cfgFile, dataDir: dir, stateDir: dir, command: ['true'] });
+    };
+    expect(resolve([spec])().schedules).toEqual([{ ...spec, haltOnFailure: true, enabled: true }]);
+    expect(resolve(undefined)().schedules).toBeUndefined();
+    expect(resolve([spec, { ...spec, cron: '0 0 * * 9' }])).toThrow(`config ${cfgFile}: schedules[1].cron: day-of-week field "9": expected 0-7 or a name (SUN-SAT)`);
+    expect(resolve([spec, spec])).toThrow(`config ${cfgFile}: schedules[1].name: duplicate name "nightly"`);
+    expect(resolve({ nightly: spec })).toThrow(`config ${cfgFile}: "schedules": expected an array of schedules`);
   });
 
   it('a write that fails changes nothing', async () => {
@@ -605,13 +631,18 @@ describe('baton schedules (real binary, fixtures/kv)', { timeout: 150_000 }, () 
     await stopDaemon(d);
   });
 
-  it('schedules survive a supervisor restart; a corrupt schedules file refuses the start (exit 1, file and field named)', async () => {
-    const d = await worlds.w.startDaemon({ command: KV });
+  it('schedules survive a supervisor restart; config schedules seed a new state dir only; a corrupt file refuses the start (exit 1, file and field named)', async () => {
+    const dir = h.tempDir('baton-cli-');
+    const cfg = path.join(dir, 'baton.json');
+    writeFileSync(cfg, JSON.stringify({ schedules: [{ name: 'seeded', cron: '@daily', tasks: [{ task: 'compaction' }] }] }));
+    const d = await worlds.w.startDaemon({ command: KV, dir, extraArgs: ['--config', cfg] });
+    expect((await sched(d, ['list', '--json'])).stdout).toContain('"name": "seeded"');
     expect((await sched(d, ['create', '--name', 'keep', '--cron', '0 0 1 * *', '--task', 'verification', '--disabled'])).code).toBe(0);
     expect((await sched(d, ['create', '--name', 'also', '--cron', '@hourly', '--window', '1-2', '--task', 'compaction'])).code).toBe(0);
+    expect((await sched(d, ['delete', 'seeded'])).code).toBe(0);
     await stopDaemon(d);
 
-    const d2 = await worlds.w.startDaemon({ command: KV, dir: d.dir });
+    const d2 = await worlds.w.startDaemon({ command: KV, dir, extraArgs: ['--config', cfg] });
     const listed = (JSON.parse((await sched(d2, ['list', '--json'])).stdout) as { schedules: ScheduleView[] }).schedules;
     expect(listed.map((s) => [s.name, s.cron, s.enabled])).toEqual([['keep', '0 0 1 * *', false], ['also', '@hourly', true]]);
     expect(listed[1]!.window).toEqual({ startHourUtc: 1, endHourUtc: 2 });
