@@ -520,6 +520,27 @@ describe('Scheduler (fake clock)', () => {
     expect(w.ran.map((c) => c.at.slice(11, 19))).toEqual(['13:00:30', '13:10:00', '13:20:00']);
   });
 
+  it('with the real timers: a clock 80 ms before a minute boundary fires in about 80 ms', async () => {
+    const store = new ScheduleStore(path.join(h.tempDir('sched-'), 'schedules.json'));
+    await store.create({ name: 'every-minute', cron: '* * * * *', tasks: [{ task: 't' }] });
+    const offset = Math.ceil(Date.now() / 60_000) * 60_000 + 60_000 - 80 - Date.now();
+    const ran: number[] = [];
+    const scheduler = new Scheduler({
+      store,
+      now: () => Date.now() + offset,
+      runTask: async () => (ran.push(Date.now() + offset), { id: 'j', kind: 'maintenance', state: 'SUCCEEDED', trigger: 'schedule', createdAt: iso(Date.now()) }),
+      skipTask: () => Promise.reject(new Error('nothing is skipped here')),
+    });
+    scheduler.start();
+    try {
+      await pollUntil(() => ran.length > 0, 'the fire', 5_000, 5);
+      expect(ran[0]! % 60_000).toBeLessThan(1_000); // at the boundary (on the offset clock), not early
+      expect(scheduler.lastRun('every-minute')).toMatchObject({ outcome: 'SUCCEEDED' });
+    } finally {
+      scheduler.stop();
+    }
+  });
+
   it('a timer never waits longer than an hour (re-evaluates), and stop() ends all fires', async () => {
     const w = await world(utc(2026, 11, 23, 10));
     await w.store.create({ name: 'yearly', cron: '@yearly', tasks: [{ task: 't' }] });
