@@ -31,7 +31,8 @@ export class WireFloat {
 
 /** Nesting deeper than this is rejected (protects the stack; real messages nest 2 levels). */
 const MAX_DEPTH = 32;
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of the string, not a marker to strip.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 class Reader {
   pos: number;
@@ -232,7 +233,12 @@ class Reader {
 const KEY_CACHE_SLOTS = 4096;
 const keyCache: (string | undefined)[] = new Array<string | undefined>(KEY_CACHE_SLOTS);
 
-function cachedKey(src: Uint8Array, start: number, len: number): string | undefined {
+/**
+ * The string for the ASCII bytes src[start, start+len), from (or added to) the
+ * cache; undefined if a byte is not ASCII. The caller checks the bounds.
+ * Also used by the codec's fast decoder for short str values (type names, ids, phases).
+ */
+export function cachedKey(src: Uint8Array, start: number, len: number): string | undefined {
   let h = len;
   for (let i = start; i < start + len; i++) {
     const c = src[i] as number;
