@@ -296,8 +296,12 @@ class FastReader {
     this.need(len);
     const start = this.pos;
     this.pos += len;
-    // A copy (the source chunk may be reused by its owner), as the strict reader makes.
-    return Buffer.from(this.b.subarray(start, start + len));
+    // A copy (the source chunk may be reused by its owner), as the strict reader makes;
+    // by hand for short ones (fingerprints, build ids): Buffer.from(subarray) costs ~0.1 us more.
+    if (len > 64) return Buffer.from(this.b.subarray(start, start + len));
+    const out = Buffer.allocUnsafe(len);
+    for (let i = 0; i < len; i++) out[i] = this.b[start + i]!;
+    return out;
   }
 
   private mapOrArrayLen(fix: number, t16: number, t32: number): number {
