@@ -71,3 +71,29 @@ export function fsyncDirSync(dir: string): void {
 function tempPathFor(filePath: string): string {
   return `${filePath}.tmp-${process.pid}-${randomBytes(6).toString('hex')}`;
 }
+
+/**
+ * Loads the list `key` of a `{"version": 1, "<key>": [...]}` state file (job history,
+ * lifecycle records). Missing file: undefined. A file that does not parse or has another
+ * shape never stops a start: it is kept aside as `<file>.corrupt-<ms>`, `corrupt` is told
+ * why, and the list starts empty. Entries failing `keep` are dropped.
+ */
+export async function loadStateList<T>(filePath: string, key: string, keep: (entry: T) => boolean, corrupt: (reason: string) => void): Promise<T[] | undefined> {
+  let text: string;
+  try {
+    text = await fsp.readFile(filePath, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+  try {
+    const data = JSON.parse(text) as Record<string, unknown> | null;
+    const list = data?.[key];
+    if (data?.version !== 1 || !Array.isArray(list)) throw new Error(`not a version-1 file with a "${key}" list`);
+    return (list as T[]).filter((e) => typeof e === 'object' && e !== null && keep(e));
+  } catch (err) {
+    corrupt(err instanceof Error ? err.message : String(err));
+    await writeFileAtomic(`${filePath}.corrupt-${Date.now()}`, text).catch(() => undefined);
+    return [];
+  }
+}

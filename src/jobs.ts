@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import { writeFileAtomic } from './atomic-file.js';
+import { loadStateList, writeFileAtomic } from './atomic-file.js';
 import { errorMessage } from './errors.js';
 import type { Logger } from './log.js';
 import type { HandoffResult } from './supervisor.js';
@@ -112,23 +111,15 @@ export class JobStore {
   ) {}
 
   async load(): Promise<void> {
-    let text: string;
-    try {
-      text = await readFile(this.filePath, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw err;
-    }
-    try {
-      const data = JSON.parse(text) as FileFormat;
-      if (data.version !== 1 || !Array.isArray(data.jobs)) throw new Error('not a version-1 job history');
-      this.jobs = data.jobs.filter((j) => typeof j?.id === 'string' && typeof j.state === 'string');
-    } catch (err) {
-      // Never refuse to start over the history: keep the bad file aside and start empty.
-      this.log?.error({ event: 'jobs.history_corrupt', path: this.filePath, err: errorMessage(err) }, 'job history unreadable; starting a new one');
-      await writeFileAtomic(`${this.filePath}.corrupt-${Date.now()}`, text).catch(() => undefined);
-      this.jobs = [];
-    }
+    // Never refuse to start over the history: a bad file is kept aside and a new one begun.
+    const jobs = await loadStateList<JobRecord>(
+      this.filePath,
+      'jobs',
+      (j) => typeof j.id === 'string' && typeof j.state === 'string',
+      (reason) => this.log?.error({ event: 'jobs.history_corrupt', path: this.filePath, err: reason }, 'job history unreadable; starting a new one'),
+    );
+    if (jobs === undefined) return;
+    this.jobs = jobs;
     let changed = false;
     for (const j of this.jobs) {
       if (!TERMINAL_STATES.includes(j.state)) {

@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
-import { writeFileAtomic } from './atomic-file.js';
+import { loadStateList, writeFileAtomic } from './atomic-file.js';
 import { errorMessage } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -68,22 +67,14 @@ export class LifecycleLog {
 
   /** Reads the file (a missing one is empty; an unreadable one is kept aside, never a reason not to start). */
   async load(): Promise<void> {
-    let text: string;
-    try {
-      text = await readFile(this.filePath, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw err;
-    }
-    try {
-      const data = JSON.parse(text) as FileFormat;
-      if (data.version !== 1 || !Array.isArray(data.records)) throw new Error('not a version-1 lifecycle file');
-      this.records = data.records.filter((r) => typeof r?.event === 'string' && typeof r.runId === 'string');
-    } catch (err) {
-      this.log.error({ event: 'lifecycle.corrupt', path: this.filePath, err: errorMessage(err) }, 'lifecycle records unreadable; starting a new list');
-      await writeFileAtomic(`${this.filePath}.corrupt-${Date.now()}`, text).catch(() => undefined);
-      this.records = [];
-    }
+    const records = await loadStateList<LifecycleRecord>(
+      this.filePath,
+      'records',
+      (r) => typeof r.event === 'string' && typeof r.runId === 'string',
+      (reason) => this.log.error({ event: 'lifecycle.corrupt', path: this.filePath, err: reason }, 'lifecycle records unreadable; starting a new list'),
+    );
+    if (records === undefined) return;
+    this.records = records;
     this.previous = summarizeRun(this.records);
   }
 
