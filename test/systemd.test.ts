@@ -4,7 +4,7 @@
  * datagram receiver in Python since Node cannot open one; messages are sent by the
  * real systemd-notify), the watchdog, and `systemd-analyze verify` on the example units.
  */
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -21,16 +21,22 @@ const worlds = useCliWorlds(h);
 
 type Msg = Record<string, string>;
 
+/** A fake NOTIFY_SOCKET (test/fixtures-systemd/notify-receiver.py) in `dir`, and what it got. */
+async function notifyReceiver(dir: string): Promise<{ sock: string; receiver: ChildProcess; received: () => Msg[]; messages: () => Msg[] }> {
+  const sock = path.join(dir, 'notify.sock');
+  const receiver = h.spawn('python3', [path.join(ROOT, 'test/fixtures-systemd/notify-receiver.py'), sock], { env: worlds.w.env() });
+  const rx = new LineReader(receiver);
+  await rx.next((l: { ready?: boolean }) => l.ready === true, 'the fake NOTIFY_SOCKET');
+  const received = (): Msg[] => (rx.lines as { fields?: Msg }[]).filter((l) => l.fields).map((l) => l.fields!);
+  // The protocol messages, without systemd-notify's BARRIER=1 and the periodic watchdog.
+  const messages = (): Msg[] => received().filter((m) => !m.BARRIER && !m.WATCHDOG);
+  return { sock, receiver, received, messages };
+}
+
 describe.skipIf(!canNotify)('sd_notify', () => {
   it('sends READY, RELOADING/READY around committed and aborted upgrades, STOPPING, and the watchdog', async () => {
     const dir = h.tempDir('baton-sd-');
-    const sock = path.join(dir, 'notify.sock');
-    const receiver = h.spawn('python3', [path.join(ROOT, 'test/fixtures-systemd/notify-receiver.py'), sock], { env: worlds.w.env() });
-    const rx = new LineReader(receiver);
-    await rx.next((l: { ready?: boolean }) => l.ready === true, 'the fake NOTIFY_SOCKET');
-    const received = (): Msg[] => (rx.lines as { fields?: Msg }[]).filter((l) => l.fields).map((l) => l.fields!);
-    // The protocol messages, without systemd-notify's BARRIER=1 and the periodic watchdog.
-    const messages = (): Msg[] => received().filter((m) => !m.BARRIER && !m.WATCHDOG);
+    const { sock, receiver, received, messages } = await notifyReceiver(dir);
 
     const script = path.join(dir, 'app.sh');
     const good = `exec ${process.execPath} ${PRIMITIVE[1]}`;
@@ -86,12 +92,7 @@ describe.skipIf(!canNotify)('sd_notify', () => {
 describe.skipIf(!canNotify)('sd_notify during a long handoff', () => {
   it('sends EXTEND_TIMEOUT_USEC while a slow seal runs and none after READY; WATCHDOG=1 throughout', async () => {
     const dir = h.tempDir('baton-sd-');
-    const sock = path.join(dir, 'notify.sock');
-    const receiver = h.spawn('python3', [path.join(ROOT, 'test/fixtures-systemd/notify-receiver.py'), sock], { env: worlds.w.env() });
-    const rx = new LineReader(receiver);
-    await rx.next((l: { ready?: boolean }) => l.ready === true, 'the fake NOTIFY_SOCKET');
-    const received = (): Msg[] => (rx.lines as { fields?: Msg }[]).filter((l) => l.fields).map((l) => l.fields!);
-    const messages = (): Msg[] => received().filter((m) => !m.BARRIER && !m.WATCHDOG);
+    const { sock, receiver, received, messages } = await notifyReceiver(dir);
 
     // Extend every 200 ms; the seal blocks the incumbent for 1.5 s (about 7 periods).
     const extendMs = 200;
