@@ -10,6 +10,13 @@
  * u64 always as uint64 (0xcf) and the canonical, smallest headers elsewhere so
  * that golden vectors are reproducible in any language. Decoding uses the strict
  * reader in msgpack.ts (see there why not msgpackr).
+ *
+ * Both directions have a fast path for the usual case (BENCHMARKS.md#codec):
+ * encodeFrame validates while writing (writeMessageFast) and the decoder reads
+ * straight into the result (codec-fast.ts). Each declines anything unusual to
+ * the general path (validateMessage then write; strict reader then
+ * validateMessage), which alone decides errors; test/codec-fast.test.ts checks
+ * that the two always agree.
  */
 import { ProtocolError } from './errors.js';
 import { fastDecodeBody, writeU64BE } from './codec-fast.js';
