@@ -77,6 +77,12 @@ function bail(): never {
 
 /** Largest revmap that gets a compiled constructor (bigger ones are built key by key). */
 const MAX_SHAPE_KEYS = 256;
+/**
+ * Compilations per revmap field over the process's life. Key sets are stable in
+ * practice (an app's shard names); the cap keeps a peer that keeps changing them
+ * from making us compile over and over (it then gets the key-by-key path).
+ */
+const MAX_COMPILES_PER_FIELD = 16;
 
 /** Reads a revmap with a known key set: the map, or undefined if the bytes differ. */
 type ShapeDecoder = (
@@ -101,6 +107,7 @@ interface RevmapSlot {
   shape: RevmapShape | undefined;
   /** Keys of the last map that had no shape: compiled when the next map repeats them. */
   candidate: string[] | undefined;
+  compiles: number;
 }
 
 interface FieldDec {
@@ -139,7 +146,7 @@ for (const [type, plan] of MESSAGE_PLANS) {
     return {
       plan: f,
       name: Buffer.from(f.name, 'ascii'),
-      slot: f.kind === 'revmap' ? { shape: undefined, candidate: undefined } : undefined,
+      slot: f.kind === 'revmap' ? { shape: undefined, candidate: undefined, compiles: 0 } : undefined,
     };
   });
   if (fields.length > 30) throw new Error(`${type}: too many fields for the decoder's bit masks`);
@@ -350,7 +357,7 @@ class FastReader {
     }
     const out: Record<string, bigint> = {};
     for (let j = 0; j < n; j++) out[keys[j]!] = vals[j]!;
-    if (n > 0 && n <= MAX_SHAPE_KEYS) learnShape(slot, keys, n);
+    if (n > 0 && n <= MAX_SHAPE_KEYS && slot.compiles < MAX_COMPILES_PER_FIELD) learnShape(slot, keys, n);
     return out;
   }
 
@@ -452,7 +459,27 @@ function learnShape(slot: RevmapSlot, keys: readonly string[], n: number): void 
   if (same) {
     slot.shape = compileShape(cand!);
     slot.candidate = undefined;
+    slot.compiles++;
   } else slot.candidate = keys.slice(0, n);
+}
+
+/** For tests: forget every compiled key set, and count the compilations since. */
+export function resetLearnedShapes(): void {
+  for (const td of TYPE_DECS.values()) {
+    for (const f of td.fields) {
+      if (f.slot === undefined) continue;
+      f.slot.shape = undefined;
+      f.slot.candidate = undefined;
+      f.slot.compiles = 0;
+    }
+  }
+}
+
+/** For tests: compilations since the last resetLearnedShapes(), over all fields. */
+export function learnedShapeCompiles(): number {
+  let n = 0;
+  for (const td of TYPE_DECS.values()) for (const f of td.fields) n += f.slot?.compiles ?? 0;
+  return n;
 }
 
 /**

@@ -363,6 +363,9 @@ function writeMessage(w: Writer, msg: Record<string, unknown>, ep: EncodePlan): 
 // Node 20 has String.prototype.isWellFormed; the ES2022 lib typings do not.
 const isWellFormed = (s: string): boolean => (s as unknown as { isWellFormed(): boolean }).isWellFormed();
 
+/** Largest revmap the encoder keeps a template of. */
+const MAX_TEMPLATE_KEYS = 1024;
+
 /**
  * Fast path of writeRevmap for the usual map: ASCII keys < 32 bytes in ascending
  * order, bigint values in range. Returns false (the caller rewinds and takes the
@@ -383,7 +386,7 @@ function writeRevmapFast(w: Writer, map: Record<string, unknown>, ep: EncodePlan
     w.ensure(t.bytes.length);
     const start = w.pos;
     const b = w.buf;
-    t.bytes.copy(b, start);
+    b.set(t.bytes, start); // not Buffer#copy: its argument checks cost more than the copy
     let i = 0;
     for (; i < n; i++) {
       const k = keys[i]!;
@@ -410,7 +413,9 @@ function writeRevmapFast(w: Writer, map: Record<string, unknown>, ep: EncodePlan
     w.u64(v);
     prev = k;
   }
-  // Remember this key set (its bytes are the ones just written, values zeroed).
+  // Remember this key set (its bytes are the ones just written, values zeroed);
+  // not for huge maps, whose copy would stay in memory for nothing.
+  if (n > MAX_TEMPLATE_KEYS) return true;
   const bytes = Buffer.from(w.buf.subarray(w.base + start, w.pos));
   for (let i = 0; i < n; i++) bytes.fill(0, valueAt[i]!, valueAt[i]! + 8);
   ep.revmapTemplates[field] = { keys, bytes, valueAt };

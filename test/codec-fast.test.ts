@@ -12,8 +12,8 @@
  * encoder: revmap templates), so the inputs repeat key sets on purpose.
  */
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
-import { fastDecodeBody } from '../src/codec-fast.js';
+import { beforeEach, describe, expect, it } from 'vitest';
+import { fastDecodeBody, learnedShapeCompiles, resetLearnedShapes } from '../src/codec-fast.js';
 import { decodeStrict, encodeFrame, encodeFrameGeneral, FrameDecoder } from '../src/codec.js';
 import { ProtocolError } from '../src/errors.js';
 import { MESSAGE_TYPES, type Message } from '../src/schema.js';
@@ -92,6 +92,9 @@ const sealComplete = (revs: Record<string, unknown>) =>
   ({ type: 'SealComplete', handoffId: 'h-1', lastRevisionPerShard: revs, dataDirFingerprint: new Uint8Array(32).fill(1) }) as unknown as Message;
 
 describe('fast decode path', () => {
+  // Each test starts with no compiled key sets (their number per field is capped).
+  beforeEach(() => resetLearnedShapes());
+
   it('declines or agrees with the strict path on valid frames of every type', () => {
     let taken = 0;
     for (const type of MESSAGE_TYPES) {
@@ -175,6 +178,22 @@ describe('fast decode path', () => {
     const out = new FrameDecoder().push(encodeFrame(sealComplete(base)))[0]!.message as { lastRevisionPerShard: object };
     expect(Object.getPrototypeOf(out.lastRevisionPerShard)).toBe(Object.prototype);
     expect(Object.keys(out.lastRevisionPerShard)).toEqual(keys);
+  });
+
+  it('compiles a key set on its second arrival in a row, and at most 16 times per field', () => {
+    const body = (tag: number) => rawSealBody([[`a${tag}`, 1n], [`b${tag}`, 2n]]);
+    checkBody(body(0));
+    expect(learnedShapeCompiles()).toBe(0);
+    checkBody(body(0));
+    expect(learnedShapeCompiles()).toBe(1);
+    checkBody(body(1));
+    checkBody(body(0));
+    expect(learnedShapeCompiles()).toBe(1); // not twice in a row
+    for (let i = 2; i < 40; i++) {
+      expect(checkBody(body(i))).toBe(true);
+      expect(checkBody(body(i))).toBe(true);
+    }
+    expect(learnedShapeCompiles()).toBe(16);
   });
 
   it('keeps a leading U+FEFF in strings (the UTF-8 decoder must not strip it as a BOM)', () => {
