@@ -4,6 +4,7 @@
  * each test ends with none of them left.
  */
 import { existsSync, readFileSync, readdirSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -353,6 +354,12 @@ describe('configuration and arguments', () => {
     expect(main.stdout).toMatch(/Commands:\n {2}run/);
     const version = await worlds.w.baton(['--version']);
     expect(version.stdout.trim()).toBe(JSON.parse(readFileSync(path.join(path.dirname(path.dirname(new URL(import.meta.url).pathname)), 'package.json'), 'utf8')).version);
+    // The installed bin runs through its shebang (it carries node flags: `env -S`).
+    const shebang = readFileSync(CLI, 'utf8').split('\n', 1)[0]!;
+    expect(shebang).toMatch(/^#!\/usr\/bin\/env -S node --max-semi-space-size=1$/);
+    const viaShebang = spawnSync('/bin/sh', ['-c', `${shebang.slice(2)} "$0" --version`, CLI], { encoding: 'utf8' });
+    expect(viaShebang.status, viaShebang.stderr).toBe(0);
+    expect(viaShebang.stdout.trim()).toBe(version.stdout.trim());
   });
 
   it('refuses a second supervisor on the same state dir', async () => {

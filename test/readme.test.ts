@@ -9,6 +9,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import path from 'node:path';
 import ts from 'typescript';
 import { afterAll, describe, expect, it } from 'vitest';
+import { resolveRunConfig } from '../src/config.js';
 import { killTagged, newTag, ROOT, taggedPids } from './support/engine.js';
 
 const README = path.join(ROOT, 'README.md');
@@ -33,6 +34,18 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('README examples', () => {
   const examples = readmeExamples(readFileSync(README, 'utf8'));
+
+  it('its configuration file example is valid, every key read as shown', () => {
+    const md = readFileSync(README, 'utf8');
+    const block = /\*\*Configuration file\*\*[\s\S]*?```json\n([\s\S]*?)^```$/m.exec(md)?.[1];
+    expect(block, 'the ```json block after **Configuration file**').toBeDefined();
+    const file = path.join(dir, 'baton.json');
+    writeFileSync(file, block!);
+    const cfg = resolveRunConfig({ config: file });
+    const shown = JSON.parse(block!) as { handoff: { helloTimeoutS: number; drainGraceS: number }; history: { maxAgeS: number }; healthIntervalS: number };
+    expect(cfg).toMatchObject({ handoff: shown.handoff, history: shown.history, healthIntervalS: shown.healthIntervalS, name: 'app' });
+    expect(cfg.listenText).toEqual(['http=tcp://127.0.0.1:8080', 'unix:/run/app/app.sock']);
+  });
 
   it('has the app and supervisor examples', () => {
     expect([...examples.keys()].sort()).toEqual(['app', 'supervisor']);

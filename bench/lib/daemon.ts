@@ -12,6 +12,12 @@ import { adminRequest } from '../../src/admin.js';
 import type { JobRecord } from '../../src/jobs.js';
 import { CLI, exited, fdCount, rssKb, type Scope, waitFor } from './scope.js';
 
+/**
+ * The node flags in the `baton` bin's shebang (`#!/usr/bin/env -S node FLAGS`): `baton run`
+ * is measured as installed, though spawned here as `node FLAGS cli.js` like the tests do.
+ */
+export const CLI_SHEBANG_ARGS: string[] = (/^#!\S*env -S node(.*)$/m.exec(readFileSync(CLI, 'utf8').split('\n', 1)[0]!)?.[1] ?? '').trim().split(/\s+/).filter(Boolean);
+
 export interface LogEvent {
   time: number;
   pid: number;
@@ -50,7 +56,7 @@ export class BatonDaemon {
     const fd = openSync(this.logFile, 'a');
     this.child = this.scope.spawn(
       process.execPath,
-      [...this.nodeArgs, CLI, 'run', '--listen', 'http=tcp://127.0.0.1:0', '--data-dir', this.dataDir, '--state-dir', this.stateDir, '--', ...this.command],
+      [...CLI_SHEBANG_ARGS, ...this.nodeArgs, CLI, 'run', '--listen', 'http=tcp://127.0.0.1:0', '--data-dir', this.dataDir, '--state-dir', this.stateDir, '--', ...this.command],
       { stdio: ['ignore', 'ignore', fd], env: this.scope.env({ BATON_LOG_LEVEL: 'info', ...this.appEnv }) },
     );
     closeSync(fd);
