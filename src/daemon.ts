@@ -110,7 +110,7 @@ export class Daemon {
       if (cfg.listen.length) this.log.warn({ event: 'daemon.listen_ignored', listen: cfg.listenText }, 'systemd passed listening sockets (LISTEN_FDS); ignoring --listen/"listen"');
       this.listeners = adopted;
     } else if (cfg.listen.length) {
-      this.listeners = bindListeners(cfg.listen);
+      this.listeners = await this.bindOrTakeOver();
     }
     this.log.info({ event: 'daemon.listeners', listeners: this.listeners.map((l) => `${l.name}=${l.address}`), systemd: Boolean(adopted) }, 'listeners held');
 
@@ -306,6 +306,35 @@ export class Daemon {
     this.log.warn({ event: 'daemon.upgrade_refused', code, reason: errorMessage(err) }, `upgrade refused: ${errorMessage(err)}`);
     job.startedAt = undefined;
     return this.jobs.finish(job, 'SKIPPED', { code, reason: errorMessage(err) });
+  }
+
+  /**
+   * Binds the listeners. A supervisor that bound them itself and was killed leaves its
+   * incumbent serving on them, and JS has no way to take the sockets back from it
+   * (ARCHITECTURE.md, open problems). When a port is taken and the journal names a live
+   * app of that supervisor, that app is stopped gracefully (Shutdown: drain, seal, exit)
+   * and the listeners bound again: the service comes back supervised after a short gap
+   * (refused connections for a cold start), instead of a start that fails forever while
+   * an orphan serves unsupervised. systemd socket activation avoids the gap.
+   */
+  private async bindOrTakeOver(): Promise<HeldListener[]> {
+    const cfg = this.cfg;
+    try {
+      return bindListeners(cfg.listen);
+    } catch (err) {
+      if (!(err instanceof BatonError) || err.details?.errno !== 'EADDRINUSE') throw err;
+      const previous = new Supervisor({ command: cfg.command, listeners: [], dataDir: cfg.dataDir, stateDir: cfg.stateDir, log: this.log, restart: { enabled: false } });
+      const survivor = (await previous.recover())?.survivor;
+      if (!survivor) {
+        throw new ConfigError('E_BIND_FAILED', `${err.message}; no app of an earlier baton supervisor on state dir ${cfg.stateDir} is alive, so another program holds it`, err.details);
+      }
+      this.log.warn(
+        { event: 'daemon.takeover', pid: survivor.pid, generation: survivor.generation, address: err.details?.address },
+        `${String(err.details?.address)} is held by generation ${survivor.generation} (pid ${survivor.pid}) of a supervisor that died; stopping it gracefully to bind the listeners again`,
+      );
+      await previous.stop(cfg.stopTimeoutS * 1000);
+      return bindListeners(cfg.listen);
+    }
   }
 
   // ---- maintenance jobs ------------------------------------------------------------

@@ -148,6 +148,31 @@ describe('baton run / upgrade / status / history / stop', () => {
     await stopDaemon(d);
   });
 
+  it('baton run SIGKILLed, then started again: it takes its listener back from the orphaned app (graceful stop, cold start), no write lost', async () => {
+    const d = await worlds.w.startDaemon();
+    const orphan = (await worlds.w.status(d)).app!.pid;
+    expect((await request(d.port, 'PUT', '/kv/before', 'takeover')).status).toBe(200);
+    d.child.kill('SIGKILL');
+    await exitOf(d.child);
+    expect((await healthz(d.port)).pid).toBe(orphan); // still serving, unsupervised
+    const d2 = await worlds.w.startDaemon({ dir: d.dir, listen: `tcp://127.0.0.1:${d.port}` });
+    const now = await healthz(d.port);
+    expect(now.pid).not.toBe(orphan);
+    expect(isAlive(orphan)).toBe(false);
+    expect(JSON.parse((await request(d.port, 'GET', '/kv/before')).body).value).toBe('takeover');
+    expect(d2.out.stderr + JSON.stringify(d2.out.lines)).toMatch(new RegExp(`"event":"daemon.takeover","pid":${orphan}`));
+    await stopDaemon(d2);
+
+    // A port held by another program (no earlier supervisor's app alive): exit 1, said so.
+    const other = net.createServer().listen(0, '127.0.0.1');
+    await new Promise((r) => other.once('listening', r));
+    const port = (other.address() as net.AddressInfo).port;
+    const r = await worlds.w.baton(['run', '--listen', `tcp://127.0.0.1:${port}`, '--data-dir', d.dataDir, '--state-dir', d.stateDir, '--', ...PRIMITIVE]);
+    other.close();
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/EADDRINUSE; no app of an earlier baton supervisor .* is alive, so another program holds it/);
+  });
+
   it('re-resolves the command on each upgrade: a broken deploy aborts (exit 2), the old generation serves, a fixed one commits', async () => {
     const dir = h.tempDir('baton-cli-');
     const script = path.join(dir, 'app.sh');
