@@ -193,12 +193,18 @@ function nextSet(set: readonly boolean[], from: number): number | undefined {
   return undefined;
 }
 
+/** The Gregorian calendar (weekdays included) repeats every 400 years. */
+const GREGORIAN_CYCLE_YEARS = 400;
+
 /**
  * The start (epoch ms) of the first matching minute strictly after `afterEpochMs`.
  * Walks months, then days, then hours, then minutes, jumping over whole units that
  * cannot match (at most a few thousand steps even for `0 0 29 2 *`, never minute by
- * minute). Throws if nothing matches within 10 years (parseCron already rejects
- * expressions that can never match, so this is a guard).
+ * minute). Searches one whole 400-year Gregorian cycle, after which the calendar
+ * repeats, so a spec that matches at all is found: with an AND of day fields
+ * (day-of-month `*\/7` and weekday 4) the next match can be decades away (June 1 falls on a Thursday
+ * after gaps of up to 11 years; Feb 29 on a given weekday up to 40). parseCron
+ * already rejects what can never match, so the throw is a guard.
  */
 export function nextFire(expr: string | CronSpec, afterEpochMs: number): number {
   const spec = typeof expr === 'string' ? parseCron(expr) : expr;
@@ -208,7 +214,7 @@ export function nextFire(expr: string | CronSpec, afterEpochMs: number): number 
   let d = start.getUTCDate();
   let h = start.getUTCHours();
   let mi = start.getUTCMinutes();
-  const lastYear = y + 10;
+  const lastYear = y + GREGORIAN_CYCLE_YEARS;
   const nextMonth = (): void => {
     mo++;
     if (mo > 12) {
@@ -257,7 +263,7 @@ export function nextFire(expr: string | CronSpec, afterEpochMs: number): number 
     }
     return Date.UTC(y, mo - 1, d, h, nm);
   }
-  throw new ScheduleError('E_SCHEDULE_INVALID', `cron ${JSON.stringify(spec.text)}: no matching minute within 10 years`);
+  throw new ScheduleError('E_SCHEDULE_INVALID', `cron ${JSON.stringify(spec.text)}: no matching minute within ${GREGORIAN_CYCLE_YEARS} years`);
 }
 
 // ---- maintenance windows -------------------------------------------------------------

@@ -98,6 +98,9 @@ describe('cron expressions', () => {
     expect(nextFire('0 0 31 * *', utc(2026, 1, 31, 0, 0))).toBe(utc(2026, 3, 31)); // February and its 28 days skipped
     expect(nextFire('0 0 29 2 *', utc(2025, 3, 1))).toBe(utc(2028, 2, 29));
     expect(nextFire('0 0 29 2 *', utc(2096, 3, 1))).toBe(utc(2104, 2, 29)); // 2100 is not a leap year
+    // Both day fields ANDed (day-of-month starts with *): June 1/8/15/… on a Thursday
+    // skips 2035-2044 (found by the property test below; the search once stopped at 10 years).
+    expect(nextFire('0 0 */7 6 4', utc(2034, 6, 29))).toBe(utc(2045, 6, 1));
     expect(nextFire('59 23 31 12 *', utc(2026, 12, 31, 23, 59))).toBe(utc(2027, 12, 31, 23, 59));
     expect(nextFire('0 0 1 1 *', utc(2026, 12, 31, 23, 59))).toBe(utc(2027, 1, 1));
     // 2026-11-23 is a Monday.
