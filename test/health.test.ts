@@ -166,6 +166,22 @@ describe('periodic health checks (healthIntervalS)', () => {
     await stop(d);
   });
 
+  it('healthIntervalS 0 turns the periodic check off; `baton health` still answers on demand', async () => {
+    // A second daemon checking every 50 ms is the clock: while it runs 10 checks, the
+    // one with 0 must run none (no fixed sleep).
+    const off = await startWithInterval({ intervalS: 0, command: PRIMITIVE });
+    const clock = await startWithInterval({ intervalS: 0.05, command: PRIMITIVE });
+    await ticks(clock, 10);
+    expect(events(off, 'health.checked')).toHaveLength(0);
+    expect(events(off, 'health.changed')).toHaveLength(0);
+    const asked = await worlds.w.baton(['health', '--json', '--state-dir', off.stateDir]);
+    expect(asked.code, asked.stderr).toBe(0);
+    expect(JSON.parse(asked.stdout)).toMatchObject({ status: 'OK' });
+    expect(events(off, 'health.changed')).toHaveLength(0); // an on-demand check is not the periodic one
+    await stop(clock);
+    await stop(off);
+  });
+
   it.each([
     [-1, /"healthIntervalS": expected a number in 0..86400 \(got -1\)/],
     ['10', /"healthIntervalS": expected a number in 0..86400 \(got "10"\)/],
