@@ -8,6 +8,7 @@ import { JobStore, type JobRecord, type JobTrigger, type Requester } from './job
 import { adoptSystemdListeners, bindListeners, type HeldListener } from './listeners.js';
 import { LifecycleLog, MAX_LIFECYCLE_RECORDS } from './lifecycle.js';
 import { lockHolder } from './lock.js';
+import { HeapCompactor } from './memory.js';
 import { createLogger, type Logger } from './log.js';
 import { Supervisor, URGENCIES, type HandoffResult, type HandoffSpec, type JobProgressSnapshot, type JobResult, type ProbeEntry, type SupervisorPhase, type Urgency } from './supervisor.js';
 import type { SupervisorMetrics } from './metrics.js';
@@ -75,6 +76,8 @@ export class Daemon {
   private notifyPhases = false;
   /** Periodic health check (healthIntervalS): the timer, the check in flight, the last result. */
   private healthTimer: NodeJS.Timeout | undefined;
+  /** A full GC shortly after each handoff (src/memory.ts). */
+  private readonly compactor: HeapCompactor;
   private healthCheck: Promise<void> | undefined;
   private lastHealth: { status: HealthStatus; probes: Map<string, { status: HealthStatus; message: string; source: string }> } | undefined;
 
@@ -83,6 +86,7 @@ export class Daemon {
     private readonly env: NodeJS.ProcessEnv = process.env,
   ) {
     this.log = createLogger('baton', { service: cfg.name });
+    this.compactor = new HeapCompactor(this.log);
     this.done = new Promise((r) => (this.finished = r));
   }
 
@@ -291,6 +295,7 @@ export class Daemon {
         this.notifyPhases = false;
         this.sup.off('phase', onPhase).off('drained', onDrained).off('sealProgress', onSeal).off('lease-wait', onLeaseWait);
         void this.notifier?.ready(this.servingStatus());
+        this.compactor.afterHandoff();
       }
     })();
     this.upgrading = run;
@@ -709,6 +714,7 @@ export class Daemon {
 
   private async cleanup(): Promise<void> {
     if (this.healthTimer) clearInterval(this.healthTimer);
+    this.compactor.close();
     await this.healthCheck;
     await this.admin?.close().catch(() => undefined);
     await this.metrics?.close().catch(() => undefined);
