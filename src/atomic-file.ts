@@ -29,14 +29,15 @@ export async function writeFileAtomic(filePath: string, data: string | Uint8Arra
   if (durable) await fsyncDir(path.dirname(filePath));
 }
 
-/** Synchronous twin of writeFileAtomic (for crash-point timing and exit paths). */
-export function writeFileAtomicSync(filePath: string, data: string | Uint8Array): void {
+/** Synchronous twin of writeFileAtomic (crash-point timing, exit paths, the lock's critical path). */
+export function writeFileAtomicSync(filePath: string, data: string | Uint8Array, opts: { durable?: boolean } = {}): void {
+  const durable = opts.durable ?? true;
   const tmp = tempPathFor(filePath);
   try {
     const fd = fs.openSync(tmp, 'wx', 0o644);
     try {
       fs.writeFileSync(fd, data);
-      fs.fsyncSync(fd);
+      if (durable) fs.fsyncSync(fd);
     } finally {
       fs.closeSync(fd);
     }
@@ -45,7 +46,7 @@ export function writeFileAtomicSync(filePath: string, data: string | Uint8Array)
     fs.rmSync(tmp, { force: true });
     throw err;
   }
-  fsyncDirSync(path.dirname(filePath));
+  if (durable) fsyncDirSync(path.dirname(filePath));
 }
 
 /** Make a rename/unlink in `dir` durable. */

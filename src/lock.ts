@@ -1,9 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { LockOptions } from 'proper-lockfile';
-import { writeFileAtomic } from './atomic-file.js';
+import { pino } from 'pino';
+import { writeFileAtomicSync } from './atomic-file.js';
 import { LockError, errorMessage } from './errors.js';
 import { createLogger, type Logger } from './log.js';
 import { isAlive, processStartTime } from './proc.js';
@@ -36,6 +38,14 @@ import { isAlive, processStartTime } from './proc.js';
  * takes over immediately. `process.exit()` inside the worker removes the dir (its exit
  * hook runs); `worker.terminate()` does not. Either way the owning process must treat
  * the worker's end as losing the lock.
+ *
+ * The file operations on the acquire and release paths are synchronous. They sit inside
+ * a handoff's write blackout (release → SealComplete → Begin → acquire), and there each
+ * async fs call costs a thread-pool round trip (≈ 0.3–0.5 ms on 2 busy cores; an
+ * acquire is ~10 of them: 4.7 ms p50, BENCHMARKS.md) while the syscalls themselves take
+ * microseconds on a local disk. The worker thread that owns the lock has nothing else
+ * to do in that moment; a file system that hangs would hang an async acquire as well
+ * (and the supervisor's liveness timeout covers both).
  *
  * Error codes (LockError): E_LOCK_HELD, E_LOCK_ALREADY_HELD, E_NOT_HELD,
  * E_LOCK_COMPROMISED (passed to onCompromised), E_LOCK_IO.
@@ -120,6 +130,8 @@ export class DataDirLock {
   /** Set during a re-take: mkdir of our own, still-existing lock dir counts as success. */
   private adoptLockId: string | undefined;
   private readonly guardedFs: typeof fs;
+  /** The leftover sweep started by the last acquire (see take()). */
+  private sweeping: Promise<void> | undefined;
 
   constructor(dataDir: string, opts: DataDirLockOptions = {}) {
     this.dataDir = path.resolve(dataDir);
@@ -171,6 +183,7 @@ export class DataDirLock {
     this.state = 'releasing';
     const lockId = this.lockId!;
     try {
+      await this.sweeping;
       // The dir is the lock: remove it first, so a crash from here on leaves at most a
       // record describing a generation that no longer exists (inert).
       await this.releaseLockfile?.().catch((err: NodeJS.ErrnoException) => {
@@ -178,7 +191,7 @@ export class DataDirLock {
         if (err.code !== 'ERELEASED' && err.code !== 'ENOTACQUIRED') throw err;
         this.log.warn({ event: 'lock.release_lost', lockPath: this.lockPath, code: err.code }, 'lock was already lost when releasing');
       });
-      await this.removeOwnerRecordIfOurs(lockId);
+      this.removeOwnerRecordIfOurs(lockId);
       this.log.info({ event: 'lock.released', lockPath: this.lockPath }, 'data-dir lock released');
     } catch (err) {
       throw new LockError('E_LOCK_IO', `releasing data-dir lock ${this.lockPath} failed: ${errorMessage(err)}`, { lockPath: this.lockPath }, { cause: err });
@@ -191,10 +204,10 @@ export class DataDirLock {
 
   /** One attempt. Resolves undefined when the lock is ours, else why not. */
   private async tryAcquire(handoffId: string): Promise<Refusal | undefined> {
-    const current = await statLockDir(this.lockPath);
+    const current = statLockDir(this.lockPath);
     if (current !== undefined) {
       const id = lockIdOf(current);
-      const owner = await readLockOwner(this.dataDir);
+      const owner = readLockOwnerSync(this.dataDir);
       const record = owner?.lockId === id ? owner : undefined;
       if (record !== undefined) {
         if (record.pid === process.pid && record.startTime === selfStartTime()) {
@@ -225,7 +238,7 @@ export class DataDirLock {
       throw new LockError('E_LOCK_IO', `cannot create data-dir lock ${this.lockPath}: ${errorMessage(err)}`, { lockPath: this.lockPath }, { cause: err });
     }
     try {
-      this.lockId = lockIdOf((await statLockDir(this.lockPath))!);
+      this.lockId = lockIdOf(statLockDir(this.lockPath)!);
       const record: LockOwner = {
         pid: process.pid,
         startTime: selfStartTime(),
@@ -237,13 +250,14 @@ export class DataDirLock {
       // Not fsynced (the write-blackout of a handoff runs through here): the record only
       // matters among processes of this boot. After a power cut its bootId marks it dead,
       // and a lost record leaves an ownerless dir, taken once stale (ownerlessStaleMs).
-      await writeFileAtomic(this.ownerPath, JSON.stringify(record) + '\n', { durable: false });
+      writeFileAtomicSync(this.ownerPath, JSON.stringify(record) + '\n', { durable: false });
     } catch (err) {
       await release().catch(() => undefined);
       throw new LockError('E_LOCK_IO', `cannot write data-dir lock owner record ${this.ownerPath}: ${errorMessage(err)}`, { lockPath: this.lockPath }, { cause: err });
     }
     this.releaseLockfile = release;
-    await this.sweepLeftovers();
+    // Off the critical path (a data dir may hold many files): release() waits for it.
+    this.sweeping = this.sweepLeftovers().catch((err: unknown) => this.log.warn({ event: 'lock.sweep_failed', err: errorMessage(err) }, 'could not sweep lock leftovers'));
     return undefined;
   }
 
@@ -321,9 +335,14 @@ export class DataDirLock {
   }
 
   private async stillOurs(lockId: string): Promise<boolean> {
-    const current = await statLockDir(this.lockPath).catch(() => undefined);
+    let current: fs.BigIntStats | undefined;
+    try {
+      current = statLockDir(this.lockPath);
+    } catch {
+      return false;
+    }
     if (current === undefined || lockIdOf(current) !== lockId) return false;
-    const owner = await readLockOwner(this.dataDir);
+    const owner = readLockOwnerSync(this.dataDir);
     return owner?.lockId === lockId && owner.pid === process.pid && owner.startTime === selfStartTime();
   }
 
@@ -341,41 +360,45 @@ export class DataDirLock {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw new LockError('E_LOCK_IO', `cannot remove stale data-dir lock ${this.lockPath}: ${errorMessage(err)}`, { lockPath: this.lockPath }, { cause: err });
     }
-    const moved = await statLockDir(aside);
+    const moved = statLockDir(aside);
     if (moved !== undefined && lockIdOf(moved) === lockId) {
       await fsp.rm(aside, { recursive: true, force: true });
       this.log.info({ event: 'lock.reaped', lockPath: this.lockPath }, 'removed abandoned data-dir lock');
       return;
     }
-    if ((await statLockDir(this.lockPath)) === undefined) await fsp.rename(aside, this.lockPath).catch(() => undefined);
+    if (statLockDir(this.lockPath) === undefined) await fsp.rename(aside, this.lockPath).catch(() => undefined);
     else await fsp.rm(aside, { recursive: true, force: true }).catch(() => undefined);
     this.log.warn({ event: 'lock.reap_raced', lockPath: this.lockPath }, 'another process took the lock while we reaped; left it alone');
   }
 
   /** Remove the owner record only if it still describes our generation; never a successor's. */
-  private async removeOwnerRecordIfOurs(lockId: string): Promise<void> {
+  private removeOwnerRecordIfOurs(lockId: string): void {
     // read-compare-unlink could delete the record a successor wrote just after our rmdir;
     // moving the record aside first makes the compare about a file nobody else can touch.
     const aside = `${this.ownerPath}.released-${process.pid}-${randomBytes(4).toString('hex')}`;
     try {
-      await fsp.rename(this.ownerPath, aside);
+      fs.renameSync(this.ownerPath, aside);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw err;
     }
-    const record = parseOwner(await fsp.readFile(aside, 'utf8').catch(() => ''));
+    const record = readOwnerFile(aside);
     if (!(record?.lockId === lockId && record.pid === process.pid)) {
-      await fsp.link(aside, this.ownerPath).catch(() => undefined); // someone else's: put it back, never over a newer one
+      try {
+        fs.linkSync(aside, this.ownerPath); // someone else's: put it back, never over a newer one
+      } catch {
+        /* a newer record is in place: leave it */
+      }
     }
-    await fsp.rm(aside, { force: true });
+    fs.rmSync(aside, { force: true });
     // No fsync of the dir: see take() — durability of lock state across a power cut buys nothing.
   }
 
   /** Who is in the way right now (for the E_LOCK_HELD message after losing a mkdir race). */
-  private async describeHolder(): Promise<Refusal> {
-    const current = await statLockDir(this.lockPath);
+  private describeHolder(): Refusal {
+    const current = statLockDir(this.lockPath);
     if (current === undefined) return { holder: undefined, mtimeAgeMs: undefined };
-    const owner = await readLockOwner(this.dataDir);
+    const owner = readLockOwnerSync(this.dataDir);
     return { holder: owner?.lockId === lockIdOf(current) ? owner : undefined, mtimeAgeMs: mtimeAge(current) };
   }
 
@@ -396,24 +419,49 @@ export class DataDirLock {
     );
   }
 
-  /** node:fs as proper-lockfile sees it: no lock-dir removal while acquiring; re-take support. */
+  /**
+   * node:fs as proper-lockfile sees it: synchronous syscalls behind its callback API
+   * (callbacks still run asynchronously, on the next tick; see the class comment), no
+   * lock-dir removal while acquiring, and re-take support.
+   */
   private makeGuardedFs(): typeof fs {
     const lockPath = this.lockPath;
-    const mkdir = (p: string, cb: (err: NodeJS.ErrnoException | null) => void): void => {
-      fs.mkdir(p, (err) => {
-        const adopt = this.adoptLockId;
-        if (err?.code !== 'EEXIST' || p !== lockPath || adopt === undefined) return cb(err);
-        fs.stat(p, { bigint: true }, (statErr, st) => cb(!statErr && lockIdOf(st) === adopt ? null : err));
-      });
-    };
-    const rmdir = (p: string, cb: (err: NodeJS.ErrnoException | null) => void): void => {
-      if (p === lockPath && this.insideLockCall) {
-        return cb(Object.assign(new Error(`refusing to remove ${p} inside lock()`), { code: 'EBATON_NO_REMOVE' }));
-      }
-      fs.rmdir(p, cb);
-    };
-    return { ...fs, mkdir, rmdir } as unknown as typeof fs;
+    const mkdir = (p: string, cb: Callback<void>): void =>
+      viaSync(() => {
+        try {
+          fs.mkdirSync(p);
+        } catch (err) {
+          const adopt = this.adoptLockId;
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || p !== lockPath || adopt === undefined) throw err;
+          const st = fs.statSync(p, { bigint: true, throwIfNoEntry: false });
+          if (st === undefined || lockIdOf(st) !== adopt) throw err;
+        }
+      }, cb);
+    const rmdir = (p: string, cb: Callback<void>): void =>
+      viaSync(() => {
+        if (p === lockPath && this.insideLockCall) {
+          throw Object.assign(new Error(`refusing to remove ${p} inside lock()`), { code: 'EBATON_NO_REMOVE' });
+        }
+        fs.rmdirSync(p);
+      }, cb);
+    const stat = (p: string, cb: Callback<fs.Stats>): void => viaSync(() => fs.statSync(p), cb);
+    const utimes = (p: string, atime: Date, mtime: Date, cb: Callback<void>): void => viaSync(() => fs.utimesSync(p, atime, mtime), cb);
+    return { ...fs, mkdir, rmdir, stat, utimes } as unknown as typeof fs;
   }
+}
+
+type Callback<T> = (err: NodeJS.ErrnoException | null, value?: T) => void;
+
+/** Runs a synchronous fs call and reports it the way node:fs callbacks do (never synchronously). */
+function viaSync<T>(fn: () => T, cb: Callback<T>): void {
+  let value: T;
+  try {
+    value = fn();
+  } catch (err) {
+    process.nextTick(cb, err as NodeJS.ErrnoException);
+    return;
+  }
+  process.nextTick(cb, null, value);
 }
 
 /** The owner record as written (it may describe an older lock generation), or undefined. */
@@ -425,9 +473,21 @@ export async function readLockOwner(dataDir: string): Promise<LockOwner | undefi
   }
 }
 
+function readLockOwnerSync(dataDir: string): LockOwner | undefined {
+  return readOwnerFile(path.join(dataDir, LOCK_OWNER_NAME));
+}
+
+function readOwnerFile(file: string): LockOwner | undefined {
+  try {
+    return parseOwner(fs.readFileSync(file, 'utf8'));
+  } catch {
+    return undefined;
+  }
+}
+
 /** Who holds the lock now: the lock dir exists and its owner record describes it. */
 export async function lockHolder(dataDir: string): Promise<{ owner: LockOwner; alive: boolean } | undefined> {
-  const current = await statLockDir(path.join(dataDir, LOCK_DIR_NAME));
+  const current = statLockDir(path.join(dataDir, LOCK_DIR_NAME));
   if (current === undefined) return undefined;
   const owner = await readLockOwner(dataDir);
   if (owner === undefined || owner.lockId !== lockIdOf(current)) return undefined;
@@ -452,11 +512,10 @@ function ownerAlive(owner: LockOwner): boolean {
   return isAlive(owner.pid, owner.startTime === '' ? undefined : owner.startTime);
 }
 
-async function statLockDir(p: string): Promise<fs.BigIntStats | undefined> {
+function statLockDir(p: string): fs.BigIntStats | undefined {
   try {
-    return await fsp.stat(p, { bigint: true });
+    return fs.statSync(p, { bigint: true, throwIfNoEntry: false });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new LockError('E_LOCK_IO', `cannot stat ${p}: ${errorMessage(err)}`, { path: p }, { cause: err });
   }
 }
@@ -499,12 +558,25 @@ function loadProperLockfile(): Promise<typeof import('proper-lockfile')> {
 }
 
 /**
- * Loads the lock implementation ahead of time. A successor calls this at start-up so the
- * module load is not paid at Begin, inside the write blackout.
+ * Makes the next acquire and release fast: loads the lock implementation and runs one
+ * acquire/release cycle on a private temp dir. The first run of this code (ours and
+ * proper-lockfile's: parsing, compiling, the mtime-precision probe) takes several times
+ * longer than later ones, and in a handoff the incumbent's release and the successor's
+ * acquire both sit inside the write blackout. Every app's agent calls this at start-up.
  */
-export async function prepareLock(): Promise<void> {
+export async function prepareLock(opts: { tmpRoot?: string } = {}): Promise<void> {
   await loadProperLockfile();
   bootId();
+  selfStartTime();
+  const dir = fs.mkdtempSync(path.join(opts.tmpRoot ?? os.tmpdir(), 'baton-lock-warmup-'));
+  try {
+    // Logs go nowhere, but through the same code as the real lock's (also cold until used).
+    const lock = new DataDirLock(dir, { log: pino({ level: 'info' }, { write: () => undefined }) });
+    await lock.acquire({ handoffId: 'warm-up' });
+    await lock.release();
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 function sleep(ms: number): Promise<void> {

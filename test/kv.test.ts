@@ -4,11 +4,14 @@
  * the seal check through a real Supervisor (a shard tampered with after the seal makes
  * the successor unhealthy, the handoff aborts and the incumbent serves on).
  */
-import { appendFileSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { appendFileSync, mkdirSync, readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeRecord, encodeRecord, FILE_HEADER_BYTES, RecordType } from '../fixtures/kv/record.js';
 import { shardPath } from '../fixtures/kv/shard.js';
 import { CorruptShardError, fingerprint, SealedError, Store, VerifyError } from '../fixtures/kv/store.js';
+import { warmUp } from '../fixtures/kv/warmup.js';
 import { request } from './support/engine.js';
 import { Harness } from './support/harness.js';
 import { KV, kvHealth } from './support/kv-load.js';
@@ -232,6 +235,37 @@ describe('kv store on real files', () => {
 });
 
 const worlds = useWorlds();
+
+describe('kv warm-up (fixtures/kv/warmup.ts)', () => {
+  it('runs requests, writes, a seal and a verified open in a private dir, then leaves the data dir as it was', async () => {
+    const dataDir = h.tempDir('kv-');
+    const s = await filled(dataDir, 2, 10);
+    await s.close();
+    const before = readdirSync(dataDir).sort();
+    const deadPid = spawnSync('true').pid!;
+    mkdirSync(path.join(dataDir, `.kv-warmup-${deadPid}`));
+    writeFileSync(path.join(dataDir, `.kv-warmup-${deadPid}`, 'shard-000.log'), 'left by a process killed mid-warm-up');
+    const live = path.join(dataDir, `.kv-warmup-${process.ppid}`);
+    mkdirSync(live);
+
+    const r = await warmUp(dataDir);
+    expect(r.error).toBeUndefined();
+    expect(r.ms).toBeGreaterThan(0);
+    // The dead process's dir is swept, a live one's is not, ours is gone.
+    expect(readdirSync(dataDir).sort()).toEqual([...before, `.kv-warmup-${process.ppid}`].sort());
+    const t = new Store(dataDir, 2);
+    await t.open();
+    expect(t.keyCount).toBe(10);
+    await t.close();
+  });
+
+  it('a warm-up that cannot create its dir reports the error instead of throwing', async () => {
+    const file = path.join(h.tempDir('kv-'), 'not-a-dir');
+    writeFileSync(file, '');
+    const r = await warmUp(file);
+    expect(r.error).toMatch(/ENOTDIR|EEXIST|not a directory/i);
+  });
+});
 
 describe('kv under a real Supervisor', () => {
   it('hands off with data, deletes and revisions intact', async () => {

@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DataDirLock, LOCK_DIR_NAME, lockHolder, readLockOwner } from '../src/lock.js';
+import { DataDirLock, LOCK_DIR_NAME, lockHolder, prepareLock, readLockOwner } from '../src/lock.js';
 import { LockError } from '../src/errors.js';
 import { Harness, LineReader, exitOf, pollUntil } from './support/harness.js';
 
@@ -222,6 +222,18 @@ describe('DataDirLock in-process', () => {
     expect(await lockHolder(dataDir)).toBeUndefined();
   });
 
+  it('prepareLock runs one acquire/release cycle in a private temp dir and removes it; the real lock is untouched', async () => {
+    const tmpRoot = h.tempDir();
+    const dataDir = h.tempDir();
+    const lock = new DataDirLock(dataDir, { log: memoryLogger().log });
+    await lock.acquire();
+    await prepareLock({ tmpRoot });
+    expect(readdirSync(tmpRoot)).toEqual([]);
+    expect(lock.held).toBe(true);
+    expect((await lockHolder(dataDir))?.owner.pid).toBe(process.pid);
+    await lock.release();
+  });
+
   it('sweeps leftovers of processes that died mid-reap/mid-release', async () => {
     const dataDir = h.tempDir();
     const deadPid = spawnSync('true').pid!;
@@ -231,7 +243,10 @@ describe('DataDirLock in-process', () => {
     writeFileSync(path.join(dataDir, `.baton.lock.owner.tmp-${process.pid}-0000`), 'live writer: keep');
     const lock = new DataDirLock(dataDir, { log: memoryLogger().log });
     await lock.acquire();
-    expect(readdirSync(dataDir).sort()).toEqual(['.baton.lock', '.baton.lock.owner', `.baton.lock.owner.tmp-${process.pid}-0000`]);
+    // The sweep runs after acquire returns (off the handoff's critical path).
+    const expected = ['.baton.lock', '.baton.lock.owner', `.baton.lock.owner.tmp-${process.pid}-0000`];
+    await pollUntil(() => (readdirSync(dataDir).sort().join() === expected.join() ? true : undefined), 'leftovers swept', 5_000);
+    expect(readdirSync(dataDir).sort()).toEqual(expected);
     await lock.release();
   });
 
