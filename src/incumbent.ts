@@ -265,8 +265,8 @@ async function onSealRequest(inc: Incumbent, msg: MessageOf<'SealRequest'>): Pro
   const { ctx } = inc;
   crashPoint(ctx.crash, 'incumbent.on_seal_request');
   inc.state = 'SEALING';
-  ctx.log.info({ event: 'incumbent.seal', handoffId: msg.handoffId }, 'sealing');
   const sealing = ctx.rpc.call<SealResult>('seal');
+  ctx.log.info({ event: 'incumbent.seal', handoffId: msg.handoffId }, 'sealing');
   crashPoint(ctx.crash, 'incumbent.mid_seal');
   let result: SealResult;
   try {

@@ -92,7 +92,7 @@ export function anatomy(job: JobRecord, events: LogEvent[], load?: KvLoad): Anat
     const lastOld = epoch(oldAcks.last);
     const firstNew = epoch(newAcks.first);
     if (drainAt !== undefined) a.drainToLastAck = lastOld - drainAt;
-    const cuts = [lastOld, drainedAt, sealedAt, acquired, opened?.time, firstNew];
+    const cuts = [lastOld, drainedAt, sealedAt, acquired, opened && Number(opened.openedAt ?? opened.time), firstNew];
     if (cuts.every((c) => c !== undefined)) {
       const c = cuts as number[];
       a.segments = Object.fromEntries(BLACKOUT_SEGMENTS.map((name, i) => [name, c[i + 1]! - c[i]!])) as Record<BlackoutSegment, number>;
