@@ -57,18 +57,36 @@ export const CRASH_POINT_NAMES = Object.keys(CRASH_POINTS) as CrashPoint[];
 export const CRASH_ENV = 'BATON_CRASH_POINT';
 export const CRASH_MARKER_ENV = 'BATON_CRASH_MARKER_DIR';
 
+/**
+ * `BATON_STALL_POINTS=<name>:<ms>[,<name>:<ms>...]`: instead of dying, the thread stops
+ * dead for that long at each named point (a synchronous sleep: no timer, no I/O, as if
+ * the scheduler had taken the CPU away). For races that need one side to be slow at an
+ * exact place (test/chained.test.ts). Unlike BATON_CRASH_POINT it is passed on to the
+ * apps a supervisor spawns (point names say which role stalls).
+ */
+export const STALL_ENV = 'BATON_STALL_POINTS';
+
 /** Crash-point settings in effect for this process (read once; workers get them passed in). */
 export interface CrashConfig {
   point?: string | undefined;
   markerDir?: string | undefined;
+  /** Point name → ms to stall there. */
+  stalls?: Record<string, number> | undefined;
 }
 
 export function crashConfigFromEnv(env: NodeJS.ProcessEnv = process.env): CrashConfig {
-  return { point: env[CRASH_ENV], markerDir: env[CRASH_MARKER_ENV] };
+  const stalls: Record<string, number> = {};
+  for (const item of (env[STALL_ENV] ?? '').split(',')) {
+    const m = /^([a-z_.]+):(\d+)$/.exec(item.trim());
+    if (m) stalls[m[1]!] = Number(m[2]);
+  }
+  return { point: env[CRASH_ENV], markerDir: env[CRASH_MARKER_ENV], stalls };
 }
 
-/** Dies here (SIGKILL to the whole process, from any thread) if `name` is the selected point. */
+/** Dies here (SIGKILL to the whole process, from any thread) if `name` is the selected point; stalls if asked to. */
 export function crashPoint(config: CrashConfig, name: CrashPoint): void {
+  const stallMs = config.stalls?.[name];
+  if (stallMs) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, stallMs);
   if (config.point !== name) return;
   if (config.markerDir) {
     mkdirSync(config.markerDir, { recursive: true });

@@ -100,6 +100,7 @@ export class Incumbent implements Machine<IncumbentState> {
     // only cleaning up: wait for that instead of answering E_BUSY to the next session.
     if (this.session?.failed && this.sessionOver) await this.sessionOver;
     if (this.session || this.state !== 'SERVING') {
+      this.ctx.log.warn({ event: 'incumbent.busy', state: this.state, session: Boolean(this.session) }, 'refusing a second supervisor connection (E_BUSY)');
       ch.send({ type: 'Error', code: 'E_BUSY', message: `another supervisor connection is active (state ${this.state})` });
       ch.close('busy');
       return;
@@ -291,9 +292,14 @@ async function onSealRequest(inc: Incumbent, msg: MessageOf<'SealRequest'>): Pro
 async function onCommit(inc: Incumbent, msg: MessageOf<'Commit'>): Promise<void> {
   crashPoint(inc.ctx.crash, 'incumbent.on_commit');
   inc.state = 'COMMITTED';
+  // Stop accepting before answering: once the supervisor has our Committed it may start
+  // the next handoff at once and connect to the control path, which names our socket
+  // until the successor's rename. Closed first, that connect is refused and retried;
+  // closed after, it could sit in our backlog and be reset when we exit (seen under load
+  // in the 100-handoff chain: E_SOCKET ECONNRESET in the next handoff's hello).
+  inc.close();
   inc.send({ type: 'Committed', handoffId: msg.handoffId });
   crashPoint(inc.ctx.crash, 'incumbent.after_committed');
-  inc.close();
   await exitProcess(inc.ctx, 0, `handoff ${msg.handoffId} committed`);
 }
 

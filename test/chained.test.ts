@@ -23,7 +23,8 @@ async function chain(w: World, n: number, into: HandoffResult[]): Promise<void> 
   for (let i = 0; i < n; i++) {
     const r = await w.sup.performHandoff();
     into.push(r);
-    expect(r.outcome, `handoff ${into.length}: ${r.code}: ${r.reason}`).toBe('committed');
+    // The phases (with their times) say where a failed one stopped.
+    expect(r.outcome, `handoff ${into.length}: ${r.code}: ${r.reason}; phases ${r.phases.map((p) => `${p.phase} ${p.ms} ms`).join(', ')}`).toBe('committed');
   }
 }
 
@@ -85,5 +86,22 @@ describe('chained handoffs', () => {
     const h = await healthz(w.port);
     expect(h).toMatchObject({ pid: last.newPid, generation: 1 + WARMUP + CHAINED });
     expect(await taggedPids(w.tag)).toEqual([last.newPid]);
+  });
+
+  it('the next handoff right after a commit never reaches the old incumbent: it closes its control socket before Committed', { timeout: 60_000 }, async () => {
+    // The race the 100-handoff chain hit under load, made certain: after its Committed the
+    // old incumbent stalls (as if descheduled) before exiting, and the new one stalls
+    // before it renames its socket over the control path. The next handoff starts at once
+    // and connects while the path still names the old incumbent's socket. Had the old one
+    // still been listening, that connect would have sat in its backlog and been reset
+    // when it exited (E_SOCKET ECONNRESET, an aborted handoff); refused, it is retried
+    // until the new incumbent's socket is there.
+    const w = worlds.create({ appEnv: { BATON_STALL_POINTS: 'incumbent.after_committed:400,successor.after_committed:300' } });
+    expect((await w.sup.start()).outcome).toBe('committed');
+    const results: HandoffResult[] = [];
+    await chain(w, 3, results);
+    expect(results.map((r) => r.outcome)).toEqual(['committed', 'committed', 'committed']);
+    expect(w.sup.generation).toBe(4);
+    expect(await w.settledServer()).toBe(results[2]!.newPid);
   });
 });
