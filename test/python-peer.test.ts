@@ -21,6 +21,7 @@ import { lockHolder } from '../src/lock.js';
 import type { Message } from '../src/schema.js';
 import type { HandoffSpec } from '../src/supervisor.js';
 import { healthz, Load, lostWrites, request, ROOT } from './support/engine.js';
+import { pollUntil } from './support/harness.js';
 import { useWorlds, type World, type WorldOptions } from './support/world.js';
 
 process.env.BATON_LOG_LEVEL ??= 'warn';
@@ -197,7 +198,12 @@ describe.skipIf(!hasPython)('python peer under a real supervisor', () => {
     const w = await pythonWorld();
     const pid = w.sup.incumbent!.pid;
     const controlPath = envOf(pid).BATON_CONTROL_PATH!;
-    const st = statSync(controlPath);
+    // The new incumbent renames its socket over the path after its Committed, i.e. maybe
+    // a moment after the cold start's result is in (PROTOCOL.md section 2): wait for it.
+    const st = await pollUntil(() => {
+      const s = statSync(controlPath, { throwIfNoEntry: false });
+      return s?.isSocket() ? s : undefined;
+    }, 'the incumbent control socket', 5_000);
     expect(st.isSocket()).toBe(true);
     expect(st.mode & 0o777).toBe(0o600);
     expect(statSync(path.dirname(controlPath)).mode & 0o777).toBe(0o700);
