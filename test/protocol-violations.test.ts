@@ -107,7 +107,10 @@ describe('a misbehaving successor: the handoff aborts, the incumbent serves agai
     },
     {
       // PROTOCOL.md 8/8.1: a Ready before Begin is out of turn, noticed while the supervisor waits on the incumbent.
+      // The incumbent's seal takes 500 ms here, so the Ready surely arrives before Begin
+      // goes out (a Ready that crosses Begin on the wire is indistinguishable from an answer).
       mode: 'out_of_order',
+      world: { appEnv: { PRIM_SEAL_BLOCK_MS: '500' } },
       code: 'E_UNEXPECTED_MESSAGE',
       reason: /successor sent Ready (during|before)/,
       told: ['Error E_UNEXPECTED_MESSAGE'],
