@@ -61,7 +61,7 @@ async function main(): Promise<void> {
     return;
   }
   // Load the lock implementation now, while we boot, not at Begin inside the write blackout.
-  void prepareLock().catch((err: unknown) => log.warn({ event: 'lock.prepare_failed', err: errorMessage(err) }, 'lock preload failed'));
+  void prepareLock(data.dataDir).catch((err: unknown) => log.warn({ event: 'lock.prepare_failed', err: errorMessage(err) }, 'lock preload failed'));
   const successor = new Successor(ctx, data.controlFd!, data.role);
   await successor.run();
   log.info({ event: 'agent.incumbent' }, 'this process is the incumbent');

@@ -1,6 +1,5 @@
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
-import * as os from 'node:os';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import type { LockOptions } from 'proper-lockfile';
@@ -263,7 +262,7 @@ export class DataDirLock {
 
   /** Remove reap/release/temp leftovers of processes that died mid-operation. */
   private async sweepLeftovers(): Promise<void> {
-    const leftover = /^\.baton\.lock\.(?:reaped|owner\.released|owner\.tmp)-(\d+)-[0-9a-f]+$/;
+    const leftover = /^\.baton\.lock\.(?:reaped|owner\.released|owner\.tmp|warmup)-(\d+)-[0-9a-f]+$/;
     const names = await fsp.readdir(this.dataDir).catch(() => [] as string[]);
     for (const name of names) {
       const m = leftover.exec(name);
@@ -559,16 +558,22 @@ function loadProperLockfile(): Promise<typeof import('proper-lockfile')> {
 
 /**
  * Makes the next acquire and release fast: loads the lock implementation and runs one
- * acquire/release cycle on a private temp dir. The first run of this code (ours and
+ * acquire/release cycle on a private dir. The first run of this code (ours and
  * proper-lockfile's: parsing, compiling, the mtime-precision probe) takes several times
  * longer than later ones, and in a handoff the incumbent's release and the successor's
  * acquire both sit inside the write blackout. Every app's agent calls this at start-up.
+ *
+ * The private dir is `<dataDir>/.baton.lock.warmup-<pid>-<hex>`, on the same file system
+ * as the real lock; one left by a process killed meanwhile is removed by the next
+ * acquire of the real lock (sweepLeftovers).
  */
-export async function prepareLock(opts: { tmpRoot?: string } = {}): Promise<void> {
+export async function prepareLock(dataDir: string): Promise<void> {
   await loadProperLockfile();
   bootId();
   selfStartTime();
-  const dir = fs.mkdtempSync(path.join(opts.tmpRoot ?? os.tmpdir(), 'baton-lock-warmup-'));
+  fs.mkdirSync(dataDir, { recursive: true });
+  const dir = path.join(dataDir, `${LOCK_DIR_NAME}.warmup-${process.pid}-${randomBytes(4).toString('hex')}`);
+  fs.mkdirSync(dir);
   try {
     // Logs go nowhere, but through the same code as the real lock's (also cold until used).
     const lock = new DataDirLock(dir, { log: pino({ level: 'info' }, { write: () => undefined }) });

@@ -222,24 +222,24 @@ describe('DataDirLock in-process', () => {
     expect(await lockHolder(dataDir)).toBeUndefined();
   });
 
-  it('prepareLock runs one acquire/release cycle in a private temp dir and removes it; the real lock is untouched', async () => {
-    const tmpRoot = h.tempDir();
+  it('prepareLock runs one acquire/release cycle in a private dir beside the lock and removes it; the real lock is untouched', async () => {
     const dataDir = h.tempDir();
     const lock = new DataDirLock(dataDir, { log: memoryLogger().log });
     await lock.acquire();
-    await prepareLock({ tmpRoot });
-    expect(readdirSync(tmpRoot)).toEqual([]);
+    await prepareLock(dataDir);
+    expect(readdirSync(dataDir).sort()).toEqual(['.baton.lock', '.baton.lock.owner']);
     expect(lock.held).toBe(true);
     expect((await lockHolder(dataDir))?.owner.pid).toBe(process.pid);
     await lock.release();
   });
 
-  it('sweeps leftovers of processes that died mid-reap/mid-release', async () => {
+  it('sweeps leftovers of processes that died mid-reap/mid-release/mid-warm-up', async () => {
     const dataDir = h.tempDir();
     const deadPid = spawnSync('true').pid!;
     mkdirSync(path.join(dataDir, `${LOCK_DIR_NAME}.reaped-${deadPid}-ab12`));
     writeFileSync(path.join(dataDir, `.baton.lock.owner.released-${deadPid}-cd34`), '{}');
     writeFileSync(path.join(dataDir, `.baton.lock.owner.tmp-${deadPid}-ef56`), '{');
+    mkdirSync(path.join(dataDir, `${LOCK_DIR_NAME}.warmup-${deadPid}-0a1b2c3d`, LOCK_DIR_NAME), { recursive: true });
     writeFileSync(path.join(dataDir, `.baton.lock.owner.tmp-${process.pid}-0000`), 'live writer: keep');
     const lock = new DataDirLock(dataDir, { log: memoryLogger().log });
     await lock.acquire();
