@@ -46,6 +46,12 @@ const ctx: AgentContext = {
 };
 
 async function main(): Promise<void> {
+  // Load the lock implementation now, while we boot, not at Begin inside the write blackout.
+  if (data.role !== 'standalone') {
+    void prepareLock(data.dataDir).catch((err: unknown) => log.warn({ event: 'lock.prepare_failed', err: errorMessage(err) }, 'lock preload failed'));
+  }
+  // The app's start-up work (BatonAppOptions.warmUp) ran while we booted; Hello waits for it.
+  await rpc.call('warmedUp');
   if (data.role === 'standalone') {
     // Not under baton: take the lock and let the app run; nobody will hand it off.
     await lock.acquire({ handoffId: 'standalone' });
@@ -60,8 +66,6 @@ async function main(): Promise<void> {
     await rpc.call('committed');
     return;
   }
-  // Load the lock implementation now, while we boot, not at Begin inside the write blackout.
-  void prepareLock(data.dataDir).catch((err: unknown) => log.warn({ event: 'lock.prepare_failed', err: errorMessage(err) }, 'lock preload failed'));
   const successor = new Successor(ctx, data.controlFd!, data.role);
   await successor.run();
   log.info({ event: 'agent.incumbent' }, 'this process is the incumbent');

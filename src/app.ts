@@ -67,6 +67,15 @@ export interface BatonAppOptions {
   buildId?: string;
   /** Data dir to lock; defaults to BATON_DATA_DIR. */
   dataDir?: string;
+  /**
+   * Start-up work to finish before this process says Hello: warming up code paths,
+   * pre-reading data. It runs on the main thread while baton's worker thread boots (≈ 80
+   * ms under load, BENCHMARKS.md), and Hello waits for it: a successor's Hello starts
+   * the incumbent's drain, and from then on every millisecond delays writes. A failure
+   * is logged and the start goes on (only speed is lost). Keep it well under the
+   * supervisor's Hello timeout (5 s by default).
+   */
+  warmUp?: () => unknown;
   /** Called before the process exits (after Commit as the old incumbent, on Abort, after Shutdown). */
   onExit?: (reason: string) => void | Promise<void>;
   /** Called when the data-dir lock is lost to another process: stop writing. Default: exit(70). */
@@ -188,7 +197,9 @@ export class BatonApp {
       process.exit(70);
     });
     const d = opts.drainable;
+    const warmedUp = this.warmUp();
     this.rpc = new Rpc(this.worker, {
+      warmedUp: () => warmedUp,
       drain: ({ deadlineMs }: { deadlineMs: number }) => d.drain(new Date(deadlineMs)),
       seal: () => d.seal((done, total) => this.rpc.notify('sealProgress', { done, total })),
       resume: () => d.resumeAfterAbort(),
@@ -229,6 +240,18 @@ export class BatonApp {
         else process.exit(70);
       },
     });
+  }
+
+  /** Runs opts.warmUp after the worker started booting; settles when it is done, never rejects. */
+  private async warmUp(): Promise<void> {
+    if (!this.opts.warmUp) return;
+    const t0 = performance.now();
+    try {
+      await this.opts.warmUp();
+      this.log.debug({ event: 'app.warmed_up', ms: Math.round(performance.now() - t0) }, 'warm-up done');
+    } catch (err) {
+      this.log.warn({ event: 'app.warm_up_failed', ms: Math.round(performance.now() - t0), err: errorMessage(err) }, 'warm-up failed; starting anyway (only speed is lost)');
+    }
   }
 
   /**

@@ -9,11 +9,11 @@ import { appendFileSync, mkdirSync, readdirSync, readFileSync, statSync, truncat
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeRecord, encodeRecord, FILE_HEADER_BYTES, RecordType } from '../fixtures/kv/record.js';
-import { shardPath } from '../fixtures/kv/shard.js';
+import { Shard, shardPath } from '../fixtures/kv/shard.js';
 import { CorruptShardError, fingerprint, SealedError, Store, VerifyError } from '../fixtures/kv/store.js';
 import { warmUp } from '../fixtures/kv/warmup.js';
 import { request } from './support/engine.js';
-import { Harness } from './support/harness.js';
+import { Harness, pollUntil } from './support/harness.js';
 import { KV, kvHealth } from './support/kv-load.js';
 import { useWorlds } from './support/world.js';
 
@@ -283,6 +283,57 @@ describe('kv under a real Supervisor', () => {
     expect(after.generation).toBe(before.generation + 1);
     expect((await request(w.port, 'GET', '/kv/k0')).status).toBe(404);
     expect(JSON.parse((await request(w.port, 'GET', '/kv/k7')).body).value).toBe('v7');
+  });
+
+  it('aborted between the drain and SealRequest: the early seal is undone, nothing lost, the incumbent serves on', async () => {
+    let sealedAtGate: (RecordType | undefined)[] = [];
+    let armed = false;
+    const w = worlds.create({
+      supervisor: {
+        command: KV,
+        // 'sealing' is entered once Drained is in, before SealRequest goes out: the kv
+        // (drained with no connection left) is already sealing by itself. Wait for its
+        // footers, then fail the phase: the supervisor aborts instead of sending Seal.
+        phaseGate: async (phase) => {
+          if (phase !== 'sealing' || !armed) return;
+          armed = false;
+          sealedAtGate = await pollUntil(
+            async () => {
+              const types = await Promise.all([0, 1].map(async (i) => {
+                const s = new Shard(w.dataDir, i, 2);
+                await s.load();
+                return s.lastType;
+              }));
+              return types.every((t) => t === RecordType.Seal) ? types : undefined;
+            },
+            'the incumbent\'s early seal footers',
+            10_000,
+            10,
+          );
+          throw new Error('test: abort between Drained and SealRequest');
+        },
+      },
+      appEnv: { KV_SHARDS: '2' },
+    });
+    expect((await w.sup.start()).outcome).toBe('committed');
+    const incumbent = await w.settledServer();
+    for (let i = 0; i < 10; i++) expect((await request(w.port, 'PUT', `/kv/k${i}`, `v${i}`)).status).toBe(200);
+    const before = await kvHealth(w.port);
+    armed = true;
+    const r = await w.sup.performHandoff();
+    expect(r.outcome).toBe('aborted');
+    expect(sealedAtGate).toEqual([RecordType.Seal, RecordType.Seal]);
+    expect(await w.settledServer()).toBe(incumbent);
+    const after = await kvHealth(w.port);
+    expect(after.ok).toBe(true);
+    expect(after.problems).toEqual([]);
+    expect(after.revisions).toEqual(before.revisions);
+    for (let i = 0; i < 10; i++) expect(JSON.parse((await request(w.port, 'GET', `/kv/k${i}`)).body).value).toBe(`v${i}`);
+    // Writable again, after its own footers; and the next handoff (not gated) commits.
+    expect((await request(w.port, 'PUT', '/kv/after', 'a')).status).toBe(200);
+    const next = await w.sup.performHandoff();
+    expect(next.outcome, next.reason).toBe('committed');
+    expect(JSON.parse((await request(w.port, 'GET', '/kv/after')).body).value).toBe('a');
   });
 
   for (const tamper of ['garbage after the footer', 'a forged record after the footer'] as const) {
