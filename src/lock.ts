@@ -162,7 +162,8 @@ export class DataDirLock {
         const refusal = await this.tryAcquire(opts.handoffId ?? '');
         if (refusal === undefined) {
           this.state = 'held';
-          this.log.info({ event: 'lock.acquired', lockPath: this.lockPath, handoffId: opts.handoffId, ms: Date.now() - started }, 'data-dir lock acquired');
+          const at = Date.now();
+          this.afterwards(() => this.log.info({ event: 'lock.acquired', lockPath: this.lockPath, handoffId: opts.handoffId, ms: at - started, at }, 'data-dir lock acquired'));
           return;
         }
         const left = deadline - Date.now();
@@ -173,6 +174,16 @@ export class DataDirLock {
       this.state = 'idle';
       throw err;
     }
+  }
+
+  /**
+   * Runs `fn` once the caller has gone on (setImmediate): a log line costs 0.2–0.5 ms,
+   * and both ends of a handoff's lock pass are inside its write blackout (the successor
+   * hands Begin to its app, the incumbent sends SealComplete). The line carries `at`,
+   * the time of the event itself.
+   */
+  private afterwards(fn: () => void): void {
+    setImmediate(fn);
   }
 
   async release(): Promise<void> {
@@ -191,7 +202,8 @@ export class DataDirLock {
         this.log.warn({ event: 'lock.release_lost', lockPath: this.lockPath, code: err.code }, 'lock was already lost when releasing');
       });
       this.removeOwnerRecordIfOurs(lockId);
-      this.log.info({ event: 'lock.released', lockPath: this.lockPath }, 'data-dir lock released');
+      const at = Date.now();
+      this.afterwards(() => this.log.info({ event: 'lock.released', lockPath: this.lockPath, at }, 'data-dir lock released'));
     } catch (err) {
       throw new LockError('E_LOCK_IO', `releasing data-dir lock ${this.lockPath} failed: ${errorMessage(err)}`, { lockPath: this.lockPath }, { cause: err });
     } finally {

@@ -207,6 +207,28 @@ describe('kv store on real files', () => {
     await suc.close();
   });
 
+  it('a following successor reads the incumbent\'s appends as they land, then opens and verifies', async () => {
+    const dir = h.tempDir('kv-');
+    const inc = await filled(dir, 4, 50);
+    const suc = new Store(dir, 4);
+    await suc.prefetch();
+    expect(suc.keyCount).toBe(50);
+    suc.follow(5);
+    await Promise.all(Array.from({ length: 50 }, (_, i) => inc.put(`later${i}`, v(`l${i}`))));
+    await inc.del('k5');
+    // Read-only, before any open: the follower alone brings the new keys in.
+    await pollUntil(async () => (suc.keyCount === 99 ? true : undefined), 'the follower to read the new appends', 10_000, 5);
+    expect(suc.get('later49')?.value.toString()).toBe('l49');
+    const sealed = await inc.seal();
+    await suc.open({ revisions: sealed.revisions, fingerprint: sealed.fingerprint });
+    expect(suc.keyCount).toBe(99);
+    expect(suc.revisionMap()).toEqual(sealed.revisions);
+    // Writable after the open; the follower is gone (no round reads the file under us).
+    await suc.put('mine', v('m'));
+    expect(suc.get('mine')?.value.toString()).toBe('m');
+    await suc.close();
+  });
+
   it('resume after an abort re-reads what the successor appended after our footers', async () => {
     const dir = h.tempDir('kv-');
     const inc = await filled(dir, 2, 10);

@@ -62,9 +62,11 @@ export function anatomy(job: JobRecord, events: LogEvent[], load?: KvLoad): Anat
   const startedAt = Date.parse(job.startedAt ?? job.createdAt);
   const after = events.filter((e) => e.time >= startedAt - 1);
   const at = (pid: number, event: string) => after.find((e) => e.pid === pid && e.event === event);
-  const released = at(h.oldPid, 'lock.released')?.time;
+  // `at`: the event's own time (the line is written just after it, off the blackout).
+  const eventTime = (e: LogEvent | undefined) => e && Number(e.at ?? e.time);
+  const released = eventTime(at(h.oldPid, 'lock.released'));
   const acquiredEv = mine.find((e) => e.pid === h.newPid && e.event === 'lock.acquired');
-  const acquired = acquiredEv?.time;
+  const acquired = eventTime(acquiredEv);
   const kvSealed = at(h.oldPid, 'kv.sealed');
   const opened = at(h.newPid, 'kv.opened');
   const drainAt = mine.find((e) => e.pid === h.oldPid && e.event === 'incumbent.drain')?.time ?? phaseAt('draining');
