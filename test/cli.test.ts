@@ -381,7 +381,7 @@ describe('configuration and arguments', () => {
     expect(version.stdout.trim()).toBe(JSON.parse(readFileSync(path.join(path.dirname(path.dirname(new URL(import.meta.url).pathname)), 'package.json'), 'utf8')).version);
     // The installed bin runs through its shebang (it carries node flags: `env -S`).
     const shebang = readFileSync(CLI, 'utf8').split('\n', 1)[0]!;
-    expect(shebang).toMatch(/^#!\/usr\/bin\/env -S node --max-semi-space-size=1$/);
+    expect(shebang).toMatch(/^#!\/usr\/bin\/env -S node --max-semi-space-size=1 --v8-pool-size=1$/);
     const viaShebang = spawnSync('/bin/sh', ['-c', `${shebang.slice(2)} "$0" --version`, CLI], { encoding: 'utf8' });
     expect(viaShebang.status, viaShebang.stderr).toBe(0);
     expect(viaShebang.stdout.trim()).toBe(version.stdout.trim());
