@@ -72,6 +72,10 @@ describe('baton run / upgrade / status / history / stop', () => {
     }
     expect(new Set(pids).size).toBe(4);
     expect(JSON.parse((await request(d.port, 'GET', '/kv/hello')).body)).toEqual({ value: 'world' });
+    // The supervisor runs with the bin's V8 flags (jitless); the app it spawned does not.
+    const cmdline = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+    expect(cmdline(d.child.pid!)).toContain('--lite-mode');
+    expect(cmdline(pids[3]!)).not.toContain('--lite-mode');
 
     const s = await worlds.w.status(d);
     expect(s.app).toEqual({ pid: pids[3], alive: true, generation: 4 });
@@ -381,10 +385,11 @@ describe('configuration and arguments', () => {
     expect(version.stdout.trim()).toBe(JSON.parse(readFileSync(path.join(path.dirname(path.dirname(new URL(import.meta.url).pathname)), 'package.json'), 'utf8')).version);
     // The installed bin runs through its shebang (it carries node flags: `env -S`).
     const shebang = readFileSync(CLI, 'utf8').split('\n', 1)[0]!;
-    expect(shebang).toMatch(/^#!\/usr\/bin\/env -S node --max-semi-space-size=1 --v8-pool-size=1$/);
+    expect(shebang).toMatch(/^#!\/usr\/bin\/env -S node --max-semi-space-size=1 --v8-pool-size=1 --lite-mode --no-expose-wasm$/);
     const viaShebang = spawnSync('/bin/sh', ['-c', `${shebang.slice(2)} "$0" --version`, CLI], { encoding: 'utf8' });
     expect(viaShebang.status, viaShebang.stderr).toBe(0);
     expect(viaShebang.stdout.trim()).toBe(version.stdout.trim());
+    expect(viaShebang.stderr).toBe(''); // no V8 flag warning on every command
   });
 
   it('refuses a second supervisor on the same state dir', async () => {

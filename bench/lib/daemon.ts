@@ -10,13 +10,11 @@ import { closeSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { adminRequest } from '../../src/admin.js';
 import type { JobRecord } from '../../src/jobs.js';
+import { shebangNodeArgs } from './shebang.js';
 import { CLI, exited, fdCount, rssKb, type Scope, waitFor } from './scope.js';
 
-/**
- * The node flags in the `baton` bin's shebang (`#!/usr/bin/env -S node FLAGS`): `baton run`
- * is measured as installed, though spawned here as `node FLAGS cli.js` like the tests do.
- */
-export const CLI_SHEBANG_ARGS: string[] = (/^#!\S*env -S node(.*)$/m.exec(readFileSync(CLI, 'utf8').split('\n', 1)[0]!)?.[1] ?? '').trim().split(/\s+/).filter(Boolean);
+/** The node flags in the `baton` bin's shebang: `baton run` is measured as installed. */
+export const CLI_SHEBANG_ARGS: string[] = shebangNodeArgs(CLI);
 
 export interface LogEvent {
   time: number;

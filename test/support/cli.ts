@@ -7,10 +7,13 @@ import type { ChildProcess } from 'node:child_process';
 import { writeFileSync, renameSync, chmodSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, expect } from 'vitest';
+import { shebangNodeArgs } from '../../bench/lib/shebang.js';
 import { killTagged, newTag, PRIMITIVE, ROOT, taggedPids } from './engine.js';
 import { exitOf, Harness, LineReader, pollUntil } from './harness.js';
 
 export const CLI = path.join(ROOT, 'dist/src/cli.js');
+/** The node flags in the bin's shebang: tests run the supervisor as installed. */
+export const CLI_NODE_ARGS = shebangNodeArgs(CLI);
 
 export interface CliResult {
   code: number | null;
@@ -40,13 +43,13 @@ export class CliWorld {
 
   /** Runs `baton ARGS` to completion. */
   async baton(args: string[], extraEnv: Record<string, string> = {}, timeoutMs = 60_000): Promise<CliResult> {
-    const child = this.h.spawn(process.execPath, [CLI, ...args], { env: this.env(extraEnv) });
+    const child = this.h.spawn(process.execPath, [...CLI_NODE_ARGS, CLI, ...args], { env: this.env(extraEnv) });
     return collect(child, timeoutMs);
   }
 
   /** Starts `baton baton run ...` in the background (not awaited). */
   spawnBaton(args: string[], extraEnv: Record<string, string> = {}): ChildProcess {
-    return this.h.spawn(process.execPath, [CLI, ...args], { env: this.env(extraEnv) });
+    return this.h.spawn(process.execPath, [...CLI_NODE_ARGS, CLI, ...args], { env: this.env(extraEnv) });
   }
 
   /**
@@ -59,7 +62,7 @@ export class CliWorld {
     const dataDir = path.join(dir, 'data');
     const child = this.h.spawn(
       process.execPath,
-      [CLI, 'run', '--listen', opts.listen ?? 'tcp://127.0.0.1:0', '--data-dir', dataDir, '--state-dir', stateDir, ...(opts.extraArgs ?? []), '--', ...(opts.command ?? PRIMITIVE)],
+      [...CLI_NODE_ARGS, CLI, 'run', '--listen', opts.listen ?? 'tcp://127.0.0.1:0', '--data-dir', dataDir, '--state-dir', stateDir, ...(opts.extraArgs ?? []), '--', ...(opts.command ?? PRIMITIVE)],
       { env: this.env(opts.env) },
     );
     const out = new LineReader(child);
