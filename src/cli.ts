@@ -740,7 +740,7 @@ async function cmdSchedules(args: string[]): Promise<number> {
         ['tasks', s.tasks.map((t) => `${t.task}${t.urgency ? ` (${t.urgency})` : ''}${t.params ? ` ${JSON.stringify(t.params)}` : ''}`).join(' -> ')],
         ['on failure', s.haltOnFailure ? 'halt (skip the remaining tasks)' : 'go on with the next task'],
         ['next fire', s.nextFireAt ?? (s.enabled ? '-' : 'disabled')],
-        ['last run', s.running ? 'RUNNING' : s.lastRun ? runLine(s.lastRun) : 'none since the supervisor started'],
+        ['last run', s.running ? 'RUNNING' : s.lastRun ? runLine(s.lastRun) : 'none'],
       ];
       for (const [k, val] of rows) console.log(`${k.padEnd(11)}${val}`);
       if (!s.running && s.lastRun) for (const j of s.lastRun.jobs) console.log(`${''.padEnd(11)}${j.id.slice(0, 8)} ${j.task} ${j.state}`);

@@ -13,6 +13,7 @@ import { createLogger, type Logger } from './log.js';
 import { Supervisor, URGENCIES, type HandoffResult, type HandoffSpec, type JobProgressSnapshot, type JobResult, type ProbeEntry, type SupervisorPhase, type Urgency } from './supervisor.js';
 import type { SupervisorMetrics } from './metrics.js';
 import { SystemdNotifier } from './systemd.js';
+import { ScheduleRunLog } from './schedule-runs.js';
 import { ScheduleError, ScheduleStore, Scheduler, type RunSummary, type Schedule, type ScheduleTask } from './schedules.js';
 
 /**
@@ -60,6 +61,7 @@ export class Daemon {
   private jobs!: JobStore;
   /** Schedules (schedules.ts): the store (source of truth) and the timer that fires them. */
   private schedules!: ScheduleStore;
+  private scheduleRuns!: ScheduleRunLog;
   private scheduler: Scheduler | undefined;
   private lifecycle!: LifecycleLog;
   private admin: AdminServer | undefined;
@@ -104,6 +106,8 @@ export class Daemon {
     this.schedules = new ScheduleStore(path.join(cfg.stateDir, 'schedules.json'), this.log);
     await this.schedules.load();
     if (cfg.schedules) await this.schedules.seed(cfg.schedules); // only into a state dir without schedules.json
+    this.scheduleRuns = new ScheduleRunLog(path.join(cfg.stateDir, 'schedule-runs.json'), this.log);
+    await this.scheduleRuns.load((name) => this.schedules.get(name) !== undefined);
     this.notifier = SystemdNotifier.fromEnv(this.env, this.log);
     this.lifecycle = new LifecycleLog(path.join(cfg.stateDir, 'lifecycle.json'), this.log);
     await this.lifecycle.load();
@@ -596,6 +600,7 @@ export class Daemon {
     if (this.stopPromise) return;
     this.scheduler = new Scheduler({
       store: this.schedules,
+      runs: this.scheduleRuns,
       log: this.log,
       runTask: (t, name) => this.runMaintenance('schedule', undefined, { task: t.task, urgency: t.urgency ?? 'normal', reason: `schedule ${name}`, params: t.params, schedule: name }),
       skipTask: (t, name, code, reason) => this.skipScheduledTask(t, name, code, reason),
@@ -613,7 +618,7 @@ export class Daemon {
   /** A schedule as the API shows it: its record, next fire (ISO, null when disabled), whether it runs, its last run. */
   private scheduleView(s: Schedule): Schedule & { nextFireAt: string | null; running: boolean; lastRun: RunSummary | null } {
     const next = this.scheduler?.nextFireAt(s.name);
-    return { ...s, nextFireAt: next !== undefined ? new Date(next).toISOString() : null, running: this.scheduler?.isRunning(s.name) ?? false, lastRun: this.scheduler?.lastRun(s.name) ?? null };
+    return { ...s, nextFireAt: next !== undefined ? new Date(next).toISOString() : null, running: this.scheduler?.isRunning(s.name) ?? false, lastRun: this.scheduleRuns.get(s.name) ?? null };
   }
 
   private async schedulesRoute(): Promise<AdminReply> {
@@ -689,6 +694,7 @@ export class Daemon {
       }
       await this.sup.stop(timeoutMs);
       await this.scheduler?.idle();
+      await this.scheduleRuns.flushed();
       this.log.info({ event: 'shutdown.completed', durationMs: Date.now() - t0 }, 'stopped');
       await this.lifecycle.record('shutdown.completed', { durationMs: Date.now() - t0, exitCode: this.exitCode });
       // The admin reply to POST /v1/stop is written before the socket closes.

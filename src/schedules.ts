@@ -1,8 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from './atomic-file.js';
 import { ConfigError, errorMessage } from './errors.js';
-import type { JobRecord, JobState, MaintenanceSummary } from './jobs.js';
+import type { JobRecord, MaintenanceSummary } from './jobs.js';
 import type { Logger } from './log.js';
+import { ScheduleRunLog, type RunSummary } from './schedule-runs.js';
+
+export type { RunSummary } from './schedule-runs.js';
 
 /**
  * Schedules (issue 8): named, cron-timed sequences of maintenance tasks, optionally
@@ -602,28 +605,14 @@ export class ScheduleStore {
 
 // ---- the scheduler ------------------------------------------------------------------
 
-export interface RunSummary {
-  schedule: string;
-  /** 'schedule' (timer) or 'admin' (run now). */
-  trigger: 'schedule' | 'admin';
-  startedAt: string;
-  endedAt?: string | undefined;
-  /**
-   * RUNNING while it runs; SUCCEEDED (every task), FAILED (some task did not succeed),
-   * HALTED (a task did not succeed and the rest were skipped), SKIPPED (nothing ran:
-   * outside the window, or the previous run still runs).
-   */
-  outcome: 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'HALTED' | 'SKIPPED';
-  reason?: string | undefined;
-  jobs: { id: string; task: string; state: JobState }[];
-}
-
 export interface SchedulerOptions {
   store: ScheduleStore;
   /** Runs one task now (the daemon: runMaintenance with trigger 'schedule'). */
   runTask: (task: ScheduleTask, schedule: string) => Promise<JobRecord>;
   /** Records a task that was not run (SKIPPED job): outside the window, overlap, halted. */
   skipTask: (task: ScheduleTask, schedule: string, code: string, reason: string) => Promise<JobRecord>;
+  /** Where last runs are kept (the daemon: `<stateDir>/schedule-runs.json`); default: in memory. */
+  runs?: ScheduleRunLog | undefined;
   log?: Logger | undefined;
   now?: () => number;
   setTimer?: (fn: () => void, ms: number) => unknown;
@@ -642,7 +631,7 @@ const MAX_TIMER_MS = 3_600_000;
 export class Scheduler {
   private readonly next = new Map<string, number>();
   private readonly running = new Map<string, Promise<RunSummary>>();
-  private readonly last = new Map<string, RunSummary>();
+  private readonly runs: ScheduleRunLog;
   private timer: unknown;
   private started = false;
   private readonly now: () => number;
@@ -651,6 +640,7 @@ export class Scheduler {
 
   constructor(private readonly opts: SchedulerOptions) {
     this.now = opts.now ?? Date.now;
+    this.runs = opts.runs ?? new ScheduleRunLog();
     this.setTimer =
       opts.setTimer ??
       ((fn, ms) => {
@@ -690,7 +680,7 @@ export class Scheduler {
   }
 
   lastRun(name: string): RunSummary | undefined {
-    return this.last.get(name);
+    return this.runs.get(name);
   }
 
   isRunning(name: string): boolean {
@@ -709,7 +699,7 @@ export class Scheduler {
     if (!this.started) return;
     if (s?.enabled) this.next.set(name, nextFire(s.cron, this.now()));
     else this.next.delete(name);
-    if (!s) this.last.delete(name);
+    if (!s) void this.runs.forget(name);
     this.arm();
   }
 
@@ -752,17 +742,16 @@ export class Scheduler {
     };
     const previous = this.running.get(s.name);
     if (previous) {
-      const cur = this.last.get(s.name);
+      const cur = this.runs.get(s.name);
       // Not recorded as the last run: the one still running is.
       return skipAll('E_SCHEDULE_RUNNING', `the previous run of schedule ${s.name}${cur ? ` (started ${cur.startedAt})` : ''} is still running`);
     }
     if (s.window && !inWindow(s.window, this.now())) {
       const run = await skipAll('E_OUTSIDE_WINDOW', `outside window ${windowText(s.window)} UTC`);
-      this.last.set(s.name, run);
+      await this.runs.record(run);
       return run;
     }
     const run: RunSummary = { schedule: s.name, trigger, startedAt, outcome: 'RUNNING', jobs: [] };
-    this.last.set(s.name, run);
     const p = this.runTasks(s, run).finally(() => this.running.delete(s.name));
     this.running.set(s.name, p);
     return p;
@@ -771,6 +760,7 @@ export class Scheduler {
   private async runTasks(s: Schedule, run: RunSummary): Promise<RunSummary> {
     const log = this.opts.log;
     log?.info({ event: 'schedule.fire', schedule: s.name, trigger: run.trigger, tasks: s.tasks.map((t) => t.task) }, `schedule ${s.name}: running ${s.tasks.map((t) => t.task).join(', ')}`);
+    await this.runs.record(run); // RUNNING, and after each task: a restart then shows how far it got
     let failed = false;
     for (const [i, t] of s.tasks.entries()) {
       let job: JobRecord;
@@ -782,6 +772,7 @@ export class Scheduler {
         job = await this.opts.skipTask(t, s.name, 'E_INTERNAL', `could not run: ${errorMessage(err)}`);
       }
       run.jobs.push({ id: job.id, task: t.task, state: job.state });
+      await this.runs.record(run);
       if (job.state === 'SUCCEEDED') continue;
       failed = true;
       if (!s.haltOnFailure) continue;
@@ -798,6 +789,7 @@ export class Scheduler {
     }
     if (run.outcome === 'RUNNING') run.outcome = failed ? 'FAILED' : 'SUCCEEDED';
     run.endedAt = new Date(this.now()).toISOString();
+    await this.runs.record(run);
     log?.info({ event: 'schedule.done', schedule: s.name, outcome: run.outcome, jobs: run.jobs }, `schedule ${s.name} ${run.outcome}`);
     return run;
   }

@@ -641,7 +641,7 @@ describe('baton schedules (real binary, fixtures/kv)', { timeout: 150_000 }, () 
     expect(rep.code, rep.stderr).toBe(0);
     expect(JSON.parse(rep.stdout)).toMatchObject({ name: 'weekly', cron: '0 5 * * SAT', enabled: true, createdAt: got.createdAt });
     const g = await sched(d, ['get', 'weekly']);
-    expect(g.stdout).toMatch(/^name +weekly\nenabled +true\ncron +0 5 \* \* SAT \(UTC\)\nwindow +any hour\ntasks +verification \(low\) \{"deep":true\} -> compaction\non failure +go on with the next task\nnext fire +\d{4}-.*T05:00:00\.000Z\nlast run +none since the supervisor started\n$/);
+    expect(g.stdout).toMatch(/^name +weekly\nenabled +true\ncron +0 5 \* \* SAT \(UTC\)\nwindow +any hour\ntasks +verification \(low\) \{"deep":true\} -> compaction\non failure +go on with the next task\nnext fire +\d{4}-.*T05:00:00\.000Z\nlast run +none\n$/);
 
     expect((await sched(d, ['delete', 'weekly'])).stdout).toBe('schedule weekly deleted\n');
     expect((await sched(d, ['delete', 'weekly'])).code).toBe(1);
@@ -743,5 +743,38 @@ describe('baton schedules (real binary, fixtures/kv)', { timeout: 150_000 }, () 
     const r = await running;
     expect(r.code, r.stderr).toBe(2);
     expect(JSON.parse(r.stdout)).toMatchObject({ outcome: 'HALTED', reason: 'halted: work CANCELLED', jobs: [{ task: 'work', state: 'CANCELLED' }, { task: 'work', state: 'SKIPPED' }] });
+  });
+
+  it('last runs survive a restart; a run cut off by SIGKILL of the supervisor shows as FAILED (interrupted)', async () => {
+    const d = await worlds.w.startDaemon(); // fixtures/primitive: task `work` with steps/stepMs
+    for (const [name, steps] of [['quick', 2], ['long', 400]] as const) {
+      writeFileSync(path.join(d.dir, `${name}.json`), JSON.stringify({ name, cron: '@daily', tasks: [{ task: 'work', params: { steps, stepMs: 50 } }, { task: 'work' }] }));
+      expect((await sched(d, ['create', '--file', path.join(d.dir, `${name}.json`)])).code).toBe(0);
+    }
+    const quick = await sched(d, ['run', 'quick', '--json']);
+    expect(quick.code, quick.stderr).toBe(0);
+    const quickRun = JSON.parse(quick.stdout) as RunSummary;
+    expect(quickRun).toMatchObject({ outcome: 'SUCCEEDED', jobs: [{ state: 'SUCCEEDED' }, { state: 'SUCCEEDED' }] });
+    const cutOff = sched(d, ['run', 'long', '--json']);
+    const working = await pollUntil(async () => {
+      const j = (JSON.parse((await worlds.w.baton(['jobs', '--kind', 'maintenance', '--json', '--state-dir', d.stateDir])).stdout) as { jobs: JobRecord[] }).jobs[0];
+      return j?.state === 'RUNNING' && j.maintenance?.schedule === 'long' ? j : undefined;
+    }, 'the long run\'s first task to run', 15_000, 50);
+    d.child.kill('SIGKILL');
+    await exitOf(d.child);
+    expect((await cutOff).code).not.toBe(0);
+
+    const d2 = await worlds.w.startDaemon({ dir: d.dir, listen: `tcp://127.0.0.1:${d.port}` });
+    const view = async (name: string) => JSON.parse((await sched(d2, ['get', name, '--json'])).stdout) as ScheduleView & { running: boolean };
+    expect((await view('quick')).lastRun).toEqual(quickRun);
+    const long = await view('long');
+    expect(long.running).toBe(false);
+    expect(long.lastRun).toMatchObject({ schedule: 'long', trigger: 'admin', outcome: 'FAILED', reason: 'interrupted: the supervisor exited during this run', jobs: [] });
+    expect((await sched(d2, ['get', 'long'])).stdout).toMatch(/\nlast run +FAILED \(admin\) at \S+Z: interrupted: the supervisor exited during this run\n/);
+    // Its task is in the history as the job store leaves every cut-off job.
+    const jobs = (JSON.parse((await worlds.w.baton(['jobs', '--kind', 'maintenance', '--json', '--state-dir', d2.stateDir])).stdout) as { jobs: JobRecord[] }).jobs;
+    expect(jobs.find((j) => j.id === working.id)).toMatchObject({ state: 'FAILED', code: 'E_SUPERVISOR_RESTARTED' });
+    expect(d2.out.stderr).toContain('"event":"schedule.interrupted"');
+    await stopDaemon(d2);
   });
 });
