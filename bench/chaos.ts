@@ -50,6 +50,7 @@ import { bindListener, parseListenAddress, type HeldListener } from '../src/list
 import { lockHolder } from '../src/lock.js';
 import { isAlive } from '../src/proc.js';
 import { request } from './lib/http.js';
+import { LoadLoops } from './lib/load-loops.js';
 import { Rng } from './lib/prng.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -202,14 +203,10 @@ function signal(pid: number | undefined, sig: NodeJS.Signals): boolean {
  * wrong answer about a key whose every write was acknowledged is a violation. Seeded,
  * so the load's own choices replay too.
  */
-class ChaosLoad {
-  private running = true;
-  private readonly loops: Promise<void>[] = [];
+class ChaosLoad extends LoadLoops {
   readonly expected = new Map<string, string | null>();
   readonly uncertain = new Set<string>();
-  readonly failures: Record<string, number> = {};
   readonly wrong: string[] = [];
-  requests = 0;
   acked = 0;
   /** When the service last answered a request (200 or 404: a process that serves). */
   lastAnswer = Date.now();
@@ -222,6 +219,7 @@ class ChaosLoad {
     private readonly thinkMs: number,
     seed: number,
   ) {
+    super();
     for (let i = 0; i < conns; i++) this.loops.push(this.loop(i, new Rng((seed ^ 0x5bd1e995) + i * 7919)));
   }
 
@@ -316,15 +314,6 @@ class ChaosLoad {
 
   private wrongAnswer(what: string): void {
     this.wrong.push(what);
-  }
-
-  private fail(kind: string): void {
-    this.failures[kind] = (this.failures[kind] ?? 0) + 1;
-  }
-
-  async stop(): Promise<void> {
-    this.running = false;
-    await Promise.all(this.loops);
   }
 
   /** Reads back every key whose acknowledged state is known. */

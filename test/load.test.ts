@@ -4,7 +4,6 @@
  * kind (resets, hang-ups, 503s, timeouts) and zero lost acknowledged writes.
  */
 import { describe, expect, it } from 'vitest';
-import type { HandoffResult } from '../src/supervisor.js';
 import { Load, lostWrites, phaseMeans } from './support/engine.js';
 import { useWorlds } from './support/world.js';
 
@@ -18,26 +17,13 @@ const worlds = useWorlds();
 
 describe('load: handoffs under keep-alive traffic', () => {
   it(`${HANDOFFS} handoffs under ${CONNS} keep-alive connections: no failed request, no lost write`, { timeout: 90_000 }, async () => {
-    const w = (worlds.create());
+    const w = worlds.create();
     const cold = await w.sup.start();
     expect(cold.outcome, cold.reason).toBe('committed');
     await w.settledServer();
 
     const load = new Load(w.port, CONNS);
-    const results: HandoffResult[] = [];
-    const t0 = Date.now();
-    try {
-      // Let every loop get a connection and some traffic before the first handoff.
-      await new Promise((r) => setTimeout(r, 300));
-      for (let i = 0; i < HANDOFFS; i++) {
-        const result = await w.sup.performHandoff();
-        results.push(result);
-        if (result.outcome !== 'committed') break;
-      }
-    } finally {
-      await load.stop();
-    }
-    const elapsed = Date.now() - t0;
+    const { results, elapsedMs: elapsed } = await w.handoffsUnderLoad(load, HANDOFFS);
 
     const durations = results.map((r) => r.endedAt - r.startedAt);
     const sorted = [...durations].sort((a, b) => a - b);
@@ -52,14 +38,8 @@ describe('load: handoffs under keep-alive traffic', () => {
       ].join('\n'),
     );
 
-    expect(
-      results.filter((r) => r.outcome !== 'committed').map((r) => `${r.code}: ${r.reason}`),
-      'every handoff commits',
-    ).toEqual([]);
-    expect(results).toHaveLength(HANDOFFS);
-    expect(load.failures, `failed requests: ${JSON.stringify(load.failures)}`).toEqual({});
+    await w.expectCleanHandoffs(results, HANDOFFS, load);
     expect(load.acked.size).toBeGreaterThan(0);
-    expect(await w.settledServer()).toBe(results[results.length - 1]!.newPid);
     const lost = await lostWrites(w.port, load.acked);
     expect(lost.length, `lost writes (first 10): ${lost.slice(0, 10).join(', ')}`).toBe(0);
   });

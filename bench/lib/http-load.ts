@@ -6,13 +6,10 @@
  */
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
+import { LoadLoops } from './load-loops.js';
 import { Samples } from './stats.js';
 
-export class HttpLoad {
-  private running = true;
-  private readonly loops: Promise<void>[];
-  readonly failures: Record<string, number> = {};
-  requests = 0;
+export class HttpLoad extends LoadLoops {
   readonly latencies = new Samples();
   /** Answers per server pid. */
   readonly byPid = new Map<number, number>();
@@ -29,7 +26,8 @@ export class HttpLoad {
     conns: number,
     private readonly timeoutMs = 10_000,
   ) {
-    this.loops = Array.from({ length: conns }, () => this.loop());
+    super();
+    for (let i = 0; i < conns; i++) this.loops.push(this.loop());
   }
 
   private async loop(): Promise<void> {
@@ -57,19 +55,6 @@ export class HttpLoad {
       this.latencies.push(performance.now() - t0);
     }
     agent.destroy();
-  }
-
-  private fail(kind: string): void {
-    this.failures[kind] = (this.failures[kind] ?? 0) + 1;
-  }
-
-  get failureCount(): number {
-    return Object.values(this.failures).reduce((a, b) => a + b, 0);
-  }
-
-  async stop(): Promise<void> {
-    this.running = false;
-    await Promise.all(this.loops);
   }
 }
 

@@ -14,6 +14,7 @@
 import http from 'node:http';
 import { performance } from 'node:perf_hooks';
 import { request } from './http.js';
+import { LoadLoops } from './load-loops.js';
 
 /** The failure classes a person cares about; `KvLoad.failures` has the exact kinds. */
 export const FAILURE_CLASSES = ['refused', 'reset', 'timeout', 'non-2xx', 'wrong answer', 'other'] as const;
@@ -46,18 +47,14 @@ interface AckWindow {
   count: number;
 }
 
-export class KvLoad {
-  private running = true;
-  private readonly loops: Promise<void>[] = [];
+export class KvLoad extends LoadLoops {
   /** Every key's acknowledged state: its value, or null once a DELETE of it was acknowledged. */
   readonly expected = new Map<string, string | null>();
   /** Keys whose last write failed (outcome unknown): not checked at the end. */
   readonly uncertain = new Set<string>();
-  readonly failures: Record<string, number> = {};
   readonly ops = { puts: 0, overwrites: 0, gets: 0, getsMissing: 0, deletes: 0 };
   /** Acknowledged PUTs and DELETEs (each advances one shard revision by exactly 1). */
   ackedWrites = 0;
-  requests = 0;
   readonly acksByPid = new Map<number, AckWindow>();
   private readonly latencies: number[] = [];
   private readonly deleteShare: number;
@@ -67,6 +64,7 @@ export class KvLoad {
     private readonly port: number,
     opts: KvLoadOptions,
   ) {
+    super();
     this.deleteShare = opts.deleteShare ?? 0.1;
     this.readShare = opts.readShare ?? 0.45;
     for (let i = 0; i < opts.conns; i++) this.loops.push(this.loop(i));
@@ -154,14 +152,6 @@ export class KvLoad {
     }
   }
 
-  private fail(kind: string): void {
-    this.failures[kind] = (this.failures[kind] ?? 0) + 1;
-  }
-
-  get failureCount(): number {
-    return Object.values(this.failures).reduce((a, b) => a + b, 0);
-  }
-
   /** Failures per class (every class present, 0 when none). */
   failuresByClass(): Record<FailureClass, number> {
     const out = Object.fromEntries(FAILURE_CLASSES.map((c) => [c, 0])) as Record<FailureClass, number>;
@@ -184,11 +174,6 @@ export class KvLoad {
   latencyPercentile(p: number): number {
     const s = [...this.latencies].sort((a, b) => a - b);
     return s.length ? s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]! : 0;
-  }
-
-  async stop(): Promise<void> {
-    this.running = false;
-    await Promise.all(this.loops);
   }
 
   /**

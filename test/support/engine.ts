@@ -9,6 +9,7 @@ import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from '../../bench/lib/http.js';
+import { LoadLoops } from '../../bench/lib/load-loops.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const PRIMITIVE = ['node', path.join(ROOT, 'dist/fixtures/primitive/app.js')];
@@ -28,17 +29,14 @@ export async function healthz(port: number): Promise<{ pid: number; generation: 
  * (and GETs of what it wrote). Every error is counted by kind; a reset on a reused
  * connection is a failure like any other.
  */
-export class Load {
-  private running = true;
-  private readonly loops: Promise<void>[] = [];
+export class Load extends LoadLoops {
   readonly acked = new Map<string, string>();
-  readonly failures: Record<string, number> = {};
-  requests = 0;
 
   constructor(
     private readonly port: number,
     conns: number,
   ) {
+    super();
     for (let i = 0; i < conns; i++) this.loops.push(this.loop(i));
   }
 
@@ -62,19 +60,6 @@ export class Load {
       }
     }
     agent.destroy();
-  }
-
-  private fail(kind: string): void {
-    this.failures[kind] = (this.failures[kind] ?? 0) + 1;
-  }
-
-  get failureCount(): number {
-    return Object.values(this.failures).reduce((a, b) => a + b, 0);
-  }
-
-  async stop(): Promise<void> {
-    this.running = false;
-    await Promise.all(this.loops);
   }
 }
 

@@ -9,7 +9,8 @@ import path from 'node:path';
 import { bindListener, parseListenAddress, type HeldListener } from '../../src/listeners.js';
 import { lockHolder } from '../../src/lock.js';
 import { createLogger } from '../../src/log.js';
-import { Supervisor, type SupervisorOptions, type Timeouts } from '../../src/supervisor.js';
+import type { LoadLoops } from '../../bench/lib/load-loops.js';
+import { Supervisor, type HandoffResult, type SupervisorOptions, type Timeouts } from '../../src/supervisor.js';
 import { healthz, killTagged, newTag, PRIMITIVE, taggedPids } from './engine.js';
 import { Harness, pollUntil } from './harness.js';
 
@@ -29,6 +30,8 @@ function testLogger(): ReturnType<typeof createLogger> {
   log.level = process.env.BATON_TEST_LOG_LEVEL ?? 'error';
   return log;
 }
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class World {
   readonly h = new Harness();
@@ -89,6 +92,39 @@ export class World {
       timeoutMs,
       50,
     );
+  }
+
+  /**
+   * `count` handoffs in a row under `load` (already running; it is stopped at the end),
+   * `betweenMs` apart, stopping at the first one that does not commit. The load gets
+   * 300 ms first so that every loop has a connection and traffic before the first handoff.
+   */
+  async handoffsUnderLoad(load: LoadLoops, count: number, betweenMs = 0): Promise<{ results: HandoffResult[]; elapsedMs: number }> {
+    const results: HandoffResult[] = [];
+    const t0 = Date.now();
+    try {
+      await sleep(300);
+      for (let i = 0; i < count; i++) {
+        const result = await this.sup.performHandoff();
+        results.push(result);
+        if (result.outcome !== 'committed') break;
+        if (betweenMs > 0) await sleep(betweenMs);
+      }
+    } finally {
+      await load.stop();
+    }
+    return { results, elapsedMs: Date.now() - t0 };
+  }
+
+  /** The bar of a handoffs-under-load test: all `count` committed, no failed request, the last successor serves alone. */
+  async expectCleanHandoffs(results: readonly HandoffResult[], count: number, load: LoadLoops): Promise<void> {
+    expect(
+      results.filter((r) => r.outcome !== 'committed').map((r) => `${r.code}: ${r.reason}`),
+      'every handoff commits',
+    ).toEqual([]);
+    expect(results).toHaveLength(count);
+    expect(load.failures, `failed requests: ${JSON.stringify(load.failures)}`).toEqual({});
+    expect(await this.settledServer()).toBe(results[results.length - 1]!.newPid);
   }
 
   /** Names of hooks the app called, from its marker files: `${pid}.${hook}`. */
