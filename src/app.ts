@@ -265,7 +265,11 @@ export class BatonApp {
     if (index < 0) throw new BatonError('E_NO_LISTENER', `no inherited listener named ${name} (have: ${names.join(', ') || 'none'})`);
     const copy = this.copiesUsed.get(name) ?? 0;
     if (copy > this.spares) {
-      throw new BatonError('E_NO_SPARE_LISTENER', `listener ${name}: all ${this.spares} spare copies used; cannot listen again`);
+      throw new BatonError(
+        'E_NO_SPARE_LISTENER',
+        `listener ${name}: all ${this.spares} spare copies are used (one per re-listen after an aborted handoff); ` +
+          'this process cannot listen again (raise handoff.listenerSpares in the baton config)',
+      );
     }
     this.copiesUsed.set(name, copy + 1);
     return this.listeners.get(name)!.fd + copy * names.length;

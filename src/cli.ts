@@ -375,7 +375,12 @@ async function cmdUpgrade(args: string[]): Promise<number> {
   }
   if (!v.json) {
     console.error(`aborted: ${job.reason ?? 'unknown reason'} (${job.code ?? '-'})`);
-    if (job.handoff) console.error(`the old process serves on: generation ${job.handoff.generation} (pid ${job.handoff.newPid ?? '-'})  [${phaseLine(job)}]`);
+    const restored = job.handoff?.restoredBy;
+    if (restored) {
+      console.error(`the old process could not serve again (${restored.lostIncumbent}); cold start ${restored.outcome}: pid ${restored.pid ?? '-'}  [${phaseLine(job)}]`);
+    } else if (job.handoff) {
+      console.error(`the old process serves on: generation ${job.handoff.generation} (pid ${job.handoff.newPid ?? '-'})  [${phaseLine(job)}]`);
+    }
   }
   return 2;
 }

@@ -5,6 +5,7 @@ import { exitProcess, sayHello, type AgentContext, type JobProgressNote } from '
 import { ControlChannel } from './channel.js';
 import { crashPoint } from './crashpoints.js';
 import { BatonError, ProtocolError, errorMessage } from './errors.js';
+import { SessionErrorCode } from './messages.js';
 import type { MessageOf } from './schema.js';
 import { drive, type Machine, type Transitions } from './statemachine.js';
 import type { DrainResult, SealResult } from './app.js';
@@ -186,8 +187,25 @@ export class Incumbent implements Machine<IncumbentState> {
       }
     }
     crashPoint(this.ctx.crash, 'incumbent.after_relock');
-    await this.ctx.rpc.call('resume');
+    try {
+      await this.ctx.rpc.call('resume');
+    } catch (err) {
+      await this.cannotResume(err);
+    }
     this.ctx.log.info({ event: 'incumbent.resumed', handoffId: this.handoffId }, 'serving again after abort');
+  }
+
+  /**
+   * The app could not serve again (its resumeAfterAbort threw: e.g. it has no listener
+   * copy left to listen on). A process that holds the lock and does not serve is the one
+   * state that must not last: say why, then exit; the supervisor cold-starts a new
+   * generation, which recovers the data like after any crash. Never returns.
+   */
+  private async cannotResume(err: unknown): Promise<never> {
+    const reason = `the app cannot serve again after the abort: ${errorMessage(err)}`;
+    this.ctx.log.fatal({ event: 'incumbent.resume_failed', handoffId: this.handoffId, err: errorMessage(err) }, `${reason}; exiting`);
+    this.session?.sendError(new BatonError(SessionErrorCode.E_RESUME_FAILED, reason));
+    return exitProcess(this.ctx, 70, reason);
   }
 
   /**

@@ -43,6 +43,11 @@ export const SessionErrorCode = {
   E_WRONG_ROLE: 'E_WRONG_ROLE',
   /** A Hello whose pid is not the process the supervisor started or connected to (answer to Hello). */
   E_WRONG_PID: 'E_WRONG_PID',
+  /**
+   * The incumbent cannot serve again after an abort (its app's resumeAfterAbort failed,
+   * e.g. no listener copy left to listen on); it exits (answer to ResumeAfterAbort).
+   */
+  E_RESUME_FAILED: 'E_RESUME_FAILED',
 } as const;
 
 export const U32_MAX = 0xffff_ffff;

@@ -11,6 +11,7 @@ import { AppProcess, crashEnv, spawnApp, type ExitStatus } from './generation.js
 import { Journal } from './journal.js';
 import type { HeldListener } from './listeners.js';
 import { lockHolder, readLockOwner } from './lock.js';
+import { SessionErrorCode } from './messages.js';
 import { isAlive } from './proc.js';
 import { createLogger, type Logger } from './log.js';
 import { PROTO_MAX, PROTO_MIN, type MessageOf, type RevisionMap } from './schema.js';
@@ -61,6 +62,8 @@ export const DEFAULT_RESTART: RestartPolicy = { enabled: true, baseMs: 100, maxM
 
 /** How long an aborted successor that was told (Abort) gets to exit by itself before SIGTERM. */
 const ABORT_EXIT_WAIT_MS = 500;
+/** An incumbent that cannot resume exits by itself (its agent SIGKILLs itself after 3 s if the app hangs). */
+const CANNOT_RESUME_EXIT_WAIT_MS = 5_000;
 
 export interface SupervisorOptions {
   /** Command of the app; a function is re-evaluated on every spawn (so a symlink swap upgrades). */
@@ -206,8 +209,11 @@ export interface HandoffResult {
   oldPid: number | undefined;
   newPid: number | undefined;
   generation: number;
-  /** After an abort that left nobody serving: the cold start that brought the service back. */
-  restoredBy?: { handoffId: string; outcome: HandoffOutcome; pid: number | undefined };
+  /**
+   * After an abort that left nobody serving: the cold start that brought the service
+   * back, and why the incumbent did not serve again (`lostIncumbent`).
+   */
+  restoredBy?: { handoffId: string; outcome: HandoffOutcome; pid: number | undefined; lostIncumbent: string };
 }
 
 export interface RecoveryReport {
@@ -251,6 +257,8 @@ const NEXT_PHASE: Record<SupervisorPhase, SupervisorPhase | undefined> = {
 /** One handoff in flight: both peers, their channels, what the incumbent sealed. */
 interface Flight {
   id: string;
+  /** Why the incumbent cannot serve again after an abort, in its own words (E_RESUME_FAILED). */
+  resumeFailure?: string;
   spec: HandoffSpec;
   startedAt: number;
   deadline: number;
@@ -463,8 +471,10 @@ export class Supervisor extends EventEmitter {
       // The incumbent died and could not be replaced: nobody serves. Start fresh.
       this.log.error({ event: 'handoff.cold_restart', handoffId: f.id }, 'incumbent gone after abort; cold-starting a new generation');
       this.current = undefined;
+      const exit = f.incumbent.exit;
+      const lostIncumbent = f.resumeFailure ?? `it exited (code ${exit?.code ?? '-'}, signal ${exit?.signal ?? '-'})`;
       const restart = await this.performHandoff({ command: spec.command });
-      result.restoredBy = { handoffId: restart.id, outcome: restart.outcome, pid: restart.newPid };
+      result.restoredBy = { handoffId: restart.id, outcome: restart.outcome, pid: restart.newPid, lostIncumbent };
     }
     return result;
   }
@@ -842,6 +852,13 @@ export class Supervisor extends EventEmitter {
       while ((await this.guarded(f, inc, f.incCh.expect(['Resumed', ...stale], this.timeouts.resumeMs), 'incumbent')).type !== 'Resumed');
       this.log.info({ event: 'handoff.incumbent_resumed', pid: inc.pid }, 'incumbent serves again');
     } catch (err) {
+      if ((err as BatonError).details?.peerCode === SessionErrorCode.E_RESUME_FAILED) {
+        // It exits by itself (incumbent.ts cannotResume); once it is gone, the caller cold-starts.
+        f.resumeFailure = errorMessage(err);
+        this.log.error({ event: 'handoff.incumbent_cannot_resume', pid: inc.pid, err: f.resumeFailure }, 'the incumbent cannot serve again and exits; a cold start follows');
+        await inc.terminate(this.timeouts.killGraceMs, CANNOT_RESUME_EXIT_WAIT_MS);
+        return;
+      }
       this.log.error({ event: 'handoff.resume_unconfirmed', pid: inc.pid, err: errorMessage(err) }, 'incumbent did not confirm resume');
     }
   }

@@ -234,6 +234,27 @@ describe('baton run / upgrade / status / history / stop', () => {
     await stopDaemon(d2);
   }, 60_000);
 
+  it('handoff.listenerSpares 0: an aborted upgrade leaves an incumbent that cannot listen again; upgrade says so and a cold start serves', async () => {
+    const dir = h.tempDir('baton-cli-');
+    const script = path.join(dir, 'app.sh');
+    writeScript(script, `exec ${process.execPath} ${PRIMITIVE[1]}`);
+    const config = path.join(dir, 'baton.json');
+    writeFileSync(config, JSON.stringify({ handoff: { listenerSpares: 0 } }));
+    const d = await worlds.w.startDaemon({ dir, command: [script], extraArgs: ['--config', config] });
+    const before = await healthz(d.port);
+    // The next version reports itself unhealthy once (abort after the seal); the cold start after it is healthy.
+    const once = path.join(dir, 'unhealthy.once');
+    writeScript(script, `if [ ! -e ${once} ]; then touch ${once}; export PRIM_HEALTHZ_FALSE=1; fi; exec ${process.execPath} ${PRIMITIVE[1]}`);
+    const r = await worlds.w.baton(['upgrade', '--state-dir', d.stateDir]);
+    expect(r.code, r.stdout + r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/aborted: successor reported healthzOk=false \(E_READY_REJECTED\)/);
+    expect(r.stderr).toMatch(/the old process could not serve again \(incumbent reported E_RESUME_FAILED: .*listener l0: all 0 spare copies are used.*\); cold start committed: pid (\d+)/);
+    const coldPid = Number(/cold start committed: pid (\d+)/.exec(r.stderr)![1]);
+    expect(isAlive(before.pid)).toBe(false);
+    expect((await healthz(d.port)).pid).toBe(coldPid);
+    await stopDaemon(d);
+  }, 60_000);
+
   it('SIGHUP upgrades; SIGTERM stops the app and the supervisor (exit 0)', async () => {
     const d = await worlds.w.startDaemon();
     const before = await healthz(d.port);
@@ -326,6 +347,7 @@ describe('configuration and arguments', () => {
   configCase('a wrong type', { listen: 'tcp://127.0.0.1:0' }, /"listen": expected an array of strings \(got "tcp:\/\/127.0.0.1:0"\)/);
   configCase('a bad address', { listen: ['tcp://127.0.0.1:0', 'tcp://localhost:80'] }, /"listen\[1\]": expected a listen address; host "localhost" is not an IP literal/);
   configCase('a bad nested value', { history: { maxRecords: -3 } }, /"history.maxRecords": expected an integer in 1..100000 \(got -3\)/);
+  configCase('a fractional listener spare count', { handoff: { listenerSpares: 2.5 } }, /"handoff.listenerSpares": expected an integer in 0..64 \(got 2.5\)/);
   configCase('a data dir that is a file', { dataDir: 'baton.json' }, /"dataDir": expected a directory; .*baton.json exists and is not a directory/);
   configCase('an empty command', { command: [] }, /"command": expected the app command after `--`/);
 

@@ -2,6 +2,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { HandoffError } from '../src/errors.js';
 import { lockHolder } from '../src/lock.js';
+import { isAlive } from '../src/proc.js';
 import type { HandoffSpec } from '../src/supervisor.js';
 import { crashEnv } from '../src/generation.js';
 import { healthz, lostWrites, request } from './support/engine.js';
@@ -82,7 +83,34 @@ describe('supervisor: happy path', () => {
     expect(Date.now() - t0).toBeLessThan(20_000);
     expect(result.outcome).toBe('aborted');
     expect(result.restoredBy?.outcome).toBe('committed');
+    expect(result.restoredBy?.lostIncumbent).toMatch(/^it exited \(code -, signal SIGKILL\)$/);
     expect(await w.settledServer()).toBe(result.restoredBy!.pid);
+    expect(await lostWrites(w.port, acked)).toEqual([]);
+  });
+
+  it('an incumbent with no spare listener left cannot resume: it exits at once and a cold start brings the service back (no write lost)', async () => {
+    // One spare: the first abort re-listens on it, the second finds none (E_NO_SPARE_LISTENER in the app).
+    const w = worlds.create({ supervisor: { listenerSpares: 1 } });
+    const cold = await w.sup.start();
+    expect(cold.outcome, cold.reason).toBe('committed');
+    const gen1 = w.sup.incumbent!.pid;
+    const acked = await putAll(w, 4, 'q');
+    const first = await w.sup.performHandoff({ successorEnv: { PRIM_HEALTHZ_FALSE: '1' } });
+    expect(first.outcome).toBe('aborted');
+    expect(first.restoredBy).toBeUndefined();
+    expect(await w.settledServer()).toBe(gen1);
+    for (const [k, v] of await putAll(w, 4, 'r')) acked.set(k, v);
+
+    const t0 = Date.now();
+    const second = await w.sup.performHandoff({ successorEnv: { PRIM_HEALTHZ_FALSE: '1' } });
+    expect(second.outcome).toBe('aborted');
+    expect(second.code).toBe('E_READY_REJECTED');
+    // Restored within this handoff (not by the restart policy later, not after the 30 s resume timeout).
+    expect(second.restoredBy?.outcome).toBe('committed');
+    expect(second.restoredBy?.lostIncumbent).toMatch(/E_RESUME_FAILED: .*listener l0: all 1 spare copies are used/);
+    expect(Date.now() - t0).toBeLessThan(20_000);
+    expect(isAlive(gen1)).toBe(false);
+    expect(await w.settledServer()).toBe(second.restoredBy!.pid);
     expect(await lostWrites(w.port, acked)).toEqual([]);
   });
 
