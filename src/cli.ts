@@ -161,7 +161,8 @@ admin socket <state-dir>/admin.sock. Signals: SIGHUP upgrade, SIGTERM/SIGINT sto
 
 Options:
   --config FILE       JSON config with the same options (flags win): command, listen, dataDir,
-                      stateDir, name, metrics, handoff {deadlineS, drainGraceS, helloTimeoutS}, stopTimeoutS,
+                      stateDir, name, metrics, handoff {deadlineS, drainGraceS, helloTimeoutS,
+                      listenerSpares}, stopTimeoutS,
                       history {maxRecords, maxAgeS}, restart {maxRestarts, windowS},
                       healthIntervalS (periodic health check, logs health.changed; default 10, 0 = off)
   --listen ADDR       a listener, repeatable: [name=]tcp://HOST:PORT, tcp://[::1]:PORT,
