@@ -6,6 +6,7 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { afterEach, expect } from 'vitest';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { bindListener, parseListenAddress, type HeldListener } from '../../src/listeners.js';
 import { lockHolder } from '../../src/lock.js';
 import { createLogger } from '../../src/log.js';
@@ -30,8 +31,6 @@ function testLogger(): ReturnType<typeof createLogger> {
   log.level = process.env.BATON_TEST_LOG_LEVEL ?? 'error';
   return log;
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class World {
   readonly h = new Harness();
