@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 
 /**
  * Process identity and liveness from /proc (Linux).
@@ -70,7 +70,8 @@ export function killGroup(pgid: number): boolean {
 }
 
 /**
- * True if `pid` names a running (not zombie) process; with `startTime`, also that it is
+ * True if `pid` names a running (not zombie) process, or one whose threads are still
+ * exiting (see threadsStillExiting); with `startTime`, also that it is
  * the same process that had that start time (guards against pid reuse).
  * EPERM from kill(pid, 0) means "exists, owned by someone else": alive.
  */
@@ -86,9 +87,26 @@ export function isAlive(pid: number, startTime?: string): boolean {
   if (!procfsMounted) return true; // cannot refine without /proc; kill(0) said it exists
   const stat = readProcStat(pid);
   if (stat === undefined) return false; // vanished between kill() and the read
-  if (stat.state === 'Z' || stat.state === 'X') return false; // exited, not yet reaped
   if (startTime !== undefined && stat.startTime !== startTime) return false; // pid reused
+  if (stat.state === 'Z' || stat.state === 'X') return threadsStillExiting(pid); // exited, not yet reaped
   return true;
+}
+
+/**
+ * /proc/<pid>/stat shows the thread-group leader. It turns Z as soon as the main
+ * thread has exited, while the process's other threads (a Node worker, libuv's pool,
+ * one in the middle of an fsync) may still be on their way out. They share the fd
+ * table, which is released by the last of them: until then the process's listening
+ * sockets are still bound (a rebind fails with EADDRINUSE, seen in cli.test's
+ * takeover under load) and a write a thread had started can still land. So a zombie
+ * leader counts as gone only once it is the only task left.
+ */
+function threadsStillExiting(pid: number): boolean {
+  try {
+    return readdirSync(`/proc/${pid}/task`).some((tid) => tid !== String(pid));
+  } catch {
+    return false; // reaped meanwhile
+  }
 }
 
 /**

@@ -1,6 +1,19 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isAlive, processStartTime, waitForExit } from '../src/proc.js';
-import { Harness, LineReader } from './support/harness.js';
+import { Harness, LineReader, pollUntil } from './support/harness.js';
+
+function canConnect(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.connect(port, '127.0.0.1', () => {
+      sock.destroy();
+      resolve(true);
+    });
+    sock.on('error', () => resolve(false));
+  });
+}
 
 const h = new Harness();
 afterEach(() => h.cleanup());
@@ -29,6 +42,32 @@ describe('proc', () => {
     expect(processStartTime(pid)).toBe(st); // still in /proc: a zombie, yet not alive
     expect(() => process.kill(pid, 0)).not.toThrow();
     expect(isAlive(pid)).toBe(false);
+  });
+
+  it('a process whose main thread exited while another thread still runs is alive (its sockets are still bound) until that thread ends', async () => {
+    // The main thread leaves with pthread_exit (not exit_group): /proc/<pid>/stat turns Z,
+    // but the other thread keeps the shared fd table, and with it the listening socket.
+    const release = path.join(h.tempDir('proc-'), 'release');
+    const py = [
+      'import ctypes, os, socket, sys, threading, time',
+      "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(8)",
+      'print(s.getsockname()[1], flush=True)',
+      'def hold():',
+      '    while not os.path.exists(sys.argv[1]): time.sleep(0.01)',
+      'threading.Thread(target=hold).start()',
+      'ctypes.CDLL(None).pthread_exit(None)',
+    ].join('\n');
+    const child = h.spawn('python3', ['-c', py, release]);
+    const port = Number(await new LineReader(child).next<string>((l) => /^\d+$/.test(String(l)), 'port'));
+    const pid = child.pid!;
+    const st = processStartTime(pid);
+    await pollUntil(async () => readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.startsWith('Z') || undefined, 'the main thread to exit (state Z)', 5000);
+    expect(isAlive(pid, st)).toBe(true);
+    expect(await waitForExit(pid, 100, st)).toBe(false);
+    expect(await canConnect(port)).toBe(true); // still listening: a rebind would fail
+    writeFileSync(release, '');
+    expect(await waitForExit(pid, 5000, st)).toBe(true);
+    expect(await canConnect(port)).toBe(false);
   });
 
   it('rejects pids that would address process groups', () => {
