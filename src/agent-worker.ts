@@ -27,9 +27,10 @@ interface AgentWorkerData {
 
 const data = workerData as AgentWorkerData;
 const log = createLogger('baton-agent', { role: data.role });
-// Notes from the app's main thread: progress of the running maintenance task.
+// Notes from the app's main thread: progress of the running maintenance task, and of a seal.
 const rpc = new Rpc(parentPort!, {
   jobProgress: (p: JobProgressNote) => ctx.onJobProgress?.(p),
+  sealProgress: (p: { done: number; total: number }) => ctx.onSealProgress?.(p.done, p.total),
 });
 const lock = new DataDirLock(data.dataDir, {
   log,

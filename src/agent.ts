@@ -23,6 +23,8 @@ export interface AgentContext {
   livenessMs: number;
   /** Set by the incumbent: progress notes from the app's main thread for the running job. */
   onJobProgress?: ((p: JobProgressNote) => void) | undefined;
+  /** Set by the incumbent: the app's seal progress (Drainable.seal's callback). */
+  onSealProgress?: ((done: number, total: number) => void) | undefined;
 }
 
 /** What the app's main thread reports for a running task (numbers; the worker encodes them as u64). */
@@ -41,7 +43,9 @@ export const AGENT_FEATURES = ['jobs', 'probes', 'lifecycle'];
  * with the handoff id and the version. Returns the handoff id.
  */
 export async function sayHello(ch: ControlChannel, ctx: AgentContext, role: 'incumbent' | 'successor'): Promise<string> {
-  ch.send({ type: 'Hello', role, pid: process.pid, buildId: ctx.buildId, protoMin: PROTO_MIN, protoMax: PROTO_MAX, ...(role === 'incumbent' && { features: AGENT_FEATURES }) });
+  // Features on the successor channel too: S knows what the app does before it is the incumbent
+  // (and so never opens a probe session to an app without probes: PROTOCOL.md 7.9).
+  ch.send({ type: 'Hello', role, pid: process.pid, buildId: ctx.buildId, protoMin: PROTO_MIN, protoMax: PROTO_MAX, features: AGENT_FEATURES });
   const ack = await ch.expect(['HelloAck'], HELLO_TIMEOUT_MS);
   // The supervisor picked the version; it must be one we speak.
   ch.setVersion(negotiateVersion(ack.protoVersion, ack.protoVersion));

@@ -90,6 +90,8 @@ export interface BatonAppOptions {
   onStartupCompleted?: (e: StartupCompletedEvent) => void;
   /** A graceful stop was requested; drain and seal follow. Also the 'shutdown-requested' event. */
   onShutdownRequested?: (e: ShutdownRequestedEvent) => void;
+  /** The stop is done (drained, sealed, lock released); the process exits next. Also the 'shutdown-completed' event. */
+  onShutdownCompleted?: (e: ShutdownCompletedEvent) => void;
 }
 
 // ---- Maintenance tasks, health probes, lifecycle (issue 8) ---------------------------
@@ -131,9 +133,16 @@ export interface StartupCompletedEvent {
   durationMs: number;
   components: string[];
 }
+/** Why the app is stopped (Shutdown.reason): `graceful` (a supervisor's own stop, e.g. to re-bind after a takeover), `signal` (baton run got SIGTERM/SIGINT), `admin` (`baton stop`), `error` (baton gives up: the app crash-looped). */
+export type ShutdownReason = 'graceful' | 'signal' | 'admin' | 'error';
 export interface ShutdownRequestedEvent {
-  reason: string;
+  reason: ShutdownReason;
   timeoutMs: number;
+}
+export interface ShutdownCompletedEvent {
+  reason: ShutdownReason;
+  /** From Shutdown to the lock's release. */
+  durationMs: number;
 }
 
 export interface InheritedListener {
@@ -227,10 +236,14 @@ export class BatonApp {
           this.safely('onStartupCompleted', () => opts.onStartupCompleted?.(ev));
           this.safely('startup-completed', () => this.events.emit('startup-completed', ev));
         } else if (e.event === 'shutdown-requested') {
-          const ev: ShutdownRequestedEvent = { reason: String(e.reason), timeoutMs: Number(e.timeoutMs) };
+          const ev: ShutdownRequestedEvent = { reason: e.reason as ShutdownReason, timeoutMs: Number(e.timeoutMs) };
           for (const c of this.runningTasks.values()) c.abort(new BatonError('E_CANCELLED', `cancelled: shutdown requested (${ev.reason})`));
           this.safely('onShutdownRequested', () => opts.onShutdownRequested?.(ev));
           this.safely('shutdown-requested', () => this.events.emit('shutdown-requested', ev));
+        } else if (e.event === 'shutdown-completed') {
+          const ev: ShutdownCompletedEvent = { reason: e.reason as ShutdownReason, durationMs: Number(e.durationMs) };
+          this.safely('onShutdownCompleted', () => opts.onShutdownCompleted?.(ev));
+          this.safely('shutdown-completed', () => this.events.emit('shutdown-completed', ev));
         }
       },
       lockLost: ({ message }: { message: string }) => {
@@ -275,9 +288,10 @@ export class BatonApp {
     return this.listeners.get(name)!.fd + copy * names.length;
   }
 
-  /** Lifecycle notices: 'startup-completed' (node started), 'shutdown-requested' (a graceful stop begins). */
+  /** Lifecycle notices: 'startup-completed' (node started), 'shutdown-requested' (a graceful stop begins), 'shutdown-completed' (it is done; exit follows). */
   on(event: 'startup-completed', fn: (e: StartupCompletedEvent) => void): this;
   on(event: 'shutdown-requested', fn: (e: ShutdownRequestedEvent) => void): this;
+  on(event: 'shutdown-completed', fn: (e: ShutdownCompletedEvent) => void): this;
   on(event: string, fn: (e: never) => void): this {
     this.events.on(event, fn as (e: unknown) => void);
     return this;

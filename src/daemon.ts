@@ -10,7 +10,7 @@ import { LifecycleLog, MAX_LIFECYCLE_RECORDS } from './lifecycle.js';
 import { lockHolder } from './lock.js';
 import { HeapCompactor } from './memory.js';
 import { createLogger, type Logger } from './log.js';
-import { Supervisor, URGENCIES, type HandoffResult, type HandoffSpec, type JobProgressSnapshot, type JobResult, type ProbeEntry, type SupervisorPhase, type Urgency } from './supervisor.js';
+import { Supervisor, URGENCIES, type HandoffResult, type HandoffSpec, type JobProgressSnapshot, type JobResult, type ProbeEntry, type ShutdownReason, type SupervisorPhase, type Urgency } from './supervisor.js';
 import type { SupervisorMetrics } from './metrics.js';
 import { SystemdNotifier } from './systemd.js';
 import { ScheduleRunLog } from './schedule-runs.js';
@@ -231,7 +231,7 @@ export class Daemon {
       process.on(sig, () => {
         this.log.info({ event: 'shutdown.requested', reason: 'signal', signal: sig, timeoutS: this.cfg.stopTimeoutS }, `${sig}: stopping`);
         if (!this.stopPromise) void this.lifecycle.record('shutdown.requested', { reason: 'signal', signal: sig, timeoutS: this.cfg.stopTimeoutS });
-        void this.stop(this.cfg.stopTimeoutS * 1000);
+        void this.stop(this.cfg.stopTimeoutS * 1000, 'signal');
       });
     }
     const inc = this.sup.incumbent;
@@ -677,14 +677,14 @@ export class Daemon {
     this.log.info({ event: 'shutdown.requested', reason: 'admin', timeoutS }, 'stop requested over the admin socket');
     if (!this.stopPromise) await this.lifecycle.record('shutdown.requested', { reason: 'admin', timeoutS });
     ctx.stream({ type: 'stopping', timeoutS });
-    await this.stop(timeoutS * 1000);
+    await this.stop(timeoutS * 1000, 'admin');
     return { status: 200, body: { type: 'result', stopped: true }, audit: 'stopped' };
   }
 
   // ---- shutdown ------------------------------------------------------------------
 
   /** Graceful stop: waits for a running upgrade, stops the app (drain, seal, exit), closes everything. */
-  stop(timeoutMs: number): Promise<void> {
+  stop(timeoutMs: number, reason: ShutdownReason): Promise<void> {
     this.stopPromise ??= (async () => {
       const t0 = Date.now();
       void this.notifier?.stopping('stopping');
@@ -693,7 +693,7 @@ export class Daemon {
         this.log.info({ event: 'shutdown.wait_upgrade' }, 'waiting for the running upgrade to end before stopping');
         await this.upgrading.catch(() => undefined);
       }
-      await this.sup.stop(timeoutMs);
+      await this.sup.stop(timeoutMs, reason);
       await this.scheduler?.idle();
       await this.scheduleRuns.flushed();
       this.log.info({ event: 'shutdown.completed', durationMs: Date.now() - t0 }, 'stopped');
@@ -712,7 +712,7 @@ export class Daemon {
     this.stopPromise ??= (async () => {
       const t0 = Date.now();
       await this.lifecycle.record('shutdown.requested', { reason: 'crash-loop', timeoutS: 1 });
-      await this.sup.stop(1_000);
+      await this.sup.stop(1_000, 'error');
       await this.lifecycle.record('shutdown.completed', { durationMs: Date.now() - t0, exitCode: this.exitCode });
       await this.cleanup();
       this.finished(this.exitCode);

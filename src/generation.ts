@@ -22,6 +22,8 @@ export class AppProcess {
   readonly exited: Promise<ExitStatus>;
   /** It leads its own process group (we spawned it in a new session, or an adopted one does). */
   private readonly groupLeader: boolean;
+  /** Hello.features of this process (from its successor Hello, else its first incumbent session); undefined until known. */
+  features: readonly string[] | undefined;
 
   constructor(
     readonly pid: number,

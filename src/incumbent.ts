@@ -9,6 +9,7 @@ import { SessionErrorCode } from './messages.js';
 import type { MessageOf } from './schema.js';
 import { drive, type Machine, type Transitions } from './statemachine.js';
 import type { DrainResult, SealResult } from './app.js';
+import { LatestWins } from './latest-wins.js';
 
 /**
  * Incumbent states (PROTOCOL.md "Incumbent state machine"). Transient states
@@ -37,10 +38,8 @@ interface RunningJob {
   cancelRequested: boolean;
   /** Its session was lost: nothing about it is sent any more (another session may be a handoff). */
   abandoned: boolean;
-  /** Newest progress not yet sent, and when the last one went out (JobProgress is throttled). */
-  pending: JobProgressNote | undefined;
-  lastSentAt: number;
-  timer: NodeJS.Timeout | undefined;
+  /** JobProgress to the supervisor, throttled (newest wins). */
+  progress: LatestWins<JobProgressNote>;
 }
 
 /** JobProgress at most this often; the newest snapshot wins. */
@@ -69,8 +68,16 @@ export class Incumbent implements Machine<IncumbentState> {
   private sessionOver: Promise<void> | undefined;
   job: RunningJob | undefined;
 
+  /** SealProgress to the supervisor, at most every 200 ms, newest wins (only while SEALING in a handoff). */
+  private readonly sealProgress = new LatestWins<{ done: number; total: number }>(PROGRESS_MIN_INTERVAL_MS, (p) => {
+    if (this.state === 'SEALING' && this.handoffId) this.send({ type: 'SealProgress', handoffId: this.handoffId, done: u32(p.done), total: u32(p.total) });
+  });
+
   constructor(readonly ctx: AgentContext) {
     ctx.onJobProgress = (p) => this.jobProgress(p);
+    ctx.onSealProgress = (done, total) => {
+      if (this.state === 'SEALING') this.sealProgress.push({ done, total });
+    };
   }
 
   /**
@@ -217,8 +224,7 @@ export class Incumbent implements Machine<IncumbentState> {
     const job = this.job;
     if (!job) return;
     job.abandoned = true;
-    if (job.timer) clearTimeout(job.timer);
-    job.timer = undefined;
+    job.progress.cancel();
     this.ctx.log.warn({ event: 'incumbent.job_abandoned', jobId: job.id, task: job.task, reason: why }, 'cancelling the running job');
     this.ctx.rpc.notify('cancelTask', { jobId: job.id, reason: why });
     const timer = setTimeout(() => {
@@ -230,23 +236,24 @@ export class Incumbent implements Machine<IncumbentState> {
   /** Progress from the app's main thread: forwarded as JobProgress, at most every 200 ms (newest wins). */
   jobProgress(p: JobProgressNote): void {
     const job = this.job;
-    if (!job || p.jobId !== job.id || job.abandoned) return;
-    job.pending = p;
-    const wait = job.lastSentAt + PROGRESS_MIN_INTERVAL_MS - Date.now();
-    if (wait <= 0) this.flushProgress(job);
-    else job.timer ??= setTimeout(() => this.flushProgress(job), wait);
+    if (job && p.jobId === job.id && !job.abandoned) job.progress.push(p);
   }
 
-  flushProgress(job: RunningJob): void {
-    if (job.timer) clearTimeout(job.timer);
-    job.timer = undefined;
-    const p = job.pending;
-    if (!p || job.abandoned) return;
-    job.pending = undefined;
-    job.lastSentAt = Date.now();
+  private sendJobProgress(job: RunningJob, p: JobProgressNote): void {
+    if (job.abandoned) return;
     const counters: Record<string, bigint> = {};
     for (const [k, v] of Object.entries(p.counters ?? {})) if (k !== '__proto__') counters[k] = u64(v);
     this.send({ type: 'JobProgress', jobId: job.id, done: u64(p.done), total: u64(p.total), counters });
+  }
+
+  newJob(id: string, task: string, startedAt: number): RunningJob {
+    const job: RunningJob = { id, task, startedAt, done: Promise.resolve(), cancelRequested: false, abandoned: false, progress: new LatestWins(PROGRESS_MIN_INTERVAL_MS, (p) => this.sendJobProgress(job, p)) };
+    return job;
+  }
+
+  /** The seal is over: a progress note still waiting would arrive after SealComplete. */
+  dropSealProgress(): void {
+    this.sealProgress.cancel();
   }
 
   send(msg: Parameters<ControlChannel['send']>[0]): void {
@@ -298,6 +305,7 @@ async function onSealRequest(inc: Incumbent, msg: MessageOf<'SealRequest'>): Pro
     inc.send({ type: 'SealFailed', handoffId: msg.handoffId, error: errorMessage(err), partialState });
     return;
   }
+  inc.dropSealProgress();
   crashPoint(ctx.crash, 'incumbent.after_seal_before_release');
   // Invariant 2: the lock is released only after a successful seal, right before SealComplete.
   await ctx.lock.release();
@@ -336,6 +344,7 @@ async function onResumeIdle(inc: Incumbent, msg: MessageOf<'ResumeAfterAbort'> |
 async function onShutdown(inc: Incumbent, msg: MessageOf<'Shutdown'>): Promise<void> {
   const { ctx } = inc;
   inc.state = 'SHUTTING_DOWN';
+  const started = Date.now();
   ctx.log.info({ event: 'incumbent.shutdown', reason: msg.reason, timeoutMs: msg.timeoutMs }, 'shutting down');
   // Lifecycle notice to the app (ordered before the drain call on the same port).
   ctx.rpc.notify('lifecycle', { event: 'shutdown-requested', reason: msg.reason, timeoutMs: msg.timeoutMs });
@@ -343,6 +352,8 @@ async function onShutdown(inc: Incumbent, msg: MessageOf<'Shutdown'>): Promise<v
     await ctx.rpc.call<DrainResult>('drain', { deadlineMs: Date.now() + msg.timeoutMs / 2 });
     await ctx.rpc.call<SealResult>('seal');
     await ctx.lock.release();
+    // Ordered before the exit call on the same port: the app hears it before it is asked to exit.
+    ctx.rpc.notify('lifecycle', { event: 'shutdown-completed', reason: msg.reason, durationMs: Date.now() - started });
   } catch (err) {
     ctx.log.error({ event: 'incumbent.shutdown_failed', err: errorMessage(err) }, 'shutdown seal failed');
     await exitProcess(ctx, 1, `shutdown (${msg.reason}) failed: ${errorMessage(err)}`);
@@ -386,12 +397,12 @@ async function onJobStart(inc: Incumbent, msg: MessageOf<'JobStart'>): Promise<v
   const running = params === undefined || typeof params !== 'object' || params === null || Array.isArray(params)
     ? Promise.resolve<TaskOutcome>({ outcome: 'failed', result: 'null', error: `JobStart.params: expected JSON text of an object (got ${JSON.stringify(msg.params.slice(0, 80))})` })
     : ctx.rpc.call<TaskOutcome>('runTask', { jobId: msg.jobId, task: msg.task, urgency: msg.urgency, reason: msg.reason, params });
-  const job: RunningJob = { id: msg.jobId, task: msg.task, startedAt, done: Promise.resolve(), cancelRequested: false, abandoned: false, pending: undefined, lastSentAt: 0, timer: undefined };
+  const job = inc.newJob(msg.jobId, msg.task, startedAt);
   job.done = running
     .catch((err: unknown): TaskOutcome => ({ outcome: 'failed', result: 'null', error: errorMessage(err) }))
     .then((r) => {
       const current = inc.job === job;
-      if (current) inc.flushProgress(job);
+      if (current) job.progress.flush();
       if (current) inc.job = undefined;
       const durationMs = BigInt(Date.now() - startedAt);
       ctx.log.info({ event: 'incumbent.job_done', jobId: job.id, task: job.task, outcome: r.outcome, durationMs: Number(durationMs), error: r.error }, `task ${job.task} ${r.outcome}`);
@@ -448,6 +459,12 @@ export const INCUMBENT_TRANSITIONS: Transitions<IncumbentState, Incumbent> = {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms).unref());
+}
+
+/** A progress figure from the app as u32 (negative or non-finite: 0; larger: the maximum). */
+function u32(v: unknown): number {
+  const n = Number(v);
+  return Number.isFinite(n) && n > 0 ? Math.min(Math.trunc(n), 0xffff_ffff) : 0;
 }
 
 /** A progress figure from the app as u64 (negative or non-finite: 0). */

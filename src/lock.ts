@@ -505,6 +505,31 @@ export async function lockHolder(dataDir: string): Promise<{ owner: LockOwner; a
   return { owner, alive: ownerAlive(owner) };
 }
 
+/** What is on disk for the lock, piece by piece (for a check that must say which piece is wrong). */
+export interface LockState {
+  lockPath: string;
+  /** The lock directory's identity; undefined when there is no lock directory. */
+  lockId: string | undefined;
+  /** The owner record as written (it may describe another lock generation). */
+  record: LockOwner | undefined;
+  /** The record is valid (describes this directory) and its holder is alive. */
+  holderAlive: boolean;
+}
+
+/** Reads the lock directory and the owner record (synchronously: a stat and a small read). */
+export function inspectLock(dataDir: string): LockState {
+  const lockPath = path.join(dataDir, LOCK_DIR_NAME);
+  let current: fs.BigIntStats | undefined;
+  try {
+    current = statLockDir(lockPath);
+  } catch {
+    current = undefined;
+  }
+  const lockId = current && lockIdOf(current);
+  const record = readLockOwnerSync(dataDir);
+  return { lockPath, lockId, record, holderAlive: lockId !== undefined && record?.lockId === lockId && ownerAlive(record) };
+}
+
 function parseOwner(text: string): LockOwner | undefined {
   try {
     const v = JSON.parse(text) as Partial<LockOwner>;

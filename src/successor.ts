@@ -7,7 +7,7 @@ import { Incumbent } from './incumbent.js';
 import { waitForExit } from './proc.js';
 import type { MessageOf } from './schema.js';
 import { drive, type Machine, type Transitions } from './statemachine.js';
-import type { BeginInfo, Readiness } from './app.js';
+import type { BeginInfo, DrainResult, Readiness } from './app.js';
 
 /** Successor states (PROTOCOL.md "Successor state machine"). */
 export type SuccessorState =
@@ -21,6 +21,13 @@ export type SuccessorState =
 
 /** After losing the supervisor post-Ready: how long to wait for a committed incumbent to exit. */
 export const INCUMBENT_EXIT_WAIT_MS = 3_000;
+/**
+ * An aborted successor that was sent Begin may be serving: it drains (stops accepting,
+ * lets requests finish, closes keep-alive connections cleanly) for at most this long
+ * before it releases the lock and exits, so no client sees a reset (PROTOCOL.md 7.4).
+ * The supervisor waits a little longer than this before SIGTERM.
+ */
+export const SUCCESSOR_ABORT_DRAIN_MS = 2_000;
 
 export class Successor implements Machine<SuccessorState> {
   state: SuccessorState = 'STARTING';
@@ -76,10 +83,24 @@ export class Successor implements Machine<SuccessorState> {
   }
 
   async abort(reason: string): Promise<never> {
+    const mayServe = this.state === 'OPENING' || this.state === 'READY_SENT';
     this.state = 'ABORTED';
+    if (mayServe) await this.stopServing(reason);
     if (this.ctx.lock.held) await this.ctx.lock.release().catch(() => undefined);
     this.channel.close('aborted');
     return exitProcess(this.ctx, 0, `successor aborted: ${reason}`);
+  }
+
+  /** The app drains like an incumbent would, bounded by SUCCESSOR_ABORT_DRAIN_MS (a hung app is not waited for). */
+  private async stopServing(reason: string): Promise<void> {
+    const { ctx } = this;
+    ctx.log.info({ event: 'successor.abort_drain', reason }, 'aborted after Begin: draining before exit');
+    const drained = ctx.rpc.call<DrainResult>('drain', { deadlineMs: Date.now() + SUCCESSOR_ABORT_DRAIN_MS }).then(
+      (r) => ctx.log.info({ event: 'successor.abort_drained', ...r }, 'drained after abort'),
+      (err: unknown) => ctx.log.warn({ event: 'successor.abort_drain_failed', err: errorMessage(err) }, 'drain after abort failed'),
+    );
+    const timer = new Promise<void>((r) => setTimeout(r, SUCCESSOR_ABORT_DRAIN_MS + 200).unref());
+    await Promise.race([drained, timer]);
   }
 
   private async becomeIncumbent(): Promise<Incumbent> {

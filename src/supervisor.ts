@@ -10,7 +10,7 @@ import { BatonError, HandoffError, ProtocolError, errorMessage } from './errors.
 import { AppProcess, crashEnv, spawnApp, type ExitStatus } from './generation.js';
 import { Journal } from './journal.js';
 import type { HeldListener } from './listeners.js';
-import { lockHolder, readLockOwner } from './lock.js';
+import { inspectLock, lockHolder, type LockState } from './lock.js';
 import { SessionErrorCode } from './messages.js';
 import { isAlive } from './proc.js';
 import { createLogger, type Logger } from './log.js';
@@ -60,8 +60,16 @@ export interface RestartPolicy {
 
 export const DEFAULT_RESTART: RestartPolicy = { enabled: true, baseMs: 100, maxMs: 10_000, maxRestarts: 5, windowMs: 60_000 };
 
-/** How long an aborted successor that was told (Abort) gets to exit by itself before SIGTERM. */
+/** How long an aborted successor that was told (Abort) before Begin gets to exit by itself before SIGTERM. */
 const ABORT_EXIT_WAIT_MS = 500;
+/**
+ * An aborted successor that was sent Begin may already serve: it stops accepting, lets
+ * its requests finish and closes its connections cleanly (SUCCESSOR_ABORT_DRAIN_MS,
+ * successor.ts) before it exits, so this is how long S waits before SIGTERM (PROTOCOL.md 7.4).
+ */
+const SERVING_ABORT_EXIT_WAIT_MS = 3_000;
+/** The old incumbent exits within this after Committed (PROTOCOL.md 9); past it S SIGKILLs it. */
+export const INCUMBENT_EXIT_AFTER_COMMIT_MS = 1_000;
 /** An incumbent that cannot resume exits by itself (its agent SIGKILLs itself after 3 s if the app hangs). */
 const CANNOT_RESUME_EXIT_WAIT_MS = 5_000;
 
@@ -183,6 +191,8 @@ interface ControlSession {
 }
 
 export type HandoffOutcome = 'committed' | 'aborted';
+/** Shutdown.reason (PROTOCOL.md 7.7): who asked for the stop. */
+export type ShutdownReason = 'graceful' | 'signal' | 'admin' | 'error';
 export type SupervisorPhase =
   | 'idle'
   | 'spawning'
@@ -202,6 +212,8 @@ export interface HandoffResult {
   code?: string;
   /** The incumbent died mid-handoff and the successor was promoted. */
   promoted?: boolean;
+  /** Drained.openConnsRemaining when it was not 0: connections the old incumbent closed at Commit. */
+  openConnsAtDrain?: number;
   startedAt: number;
   endedAt: number;
   /** Milliseconds spent in each phase, in order. */
@@ -270,8 +282,16 @@ interface Flight {
   incCh: ControlChannel | undefined;
   sucCh: ControlChannel | undefined;
   sealed: { revisions: RevisionMap; fingerprint: Uint8Array } | undefined;
-  /** Set once the incumbent said Committed: from here on there is no abort. */
+  /** Set once the incumbent said Committed (or died after sealing): from here on it cannot serve again. */
   pointOfNoReturn: boolean;
+  /** The successor answered Commit with Committed: only now is the handoff committed. */
+  successorCommitted?: boolean;
+  /** Commit was sent to the incumbent (an abort must not ask it to resume: it is exiting). */
+  commitSentToIncumbent?: boolean;
+  /** Begin was sent: the successor may be serving (an abort gives it time to drain). */
+  beginSent?: boolean;
+  /** Drained.openConnsRemaining, when not 0. */
+  openConnsAtDrain?: number;
   promoted: boolean;
   /** The successor completed its handshake (it can be sent Begin). */
   successorHello: boolean;
@@ -290,7 +310,8 @@ interface Flight {
  * produces them: `handoff-start` (id, spec) · `phase` (phase, id) · `spawned` (pid,
  * generation, id) · `heartbeat` (peer, gapMs) · `drained` (msg) · `sealProgress` (done,
  * total) · `sealed` (revisions, fingerprint, id) · `ready` (Ready msg, id; before it is
- * checked) · `handoff` (HandoffResult). Outside handoffs: `incumbent-exit`,
+ * checked) · `handoff` (HandoffResult) · `retired` (old incumbent's pid, killed: it
+ * outstayed its exit grace). Outside handoffs: `incumbent-exit`,
  * `restart-scheduled`, `restarted`, `crash-loop`, `recovered`, and the job events.
  */
 export class Supervisor extends EventEmitter {
@@ -314,6 +335,8 @@ export class Supervisor extends EventEmitter {
   private handoffPending: string | undefined;
   /** The newest probe answer from the app (served while a handoff makes asking impossible). */
   lastProbes: { at: number; entries: ProbeEntry[] } | undefined;
+  /** Old incumbents being made to exit after their Committed (see retire()). */
+  private readonly retiring = new Set<Promise<void>>();
 
   constructor(private readonly opts: SupervisorOptions) {
     super();
@@ -487,17 +510,66 @@ export class Supervisor extends EventEmitter {
       }
     } catch (err) {
       if (!f.pointOfNoReturn) return this.abort(f, asBatonError(err));
-      // After the incumbent committed, only the successor can serve: it commits on its
-      // own if it lost us (successor.ts), so we record a commit and watch it.
-      this.log.error({ event: 'handoff.commit_tail_error', err: errorMessage(err) }, 'error after the point of no return');
+      const tail = await this.afterIncumbentCommitted(f, asBatonError(err));
+      if (tail) return tail;
     }
+    return this.commit(f, f.promoted ? 'incumbent died mid-handoff; successor promoted' : undefined);
+  }
+
+  /** The successor is the incumbent now: watch it; the old one is made to exit (retire). */
+  private commit(f: Flight, note: string | undefined): HandoffResult {
     this.endPhase(f);
-    const old = f.incumbent;
     this.current = f.successor;
     this.generation = f.successor!.generation;
     this.watch(f.successor!);
-    if (old) void old.exited; // reaped by its exit listener (generation.ts)
-    return this.finish(f, 'committed', f.promoted ? 'incumbent died mid-handoff; successor promoted' : undefined);
+    if (f.incumbent) this.retire(f.incumbent);
+    return this.finish(f, 'committed', note);
+  }
+
+  /**
+   * Something failed after the incumbent's Committed: it exits and cannot serve again.
+   * A successor that is alive holds the lock and commits on its own once it loses us
+   * (PROTOCOL.md 7.5), so that is a commit. A dead one is never reported committed
+   * (PROTOCOL.md 7.3): the handoff ended with nothing serving, and the caller cold-starts.
+   * Returns undefined for the first case.
+   */
+  private async afterIncumbentCommitted(f: Flight, err: BatonError): Promise<HandoffResult | undefined> {
+    const successor = f.successor!;
+    if (successor.alive) {
+      this.log.error({ event: 'handoff.commit_tail_error', handoffId: f.id, err: err.message }, 'error after the point of no return; the live successor commits on its own');
+      f.sucCh?.close('error after the point of no return');
+      return undefined;
+    }
+    await this.enter(f, 'aborting');
+    const reason = `successor (pid ${successor.pid}) died after the incumbent (pid ${f.incumbent?.pid ?? '-'}) had committed: ${err.message}`;
+    this.log.error({ event: 'handoff.successor_lost_after_commit', handoffId: f.id, successorPid: successor.pid, incumbentPid: f.incumbent?.pid, err: err.message }, `${reason}; nothing serves until a cold start`);
+    f.resumeFailure = 'it had answered Commit with Committed before the successor died, so it exits';
+    await successor.terminate(0);
+    if (f.incumbent) await this.retire(f.incumbent);
+    this.endPhase(f);
+    return this.finish(f, 'aborted', reason, 'E_SUCCESSOR_LOST');
+  }
+
+  /**
+   * The old incumbent exits within INCUMBENT_EXIT_AFTER_COMMIT_MS of its Committed
+   * (PROTOCOL.md 9); one that lingers is killed, and its process group swept: it no
+   * longer holds the lock and must not outlive its generation. stop() waits for these.
+   */
+  private retire(app: AppProcess): Promise<void> {
+    const retiring = (async () => {
+      const status = await Promise.race([app.exited, sleep(INCUMBENT_EXIT_AFTER_COMMIT_MS).then(() => undefined)]);
+      if (!status) {
+        this.log.warn(
+          { event: 'handoff.old_incumbent_killed', pid: app.pid, generation: app.generation, waitedMs: INCUMBENT_EXIT_AFTER_COMMIT_MS },
+          `old incumbent (pid ${app.pid}) did not exit within ${INCUMBENT_EXIT_AFTER_COMMIT_MS} ms of its Committed; killing it`,
+        );
+      }
+      await app.terminate(0);
+      this.emit('retired', app.pid, !status);
+    })().catch((err: unknown) => this.log.error({ event: 'handoff.retire_failed', pid: app.pid, err: errorMessage(err) }, 'could not end the old incumbent'));
+    this.retiring.add(retiring);
+    void retiring.finally(() => this.retiring.delete(retiring));
+    return retiring;
   }
 
   private async enter(f: Flight, phase: SupervisorPhase): Promise<void> {
@@ -617,6 +689,15 @@ export class Supervisor extends EventEmitter {
     // The incumbent enforces the grace itself; we allow a little more before calling it a timeout.
     const msg = await this.fromIncumbent(f, ['Drained', 'DrainFailed'], Math.min(drainGraceMs + 5_000, this.remaining(f)));
     if (msg.type === 'DrainFailed') throw new HandoffError('E_DRAIN_FAILED', `incumbent drain failed: ${msg.error}`);
+    // A sealed process must take no request (PROTOCOL.md 7.3): one that still accepts cannot be sealed.
+    if (!msg.acceptClosed) throw new HandoffError('E_DRAIN_INCOMPLETE', `incumbent (pid ${f.incumbent!.pid}) reported Drained with acceptClosed=false: it still accepts connections`);
+    if (msg.openConnsRemaining > 0) {
+      f.openConnsAtDrain = msg.openConnsRemaining;
+      this.log.warn(
+        { event: 'handoff.drain_left_connections', handoffId: f.id, openConnsRemaining: msg.openConnsRemaining },
+        `incumbent drained with ${msg.openConnsRemaining} connection(s) still open; it closes them when it exits`,
+      );
+    }
     this.emit('drained', msg);
     crashPoint(this.crash, 'supervisor.after_drained');
   }
@@ -649,6 +730,7 @@ export class Supervisor extends EventEmitter {
       sealedFingerprint: f.sealed?.fingerprint ?? new Uint8Array(),
       incumbentPid: f.incumbent?.pid ?? 0,
     });
+    f.beginSent = true;
     crashPoint(this.crash, 'supervisor.after_begin');
   }
 
@@ -657,13 +739,19 @@ export class Supervisor extends EventEmitter {
     f.readyReceived = true;
     this.emit('ready', ready, f.id);
     crashPoint(this.crash, 'supervisor.after_ready');
-    const owner = await readLockOwner(this.opts.dataDir);
-    const problem = checkReady(ready, f.sealed?.revisions ?? {}, owner?.pid, f.successor!.pid);
+    const problem = checkReady(ready, f.sealed?.revisions ?? {}, inspectLock(this.opts.dataDir), f.successor!);
     if (problem) throw new HandoffError('E_READY_REJECTED', problem);
   }
 
   private async stepCommit(f: Flight): Promise<void> {
     if (f.incCh && f.incumbent?.alive) {
+      // The last moment the handoff can be undone: a successor that died after its Ready
+      // is never committed (PROTOCOL.md 7.3); the incumbent resumes instead.
+      const successor = f.successor!;
+      if (!successor.alive || f.sucCh!.failed) {
+        throw new BatonError('E_PEER_DIED', `successor (pid ${successor.pid}) ${successor.alive ? 'lost its channel' : 'exited'} after Ready, before Commit`);
+      }
+      f.commitSentToIncumbent = true;
       f.incCh.send({ type: 'Commit', handoffId: f.id });
       try {
         await this.fromIncumbent(f, ['Committed'], this.timeouts.livenessMs);
@@ -673,11 +761,14 @@ export class Supervisor extends EventEmitter {
         f.promoted = true;
       }
     }
-    f.pointOfNoReturn = true;
+    // With an incumbent (alive until its Committed, or dead after sealing) nothing can be
+    // undone from here. A cold start has none: until the successor's Committed it aborts.
+    if (f.incumbent) f.pointOfNoReturn = true;
     crashPoint(this.crash, 'supervisor.after_commit_incumbent');
     f.sucCh!.send({ type: 'Commit', handoffId: f.id });
     crashPoint(this.crash, 'supervisor.after_commit_successor');
     await this.fromSuccessor(f, ['Committed'], this.timeouts.livenessMs);
+    f.successorCommitted = true;
   }
 
   // ---- helpers -------------------------------------------------------------------
@@ -707,6 +798,7 @@ export class Supervisor extends EventEmitter {
     ch.send({ type: 'HelloAck', handoffId: f.id, protoVersion: version });
     ch.setVersion(version);
     ch.startHeartbeats(() => f.phase);
+    if (hello.features) proc.features = hello.features;
   }
 
   /**
@@ -820,9 +912,12 @@ export class Supervisor extends EventEmitter {
     this.log.warn({ event: 'handoff.abort', handoffId: f.id, code: err.code, reason }, `aborting: ${reason}`);
     crashPoint(this.crash, 'supervisor.during_abort');
     if (f.successor) {
-      // Told first, it releases the lock and exits by itself; the signals are for one that does not.
+      // Told first (or, with its channel gone, on its own: 7.5), it stops serving, releases the
+      // lock and exits by itself; the signals are for one that does not. One that was sent
+      // Begin may be serving: it gets the time to finish its requests (no reset connection).
       const told = f.sucCh?.send({ type: 'Abort', handoffId: f.id, reason }) ?? false;
-      await f.successor.terminate(this.timeouts.killGraceMs, told ? ABORT_EXIT_WAIT_MS : 0);
+      const exitWaitMs = f.beginSent ? SERVING_ABORT_EXIT_WAIT_MS : told ? ABORT_EXIT_WAIT_MS : 0;
+      await f.successor.terminate(this.timeouts.killGraceMs, exitWaitMs);
     }
     await this.resumeIncumbent(f);
     this.endPhase(f);
@@ -883,11 +978,7 @@ export class Supervisor extends EventEmitter {
       this.log.error({ event: 'handoff.promote_failed', err: errorMessage(err) }, 'promotion failed');
       return undefined;
     }
-    this.endPhase(f);
-    this.current = f.successor;
-    this.generation = f.successor!.generation;
-    this.watch(f.successor!);
-    return this.finish(f, 'committed', `incumbent died (${cause.message}); successor promoted`);
+    return this.commit(f, `incumbent died (${cause.message}); successor promoted`);
   }
 
   private finish(f: Flight, outcome: HandoffOutcome, reason?: string, code?: string): HandoffResult {
@@ -897,11 +988,13 @@ export class Supervisor extends EventEmitter {
       ...(reason !== undefined && { reason }),
       ...(code !== undefined && { code }),
       ...(f.promoted && { promoted: true }),
+      ...(f.openConnsAtDrain !== undefined && { openConnsAtDrain: f.openConnsAtDrain }),
       startedAt: f.startedAt,
       endedAt: Date.now(),
       phases: f.phases,
       oldPid: f.incumbent?.pid,
-      newPid: outcome === 'committed' ? f.successor?.pid : f.incumbent?.pid,
+      // Who serves now: never a dead process (an abort that lost the incumbent: nobody, until restoredBy).
+      newPid: outcome === 'committed' ? f.successor?.pid : f.incumbent?.alive ? f.incumbent.pid : undefined,
       generation: this.generation,
     };
     this.lastHandoff = result;
@@ -1145,6 +1238,8 @@ export class Supervisor extends EventEmitter {
     if (this.flight || this.handoffPending || this.stopping) return undefined;
     const app = this.current;
     if (!app?.alive) return undefined;
+    // An app that said it has no probes is never asked (no periodic session it did not ask for: PROTOCOL.md 7.9).
+    if (app.features && !app.features.includes('probes')) return this.probed([]);
     const requestId = randomUUID();
     let entries: ProbeEntry[];
     const job = this.session?.job;
@@ -1173,6 +1268,10 @@ export class Supervisor extends EventEmitter {
       });
       entries = await run.catch((err: unknown) => [{ name: 'app', status: 'UNKNOWN' as const, message: `probe failed: ${errorMessage(err)}` }]);
     }
+    return this.probed(entries);
+  }
+
+  private probed(entries: ProbeEntry[]): ProbeEntry[] {
     this.lastProbes = { at: Date.now(), entries };
     this.emit('probes', entries);
     return entries;
@@ -1182,6 +1281,7 @@ export class Supervisor extends EventEmitter {
   async notifyStartup(durationMs: number, components: string[]): Promise<void> {
     const app = this.current;
     if (!app?.alive || this.flight || this.session || this.stopping) return;
+    if (app.features && !app.features.includes('lifecycle')) return;
     await this.withSession('notify', app, async (ch, hello) => {
       if (!hello.features?.includes('lifecycle')) return;
       ch.send({ type: 'StartupCompleted', durationMs: BigInt(Math.max(0, Math.round(durationMs))), components });
@@ -1221,6 +1321,7 @@ export class Supervisor extends EventEmitter {
       if (hello.role !== 'incumbent') throw new ProtocolError('E_WRONG_ROLE', `incumbent introduced itself as ${hello.role}`);
       if (hello.pid !== app.pid) throw new ProtocolError('E_WRONG_PID', `incumbent says pid ${hello.pid}, expected ${app.pid}`);
       const version = negotiateVersion(hello.protoMin, hello.protoMax, PROTO_MIN, PROTO_MAX);
+      app.features ??= hello.features ?? [];
       ch.send({ type: 'HelloAck', handoffId: sessionId, protoVersion: version });
       ch.setVersion(version);
       ch.startHeartbeats(() => sessionId.split('-')[0]!);
@@ -1252,15 +1353,17 @@ export class Supervisor extends EventEmitter {
    * Graceful stop: Shutdown to the incumbent (drain, seal, release, exit); past the
    * timeout SIGTERM, then SIGKILL. Listeners stay open: closing them is the owner's call.
    */
-  async stop(timeoutMs = 30_000): Promise<void> {
-    await this.stopApp(timeoutMs);
+  async stop(timeoutMs = 30_000, reason: ShutdownReason = 'graceful'): Promise<void> {
+    await this.stopApp(timeoutMs, reason);
     await this.journal.clear().catch(() => undefined); // nothing left to re-adopt
   }
 
-  private async stopApp(timeoutMs: number): Promise<void> {
+  private async stopApp(timeoutMs: number, reason: ShutdownReason): Promise<void> {
     this.stopping = true;
     if (this.restartTimer) clearTimeout(this.restartTimer);
     this.restartTimer = undefined;
+    // Old incumbents still exiting after their Committed: none outlives the supervisor's stop.
+    await Promise.all(this.retiring);
     // The incumbent's connection must be free for Shutdown: a running job is cancelled at once.
     while (this.session) {
       const session = this.session;
@@ -1276,7 +1379,8 @@ export class Supervisor extends EventEmitter {
       ch.send({ type: 'HelloAck', handoffId: `stop-${randomUUID()}`, protoVersion: PROTO_MAX });
       ch.setVersion(PROTO_MAX);
       ch.startHeartbeats(() => 'stopping');
-      ch.send({ type: 'Shutdown', reason: 'graceful', timeoutMs });
+      ch.send({ type: 'Shutdown', reason, timeoutMs });
+      this.log.info({ event: 'supervisor.shutdown_sent', pid: app.pid, reason, timeoutMs }, `asked the app to stop (${reason})`);
       const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), timeoutMs).unref());
       const done = await Promise.race([app.exited, timeout]);
       ch.close('stopped');
@@ -1289,12 +1393,17 @@ export class Supervisor extends EventEmitter {
   }
 }
 
-/** Health-gated commit: why Ready is not acceptable, or undefined when it is. */
+/**
+ * The Ready check (PROTOCOL.md 7.3 step 5): why Ready is not acceptable, or undefined
+ * when it is. The lock must be really held by the successor: the lock directory exists,
+ * the owner record describes that directory (lockId) and names the successor's process
+ * (pid and start time), and that process is alive.
+ */
 export function checkReady(
   ready: MessageOf<'Ready'>,
   sealed: RevisionMap,
-  lockOwnerPid: number | undefined,
-  successorPid: number,
+  lock: LockState,
+  successor: { pid: number; startTime?: string | undefined },
 ): string | undefined {
   if (!ready.healthzOk) return 'successor reported healthzOk=false';
   for (const [shard, rev] of Object.entries(sealed)) {
@@ -1302,9 +1411,18 @@ export function checkReady(
     if (advertised === undefined) return `successor does not advertise shard ${shard} (sealed at ${rev})`;
     if (advertised < rev) return `successor shard ${shard} at revision ${advertised}, behind sealed ${rev}`;
   }
-  if (lockOwnerPid !== successorPid) {
-    return `data-dir lock owner is ${lockOwnerPid ?? 'nobody'}, not the successor (pid ${successorPid})`;
+  const who = `the successor (pid ${successor.pid})`;
+  if (lock.lockId === undefined) return `the data-dir lock is not held: ${lock.lockPath} does not exist, so ${who} does not hold it`;
+  const record = lock.record;
+  if (!record) return `the data-dir lock ${lock.lockPath} has no readable owner record, so ${who} does not hold it`;
+  if (record.lockId !== lock.lockId) {
+    return `the data-dir lock's owner record describes lock ${record.lockId}, not the directory there now (${lock.lockId}), so ${who} does not hold it`;
   }
+  if (record.pid !== successor.pid) return `data-dir lock owner is pid ${record.pid}, not ${who}`;
+  if (successor.startTime !== undefined && record.startTime !== successor.startTime) {
+    return `data-dir lock owner record names pid ${record.pid} with start time ${record.startTime}, not ${who} (start time ${successor.startTime})`;
+  }
+  if (!lock.holderAlive) return `data-dir lock holder ${who} is not alive`;
   return undefined;
 }
 

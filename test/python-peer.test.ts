@@ -11,7 +11,7 @@
  * Skipped when python3 is not installed.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -233,6 +233,18 @@ describe.skipIf(!hasPython)('python peer under a real supervisor', () => {
     const result = await w.sup.performHandoff();
     expect(result.outcome, `${result.code}: ${result.reason}`).toBe('committed');
     expect(await lostWrites(w.port, acked)).toEqual([]);
+  });
+
+  it('an app whose Hello lists no "probes" is asked once, then never again: no periodic control session it did not ask for (PROTOCOL.md 7.9)', async () => {
+    const w = await pythonWorld();
+    expect(await w.sup.probe()).toEqual([]); // the first session learns its Hello.features (none)
+    const control = path.join(w.stateDir, 'control', 'incumbent.sock');
+    renameSync(control, `${control}.away`); // from here on any session would fail to connect
+    try {
+      expect(await w.sup.probe()).toEqual([]);
+    } finally {
+      renameSync(`${control}.away`, control);
+    }
   });
 
   it('a successor that ignores Abort is killed holding the lock; the incumbent takes it over from the dead holder', async () => {

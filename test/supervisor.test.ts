@@ -132,6 +132,8 @@ describe('supervisor: every failure before Commit aborts and the incumbent serve
     successorEnv?: Record<string, string>;
     spec?: HandoffSpec;
     code: string;
+    /** What the reason must say. */
+    reason?: RegExp;
     /** Hook the incumbent must have run (drain/seal) before the abort. */
     hook?: string;
   }
@@ -152,6 +154,10 @@ describe('supervisor: every failure before Commit aborts and the incumbent serve
     { name: 'Ready with healthzOk=false', successorEnv: { PRIM_HEALTHZ_FALSE: '1' }, code: 'E_READY_REJECTED', hook: 'seal' },
     { name: 'Ready with a revision behind the seal', successorEnv: { PRIM_ADVERTISE_BEHIND: '1' }, code: 'E_READY_REJECTED', hook: 'seal' },
     { name: 'Ready from a process whose lock owner record names someone else', successorEnv: { PRIM_FAKE_LOCK_OWNER: '1' }, code: 'E_READY_REJECTED', hook: 'seal' },
+    // The record alone is not the lock (PROTOCOL.md 7.3 step 5, section 12): the directory must exist and be the one the record describes.
+    { name: 'Ready with only an owner record naming the successor (no lock directory)', successorEnv: { PRIM_FORGE_LOCK: 'no-dir' }, code: 'E_READY_REJECTED', reason: /\.baton\.lock does not exist/, hook: 'seal' },
+    { name: 'Ready with an owner record whose lockId is not the lock directory\'s', successorEnv: { PRIM_FORGE_LOCK: 'wrong-lockid' }, code: 'E_READY_REJECTED', reason: /describes lock 12345:0, not the directory there now/, hook: 'seal' },
+    { name: 'Drained with acceptClosed=false (a sealed process must not accept)', incumbentEnv: { PRIM_DRAIN_KEEP_ACCEPTING_ONCE: 'MARKER' }, code: 'E_DRAIN_INCOMPLETE', hook: 'drain' },
   ];
   for (const c of cases) {
     it(c.name, async () => {
@@ -167,6 +173,7 @@ describe('supervisor: every failure before Commit aborts and the incumbent serve
       const result = await w.sup.performHandoff({ ...c.spec, successorEnv: { ...knobsOff, ...c.successorEnv } });
       expect(result.outcome).toBe('aborted');
       expect(result.code, result.reason).toBe(c.code);
+      if (c.reason) expect(result.reason).toMatch(c.reason);
       if (c.hook) expect(w.hooks(gen1)).toContain(c.hook);
       expect(await w.settledServer()).toBe(gen1);
       expect(await lostWrites(w.port, acked)).toEqual([]);
