@@ -1,6 +1,6 @@
 /** The chaos runner's keep-alive load against fixtures/kv. */
 import http from 'node:http';
-import { request } from '../lib/http.js';
+import { request, type HttpError } from '../lib/http.js';
 import { LoadLoops } from '../lib/load-loops.js';
 import { Rng } from '../lib/prng.js';
 import { sleep } from './util.js';
@@ -11,8 +11,11 @@ import { sleep } from './util.js';
  * since that write may still be applied later (kv-load keeps such keys and checks a GET
  * of a key whose DELETE failed, which under chaos reports a 404 as a lost write). A
  * wrong answer about a key whose every write was acknowledged is a violation. Seeded,
- * so the load's own choices replay too.
+ * so the load's own choices replay too. Every failure is recorded with the server pid
+ * that held its connection (kv's `x-baton-pid`), for the runner to attribute.
  */
+export const REQUEST_TIMEOUT_MS = 10_000;
+
 export class ChaosLoad extends LoadLoops {
   readonly expected = new Map<string, string | null>();
   readonly uncertain = new Set<string>();
@@ -30,6 +33,7 @@ export class ChaosLoad extends LoadLoops {
     seed: number,
   ) {
     super();
+    this.recordFailures = true;
     for (let i = 0; i < conns; i++) this.loops.push(this.loop(i, new Rng((seed ^ 0x5bd1e995) + i * 7919)));
   }
 
@@ -53,18 +57,18 @@ export class ChaosLoad extends LoadLoops {
       try {
         if (op === 'put' || op === 'overwrite') {
           const value = `v-${key}-${n}-${rng.int(0, 1e9)}`;
-          const res = await request(this.port, 'PUT', `/kv/${key}`, value, agent);
+          const res = await request(this.port, 'PUT', `/kv/${key}`, value, agent, REQUEST_TIMEOUT_MS);
           this.answered(res.status);
           if (res.status === 200) {
             this.acked++;
             this.expected.set(key, value);
             if (op === 'put') live.push(key);
           } else {
-            this.fail(`put_${res.status}`);
+            this.fail(`put_${res.status}`, { pid: res.pid, what: `PUT /kv/${key}` });
             retire(key);
           }
         } else if (op === 'delete') {
-          const res = await request(this.port, 'DELETE', `/kv/${key}`, undefined, agent);
+          const res = await request(this.port, 'DELETE', `/kv/${key}`, undefined, agent, REQUEST_TIMEOUT_MS);
           this.answered(res.status);
           if (res.status === 200) {
             this.acked++;
@@ -73,16 +77,18 @@ export class ChaosLoad extends LoadLoops {
             deleted.push(key);
           } else {
             if (res.status === 404) this.wrongAnswer(`DELETE ${key}: 404, but ${JSON.stringify(this.expected.get(key))} was acknowledged`);
-            else this.fail(`delete_${res.status}`);
+            else this.fail(`delete_${res.status}`, { pid: res.pid, what: `DELETE /kv/${key}` });
             retire(key);
           }
         } else {
-          const res = await request(this.port, 'GET', `/kv/${key}`, undefined, agent);
+          const res = await request(this.port, 'GET', `/kv/${key}`, undefined, agent, REQUEST_TIMEOUT_MS);
           this.answered(res.status);
-          this.check(key, res.status, res.body);
+          this.check(key, res.status, res.body, res.pid);
         }
       } catch (err) {
-        this.fail((err as NodeJS.ErrnoException).code ?? 'error');
+        const e = err as HttpError;
+        const method = op === 'put' || op === 'overwrite' ? 'PUT' : op === 'delete' ? 'DELETE' : 'GET';
+        this.fail(e.code ?? 'error', { pid: e.serverPid, reused: e.reusedSocket, what: `${method} /kv/${key}` });
         if (op !== 'get' && op !== 'getDeleted') retire(key);
         await sleep(20); // nobody to talk to for a moment: do not spin
       }
@@ -107,11 +113,11 @@ export class ChaosLoad extends LoadLoops {
   }
 
   /** A GET answer against what was acknowledged (uncertain keys are not checked). */
-  private check(key: string, status: number, body: string): void {
+  private check(key: string, status: number, body: string, pid: number | undefined): void {
     if (this.uncertain.has(key)) return;
     const want = this.expected.get(key);
     if (want === undefined) return;
-    if (status !== 200 && status !== 404) return this.fail(`get_${status}`);
+    if (status !== 200 && status !== 404) return this.fail(`get_${status}`, { pid, what: `GET /kv/${key}` });
     if (want === null) {
       if (status === 200) this.wrongAnswer(`GET ${key}: 200, but its DELETE was acknowledged`);
     } else if (status === 404) {

@@ -38,14 +38,36 @@ export function label(s: Step): string {
   }
 }
 
-function drawStep(rng: Rng): Step {
+/**
+ * Crash points are dealt, not drawn: every point once in a seeded shuffled order, then
+ * reshuffled, so each one comes up once per CRASH_POINT_NAMES.length crash steps (a
+ * 500-step run deals each 4–5 times; random draws left points out of long runs).
+ */
+class Deck {
+  private cards: CrashPoint[] = [];
+
+  constructor(private readonly rng: Rng) {}
+
+  deal(): CrashPoint {
+    if (this.cards.length === 0) {
+      this.cards = [...CRASH_POINT_NAMES];
+      for (let i = this.cards.length - 1; i > 0; i--) {
+        const j = this.rng.int(0, i);
+        [this.cards[i], this.cards[j]] = [this.cards[j]!, this.cards[i]!];
+      }
+    }
+    return this.cards.pop()!;
+  }
+}
+
+function drawStep(rng: Rng, deck: Deck): Step {
   const kind = rng.weighted({ handoff: 12, crash: 28, kill: 16, stop: 10, concurrent: 8, 'bad-start': 8, delay: 4 });
   switch (kind) {
     case 'handoff':
       return { kind };
     case 'crash': {
-      const role = rng.weighted<Role>({ incumbent: 10, successor: 10, supervisor: 8 });
-      const point = rng.pick(CRASH_POINT_NAMES.filter((p) => p.startsWith(`${role}.`)));
+      const point = deck.deal();
+      const role = point.slice(0, point.indexOf('.')) as Role;
       return { kind, role, point, abort: ABORT_ONLY.has(point) || rng.chance(0.1) };
     }
     case 'kill':
@@ -74,13 +96,14 @@ function drawStep(rng: Rng): Step {
  */
 export function makeSchedule(seed: number, iterations: number, skip: readonly string[] = [], only: readonly string[] = []): Step[] {
   const rng = new Rng(seed);
+  const deck = new Deck(rng);
   const steps: Step[] = [];
   const drop = (s: Step): boolean => skip.some((p) => label(s).startsWith(p)) || (only.length > 0 && !only.some((p) => label(s).startsWith(p)));
   while (steps.length < iterations) {
-    let step = drawStep(rng);
+    let step = drawStep(rng, deck);
     for (let tries = 0; drop(step); tries++) {
       if (tries > 100_000) throw new Error(`--skip/--only leave nothing to draw`);
-      step = drawStep(rng);
+      step = drawStep(rng, deck);
     }
     steps.push(step);
   }

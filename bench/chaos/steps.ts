@@ -34,7 +34,7 @@ export async function runStep(w: World, step: Step): Promise<string> {
 }
 
 async function crashStep(w: World, step: Extract<Step, { kind: 'crash' }>): Promise<string> {
-  w.clearMarkers();
+  w.coverage.deal(step.point);
   const trigger = step.abort ? { successorEnv: UNHEALTHY } : {};
   let outcome: string;
   if (step.role === 'incumbent') {
@@ -64,8 +64,8 @@ async function signalStep(w: World, step: Extract<Step, { kind: 'kill' | 'stop' 
   const incumbent = (await lockHolder(w.dataDir))?.owner.pid;
   const act = async (pid: number | undefined): Promise<string> => {
     if (pid === undefined) return `no ${step.role} to signal`;
-    if (step.kind === 'kill') return signal(pid, 'SIGKILL') ? `SIGKILL ${step.role} ${pid}` : `${step.role} ${pid} already gone`;
-    if (!signal(pid, 'SIGSTOP')) return `${step.role} ${pid} already gone`;
+    if (step.kind === 'kill') return w.hit(pid, 'SIGKILL') ? `SIGKILL ${step.role} ${pid}` : `${step.role} ${pid} already gone`;
+    if (!w.hit(pid, 'SIGSTOP', step.stopMs)) return `${step.role} ${pid} already gone`;
     await sleep(step.stopMs);
     signal(pid, 'SIGCONT');
     return `SIGSTOP ${step.role} ${pid} for ${step.stopMs} ms`;

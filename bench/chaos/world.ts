@@ -4,14 +4,18 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, rmSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bindListener, parseListenAddress, type HeldListener } from '../../src/listeners.js';
 import { lockHolder } from '../../src/lock.js';
+import { isAlive } from '../../src/proc.js';
 import { request } from '../lib/http.js';
+import { Casualties, Coverage, type HandoffResultLine, type Truth } from './checks.js';
 import { signal, sleep, tagged, Violation, within } from './util.js';
+
+export type { HandoffResultLine } from './checks.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 /** The checkout: bench/chaos/ under it when run from source (vitest), dist/bench/chaos/ when built. */
@@ -24,19 +28,6 @@ export interface HostEvent {
   [k: string]: unknown;
 }
 
-export interface HandoffResultLine {
-  id: string;
-  outcome: 'committed' | 'aborted';
-  code?: string;
-  reason?: string;
-  promoted?: boolean;
-  startedAt: number;
-  endedAt: number;
-  oldPid?: number;
-  newPid?: number;
-  restoredBy?: { outcome: string; pid?: number };
-}
-
 /** One supervisor-host process: its event lines, indexed, and a wait for one of them. */
 export class Host {
   readonly events: HostEvent[] = [];
@@ -45,7 +36,11 @@ export class Host {
   readonly exited: Promise<void>;
   dead = false;
 
-  constructor(readonly child: ChildProcess) {
+  /** `onResult` runs the moment a result line is parsed (before anything else the runner does). */
+  constructor(
+    readonly child: ChildProcess,
+    private readonly onResult: (ev: HostEvent) => void = () => undefined,
+  ) {
     child.stdout!.setEncoding('utf8');
     child.stdout!.on('data', (chunk: string) => {
       this.buffered += chunk;
@@ -54,7 +49,9 @@ export class Host {
         const line = this.buffered.slice(0, nl);
         this.buffered = this.buffered.slice(nl + 1);
         try {
-          this.events.push(JSON.parse(line) as HostEvent);
+          const ev = JSON.parse(line) as HostEvent;
+          this.events.push(ev);
+          if (ev.event === 'result') this.onResult(ev);
         } catch {
           this.events.push({ event: 'text', line });
         }
@@ -139,6 +136,17 @@ export class World {
   host!: Host;
   hostStarts = 0;
   recoveries: unknown[] = [];
+  /** Processes this run killed or stopped, and the crash points that fired. */
+  readonly casualties = new Casualties();
+  readonly coverage = new Coverage();
+  /** The step running now (0 before the first, schedule length + 1 for the end of the run) and when it started. */
+  step = 0;
+  stepStartedAt = Date.now();
+  private readonly stepStarts: { step: number; at: number }[] = [];
+  /** What each app pid was, as the handoff results named it (for violation messages). */
+  readonly roles = new Map<number, string>();
+  /** Handoff results with what was true when each arrived, not yet judged. */
+  private results: { result: HandoffResultLine; truth: Promise<Truth>; step: number }[] = [];
 
   async startHost(): Promise<void> {
     const log = openSync(this.logFile, 'a');
@@ -161,7 +169,14 @@ export class World {
       },
     });
     closeSync(log);
-    this.host = new Host(child);
+    this.host = new Host(child, (ev) => {
+      const r = ev.result as HandoffResultLine;
+      this.results.push({ result: r, truth: this.truth(r), step: this.step });
+      const id = r.id.slice(0, 8);
+      if (r.oldPid !== undefined && !this.roles.has(r.oldPid)) this.roles.set(r.oldPid, `incumbent before handoff ${id}`);
+      if (r.outcome === 'committed' && r.newPid !== undefined) this.roles.set(r.newPid, `incumbent from handoff ${id}${r.promoted ? ' (promoted)' : ''}`);
+      if (r.restoredBy?.pid !== undefined) this.roles.set(r.restoredBy.pid, `cold start after handoff ${id}`);
+    });
     this.hostStarts++;
     const ready = await this.host.wait(0, (e) => e.event === 'ready', 60_000);
     if (typeof ready === 'string') throw new Violation(`the supervisor did not become ready (${ready}); see ${this.logFile}`);
@@ -220,12 +235,70 @@ export class World {
     });
   }
 
+  beginStep(step: number): void {
+    this.step = step;
+    this.stepStartedAt = Date.now();
+    this.stepStarts.push({ step, at: this.stepStartedAt });
+  }
+
+  /** The step that was running at time `t`. */
+  stepAt(t: number): number {
+    let step = 0;
+    for (const s of this.stepStarts) if (s.at <= t) step = s.step;
+    return step;
+  }
+
+  /**
+   * What is true right now about the processes a result names: liveness is read at
+   * once (before any await), the lock owner record just after.
+   */
+  private async truth(r: HandoffResultLine): Promise<Truth> {
+    const at = Date.now();
+    const alive = new Map<number, boolean>();
+    for (const pid of [r.oldPid, r.newPid, r.restoredBy?.pid]) if (pid !== undefined) alive.set(pid, isAlive(pid));
+    const holder = await lockHolder(this.dataDir).catch(() => undefined);
+    return { at, alive, lockPid: holder?.owner.pid, lockAlive: holder?.alive ?? false };
+  }
+
+  /** The results that arrived since the last call, with their truth. */
+  async takeResults(): Promise<{ result: HandoffResultLine; truth: Truth; step: number }[]> {
+    const taken = this.results.splice(0);
+    return Promise.all(taken.map(async (r) => ({ result: r.result, truth: await r.truth, step: r.step })));
+  }
+
   crashed(point: string): boolean {
     return existsSync(this.markers) && readdirSync(this.markers).some((f) => f.startsWith(`${point}.`));
   }
 
-  clearMarkers(): void {
-    rmSync(this.markers, { recursive: true, force: true });
+  /**
+   * Every crash marker written since the last call (`<point>.<pid>`, holding the time of
+   * the crash) becomes a casualty and counts as the point reached; the files are removed.
+   * An incumbent point armed in an earlier step may fire late: it is harvested all the same.
+   */
+  harvestMarkers(): { point: string; pid: number }[] {
+    if (!existsSync(this.markers)) return [];
+    const found: { point: string; pid: number }[] = [];
+    for (const f of readdirSync(this.markers)) {
+      const dot = f.lastIndexOf('.');
+      const point = f.slice(0, dot);
+      const pid = Number(f.slice(dot + 1));
+      const file = path.join(this.markers, f);
+      const at = Number(readFileSync(file, 'utf8').trim()) || Date.now();
+      rmSync(file, { force: true });
+      if (!Number.isInteger(pid)) continue;
+      this.casualties.add({ pid, how: `crash:${point}`, at, step: this.step, stepStartedAt: Math.min(this.stepStartedAt, at) });
+      this.coverage.reach(point);
+      found.push({ point, pid });
+    }
+    return found;
+  }
+
+  /** Signals `pid` and records it as this step's casualty. */
+  hit(pid: number, sig: 'SIGKILL' | 'SIGSTOP', stopMs?: number): boolean {
+    const at = Date.now();
+    if (!signal(pid, sig)) return false;
+    this.casualties.add({ pid, how: sig, at, step: this.step, stepStartedAt: this.stepStartedAt, ...(stopMs !== undefined && { stopMs }) });
+    return true;
   }
 
   /** The successor of a running handoff: the app process with the highest generation that is not `incumbent`. */
