@@ -192,8 +192,9 @@ async function main(): Promise<void> {
       const key = outcome.replace(/\b\d{3,}\b/g, 'N').replace(/ for N ms/, '');
       outcomes[key] = (outcomes[key] ?? 0) + 1;
       if (!opts.quiet) {
+        const failed = stats.lastFailures ? ` | ${stats.lastFailures} failed requests` : '';
         const flagged = found.length ? ` | VIOLATION ${found.map((v) => `${v.kind}${(v.count ?? 1) > 1 ? ` ×${v.count}` : ''}`).join(', ')}` : '';
-        console.log(`[${String(current).padStart(4)}/${schedule.length}] ${name.padEnd(46)} ${outcome} | ok pid ${holder}, longest gap ${gap} ms | ${actMs}+${ms - actMs} ms${flagged}`);
+        console.log(`[${String(current).padStart(4)}/${schedule.length}] ${name.padEnd(46)} ${outcome} | ok pid ${holder}, longest gap ${gap} ms | ${actMs}+${ms - actMs} ms${failed}${flagged}`);
         for (const v of found) console.log(`         ${v.kind}: ${v.message}${(v.count ?? 1) > 1 ? ` (${v.count} requests)` : ''}`);
       }
     }

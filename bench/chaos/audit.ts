@@ -22,6 +22,8 @@ export interface ChaosViolation {
 
 export interface AuditStats {
   failures: number;
+  /** Failures seen by the last audit (for the step line). */
+  lastFailures: number;
   attributedByPid: number;
   attributedByWindow: number;
   results: number;
@@ -31,7 +33,7 @@ export interface AuditStats {
 export const WINDOW_MS = 3_000;
 
 export function newAuditStats(): AuditStats {
-  return { failures: 0, attributedByPid: 0, attributedByWindow: 0, results: 0 };
+  return { failures: 0, lastFailures: 0, attributedByPid: 0, attributedByWindow: 0, results: 0 };
 }
 
 /** What the run knows about a pid, for a violation's message. */
@@ -55,7 +57,9 @@ export async function audit(w: World, load: ChaosLoad | undefined, labelOf: (ste
   }
   if (!load) return out;
   const groups = new Map<string, ChaosViolation>();
-  for (const f of load.takeFailures()) {
+  const failures = load.takeFailures();
+  stats.lastFailures = failures.length;
+  for (const f of failures) {
     stats.failures++;
     const a = attribute(f, w.casualties, { requestTimeoutMs: REQUEST_TIMEOUT_MS, windowMs: WINDOW_MS, alive: isAlive });
     if (a) {
