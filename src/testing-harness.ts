@@ -4,7 +4,7 @@
  * injection, signals at a phase, the end-state invariants, and a clean-up that works
  * whatever state the test left behind.
  */
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -245,6 +245,9 @@ export class Harness {
         `${point}: supervisor crash points kill the process that runs the Supervisor (this test); baton's own suite covers them (test/recovery.test.ts)`,
       );
     }
+    // Markers of earlier crash handoffs stay in markerDir: only one that appears after
+    // this point counts (#18: an older marker was reported for three handoffs in a row).
+    const before = new Set(this.markerFiles());
     let arming: HandoffResult | undefined;
     let run: HandoffSpec;
     if (point.startsWith('incumbent.')) {
@@ -259,7 +262,7 @@ export class Harness {
     const result = await this.handoff(run);
     const until = Date.now() + crashWaitMs;
     for (;;) {
-      const pid = this.crashedAt(point);
+      const pid = this.crashedAt(point, before);
       if (pid !== undefined) return { result, crashedPid: pid, ...(arming && { arming }) };
       if (Date.now() > until) {
         throw new BatonError('E_CRASH_NOT_REACHED', `crash point ${point} was not reached (handoff ${result.outcome}${result.reason ? `: ${result.reason}` : ''})`);
@@ -268,11 +271,25 @@ export class Harness {
     }
   }
 
-  /** Pid of a process that crashed at `point` in this harness, if any. */
-  crashedAt(point: CrashPoint): number | undefined {
-    if (!existsSync(this.markerDir)) return undefined;
-    const marker = readdirSync(this.markerDir).find((f) => f.startsWith(`${point}.`));
-    return marker === undefined ? undefined : Number(marker.slice(point.length + 1));
+  /**
+   * Pid of the process that crashed at `point` in this harness most recently, if any;
+   * marker files named in `ignore` (e.g. a snapshot taken before a handoff) do not count.
+   */
+  crashedAt(point: CrashPoint, ignore: ReadonlySet<string> = new Set()): number | undefined {
+    let latest: { pid: number; at: number } | undefined;
+    for (const f of this.markerFiles()) {
+      if (!f.startsWith(`${point}.`) || ignore.has(f)) continue;
+      const pid = Number(f.slice(point.length + 1));
+      if (!Number.isInteger(pid)) continue;
+      // The marker holds the time of the crash (crashpoints.ts); a torn one sorts first.
+      const at = Number(readFileSync(path.join(this.markerDir, f), 'utf8').trim()) || 0;
+      if (!latest || at >= latest.at) latest = { pid, at };
+    }
+    return latest?.pid;
+  }
+
+  private markerFiles(): string[] {
+    return existsSync(this.markerDir) ? readdirSync(this.markerDir) : [];
   }
 
   /**

@@ -1,9 +1,15 @@
 /**
  * The chaos runner (bench/chaos.ts, `npm run chaos`): its schedule replays from the
- * seed, and a fixed-seed run of 30 random steps (seed 650: every action kind, including SIGKILL of the supervisor idle and mid-handoff) against fixtures/kv under load — crash
- * points in all three roles, SIGKILL/SIGSTOP at random phases, concurrent upgrades,
- * successors that fail to start — ends with every invariant held after every step and
- * every acknowledged write read back.
+ * seed and deals every crash point; its checks (a failed request must be on a
+ * connection of a process the run killed or stopped; a handoff result must be true when
+ * it arrives) judge made-up worlds right; and a fixed-seed run of 30 random steps (seed
+ * 650: every action kind, including SIGKILL of the supervisor idle and mid-handoff)
+ * against fixtures/kv under load — crash points in all three roles, SIGKILL/SIGSTOP at
+ * random phases, concurrent upgrades, successors that fail to start — ends with every
+ * invariant held after every step, no violation (no unexplained failed request, no
+ * false commit or abort) and every acknowledged write read back. Its 30 steps deal no
+ * successor point past Ready: the false commits today's engine makes there are a
+ * recorded run (RELIABILITY.md), not CI.
  *
  * Every action is in: the engine bugs earlier runs found (RELIABILITY.md, "Bugs found")
  * are fixed, with regression tests of their own (recovery.test.ts B1, supervisor.test.ts
@@ -16,6 +22,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { label, makeSchedule } from '../bench/chaos.js';
+import { attribute, Casualties, judgeResult, type HandoffResultLine, type Truth } from '../bench/chaos/checks.js';
+import { CRASH_POINT_NAMES } from '../src/crashpoints.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -41,10 +49,79 @@ describe('chaos schedule', () => {
     }
   });
 
+  it('deals every crash point: each within the first 34 crash steps, each 4+ times in 500 steps (#18: random draws reached 11 of 34)', () => {
+    for (const seed of [1, 7, 650]) {
+      const crashes = makeSchedule(seed, 500).flatMap((s) => (s.kind === 'crash' ? [s.point] : []));
+      expect(new Set(crashes.slice(0, CRASH_POINT_NAMES.length)).size, `seed ${seed}`).toBe(CRASH_POINT_NAMES.length);
+      const counts = CRASH_POINT_NAMES.map((p) => crashes.filter((c) => c === p).length);
+      expect(Math.min(...counts), `seed ${seed}`).toBeGreaterThanOrEqual(4);
+      const first200 = new Set(makeSchedule(seed, 200).flatMap((s) => (s.kind === 'crash' ? [s.point] : [])));
+      expect(first200.size, `seed ${seed}: 200 steps`).toBe(CRASH_POINT_NAMES.length);
+    }
+  });
+
   it('--skip draws again, so no skipped step is left and the rest still replays', () => {
     const skipped = makeSchedule(1, 300, SKIP).map(label);
     expect(skipped.filter((l) => SKIP.some((p) => l.startsWith(p)))).toEqual([]);
     expect(makeSchedule(1, 100, SKIP).map(label)).toEqual(skipped.slice(0, 100));
+  });
+});
+
+describe('chaos checks (#18)', () => {
+  const T = 1_000_000;
+  const world = (): Casualties => {
+    const c = new Casualties();
+    c.add({ pid: 100, how: 'SIGKILL', at: T, step: 3, stepStartedAt: T - 500 });
+    c.add({ pid: 200, how: 'crash:successor.after_ready', at: T + 50, step: 4, stepStartedAt: T + 10 });
+    c.add({ pid: 300, how: 'SIGSTOP', at: T, stopMs: 5_000, step: 5, stepStartedAt: T - 100 });
+    return c;
+  };
+  const opts = (dead: number[] = []) => ({ requestTimeoutMs: 10_000, windowMs: 3_000, alive: (pid: number) => !dead.includes(pid) });
+
+  it('a failed request is explained only by a kill or stop of the process that held its connection', () => {
+    const c = world();
+    expect(attribute({ kind: 'ECONNRESET', at: T + 5, pid: 100 }, c, opts())?.by).toBe('pid');
+    expect(attribute({ kind: 'put_503', at: T - 100, pid: 100 }, c, opts())?.by).toBe('pid'); // in the step that killed it
+    expect(attribute({ kind: 'ECONNRESET', at: T - 600, pid: 100 }, c, opts())).toBeUndefined(); // before that step
+    expect(attribute({ kind: 'ECONNRESET', at: T + 60, pid: 200 }, c, opts())?.by).toBe('pid');
+    expect(attribute({ kind: 'ECONNRESET', at: T + 5, pid: 999 }, c, opts())).toBeUndefined(); // a process nobody killed
+    expect(attribute({ kind: 'ECONNREFUSED', at: T + 5 }, c, opts())).toBeUndefined();
+    // A connection that never answered: by time, right after a kill only.
+    expect(attribute({ kind: 'ECONNRESET', at: T + 100 }, c, opts())?.by).toBe('window');
+    expect(attribute({ kind: 'ECONNRESET', at: T + 60_000 }, c, opts())).toBeUndefined();
+    // SIGSTOP (5 s, below the 10 s request timeout): only if the stopped process was then killed.
+    expect(attribute({ kind: 'ECONNRESET', at: T + 5_100, pid: 300 }, c, opts())).toBeUndefined();
+    expect(attribute({ kind: 'ETIMEDOUT', at: T + 10_000, pid: 300 }, c, opts())).toBeUndefined();
+    expect(attribute({ kind: 'ECONNRESET', at: T + 5_100, pid: 300 }, c, opts([300]))?.by).toBe('pid');
+    const long = new Casualties();
+    long.add({ pid: 300, how: 'SIGSTOP', at: T, stopMs: 12_000, step: 5, stepStartedAt: T });
+    expect(attribute({ kind: 'ETIMEDOUT', at: T + 10_000, pid: 300 }, long, opts())?.by).toBe('pid');
+  });
+
+  it('a result is judged against the processes and the lock when it arrived', () => {
+    const c = world();
+    const truth = (alive: Record<number, boolean>, lockPid?: number): Truth => ({
+      at: T + 200,
+      alive: new Map(Object.entries(alive).map(([k, v]) => [Number(k), v])),
+      lockPid,
+      lockAlive: lockPid !== undefined && alive[lockPid] !== false,
+    });
+    const r = (over: Partial<HandoffResultLine>): HandoffResultLine => ({ id: 'abcdef012345', outcome: 'committed', startedAt: T - 1_000, endedAt: T + 100, oldPid: 50, newPid: 200, ...over });
+    // The successor died at its crash point 50 ms before the supervisor reported the commit.
+    expect(judgeResult(r({}), truth({ 50: false, 200: false }, 200), c)?.kind).toBe('false-commit');
+    // Alive but not the lock holder.
+    expect(judgeResult(r({ newPid: 201 }), truth({ 50: false, 201: true }, 50), c)?.kind).toBe('false-commit');
+    expect(judgeResult(r({ newPid: 201 }), truth({ 50: false, 201: true }, 201), c)).toBeUndefined();
+    // Killed by this run after the handoff ended: the commit was true.
+    expect(judgeResult(r({ endedAt: T + 40 }), truth({ 50: false, 200: false }, 200), c)).toBeUndefined();
+    // Dead, and not by this run's hand.
+    expect(judgeResult(r({ newPid: 201 }), truth({ 201: false }, 201), c)?.message).toMatch(/not killed by this run/);
+    // Aborted with the incumbent gone: only a cold start that serves makes it true.
+    expect(judgeResult(r({ outcome: 'aborted', oldPid: 202, newPid: 202 }), truth({ 202: false }), c)?.kind).toBe('false-abort');
+    expect(judgeResult(r({ outcome: 'aborted', oldPid: 202, restoredBy: { outcome: 'committed', pid: 203 } }), truth({ 202: false, 203: true }, 203), c)).toBeUndefined();
+    expect(judgeResult(r({ outcome: 'aborted', oldPid: 202, restoredBy: { outcome: 'aborted', pid: 202 } }), truth({ 202: false }), c)?.kind).toBe('false-abort');
+    expect(judgeResult(r({ outcome: 'aborted', oldPid: 202, newPid: 202 }), truth({ 202: true }, 202), c)).toBeUndefined();
+    expect(judgeResult(r({ outcome: 'aborted', oldPid: 202, newPid: 202 }), truth({ 202: true }, 204), c)?.kind).toBe('false-abort');
   });
 });
 
@@ -65,7 +142,9 @@ describe('chaos run', () => {
         violations: unknown[];
         actions: Record<string, number>;
         verified: { checked: number; bad: number };
-        load: { ackedWrites: number };
+        load: { ackedWrites: number; failures: Record<string, number> };
+        attribution: { failures: number; attributedByPid: number; attributedByWindow: number; results: number };
+        coverage: Record<string, { dealt: number; reached: number }>;
       };
       expect(summary.violations).toEqual([]);
       expect(summary.completed).toBe(30);
@@ -75,6 +154,17 @@ describe('chaos run', () => {
       expect(summary.load.ackedWrites).toBeGreaterThan(100);
       expect(summary.verified.checked).toBeGreaterThan(100);
       expect(summary.verified.bad).toBe(0);
+      // Every failed request was on a connection of a process the run killed or stopped
+      // (none unexplained: those are violations), and every handoff result was judged.
+      const failed = Object.values(summary.load.failures).reduce((a, b) => a + b, 0);
+      expect(summary.attribution.failures).toBe(failed);
+      expect(summary.attribution.attributedByPid + summary.attribution.attributedByWindow).toBe(failed);
+      expect(summary.attribution.results).toBeGreaterThan(15);
+      const dealt = Object.values(summary.coverage).reduce((a, c) => a + c.dealt, 0);
+      const reached = Object.values(summary.coverage).reduce((a, c) => a + c.reached, 0);
+      expect(Object.keys(summary.coverage)).toHaveLength(34);
+      expect(dealt).toBeGreaterThanOrEqual(6);
+      expect(reached).toBeGreaterThan(0);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

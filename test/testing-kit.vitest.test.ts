@@ -86,6 +86,36 @@ describe('baton/testing harness (vitest)', () => {
     });
   }
 
+  it('handoffWithCrash three times in a row reports each handoff\'s own crashed process, not an earlier marker (#18)', async () => {
+    h = await createHarness({ command: PRIMITIVE });
+    const harness = h;
+    // Incumbent point: the process that crashed is the handoff's old incumbent.
+    const incumbents: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const { crashedPid, result } = await harness.handoffWithCrash('incumbent.after_lock_release');
+      expect(crashedPid, `handoff ${i + 1}`).toBe(result.oldPid);
+      incumbents.push(crashedPid);
+    }
+    expect(new Set(incumbents).size).toBe(3);
+    // Successor point: the process that crashed is the successor spawned in that handoff.
+    let spawned: number | undefined;
+    harness.supervisor.on('phase', (phase: string) => {
+      if (phase === 'hello') spawned = harness.pids().successor;
+    });
+    const successors: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      spawned = undefined;
+      const { crashedPid } = await harness.handoffWithCrash('successor.before_ready');
+      expect(spawned, `handoff ${i + 1}: successor seen at hello`).toBeDefined();
+      expect(crashedPid, `handoff ${i + 1}`).toBe(spawned);
+      successors.push(crashedPid);
+    }
+    expect(new Set(successors).size).toBe(3);
+    // A fourth whose successor exits before reaching the point: the old markers are no answer.
+    const exits = [process.execPath, '-e', 'process.exit(3)'];
+    await expect(harness.handoffWithCrash('successor.before_ready', { command: exits }, 500)).rejects.toThrow(/was not reached/);
+  });
+
   it('exports every crash point with its meaning, and ARCHITECTURE.md lists them all', () => {
     const doc = readFileSync(path.join(ROOT, 'ARCHITECTURE.md'), 'utf8');
     for (const [point, meaning] of Object.entries(CRASH_POINTS)) expect(doc).toContain(`| \`${point}\` | ${meaning} |`);
