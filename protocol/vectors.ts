@@ -185,6 +185,21 @@ export function validVectors(): ValidVector[] {
       { type: 'Commit', handoffId: H },
       'The top-level map is level 1; "futureField" holds 31 nested arrays (levels 2..32). One more level is E_BAD_MSGPACK.',
     ),
+    handBuilt(
+      'optional field given as nil is absent',
+      frame(
+        map([
+          ['type', mp.str('JobDone')],
+          ['jobId', mp.str(J)],
+          ['outcome', mp.str('failed')],
+          ['durationMs', mp.uint64(17)],
+          ['result', mp.str('null')],
+          ['error', mp.nil()],
+        ]),
+      ),
+      { type: 'JobDone', jobId: J, outcome: 'failed', durationMs: 17n, result: 'null' },
+      'A msgpack nil for an OPTIONAL field (JobDone.error, Hello.features) means the field is absent; for a required field it is E_BAD_FIELD. Encoders omit absent optional fields.',
+    ),
     handBuilt('u64 encoded as positive fixint', frame(hb(mp.fixint(5))), { type: 'Heartbeat', tsMs: 5n, phase: 'x' }, 'Decoders accept any int encoding for u64.'),
     handBuilt('u64 encoded as uint32', frame(hb(mp.uint32(4_000_000_000))), { type: 'Heartbeat', tsMs: 4_000_000_000n, phase: 'x' }, 'Decoders accept any int encoding for u64.'),
     handBuilt('u64 encoded as positive int64', frame(hb(mp.int64(7n))), { type: 'Heartbeat', tsMs: 7n, phase: 'x' }, 'Decoders accept any int encoding for u64 (0xd3 with a non-negative value).'),

@@ -231,7 +231,7 @@ export class DataDirLock {
       } else {
         this.log.warn({ event: 'lock.stale', lockPath: this.lockPath, ageMs: mtimeAge(current) }, 'data-dir lock has no owner record and is stale; taking over');
       }
-      await this.reap(id);
+      this.reap(id);
     }
     return this.take(handoffId);
   }
@@ -272,13 +272,18 @@ export class DataDirLock {
     return undefined;
   }
 
-  /** Remove reap/release/temp leftovers of processes that died mid-operation. */
+  /** Remove reap/release/temp leftovers of processes that died mid-operation, and reap claims of generations that are gone. */
   private async sweepLeftovers(): Promise<void> {
     const leftover = /^\.baton\.lock\.(?:reaped|owner\.released|owner\.tmp|warmup)-(\d+)-[0-9a-f]+$/;
     const names = await fsp.readdir(this.dataDir).catch(() => [] as string[]);
     for (const name of names) {
       const m = leftover.exec(name);
       if (m && !isAlive(Number(m[1]))) await fsp.rm(path.join(this.dataDir, name), { recursive: true, force: true }).catch(() => undefined);
+    }
+    const current = this.lockId;
+    for (const name of names) {
+      const m = REAP_CLAIM.exec(name);
+      if (m && `${m[1]}:${m[2]}` !== current) removeReapClaims(this.dataDir, `${m[1]}:${m[2]}`);
     }
   }
 
@@ -358,28 +363,52 @@ export class DataDirLock {
   }
 
   /**
-   * Remove the lock dir generation `lockId` and nothing else. Renaming it aside is
-   * atomic, so two reapers of the same dead holder cannot both remove it; if what we
-   * moved turns out to be a newer generation (a peer reaped and re-took it in between),
-   * put it back.
+   * Remove the lock dir generation `lockId` and nothing else (PROTOCOL.md 12 "Reap").
+   * First claim that generation exclusively: create `.baton.lock.reap-<lockId>-<k>`
+   * with link(2) (never replaces), k = 0, 1, ...; a slot whose claimer is alive means
+   * someone else reaps it (leave it; the caller re-inspects), a dead claimer's slot is
+   * skipped. Holding the claim, look again: only if `.baton.lock` is still that
+   * generation, rename it aside and remove it. No other process can remove that
+   * generation meanwhile (its holder is dead, and every other reaper needs the claim),
+   * so no reaper ever moves a newer lock dir: there is nothing to put back.
    */
-  private async reap(lockId: string): Promise<void> {
-    const aside = path.join(this.dataDir, `${LOCK_DIR_NAME}.reaped-${process.pid}-${randomBytes(4).toString('hex')}`);
-    try {
-      await fsp.rename(this.lockPath, aside);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw new LockError('E_LOCK_IO', `cannot remove stale data-dir lock ${this.lockPath}: ${errorMessage(err)}`, { lockPath: this.lockPath }, { cause: err });
-    }
-    const moved = statLockDir(aside);
-    if (moved !== undefined && lockIdOf(moved) === lockId) {
-      await fsp.rm(aside, { recursive: true, force: true });
-      this.log.info({ event: 'lock.reaped', lockPath: this.lockPath }, 'removed abandoned data-dir lock');
+  private reap(lockId: string): void {
+    if (!this.claimReap(lockId)) {
+      this.log.info({ event: 'lock.reap_claimed', lockPath: this.lockPath, lockId }, 'another live process is reaping the abandoned data-dir lock');
       return;
     }
-    if (statLockDir(this.lockPath) === undefined) await fsp.rename(aside, this.lockPath).catch(() => undefined);
-    else await fsp.rm(aside, { recursive: true, force: true }).catch(() => undefined);
-    this.log.warn({ event: 'lock.reap_raced', lockPath: this.lockPath }, 'another process took the lock while we reaped; left it alone');
+    try {
+      const current = statLockDir(this.lockPath);
+      if (current === undefined || lockIdOf(current) !== lockId) return; // reaped, or replaced, before we claimed it
+      const aside = path.join(this.dataDir, `${LOCK_DIR_NAME}.reaped-${process.pid}-${randomBytes(4).toString('hex')}`);
+      fs.renameSync(this.lockPath, aside);
+      fs.rmSync(aside, { recursive: true, force: true });
+      this.log.info({ event: 'lock.reaped', lockPath: this.lockPath }, 'removed abandoned data-dir lock');
+    } catch (err) {
+      throw new LockError('E_LOCK_IO', `cannot remove stale data-dir lock ${this.lockPath}: ${errorMessage(err)}`, { lockPath: this.lockPath }, { cause: err });
+    } finally {
+      removeReapClaims(this.dataDir, lockId);
+    }
+  }
+
+  /** Takes the first free reap slot of generation `lockId`; false when a live process holds one. */
+  private claimReap(lockId: string): boolean {
+    const record = `${process.pid} ${selfStartTime()} ${bootId()}\n`;
+    for (let k = 0; k < MAX_REAP_SLOTS; k++) {
+      const slot = path.join(this.dataDir, reapClaimName(lockId, k));
+      const tmp = path.join(this.dataDir, `${LOCK_OWNER_NAME}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`);
+      fs.writeFileSync(tmp, record, { flag: 'wx' });
+      try {
+        fs.linkSync(tmp, slot); // atomic, never replaces, and the slot is born complete
+        return true;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      } finally {
+        fs.rmSync(tmp, { force: true });
+      }
+      if (reapClaimerAlive(slot)) return false;
+    }
+    return false;
   }
 
   /** Remove the owner record only if it still describes our generation; never a successor's. */
@@ -473,6 +502,43 @@ function viaSync<T>(fn: () => T, cb: Callback<T>): void {
     return;
   }
   process.nextTick(cb, null, value);
+}
+
+/** Reap slots per lock generation: more would mean that many reapers died mid-reap. */
+const MAX_REAP_SLOTS = 64;
+/** `.baton.lock.reap-<inode>-<birth ns>-<k>`: a claim to reap lock generation `<inode>:<birth ns>`. */
+const REAP_CLAIM = /^\.baton\.lock\.reap-(\d+)-(\d+)-(\d+)$/;
+
+function reapClaimName(lockId: string, slot: number): string {
+  return `${LOCK_DIR_NAME}.reap-${lockId.replace(':', '-')}-${slot}`;
+}
+
+/** A claim file names its claimer: "<pid> <startTime> <bootId>". An unreadable one counts as dead (it is born complete, by link). */
+function reapClaimerAlive(slot: string): boolean {
+  let text: string;
+  try {
+    text = fs.readFileSync(slot, 'utf8');
+  } catch {
+    return false;
+  }
+  const [pid, startTime, boot] = text.trim().split(' ');
+  if (!pid || !/^\d+$/.test(pid)) return false;
+  return ownerAlive({ pid: Number(pid), startTime: startTime ?? '', bootId: boot ?? '', handoffId: '', acquiredAt: '', lockId: '' });
+}
+
+/**
+ * Removes every reap claim of generation `lockId`, but only once that generation is no
+ * longer the lock dir: a late claimer then finds nothing to reap when it looks again.
+ */
+function removeReapClaims(dataDir: string, lockId: string): void {
+  try {
+    const current = statLockDir(path.join(dataDir, LOCK_DIR_NAME));
+    if (current !== undefined && lockIdOf(current) === lockId) return;
+    const prefix = `${LOCK_DIR_NAME}.reap-${lockId.replace(':', '-')}-`;
+    for (const name of fs.readdirSync(dataDir)) if (name.startsWith(prefix)) fs.rmSync(path.join(dataDir, name), { force: true });
+  } catch {
+    /* leftovers are swept by the next holder */
+  }
 }
 
 /** The owner record as written (it may describe an older lock generation), or undefined. */

@@ -46,7 +46,7 @@ export const SCHEMA = {
     from: ['I', 'N'],
     doc: 'First frame an app peer sends on a new control connection. The supervisor answers HelloAck or Error.',
     fields: {
-      role: { kind: 'enum', values: ['supervisor', 'incumbent', 'successor'], doc: 'Role of the sender' },
+      role: { kind: 'enum', values: ['supervisor', 'incumbent', 'successor'], doc: 'Role of the sender: successor on the successor channel, incumbent on the incumbent channel. "supervisor" is reserved (no peer sends it; S answers it with E_WRONG_ROLE)' },
       pid: { kind: 'u32', doc: 'Process id of the sender' },
       buildId: { kind: 'bin', doc: 'Opaque build identifier of the sender (e.g. a git sha)' },
       protoMin: { kind: 'u32', doc: 'Lowest protocol version the sender speaks' },
@@ -54,7 +54,7 @@ export const SCHEMA = {
       features: {
         kind: 'strlist',
         optional: true,
-        doc: 'What the app implements beyond handoffs: "jobs" (JobStart/JobCancel), "probes" (ProbeRequest), "lifecycle" (StartupCompleted). Absent: none; the supervisor sends those messages only to an app that lists them',
+        doc: 'What the app implements beyond handoffs: "jobs" (JobStart/JobCancel), "probes" (ProbeRequest), "lifecycle" (StartupCompleted). Absent: none; the supervisor sends those messages (and opens sessions for them) only to an app that lists them. An app SHOULD send the same list on both channels',
       },
     },
   },
@@ -81,8 +81,8 @@ export const SCHEMA = {
     doc: 'Incumbent finished draining.',
     fields: {
       handoffId,
-      openConnsRemaining: { kind: 'u32', doc: 'Connections still open when drain returned' },
-      acceptClosed: { kind: 'bool', doc: 'True when the incumbent no longer accepts' },
+      openConnsRemaining: { kind: 'u32', doc: 'Connections still open when drain returned (the incumbent closes them when it exits after Commit; S reports the number)' },
+      acceptClosed: { kind: 'bool', doc: 'True when the incumbent no longer accepts. MUST be true: S aborts on false (a sealed process must take no request)' },
     },
   },
   DrainFailed: {
@@ -145,12 +145,12 @@ export const SCHEMA = {
   },
   Commit: {
     from: ['S'],
-    doc: 'Handoff committed. To the incumbent first (it answers Committed, then exits), then to the successor.',
+    doc: 'Handoff committed. To the incumbent first, once S has checked that the successor is alive (it answers Committed, then exits), then to the successor.',
     fields: { handoffId },
   },
   Committed: {
     from: ['I', 'N'],
-    doc: 'Acknowledges Commit. From the incumbent it is the point of no return.',
+    doc: 'Acknowledges Commit. From the incumbent it is the point of no return; the handoff is committed only with the successor\'s.',
     fields: { handoffId },
   },
   Abort: {
@@ -180,7 +180,7 @@ export const SCHEMA = {
     from: ['S'],
     doc: 'Graceful stop: drain, seal, release the lock, exit within timeoutMs.',
     fields: {
-      reason: { kind: 'str', doc: 'graceful | signal | admin | error' },
+      reason: { kind: 'str', doc: 'Who asked (7.7): graceful | signal | admin | error' },
       timeoutMs: { kind: 'u32', doc: 'Time allowed before the supervisor kills the process' },
     },
   },

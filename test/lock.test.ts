@@ -1,5 +1,6 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, statSync, utimesSync, renameSync, rmSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, utimesSync, renameSync, rmSync, readdirSync, writeFileSync } from 'node:fs';
+import { isAlive, processStartTime } from '../src/proc.js';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
@@ -53,6 +54,19 @@ function memoryLogger(): { log: pino.Logger; events: () => string[] } {
     },
   });
   return { log: pino({ level: 'debug' }, sink), events: () => lines.map((l) => (JSON.parse(l) as { event: string }).event) };
+}
+
+/** A lock dir whose owner record names a process that was SIGKILLed holding it; returns its lockId. */
+async function deadHolderLock(dataDir: string): Promise<string> {
+  const holder = await acquired({ dataDir, staleMs: 30_000 });
+  process.kill(holder.pid, 'SIGKILL');
+  await pollUntil(() => (isAlive(holder.pid) ? undefined : true), 'the holder to die', 5_000);
+  return lockIdAt(dataDir);
+}
+
+function lockIdAt(dataDir: string): string {
+  const st = statSync(path.join(dataDir, LOCK_DIR_NAME), { bigint: true });
+  return `${st.ino}:${st.birthtimeNs}`;
 }
 
 async function caught(p: Promise<unknown>): Promise<LockError> {
@@ -231,6 +245,42 @@ describe('DataDirLock in-process', () => {
     expect(lock.held).toBe(true);
     expect((await lockHolder(dataDir))?.owner.pid).toBe(process.pid);
     await lock.release();
+  });
+
+  it('reaping is claimed per lock generation: a live claimer makes others wait, a dead one is skipped, the claims go with the generation', async () => {
+    const dataDir = h.tempDir();
+    const dead = await deadHolderLock(dataDir);
+    const sleeper = h.spawn('sleep', ['30']);
+    const claim = path.join(dataDir, `${LOCK_DIR_NAME}.reap-${dead.replace(':', '-')}-0`);
+    writeFileSync(claim, `${sleeper.pid} ${processStartTime(sleeper.pid!)} ${readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim()}\n`);
+    const lock = new DataDirLock(dataDir, { log: memoryLogger().log });
+    // A live process holds the claim: it is the one reaping; we do not touch that generation.
+    expect((await caught(lock.acquire({ waitMs: 400 }))).code).toBe('E_LOCK_HELD');
+    expect(lockIdAt(dataDir)).toBe(dead);
+    sleeper.kill('SIGKILL');
+    await exitOf(sleeper);
+    // Its slot is skipped; slot 1 is ours; once the generation is gone every claim of it is removed.
+    await lock.acquire({ waitMs: 2_000 });
+    expect(lockIdAt(dataDir)).not.toBe(dead);
+    expect(readdirSync(dataDir).filter((n) => n.includes('.reap-'))).toEqual([]);
+    await lock.release();
+  });
+
+  it('a reaper that arrives after the generation was reaped and the lock re-taken never moves the new lock dir', async () => {
+    const dataDir = h.tempDir();
+    const dead = await deadHolderLock(dataDir);
+    const winner = new DataDirLock(dataDir, { log: memoryLogger().log });
+    await winner.acquire(); // reaps `dead`, takes a new generation
+    const taken = statSync(path.join(dataDir, LOCK_DIR_NAME), { bigint: true });
+    // A slow contender saw `dead` before the winner reaped it and reaps it only now.
+    const late = new DataDirLock(dataDir, { log: memoryLogger().log });
+    (late as unknown as { reap(lockId: string): void }).reap(dead);
+    const after = statSync(path.join(dataDir, LOCK_DIR_NAME), { bigint: true });
+    // Not moved at all (a rename aside and back would change its ctime), and still the winner's.
+    expect([after.ino, after.birthtimeNs, after.ctimeNs]).toEqual([taken.ino, taken.birthtimeNs, taken.ctimeNs]);
+    expect((await lockHolder(dataDir))?.owner.pid).toBe(process.pid);
+    expect(readdirSync(dataDir).filter((n) => n.includes('.reap-') || n.includes('reaped'))).toEqual([]);
+    await winner.release();
   });
 
   it('sweeps leftovers of processes that died mid-reap/mid-release/mid-warm-up', async () => {
