@@ -302,7 +302,21 @@ describe('baton run / upgrade / status / history / stop', () => {
     expect(await exitOf(child)).toEqual({ code: 0, signal: null });
     const hooks = readdirSync(markers).filter((f) => f.startsWith(`${appPid}.`));
     expect(hooks).toEqual(expect.arrayContaining([`${appPid}.drain`, `${appPid}.seal`]));
+    // Shutdown tells the app who asked (PROTOCOL.md 7.7), and that the stop completed.
+    expect(hooks).toEqual(expect.arrayContaining([`${appPid}.shutdown-requested-signal`, `${appPid}.shutdown-completed-signal`]));
     expect(await taggedPids(worlds.tag)).toEqual([]);
+  });
+
+  it('baton upgrade shows the app\'s seal progress as it comes; baton stop reaches the app as reason "admin"', async () => {
+    const dir = h.tempDir('baton-cli-');
+    const markers = path.join(dir, 'markers');
+    const d = await worlds.w.startDaemon({ dir, env: { PRIM_SEAL_STEP_MS: '250', PRIM_MARKERS: markers } });
+    const r = await worlds.w.baton(['upgrade', '--state-dir', d.stateDir]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/seal progress 1\/4/);
+    const appPid = (await healthz(d.port)).pid;
+    await stopDaemon(d);
+    expect(readdirSync(markers)).toEqual(expect.arrayContaining([`${appPid}.shutdown-requested-admin`, `${appPid}.shutdown-completed-admin`]));
   });
 
   it('restarts an app killed outside a handoff, and exits 4 when it crash-loops', async () => {
