@@ -266,6 +266,18 @@ describe('DataDirLock in-process', () => {
     await lock.release();
   });
 
+  it('reads an owner record written in another form (key order, whitespace, extra keys, no optional fields): PROTOCOL.md 12', async () => {
+    const dataDir = h.tempDir();
+    const lock = new DataDirLock(dataDir, { log: memoryLogger().log });
+    await lock.acquire({ handoffId: 'h1' });
+    const written = JSON.parse(readFileSync(path.join(dataDir, '.baton.lock.owner'), 'utf8')) as Record<string, unknown>;
+    expect(Object.keys(written)).toEqual(['pid', 'startTime', 'bootId', 'handoffId', 'acquiredAt', 'lockId']);
+    const other = { lockId: written.lockId, extra: { nested: [1] }, startTime: written.startTime, pid: written.pid };
+    writeFileSync(path.join(dataDir, '.baton.lock.owner'), JSON.stringify(other, null, 2));
+    expect(await lockHolder(dataDir)).toMatchObject({ owner: { pid: process.pid, bootId: '', handoffId: '' }, alive: true });
+    await lock.release();
+  });
+
   it('a reaper that arrives after the generation was reaped and the lock re-taken never moves the new lock dir', async () => {
     const dataDir = h.tempDir();
     const dead = await deadHolderLock(dataDir);
