@@ -284,10 +284,6 @@ interface Flight {
   sealed: { revisions: RevisionMap; fingerprint: Uint8Array } | undefined;
   /** Set once the incumbent said Committed (or died after sealing): from here on it cannot serve again. */
   pointOfNoReturn: boolean;
-  /** The successor answered Commit with Committed: only now is the handoff committed. */
-  successorCommitted?: boolean;
-  /** Commit was sent to the incumbent (an abort must not ask it to resume: it is exiting). */
-  commitSentToIncumbent?: boolean;
   /** Begin was sent: the successor may be serving (an abort gives it time to drain). */
   beginSent?: boolean;
   /** Drained.openConnsRemaining, when not 0. */
@@ -751,7 +747,6 @@ export class Supervisor extends EventEmitter {
       if (!successor.alive || f.sucCh!.failed) {
         throw new BatonError('E_PEER_DIED', `successor (pid ${successor.pid}) ${successor.alive ? 'lost its channel' : 'exited'} after Ready, before Commit`);
       }
-      f.commitSentToIncumbent = true;
       f.incCh.send({ type: 'Commit', handoffId: f.id });
       try {
         await this.fromIncumbent(f, ['Committed'], this.timeouts.livenessMs);
@@ -768,7 +763,6 @@ export class Supervisor extends EventEmitter {
     f.sucCh!.send({ type: 'Commit', handoffId: f.id });
     crashPoint(this.crash, 'supervisor.after_commit_successor');
     await this.fromSuccessor(f, ['Committed'], this.timeouts.livenessMs);
-    f.successorCommitted = true;
   }
 
   // ---- helpers -------------------------------------------------------------------
