@@ -113,13 +113,32 @@ export class Successor implements Machine<SuccessorState> {
   }
 }
 
+/** How long the successor waits for the data-dir lock after Begin (PROTOCOL.md 8.3). */
+export const SUCCESSOR_LOCK_WAIT_MS = 5_000;
+
+/**
+ * Begin: take the lock, let the app open its data, send Ready. This runs beside the
+ * driver, not inside it: an app that hangs while opening must still hear Abort (and
+ * notice a lost supervisor), so it can drain the connections it may already serve and
+ * exit instead of being killed with them open.
+ */
 async function onBegin(s: Successor, msg: MessageOf<'Begin'>): Promise<void> {
-  const { ctx } = s;
-  crashPoint(ctx.crash, 'successor.on_begin');
+  crashPoint(s.ctx.crash, 'successor.on_begin');
   s.state = 'OPENING';
   s.incumbentPid = msg.incumbentPid;
+  void openAfterBegin(s, msg).catch((err: unknown) => {
+    if (s.state !== 'OPENING') return; // aborted meanwhile
+    // Say why (e.g. E_LOCK_HELD) and hang up: the driver then ends and the successor aborts (drains, exits).
+    s.channel.sendError(err instanceof BatonError ? err : new BatonError((err as { code?: string }).code ?? 'E_OPEN_FAILED', errorMessage(err)));
+    s.channel.close('open failed');
+  });
+}
+
+async function openAfterBegin(s: Successor, msg: MessageOf<'Begin'>): Promise<void> {
+  const { ctx } = s;
   // The incumbent released the lock before SealComplete, or is provably dead (promotion).
-  await ctx.lock.acquire({ handoffId: msg.handoffId, waitMs: 5_000 });
+  await ctx.lock.acquire({ handoffId: msg.handoffId, waitMs: SUCCESSOR_LOCK_WAIT_MS });
+  if (s.state !== 'OPENING') return;
   crashPoint(ctx.crash, 'successor.after_lock');
   const info: BeginInfo = {
     role: s.role,
@@ -129,6 +148,7 @@ async function onBegin(s: Successor, msg: MessageOf<'Begin'>): Promise<void> {
     incumbentPid: msg.incumbentPid,
   };
   const readiness = await ctx.rpc.call<Readiness>('begin', info);
+  if (s.state !== 'OPENING') return;
   crashPoint(ctx.crash, 'successor.before_ready');
   s.state = 'READY_SENT';
   s.channel.send({ type: 'Ready', handoffId: msg.handoffId, ...readiness, buildId: ctx.buildId });
@@ -149,5 +169,6 @@ async function onAbort(s: Successor, msg: MessageOf<'Abort'>): Promise<void> {
 
 export const SUCCESSOR_TRANSITIONS: Transitions<SuccessorState, Successor> = {
   WAIT_BEGIN: { Begin: onBegin, Abort: onAbort },
+  OPENING: { Abort: onAbort },
   READY_SENT: { Commit: onCommit, Abort: onAbort },
 };

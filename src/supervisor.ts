@@ -25,6 +25,12 @@ export interface Timeouts {
   drainGraceMs: number;
   /** Default overall deadline of a handoff. */
   deadlineMs: number;
+  /**
+   * Default budget from Begin to the successor's Ready. The incumbent has drained and
+   * sealed by then, so this bounds how long a successor that hangs after Begin keeps
+   * every client waiting (the overall deadline alone allowed minutes).
+   */
+  readyMs: number;
   /** SIGTERM → SIGKILL grace when killing an aborted successor. */
   killGraceMs: number;
   /** How long an aborted incumbent has to answer Resumed. */
@@ -42,6 +48,10 @@ export const DEFAULT_TIMEOUTS: Timeouts = {
   livenessMs: LIVENESS_TIMEOUT_MS,
   drainGraceMs: 60_000,
   deadlineMs: 300_000,
+  // An app's slow start-up work belongs before Hello (warmUp), where the incumbent still
+  // serves; after Begin it only takes the lock and opens what it pre-read. 10 s covers a
+  // large open on a busy machine and keeps a hung build's blackout to seconds.
+  readyMs: 10_000,
   killGraceMs: 2_000,
   resumeMs: 30_000,
   leaseWaitMs: 30_000,
@@ -103,6 +113,8 @@ export interface HandoffSpec {
   command?: readonly string[];
   deadlineMs?: number;
   drainGraceMs?: number;
+  /** Begin → Ready budget for this handoff (default timeouts.readyMs). */
+  readyMs?: number;
   /** Extra env for the successor only. */
   successorEnv?: Record<string, string>;
   /** Make the successor crash at this point (tests). */
@@ -731,7 +743,15 @@ export class Supervisor extends EventEmitter {
   }
 
   private async stepAwaitReady(f: Flight): Promise<void> {
-    const ready = await this.fromSuccessor(f, ['Ready'], this.remaining(f));
+    const readyMs = f.spec.readyMs ?? this.timeouts.readyMs;
+    // Which budget can run out first: the Begin → Ready one has its own code (the overall deadline keeps E_TIMEOUT).
+    const readyBudgetFirst = readyMs < this.remaining(f);
+    const ready = await this.fromSuccessor(f, ['Ready'], Math.min(readyMs, this.remaining(f))).catch((err: unknown) => {
+      if ((err as BatonError).code === 'E_TIMEOUT' && readyBudgetFirst) {
+        throw new HandoffError('E_READY_TIMEOUT', `successor (pid ${f.successor!.pid}) did not send Ready within ${readyMs} ms of Begin (handoff.readyTimeoutS)`);
+      }
+      throw err;
+    });
     f.readyReceived = true;
     this.emit('ready', ready, f.id);
     crashPoint(this.crash, 'supervisor.after_ready');

@@ -111,7 +111,7 @@ describe('abort: a successor that served finishes its requests before it exits',
       await new Promise((r) => setTimeout(r, 300));
       for (let i = 0; i < 2; i++) {
         const spawned = nextSpawn(w);
-        const r = await w.sup.performHandoff({ successorEnv: { PRIM_HEALTHZ_FALSE: '1', PRIM_IDLE_GRACE_MS: '50' } });
+        const r = await w.sup.performHandoff({ successorEnv: { PRIM_HEALTHZ_FALSE: '1' } });
         expect(r.outcome).toBe('aborted');
         expect(r.code).toBe('E_READY_REJECTED');
         const successor = await spawned;
@@ -122,6 +122,30 @@ describe('abort: a successor that served finishes its requests before it exits',
       await load.stop();
     }
     expect(load.requests).toBeGreaterThan(100);
+    expect(load.failures, `failed requests: ${JSON.stringify(load.failures)}`).toEqual({});
+    expect(await lostWrites(w.port, load.acked)).toEqual([]);
+  });
+});
+
+describe('a bounded blackout: a successor that hangs after Begin', () => {
+  it('is aborted after the Begin → Ready budget (not the 300 s deadline); requests queued meanwhile complete; none fails', async () => {
+    const w = await worlds.start();
+    const gen1 = w.sup.incumbent!.pid;
+    const load = new Load(w.port, 16);
+    let r;
+    const t0 = Date.now();
+    try {
+      await new Promise((res) => setTimeout(res, 300));
+      r = await w.sup.performHandoff({ readyMs: 2_000, successorEnv: { PRIM_NEVER_READY: '1' } });
+      await new Promise((res) => setTimeout(res, 300)); // the old incumbent serves again
+    } finally {
+      await load.stop();
+    }
+    expect(r.outcome).toBe('aborted');
+    expect(r.code, r.reason).toBe('E_READY_TIMEOUT');
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    expect(r.phases.find((p) => p.phase === 'await_ready')!.ms).toBeLessThan(3_000);
+    expect(await w.settledServer()).toBe(gen1);
     expect(load.failures, `failed requests: ${JSON.stringify(load.failures)}`).toEqual({});
     expect(await lostWrites(w.port, load.acked)).toEqual([]);
   });

@@ -151,6 +151,7 @@ describe('supervisor: every failure before Commit aborts and the incumbent serve
     },
     { name: 'seal overruns the deadline', incumbentEnv: { PRIM_SEAL_BLOCK_MS: '3000' }, spec: { deadlineMs: 1_500 }, code: 'E_TIMEOUT', hook: 'seal' },
     { name: 'successor never sends Ready (deadline)', successorEnv: { PRIM_NEVER_READY: '1' }, spec: { deadlineMs: 3_000 }, code: 'E_TIMEOUT', hook: 'seal' },
+    { name: 'successor hangs after Begin (its own Begin → Ready budget, well inside the deadline)', successorEnv: { PRIM_NEVER_READY: '1' }, spec: { readyMs: 1_500 }, code: 'E_READY_TIMEOUT', reason: /did not send Ready within 1500 ms of Begin/, hook: 'seal' },
     { name: 'Ready with healthzOk=false', successorEnv: { PRIM_HEALTHZ_FALSE: '1' }, code: 'E_READY_REJECTED', hook: 'seal' },
     { name: 'Ready with a revision behind the seal', successorEnv: { PRIM_ADVERTISE_BEHIND: '1' }, code: 'E_READY_REJECTED', hook: 'seal' },
     { name: 'Ready from a process whose lock owner record names someone else', successorEnv: { PRIM_FAKE_LOCK_OWNER: '1' }, code: 'E_READY_REJECTED', hook: 'seal' },
