@@ -5,6 +5,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { BatonError, ConfigError, errorMessage } from './errors.js';
+import { jsonTextDepth, MAX_JSON_DEPTH, safeJson } from './json-limits.js';
 import type { Requester } from './jobs.js';
 import type { Logger } from './log.js';
 
@@ -212,7 +213,7 @@ export class AdminServer {
   private createServer(transport: Transport): http.Server {
     const server = http.createServer(
       { requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS, maxHeaderSize: 16 * 1024, connectionsCheckingInterval: 1_000 },
-      (req, res) => void this.handle(req, res, transport),
+      (req, res) => void this.handle(req, res, transport).catch(() => res.destroy()),
     );
     server.maxConnections = 32;
     server.on('clientError', (err, socket) => {
@@ -305,7 +306,26 @@ export class AdminServer {
     return { role, via: `token:${role}` };
   }
 
+  /**
+   * One request. Never rejects: whatever fails in it (a handler, serialising the reply
+   * or the audit line) ends as an error reply or a closed connection, never as an
+   * unhandled rejection that would end the supervisor (issue #21, item 1).
+   */
   private async handle(req: http.IncomingMessage, res: http.ServerResponse, transport: Transport): Promise<void> {
+    try {
+      await this.handleRequest(req, res, transport);
+    } catch (err) {
+      this.opts.log.error({ event: 'admin.request_failed', transport, err: errorMessage(err) }, 'admin request failed outside its handler');
+      if (!res.headersSent && !res.destroyed) {
+        const text = `${JSON.stringify({ error: { code: 'E_INTERNAL', message: 'the request failed; see the supervisor log' } })}\n`;
+        res.writeHead(500, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), connection: 'close' }).end(text);
+      } else {
+        res.destroy();
+      }
+    }
+  }
+
+  private async handleRequest(req: http.IncomingMessage, res: http.ServerResponse, transport: Transport): Promise<void> {
     const who = requesterOf(req);
     const url = parseTarget(req.url);
     if (!url) {
@@ -351,7 +371,7 @@ export class AdminServer {
                 streaming = true;
                 res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
               }
-              if (!res.destroyed) res.write(`${toJson(line)}\n`);
+              if (!res.destroyed) res.write(`${safeJson(line) ?? JSON.stringify({ type: 'error', error: { code: 'E_REPLY_UNSERIALISABLE', message: 'a progress line could not be serialised' } })}\n`);
             },
             get closed() {
               return res.destroyed || res.writableEnded;
@@ -364,10 +384,17 @@ export class AdminServer {
       this.opts.log.error({ event: 'admin.handler_failed', err: errorMessage(err) }, 'admin handler failed');
       reply = errorReply(500, err instanceof BatonError ? err.code : 'E_INTERNAL', errorMessage(err));
     }
+    let json = safeJson(reply.body);
+    if (json === undefined) {
+      // A reply that cannot be serialised (a value nested too deep, a cycle): an error reply, not a crash.
+      this.opts.log.error({ event: 'admin.reply_unserialisable', method, path: url.pathname }, 'admin reply could not be serialised');
+      reply = { ...errorReply(500, 'E_REPLY_UNSERIALISABLE', `the reply to ${method} ${url.pathname} could not be serialised`), audit: 'unserialisable reply' };
+      json = JSON.stringify(reply.body);
+    }
     if (streaming) {
-      if (!res.destroyed) res.end(`${toJson(reply.body)}\n`);
+      if (!res.destroyed) res.end(`${json}\n`);
     } else if (!res.headersSent && !res.destroyed) {
-      const text = `${toJson(reply.body)}\n`;
+      const text = `${json}\n`;
       res.writeHead(reply.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...(reply.status >= 400 && { connection: 'close' }) });
       res.end(text);
     }
@@ -392,7 +419,7 @@ export class AdminServer {
    * how it authenticated and the role), over which transport, what, result.
    */
   private audit(entry: { who: Requester; transport: Transport; method: string; path: string; body?: unknown; status: number; result: unknown }): void {
-    const line = `${toJson({ at: new Date().toISOString(), ...entry })}\n`;
+    const line = `${safeJson({ at: new Date().toISOString(), ...entry }) ?? safeJson({ at: new Date().toISOString(), ...entry, body: { unserialisable: true }, result: String(entry.result) })}\n`;
     this.auditChain = this.auditChain.then(() =>
       appendFile(this.opts.auditPath, line, { mode: 0o600 }).catch((err: unknown) =>
         this.opts.log.error({ event: 'admin.audit_failed', err: errorMessage(err) }, 'could not write the audit log'),
@@ -438,6 +465,10 @@ async function readJsonBody(req: http.IncomingMessage): Promise<{ body: Record<s
   if (tooLarge) return { error: errorReply(413, 'E_TOO_LARGE', `request body is over the limit of ${MAX_BODY_BYTES} bytes`) };
   const text = Buffer.concat(chunks).toString('utf8').trim();
   if (text === '') return { body: {} };
+  // Before parsing: a deep body parses fine but overflows the stack wherever it is walked later.
+  if (jsonTextDepth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) {
+    return { error: errorReply(400, 'E_BAD_JSON', `request body is nested deeper than ${MAX_JSON_DEPTH} levels`) };
+  }
   let value: unknown;
   try {
     value = JSON.parse(text);

@@ -2,6 +2,10 @@ import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
+import { MAX_JSON_DEPTH, valueDepth } from './json-limits.js';
+
+/** The deepest entry a state list keeps: a job record around the deepest value the wire carries. */
+export const MAX_STATE_ENTRY_DEPTH = MAX_JSON_DEPTH + 8;
 
 /**
  * Replace a small file atomically and durably: write a temp file beside it, fsync it,
@@ -79,7 +83,13 @@ function tempPathFor(filePath: string): string {
  * shape never stops a start: it is kept aside as `<file>.corrupt-<ms>`, `corrupt` is told
  * why, and the list starts empty. Entries failing `keep` are dropped.
  */
-export async function loadStateList<T>(filePath: string, key: string, keep: (entry: T) => boolean, corrupt: (reason: string) => void): Promise<T[] | undefined> {
+export async function loadStateList<T>(
+  filePath: string,
+  key: string,
+  keep: (entry: T) => boolean,
+  corrupt: (reason: string) => void,
+  opts: { dropped?: (count: number, reason: string) => void } = {},
+): Promise<T[] | undefined> {
   let text: string;
   try {
     text = await fsp.readFile(filePath, 'utf8');
@@ -91,7 +101,12 @@ export async function loadStateList<T>(filePath: string, key: string, keep: (ent
     const data = JSON.parse(text) as Record<string, unknown> | null;
     const list = data?.[key];
     if (data?.version !== 1 || !Array.isArray(list)) throw new Error(`not a version-1 file with a "${key}" list`);
-    return (list as T[]).filter((e) => typeof e === 'object' && e !== null && keep(e));
+    // An entry nested deeper than any baton writes (a record made before params were
+    // bounded, or planted) would overflow the stack wherever it is serialised: dropped.
+    const shaped = (list as T[]).filter((e) => typeof e === 'object' && e !== null && keep(e));
+    const kept = shaped.filter((e) => valueDepth(e, MAX_STATE_ENTRY_DEPTH) <= MAX_STATE_ENTRY_DEPTH);
+    if (kept.length < shaped.length) opts.dropped?.(shaped.length - kept.length, `nested deeper than ${MAX_STATE_ENTRY_DEPTH} levels`);
+    return kept;
   } catch (err) {
     corrupt(err instanceof Error ? err.message : String(err));
     await writeFileAtomic(`${filePath}.corrupt-${Date.now()}`, text).catch(() => undefined);

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { AdminServer, AdminTokens, adminSocketLive, errorReply, type AdminContext, type AdminReply, type AdminRequest } from './admin.js';
 import type { RunConfig } from './config.js';
 import { BatonError, ConfigError, HandoffError, errorMessage } from './errors.js';
+import { MAX_PARAMS_BYTES, MAX_PARAMS_DEPTH, safeJson, valueDepth } from './json-limits.js';
 import { JobStore, type JobRecord, type JobTrigger, type Requester } from './jobs.js';
 import { adoptSystemdListeners, bindListeners, type HeldListener } from './listeners.js';
 import { LifecycleLog, MAX_LIFECYCLE_RECORDS } from './lifecycle.js';
@@ -49,6 +50,45 @@ export async function prepareStateDir(dir: string, log: Logger): Promise<void> {
   }
 }
 
+/**
+ * What `baton run` does with an error nobody caught (an unhandled rejection, an uncaught
+ * exception): it logs it (`daemon.fault`, with the stack) and keeps supervising. Exiting
+ * would orphan the app — it serves on without a supervisor, nobody restarts it, and the
+ * next `baton run` has to take its listeners back with a gap — which is worse than
+ * going on with one failed request or timer callback behind. Requests cannot get here
+ * (admin.ts answers every failure), so a fault is a bug, not an attack. A storm (more
+ * than `maxPerMinute` faults in 60 s) means the supervisor may be broken for good:
+ * `onStorm` runs once (the daemon stops the app gracefully and exits 1).
+ */
+export function installFaultPolicy(log: Logger, opts: { onStorm: () => void; maxPerMinute?: number }): () => void {
+  const max = opts.maxPerMinute ?? 20;
+  const times: number[] = [];
+  let stormed = false;
+  const fault = (kind: 'unhandledRejection' | 'uncaughtException', err: unknown): void => {
+    const now = Date.now();
+    times.push(now);
+    while (times.length > 0 && times[0]! < now - 60_000) times.shift();
+    try {
+      log.error({ event: 'daemon.fault', kind, err: errorMessage(err), stack: err instanceof Error ? err.stack : undefined, inLastMinute: times.length }, `${kind}: ${errorMessage(err)}; the supervisor keeps running`);
+    } catch {
+      // logging must not turn one fault into another
+    }
+    if (times.length > max && !stormed) {
+      stormed = true;
+      log.fatal({ event: 'daemon.fault_storm', inLastMinute: times.length, max }, `${times.length} uncaught errors in a minute: stopping`);
+      opts.onStorm();
+    }
+  };
+  const onRejection = (reason: unknown): void => fault('unhandledRejection', reason);
+  const onException = (err: Error): void => fault('uncaughtException', err);
+  process.on('unhandledRejection', onRejection);
+  process.on('uncaughtException', onException);
+  return () => {
+    process.off('unhandledRejection', onRejection);
+    process.off('uncaughtException', onException);
+  };
+}
+
 interface UpgradeEvents {
   onEvent?: (line: Record<string, unknown>) => void;
 }
@@ -81,6 +121,8 @@ export class Daemon {
   /** A full GC shortly after each handoff (src/memory.ts). */
   private readonly compactor: HeapCompactor;
   private healthCheck: Promise<void> | undefined;
+  /** Uninstalls the process-level fault policy (installFaultPolicy). */
+  private removeFaultPolicy: (() => void) | undefined;
   private lastHealth: { status: HealthStatus; probes: Map<string, { status: HealthStatus; message: string; source: string }> } | undefined;
 
   constructor(
@@ -96,6 +138,13 @@ export class Daemon {
   async start(): Promise<void> {
     const t0 = Date.now();
     const cfg = this.cfg;
+    this.removeFaultPolicy ??= installFaultPolicy(this.log, {
+      onStorm: () => {
+        this.exitCode = EXIT.error;
+        if (this.sup) void this.stop(this.cfg.stopTimeoutS * 1000);
+        else setImmediate(() => this.finished(EXIT.error));
+      },
+    });
     await prepareStateDir(cfg.stateDir, this.log);
     const sockPath = adminSocketPath(cfg.stateDir);
     if (await adminSocketLive(sockPath)) {
@@ -571,6 +620,9 @@ export class Daemon {
     if (typeof urgency !== 'string' || !URGENCIES.includes(urgency as Urgency)) return errorReply(400, 'E_BAD_REQUEST', `"urgency": expected one of ${URGENCIES.join(', ')} (got ${JSON.stringify(urgency)})`);
     if (reason !== undefined && (typeof reason !== 'string' || reason.length > 1024)) return errorReply(400, 'E_BAD_REQUEST', '"reason": expected a string of at most 1024 characters');
     if (params !== undefined && (typeof params !== 'object' || params === null || Array.isArray(params))) return errorReply(400, 'E_BAD_REQUEST', '"params": expected a JSON object');
+    // Bounded: params are kept in jobs.json and sent to the app; a deep value there would fail every later read of the history.
+    if (params !== undefined && valueDepth(params, MAX_PARAMS_DEPTH) > MAX_PARAMS_DEPTH) return errorReply(400, 'E_BAD_REQUEST', `"params": nested deeper than ${MAX_PARAMS_DEPTH} levels`);
+    if (params !== undefined && Buffer.byteLength(safeJson(params) ?? '') > MAX_PARAMS_BYTES) return errorReply(400, 'E_BAD_REQUEST', `"params": at most ${MAX_PARAMS_BYTES} bytes of JSON`);
     const job = await this.runMaintenance('admin', req.who, { task, urgency: urgency as Urgency, reason: reason as string | undefined, params: params as Record<string, unknown> | undefined }, { onEvent: (line) => ctx.stream(line) });
     const status = job.state === 'SKIPPED' ? (job.code === 'E_LEASE_HELD' ? 409 : 503) : 200;
     return { status, body: { type: 'result', job }, audit: { job: job.id, task, state: job.state, code: job.code } };

@@ -1,0 +1,170 @@
+/**
+ * Security hardening (issue #21), through the real binary where the finding was made
+ * against it: one test (or more) per item of the issue, each named by its item. Every
+ * process carries this suite's BATON_TEST_TAG; each test ends with none of them left.
+ */
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { adminRequest, AdminServer, AdminTokens, type AdminReply } from '../src/admin.js';
+import { adminSocketPath } from '../src/daemon.js';
+import { createLogger } from '../src/log.js';
+import { ROOT } from './support/engine.js';
+import { exitOf, Harness, pollUntil } from './support/harness.js';
+import { useCliWorlds, collect, type DaemonHandle } from './support/cli.js';
+
+const h = new Harness();
+const worlds = useCliWorlds(h);
+
+const readToken = (d: DaemonHandle, role: 'read' | 'write' | 'admin'): string => readFileSync(path.join(d.stateDir, 'tokens', `${role}.token`), 'utf8').trim();
+
+/** Raw bytes to a socket path or a TCP port; resolves with everything answered until the close (or `quietMs` of silence). */
+function raw(target: string | number, bytes: string | Buffer, quietMs = 3_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = typeof target === 'number' ? net.connect(target, '127.0.0.1') : net.connect(target);
+    let data = '';
+    let timer: NodeJS.Timeout | undefined;
+    const arm = (): void => {
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        s.destroy();
+        resolve(data);
+      }, quietMs);
+    };
+    s.setEncoding('utf8');
+    s.on('data', (c: string) => {
+      data += c;
+      arm();
+    });
+    s.on('error', (err: NodeJS.ErrnoException) => (err.code === 'ECONNRESET' || err.code === 'EPIPE' ? resolve(data) : reject(err)));
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve(data);
+    });
+    s.on('connect', () => {
+      s.write(bytes);
+      arm();
+    });
+  });
+}
+
+function httpText(method: string, target: string, body: string, headers: Record<string, string> = {}): string {
+  const h = { host: 'baton', 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), connection: 'close', ...headers };
+  return `${method} ${target} HTTP/1.1\r\n${Object.entries(h).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n${body}`;
+}
+
+const deep = (n: number, inner = ''): string => `${'['.repeat(n)}${inner}${']'.repeat(n)}`;
+
+async function stop(d: DaemonHandle): Promise<void> {
+  const r = await worlds.w.baton(['stop', '--state-dir', d.stateDir]);
+  expect(r.code, r.stderr).toBe(0);
+  expect(await exitOf(d.child)).toEqual({ code: 0, signal: null });
+}
+
+describe('item 1: one request must not end the supervisor', () => {
+  it('a body nested 6,000 deep on GET /v1/status (socket and TCP with a read token) is a 400; params nested too deep are a 400; the daemon serves on', async () => {
+    const d = await worlds.w.startDaemon({ extraArgs: ['--admin-listen', '127.0.0.1:0'] });
+    const sock = adminSocketPath(d.stateDir);
+    const body = `{"a":${deep(6000)}}`;
+    expect(body.length).toBeGreaterThan(12_000);
+    const onSocket = await raw(sock, httpText('GET', '/v1/status', body));
+    expect(onSocket).toMatch(/^HTTP\/1.1 400 .*E_BAD_JSON.*nested deeper than 32 levels/s);
+
+    const s = (await worlds.w.status(d)) as unknown as { admin: { tcp: string } };
+    const port = Number(s.admin.tcp.split(':').pop());
+    const onTcp = await raw(port, httpText('GET', '/v1/status', body, { authorization: `Bearer ${readToken(d, 'read')}` }));
+    expect(onTcp).toMatch(/^HTTP\/1.1 400 .*E_BAD_JSON/s);
+
+    // Within the body limit, but params deeper than a task may take: refused before it is stored.
+    const params = await adminRequest(sock, 'POST', '/v1/jobs', { task: 'work', params: { p: JSON.parse(deep(20, '1')) as unknown } }, { timeoutMs: 10_000 });
+    expect(params.status).toBe(400);
+    expect(params.body.error).toMatchObject({ code: 'E_BAD_REQUEST', message: '"params": nested deeper than 16 levels' });
+    const big = await adminRequest(sock, 'POST', '/v1/jobs', { task: 'work', params: { p: 'x'.repeat(20_000) } }, { timeoutMs: 10_000 });
+    expect(big.status).toBe(400);
+
+    expect(d.child.exitCode).toBeNull();
+    expect((await worlds.w.status(d)).app?.generation).toBe(1);
+    expect(d.out.stderr).not.toContain('Maximum call stack');
+    await stop(d);
+  });
+
+  it('a job record nested 2,400 deep left in jobs.json (the persistent variant) is dropped at load: baton status answers', async () => {
+    const dir = h.tempDir('baton-sec-');
+    const stateDir = path.join(dir, 'state');
+    mkdirSync(stateDir, { mode: 0o700 });
+    const now = new Date().toISOString();
+    const planted = `{"version":1,"jobs":[{"id":"deep-1","kind":"maintenance","state":"SUCCEEDED","trigger":"admin","createdAt":"${now}","endedAt":"${now}","maintenance":{"task":"work","urgency":"normal","params":{"p":${deep(2400, '1')}}}}]}\n`;
+    writeFileSync(path.join(stateDir, 'jobs.json'), planted, { mode: 0o600 });
+    const d = await worlds.w.startDaemon({ dir, env: { BATON_LOG_LEVEL: 'info' } });
+    const st = await worlds.w.baton(['status', '--state-dir', d.stateDir]);
+    expect(st.code, st.stderr).toBe(0);
+    expect(d.out.stderr).toMatch(/"event":"jobs.records_dropped".*"count":1/);
+    expect((await worlds.w.baton(['history', '--state-dir', d.stateDir])).code).toBe(0);
+    await stop(d);
+  });
+
+  it('a reply or a progress line that cannot be serialised is an error reply, not a crash (in-process server)', async () => {
+    const dir = h.tempDir('baton-sec-');
+    const log = createLogger('test', {});
+    const tokens = await AdminTokens.ensure(path.join(dir, 'tokens'), log);
+    const cyclic: Record<string, unknown> = {};
+    cyclic.self = cyclic;
+    const server = new AdminServer({
+      socketPath: path.join(dir, 'admin.sock'),
+      auditPath: path.join(dir, 'audit.log'),
+      log,
+      tokens,
+      routes: {
+        'GET /v1/cyclic': async (): Promise<AdminReply> => ({ status: 200, body: cyclic }),
+        'GET /v1/deep': async (): Promise<AdminReply> => ({ status: 200, body: JSON.parse(deep(20_000)) as unknown }),
+        'POST /v1/stream': async (_req, ctx): Promise<AdminReply> => {
+          ctx.stream(cyclic);
+          return { status: 200, body: { type: 'result', ok: true } };
+        },
+        'GET /v1/ok': async (): Promise<AdminReply> => ({ status: 200, body: { ok: true } }),
+      },
+    });
+    await server.listen();
+    try {
+      const sock = path.join(dir, 'admin.sock');
+      for (const p of ['/v1/cyclic', '/v1/deep']) {
+        const r = await adminRequest(sock, 'GET', p);
+        expect(r.status, p).toBe(500);
+        expect(r.body.error).toMatchObject({ code: 'E_REPLY_UNSERIALISABLE' });
+      }
+      const lines: unknown[] = [];
+      const streamed = await adminRequest(sock, 'POST', '/v1/stream', {}, { onLine: (l) => lines.push(l) });
+      expect(streamed.body).toMatchObject({ type: 'result', ok: true });
+      expect(lines).toEqual([{ type: 'error', error: { code: 'E_REPLY_UNSERIALISABLE', message: 'a progress line could not be serialised' } }]);
+      expect((await adminRequest(sock, 'GET', '/v1/ok')).status).toBe(200);
+    } finally {
+      await server.close();
+    }
+    // Every request was audited, the unserialisable ones too.
+    const audit = readFileSync(path.join(dir, 'audit.log'), 'utf8').trim().split('\n');
+    expect(audit).toHaveLength(4);
+  });
+
+  it('an uncaught error or unhandled rejection in baton run is logged and the supervisor keeps running; a storm stops it', async () => {
+    const script = `
+      import { installFaultPolicy } from ${JSON.stringify(path.join(ROOT, 'dist/src/daemon.js'))};
+      import { createLogger } from ${JSON.stringify(path.join(ROOT, 'dist/src/log.js'))};
+      installFaultPolicy(createLogger('t'), { maxPerMinute: 3, onStorm: () => console.log('storm') });
+      Promise.reject(new Error('rejected once'));
+      setTimeout(() => { throw new Error('thrown once'); }, 10);
+      setTimeout(() => { console.log('alive'); Promise.reject(new Error('r3')); Promise.reject(new Error('r4')); }, 100);
+      setTimeout(() => process.exit(0), 300);
+    `;
+    const child = h.spawn(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, BATON_TEST_TAG: worlds.tag } });
+    const r = await collect(child, 20_000);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.split('\n')).toEqual(['alive', 'storm', '']);
+    const faults = r.stderr.split('\n').filter((l) => l.includes('"event":"daemon.fault"'));
+    expect(faults).toHaveLength(4);
+    expect(faults[0]).toContain('"kind":"unhandledRejection"');
+    expect(faults[1]).toMatch(/"kind":"uncaughtException".*thrown once/);
+    expect(r.stderr).toContain('"event":"daemon.fault_storm"');
+  });
+});
+
