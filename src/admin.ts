@@ -1,11 +1,14 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { appendFile, chmod, mkdir, open, readFile, rm, stat } from 'node:fs/promises';
+import { lstatSync, mkdirSync, type Stats } from 'node:fs';
+import { chmod, open, rm } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { BatonError, ConfigError, errorMessage } from './errors.js';
+import { AuditLog, type AuditLimits } from './audit.js';
 import { jsonTextDepth, MAX_JSON_DEPTH, safeJson } from './json-limits.js';
+import { readStateFile, setAside, tightenDir, UnsafePathError } from './secure-fs.js';
 import type { Requester } from './jobs.js';
 import type { Logger } from './log.js';
 
@@ -112,23 +115,26 @@ export class AdminTokens {
   ) {}
 
   static async ensure(dir: string, log: Logger): Promise<AdminTokens> {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    const st = await stat(dir);
-    if ((st.mode & 0o077) !== 0) {
-      log.warn({ event: 'admin.tokens_dir_mode', dir, mode: (st.mode & 0o777).toString(8) }, `token dir ${dir} was mode ${(st.mode & 0o777).toString(8)}; setting 0700`);
-      await chmod(dir, 0o700);
-    }
+    prepareTokensDir(dir, log);
     const digests = new Map<AdminRole, Buffer>();
     const seen = new Map<string, AdminRole>();
     for (const role of ADMIN_ROLES) {
       const file = tokenPath(dir, role);
-      const created = await createToken(file);
-      const fst = await stat(file);
-      if ((fst.mode & 0o077) !== 0) {
-        log.warn({ event: 'admin.token_file_mode', file, mode: (fst.mode & 0o777).toString(8) }, `token file ${file} was mode ${(fst.mode & 0o777).toString(8)}; setting 0600`);
-        await chmod(file, 0o600);
+      // O_NOFOLLOW | O_NONBLOCK + fstat: a link, a FIFO, a device, another user's file or one
+      // others may read is never read (nor chmod-ed): it is set aside and a new token made.
+      let read = await readStateFile(file, MAX_TOKEN_FILE_BYTES, { private: true });
+      if (read.kind === 'untrusted') {
+        const aside = await setAside(file, 'untrusted');
+        log.warn({ event: 'admin.token_untrusted', role, file, setAsideAs: aside, reason: read.reason }, `token file ${file} ${read.reason}: it cannot be trusted; set aside as ${aside}, making a new ${role} token`);
+        read = { kind: 'missing' };
       }
-      const token = (await readFile(file, 'utf8')).trim();
+      let created = false;
+      if (read.kind === 'missing') {
+        created = await createToken(file);
+        read = await readStateFile(file, MAX_TOKEN_FILE_BYTES, { private: true });
+        if (read.kind !== 'ok') throw new UnsafePathError('E_UNSAFE_PATH', `token file ${file}: ${read.kind === 'untrusted' ? read.reason : 'vanished'} right after it was made`, { path: file });
+      }
+      const token = read.text.trim();
       if (!TOKEN_RE.test(token)) {
         throw new ConfigError('E_CONFIG', `${file}: expected a token of 32..512 printable characters without spaces (baton writes 64 hex digits); delete the file to have a new one made`, { field: 'tokens' });
       }
@@ -149,6 +155,30 @@ export class AdminTokens {
     for (const role of ADMIN_ROLES) if (timingSafeEqual(d, this.digests.get(role)!) && found === undefined) found = role;
     return found;
   }
+}
+
+/** A token file is 32..512 characters and a newline: anything much larger is not one. */
+const MAX_TOKEN_FILE_BYTES = 1024;
+
+/**
+ * The tokens dir: made 0700 when absent; refused when it is a link, not a directory or
+ * not ours; tightened to 0700 (through an O_NOFOLLOW descriptor) when others may read it.
+ */
+function prepareTokensDir(dir: string, log: Logger): void {
+  let st: Stats;
+  try {
+    st = lstatSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    mkdirSync(dir, { mode: 0o700 });
+    st = lstatSync(dir);
+  }
+  const me = process.getuid?.();
+  if (st.isSymbolicLink()) throw new UnsafePathError('E_UNSAFE_PATH', `token dir ${dir} is a symbolic link; refusing to use it (remove it to have a new one made)`, { path: dir });
+  if (!st.isDirectory()) throw new UnsafePathError('E_UNSAFE_PATH', `token dir ${dir} is not a directory; refusing to use it`, { path: dir });
+  if (me !== undefined && st.uid !== me) throw new UnsafePathError('E_UNSAFE_PATH', `token dir ${dir} is owned by uid ${st.uid}, not by this user (uid ${me}); refusing to use it`, { path: dir });
+  const was = tightenDir(dir);
+  if (was !== undefined) log.warn({ event: 'admin.tokens_dir_mode', dir, mode: was.toString(8) }, `token dir ${dir} was mode ${was.toString(8)}; set to 0700 (every token file in it is checked)`);
 }
 
 export function tokenPath(dir: string, role: AdminRole): string {
@@ -188,6 +218,8 @@ export interface AdminServerOptions {
   tokens: AdminTokens;
   /** Also serve the API on this TCP address (tokens required). */
   tcp?: { host: string; port: number } | undefined;
+  /** Bounds of the audit log (audit.ts; tests make them small). */
+  auditLimits?: Partial<AuditLimits> | undefined;
 }
 
 type Transport = 'unix' | 'tcp';
@@ -204,10 +236,11 @@ export class AdminServer {
   private tcpServer: http.Server | undefined;
   /** TCP requests that arrive before the Unix socket opens (start-up) get 503. */
   private serving = false;
-  private auditChain: Promise<void> = Promise.resolve();
+  private readonly auditLog: AuditLog;
 
   constructor(private readonly opts: AdminServerOptions) {
     this.server = this.createServer('unix');
+    this.auditLog = new AuditLog(opts.auditPath, opts.log, opts.auditLimits);
   }
 
   private createServer(transport: Transport): http.Server {
@@ -286,7 +319,7 @@ export class AdminServer {
     await closed;
     clearTimeout(timer);
     await rm(this.opts.socketPath, { force: true });
-    await this.auditChain;
+    await this.auditLog.close();
   }
 
   /** Who may do what: no token on the Unix socket is admin; a token has its role; TCP needs one. */
@@ -419,12 +452,7 @@ export class AdminServer {
    * how it authenticated and the role), over which transport, what, result.
    */
   private audit(entry: { who: Requester; transport: Transport; method: string; path: string; body?: unknown; status: number; result: unknown }): void {
-    const line = `${safeJson({ at: new Date().toISOString(), ...entry }) ?? safeJson({ at: new Date().toISOString(), ...entry, body: { unserialisable: true }, result: String(entry.result) })}\n`;
-    this.auditChain = this.auditChain.then(() =>
-      appendFile(this.opts.auditPath, line, { mode: 0o600 }).catch((err: unknown) =>
-        this.opts.log.error({ event: 'admin.audit_failed', err: errorMessage(err) }, 'could not write the audit log'),
-      ),
-    );
+    this.auditLog.record({ at: new Date().toISOString(), ...entry }, entry.status >= 400 && entry.status < 500);
   }
 }
 

@@ -3,9 +3,12 @@ import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { MAX_JSON_DEPTH, valueDepth } from './json-limits.js';
+import { readStateFile, setAside } from './secure-fs.js';
 
 /** The deepest entry a state list keeps: a job record around the deepest value the wire carries. */
 export const MAX_STATE_ENTRY_DEPTH = MAX_JSON_DEPTH + 8;
+/** The largest state list read (100,000 job records at their bounds fit). */
+export const MAX_STATE_FILE_BYTES = 256 * 1024 * 1024;
 
 /**
  * Replace a small file atomically and durably: write a temp file beside it, fsync it,
@@ -90,13 +93,16 @@ export async function loadStateList<T>(
   corrupt: (reason: string) => void,
   opts: { dropped?: (count: number, reason: string) => void } = {},
 ): Promise<T[] | undefined> {
-  let text: string;
-  try {
-    text = await fsp.readFile(filePath, 'utf8');
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
+  // O_NOFOLLOW | O_NONBLOCK + fstat (secure-fs.ts): a planted link, FIFO, directory or
+  // another user's file is never read; it is set aside (renamed, never followed).
+  const read = await readStateFile(filePath, MAX_STATE_FILE_BYTES);
+  if (read.kind === 'missing') return undefined;
+  if (read.kind === 'untrusted') {
+    const aside = await setAside(filePath, 'untrusted').catch((err: unknown) => `(could not be set aside: ${err instanceof Error ? err.message : String(err)})`);
+    corrupt(`${filePath} ${read.reason}; set aside as ${aside}`);
+    return [];
   }
+  const text = read.text;
   try {
     const data = JSON.parse(text) as Record<string, unknown> | null;
     const list = data?.[key];

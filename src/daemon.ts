@@ -1,9 +1,10 @@
-import { chmod, mkdir, stat } from 'node:fs/promises';
+import { lstat } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { AdminServer, AdminTokens, adminSocketLive, errorReply, type AdminContext, type AdminReply, type AdminRequest } from './admin.js';
 import type { RunConfig } from './config.js';
 import { BatonError, ConfigError, HandoffError, errorMessage } from './errors.js';
+import { ensureSecureDir, tightenDir, UnsafePathError } from './secure-fs.js';
 import { MAX_PARAMS_BYTES, MAX_PARAMS_DEPTH, safeJson, valueDepth } from './json-limits.js';
 import { JobStore, type JobRecord, type JobTrigger, type Requester } from './jobs.js';
 import { adoptSystemdListeners, bindListeners, type HeldListener } from './listeners.js';
@@ -36,17 +37,22 @@ export function adminTokensDir(stateDir: string): string {
   return path.join(stateDir, 'tokens');
 }
 
-/** Creates the state dir 0700; refuses one owned by someone else; tightens a looser mode. */
+/**
+ * Creates the state dir 0700 and checks every component of its path (secure-fs.ts
+ * ensureSecureDir: lstat from / down, root's or ours, no link we did not make, nothing
+ * writable by others but sticky dirs); refuses a state dir others may write; tightens
+ * one others may only read, through an O_NOFOLLOW descriptor. Entries baton makes inside
+ * it that are directories (control/, tokens/) must be ours and not links.
+ */
 export async function prepareStateDir(dir: string, log: Logger): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const st = await stat(dir);
-  const uid = process.getuid?.();
-  if (uid !== undefined && st.uid !== uid) {
-    throw new ConfigError('E_CONFIG', `"stateDir": expected a directory owned by uid ${uid} (it holds the admin socket); ${dir} is owned by uid ${st.uid}`, { field: 'stateDir' });
-  }
-  if ((st.mode & 0o077) !== 0) {
-    log.warn({ event: 'daemon.state_dir_mode', dir, mode: (st.mode & 0o777).toString(8) }, `state dir ${dir} was mode ${(st.mode & 0o777).toString(8)}; setting 0700`);
-    await chmod(dir, 0o700);
+  ensureSecureDir(dir, '"stateDir":');
+  const was = tightenDir(dir);
+  if (was !== undefined) log.warn({ event: 'daemon.state_dir_mode', dir, mode: was.toString(8) }, `state dir ${dir} was mode ${was.toString(8)}; set to 0700`);
+  const control = path.join(dir, 'control');
+  const st = await lstat(control).catch(() => undefined);
+  const me = process.getuid?.();
+  if (st && (st.isSymbolicLink() || !st.isDirectory() || (me !== undefined && st.uid !== me))) {
+    throw new UnsafePathError('E_UNSAFE_PATH', `${control} is ${st.isSymbolicLink() ? 'a symbolic link' : !st.isDirectory() ? 'not a directory' : `owned by uid ${st.uid}`}; refusing to use it (remove it to have a new one made)`, { path: control });
   }
 }
 

@@ -1,5 +1,5 @@
-import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from './atomic-file.js';
+import { readStateFile } from './secure-fs.js';
 import { ConfigError, errorMessage } from './errors.js';
 import { MAX_PARAMS_BYTES, MAX_PARAMS_DEPTH, valueDepth } from './json-limits.js';
 import type { JobRecord, MaintenanceSummary } from './jobs.js';
@@ -474,9 +474,12 @@ export class ScheduleStore {
   async load(): Promise<void> {
     let text: string;
     try {
-      text = await readFile(this.filePath, 'utf8');
+      const read = await readStateFile(this.filePath, 16 * 1024 * 1024);
+      if (read.kind === 'missing') return;
+      if (read.kind === 'untrusted') throw this.fileError(`cannot be trusted: it ${read.reason}`);
+      text = read.text;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      if (err instanceof ConfigError) throw err;
       throw this.fileError(`cannot read it (${errorMessage(err)})`);
     }
     this.fileExisted = true;

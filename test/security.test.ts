@@ -3,14 +3,15 @@
  * against it: one test (or more) per item of the issue, each named by its item. Every
  * process carries this suite's BATON_TEST_TAG; each test ends with none of them left.
  */
-import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { adminRequest, AdminServer, AdminTokens, type AdminReply } from '../src/admin.js';
 import { adminSocketPath } from '../src/daemon.js';
 import { createLogger } from '../src/log.js';
-import { ROOT } from './support/engine.js';
+import { PRIMITIVE, ROOT, taggedPids } from './support/engine.js';
 import { exitOf, Harness, pollUntil } from './support/harness.js';
 import { useCliWorlds, collect, type DaemonHandle } from './support/cli.js';
 
@@ -168,3 +169,136 @@ describe('item 1: one request must not end the supervisor', () => {
   });
 });
 
+
+describe('item 2: the default state dir cannot be steered through /tmp', () => {
+  const runArgs = (dir: string, extra: string[] = []): string[] => ['run', '--name', 'svc', '--listen', 'tcp://127.0.0.1:0', '--data-dir', path.join(dir, 'data'), ...extra, '--', ...PRIMITIVE];
+  const defaultEnv = (tmp: string): Record<string, string> => ({ TMPDIR: tmp, XDG_RUNTIME_DIR: '', RUNTIME_DIRECTORY: '' });
+
+  it("another user's baton-UID dir with svc -> a root-owned dir: refused, the target is neither chmod-ed nor written", async () => {
+    const tmp = h.tempDir('baton-sec-tmp-');
+    chmodSync(tmp, 0o1777); // like /tmp
+    const victim = path.join(tmp, 'victim');
+    mkdirSync(victim, { mode: 0o755 });
+    writeFileSync(path.join(victim, 'keep'), 'x');
+    const planted = path.join(tmp, `baton-${process.getuid!()}`);
+    mkdirSync(planted);
+    chmodSync(planted, 0o777);
+    chownSync(planted, 65534, 65534);
+    symlinkSync(victim, path.join(planted, 'svc'));
+    lchownSync(path.join(planted, 'svc'), 65534, 65534);
+    const r = await worlds.w.baton(runArgs(tmp), defaultEnv(tmp));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`${planted} is owned by uid 65534 .*\\(E_UNSAFE_PATH\\)`));
+    expect(statSync(victim).mode & 0o7777).toBe(0o755);
+    expect(readdirSync(victim)).toEqual(['keep']);
+    expect(await taggedPids(worlds.tag)).toEqual([]);
+  });
+
+  it('a state dir that is a link, one others may write, or under a dir of another user is refused; a fresh default one is made 0700 all the way', async () => {
+    const tmp = h.tempDir('baton-sec-tmp-');
+    chmodSync(tmp, 0o1777);
+    const victim = path.join(tmp, 'victim');
+    mkdirSync(victim, { mode: 0o755 });
+    const mine = path.join(tmp, `baton-${process.getuid!()}`);
+    mkdirSync(mine, { mode: 0o700 });
+    symlinkSync(victim, path.join(mine, 'svc'));
+    const link = await worlds.w.baton(runArgs(tmp), defaultEnv(tmp));
+    expect(link.code).toBe(1);
+    expect(link.stderr).toContain(`${path.join(mine, 'svc')} is a symbolic link`);
+    expect(statSync(victim).mode & 0o7777).toBe(0o755);
+
+    const loose = path.join(tmp, 'loose');
+    mkdirSync(loose);
+    chmodSync(loose, 0o777);
+    const r1 = await worlds.w.baton(runArgs(tmp, ['--state-dir', loose]));
+    expect(r1.code).toBe(1);
+    expect(r1.stderr).toMatch(/loose is writable by group or others \(mode 0777\)/);
+    expect(statSync(loose).mode & 0o7777).toBe(0o777); // refused, not chmod-ed
+
+    const foreign = path.join(tmp, 'foreign');
+    mkdirSync(foreign, { mode: 0o755 });
+    chownSync(foreign, 65534, 65534);
+    const r2 = await worlds.w.baton(runArgs(tmp, ['--state-dir', path.join(foreign, 'state')]));
+    expect(r2.code).toBe(1);
+    expect(r2.stderr).toMatch(/foreign is owned by uid 65534/);
+
+    const fresh = h.tempDir('baton-sec-tmp-');
+    chmodSync(fresh, 0o1777);
+    const d = worlds.w.spawnBaton(runArgs(fresh), defaultEnv(fresh));
+    const stateDir = path.join(fresh, `baton-${process.getuid!()}`, 'svc');
+    await pollUntil(async () => (await worlds.w.baton(['status', '--state-dir', stateDir])).code === 0, 'the default state dir to serve', 30_000, 100);
+    expect(statSync(path.dirname(stateDir)).mode & 0o7777).toBe(0o700);
+    expect(statSync(stateDir).mode & 0o7777).toBe(0o700);
+    expect((await worlds.w.baton(['stop', '--state-dir', stateDir])).code).toBe(0);
+    expect(await exitOf(d)).toEqual({ code: 0, signal: null });
+  });
+});
+
+describe('item 6: files planted in the state dir are not trusted', () => {
+  it("another uid's admin token, a token that is a link or a FIFO, a linked audit.log, jobs.json -> /dev/zero and a lifecycle.json dir: set aside, new ones made, nothing followed", async () => {
+    const dir = h.tempDir('baton-sec-');
+    const stateDir = path.join(dir, 'state');
+    const tokens = path.join(stateDir, 'tokens');
+    mkdirSync(tokens, { recursive: true, mode: 0o700 });
+    const plantedAdmin = 'a'.repeat(64);
+    writeFileSync(path.join(tokens, 'admin.token'), `${plantedAdmin}\n`, { mode: 0o600 });
+    chownSync(path.join(tokens, 'admin.token'), 65534, 65534);
+    const outside = path.join(dir, 'outside.txt');
+    writeFileSync(outside, `${'b'.repeat(64)}\n`, { mode: 0o644 });
+    symlinkSync(outside, path.join(tokens, 'read.token'));
+    expect(spawnSync('mkfifo', [path.join(tokens, 'write.token')]).status).toBe(0);
+    const outsideAudit = path.join(dir, 'outside-audit.log');
+    writeFileSync(outsideAudit, '', { mode: 0o644 });
+    symlinkSync(outsideAudit, path.join(stateDir, 'audit.log'));
+    symlinkSync('/dev/zero', path.join(stateDir, 'jobs.json'));
+    mkdirSync(path.join(stateDir, 'lifecycle.json'));
+
+    const d = await worlds.w.startDaemon({ dir });
+    const sock = adminSocketPath(d.stateDir);
+    for (const role of ['admin', 'read', 'write'] as const) {
+      expect(readToken(d, role)).toMatch(/^[0-9a-f]{64}$/);
+      expect(d.out.stderr).toMatch(new RegExp(`"event":"admin.token_untrusted","role":"${role}"`));
+    }
+    expect(d.out.stderr).toMatch(/admin\.token is owned by uid 65534/);
+    expect(d.out.stderr).toMatch(/read\.token is a symbolic link/);
+    expect(d.out.stderr).toMatch(/write\.token is not a regular file \(a FIFO\)/);
+    expect((await adminRequest({ socketPath: sock, token: plantedAdmin }, 'GET', '/v1/status')).status).toBe(401);
+    expect(statSync(outside).mode & 0o777).toBe(0o644);
+    expect(readFileSync(outside, 'utf8')).toBe(`${'b'.repeat(64)}\n`);
+    const entries = readdirSync(stateDir);
+    for (const name of ['audit.log', 'jobs.json', 'lifecycle.json']) expect(entries.some((e) => e.startsWith(`${name}.untrusted-`)), name).toBe(true);
+    expect(d.out.stderr).toMatch(/lifecycle\.json is not a regular file \(a directory\)/);
+    expect((await worlds.w.baton(['upgrade', '--state-dir', d.stateDir])).code).toBe(0);
+    await stop(d);
+    expect(readFileSync(outsideAudit, 'utf8')).toBe('');
+    expect(lstatSync(path.join(stateDir, 'audit.log')).isFile()).toBe(true);
+    expect(readFileSync(path.join(stateDir, 'audit.log'), 'utf8')).toContain('"path":"/v1/upgrade"');
+  });
+
+  it('a token dir that is a link or belongs to another uid, or a control dir that is a link, is refused', async () => {
+    const dir = h.tempDir('baton-sec-');
+    const run = (stateDir: string) => worlds.w.baton(['run', '--listen', 'tcp://127.0.0.1:0', '--data-dir', path.join(dir, 'data'), '--state-dir', stateDir, '--', 'node', '-e', 'setInterval(() => {}, 1000)']);
+    const other = path.join(dir, 'other');
+    mkdirSync(other, { mode: 0o700 });
+    const s1 = path.join(dir, 's1');
+    mkdirSync(s1, { mode: 0o700 });
+    symlinkSync(other, path.join(s1, 'tokens'));
+    const r1 = await run(s1);
+    expect(r1.code).toBe(1);
+    expect(r1.stderr).toMatch(/token dir .*s1\/tokens is a symbolic link/);
+    expect(readdirSync(other)).toEqual([]);
+    const s2 = path.join(dir, 's2');
+    mkdirSync(path.join(s2, 'tokens'), { recursive: true, mode: 0o700 });
+    chownSync(path.join(s2, 'tokens'), 65534, 65534);
+    const r2 = await run(s2);
+    expect(r2.code).toBe(1);
+    expect(r2.stderr).toMatch(/token dir .*s2\/tokens is owned by uid 65534/);
+    const s3 = path.join(dir, 's3');
+    mkdirSync(s3, { mode: 0o700 });
+    symlinkSync(other, path.join(s3, 'control'));
+    const r3 = await run(s3);
+    expect(r3.code).toBe(1);
+    expect(r3.stderr).toMatch(/s3\/control is a symbolic link/);
+    expect(await taggedPids(worlds.tag)).toEqual([]);
+  });
+});
