@@ -236,6 +236,8 @@ export class AdminServer {
   private tcpServer: http.Server | undefined;
   /** TCP requests that arrive before the Unix socket opens (start-up) get 503. */
   private serving = false;
+  /** Whether listen() bound the socket path (only then does close() remove it). */
+  private unixBound = false;
   private readonly auditLog: AuditLog;
 
   constructor(private readonly opts: AdminServerOptions) {
@@ -264,7 +266,7 @@ export class AdminServer {
 
   /**
    * Binds the TCP listener (when configured). Called before the app starts, so a taken
-   * port fails the start with nothing running; it answers 503 until listen().
+   * port fails the start with nothing running; it answers 503 until ready().
    */
   async listenTcp(): Promise<void> {
     const tcp = this.opts.tcp;
@@ -292,7 +294,7 @@ export class AdminServer {
   }
 
   /** Binds the socket (mode 0600). The caller made sure no live supervisor owns the path. */
-  async listen(): Promise<void> {
+  async listen(opts: { ready?: boolean } = {}): Promise<void> {
     await rm(this.opts.socketPath, { force: true });
     const old = process.umask(0o177); // born 0600: no window with a wider mode
     try {
@@ -307,6 +309,12 @@ export class AdminServer {
       process.umask(old);
     }
     await chmod(this.opts.socketPath, 0o600);
+    this.unixBound = true;
+    if (opts.ready ?? true) this.serving = true;
+  }
+
+  /** Start answering requests (until now every request is 503 E_STARTING). */
+  ready(): void {
     this.serving = true;
   }
 
@@ -318,7 +326,8 @@ export class AdminServer {
     const timer = setTimeout(() => servers.forEach((s) => s.closeAllConnections()), 1_000);
     await closed;
     clearTimeout(timer);
-    await rm(this.opts.socketPath, { force: true });
+    if (this.unixBound) await rm(this.opts.socketPath, { force: true });
+    this.unixBound = false;
     await this.auditLog.close();
   }
 

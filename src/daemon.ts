@@ -1,4 +1,4 @@
-import { lstat } from 'node:fs/promises';
+import { lstat, rm } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { AdminServer, AdminTokens, adminSocketLive, errorReply, type AdminContext, type AdminReply, type AdminRequest } from './admin.js';
@@ -156,6 +156,29 @@ export class Daemon {
     if (await adminSocketLive(sockPath)) {
       throw new BatonError('E_ALREADY_RUNNING', `another baton supervisor is running on state dir ${cfg.stateDir} (${sockPath} answers); use another --state-dir or --name`);
     }
+    // From here on the state dir is ours: whatever fails the start, the app is stopped (a
+    // failed start never leaves it running unsupervised) and what we bound is closed.
+    try {
+      await this.startUp(t0, sockPath);
+    } catch (err) {
+      await this.abortStart(err);
+      throw err;
+    }
+  }
+
+  /** A start that failed after the state dir was taken: stop the app if one runs, close everything, remove the control socket. */
+  private async abortStart(err: unknown): Promise<void> {
+    this.scheduler?.stop();
+    if (this.sup?.incumbent?.alive) {
+      const pid = this.sup.incumbent.pid;
+      this.log.error({ event: 'daemon.start_failed', err: errorMessage(err), appPid: pid }, `start-up failed after the app started (pid ${pid}): stopping it`);
+      await this.sup.stop(Math.min(this.cfg.stopTimeoutS, 10) * 1000).catch((e: unknown) => this.log.error({ event: 'daemon.start_failed_stop', err: errorMessage(e) }, 'could not stop the app'));
+    }
+    await this.cleanup();
+  }
+
+  private async startUp(t0: number, sockPath: string): Promise<void> {
+    const cfg = this.cfg;
     // Before anything is started: an invalid schedules.json fails the start (exit 1) with
     // the file and field, instead of a supervisor that silently runs no maintenance.
     this.schedules = new ScheduleStore(path.join(cfg.stateDir, 'schedules.json'), this.log);
@@ -242,10 +265,16 @@ export class Daemon {
         'GET /v1/lifecycle': (req) => this.lifecycleRoute(req),
       },
     });
+    // The admin socket is bound before the app starts (it answers 503 E_STARTING until
+    // generation 1 serves): a socket that cannot be bound fails the start with nothing running.
+    try {
+      await this.admin.listen({ ready: false });
+    } catch (err) {
+      throw new ConfigError('E_BIND_FAILED', `cannot bind the admin socket ${sockPath}: ${errorMessage(err)}`, { field: 'stateDir' });
+    }
     try {
       await this.admin.listenTcp();
     } catch (err) {
-      await this.cleanup();
       throw new ConfigError('E_BIND_FAILED', `"adminListen": cannot listen on ${cfg.adminListen?.host}:${cfg.adminListen?.port}: ${errorMessage(err)}`, { field: 'adminListen' });
     }
 
@@ -257,7 +286,6 @@ export class Daemon {
       try {
         await this.metrics.serve(cfg.metrics.host, cfg.metrics.port, this.log);
       } catch (err) {
-        await this.cleanup();
         throw new ConfigError('E_BIND_FAILED', `"metrics": cannot listen on ${cfg.metrics.host}:${cfg.metrics.port}: ${errorMessage(err)}`, { field: 'metrics' });
       }
     }
@@ -271,12 +299,11 @@ export class Daemon {
       const result = await this.sup.start(this.handoffSpec({}));
       await this.jobs.finishHandoff(job, result);
       if (result.outcome !== 'committed') {
-        await this.cleanup();
         throw new BatonError('E_START_FAILED', `generation 1 did not start: ${result.reason ?? 'unknown reason'}`);
       }
     }
 
-    await this.admin.listen();
+    this.admin.ready();
 
     process.on('SIGHUP', () => {
       this.log.info({ event: 'daemon.signal', signal: 'SIGHUP' }, 'SIGHUP: upgrading');
@@ -787,6 +814,11 @@ export class Daemon {
     this.listeners = [];
     await this.jobs?.persist();
     await this.notifier?.close();
+    // The incumbent's control socket outlives the app (it does not unlink it on exit). Once
+    // no app of ours runs, nobody will connect to it again: remove it.
+    if (this.sup && !this.sup.incumbent?.alive) await rm(this.sup.controlPath, { force: true }).catch(() => undefined);
+    this.removeFaultPolicy?.();
+    this.removeFaultPolicy = undefined;
   }
 }
 

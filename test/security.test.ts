@@ -4,7 +4,7 @@
  * process carries this suite's BATON_TEST_TAG; each test ends with none of them left.
  */
 import { spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, lchownSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -300,5 +300,46 @@ describe('item 6: files planted in the state dir are not trusted', () => {
     expect(r3.code).toBe(1);
     expect(r3.stderr).toMatch(/s3\/control is a symbolic link/);
     expect(await taggedPids(worlds.tag)).toEqual([]);
+  });
+});
+
+describe('item 7: a failed start leaves no app running', () => {
+  it('an admin socket that cannot be bound fails the start before the app starts (exit 1, nothing left); after a stop the control socket is gone too (item 10)', async () => {
+    const dir = h.tempDir('baton-sec-');
+    const stateDir = path.join(dir, 'state');
+    mkdirSync(path.join(stateDir, 'admin.sock'), { recursive: true, mode: 0o700 });
+    writeFileSync(path.join(stateDir, 'admin.sock', 'x'), '');
+    const markers = path.join(dir, 'markers');
+    const r = await worlds.w.baton(['run', '--listen', 'tcp://127.0.0.1:0', '--data-dir', path.join(dir, 'data'), '--state-dir', stateDir, '--', ...PRIMITIVE], { PRIM_MARKERS: markers });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/cannot bind the admin socket .*admin\.sock/);
+    expect(await taggedPids(worlds.tag)).toEqual([]);
+    expect(existsSync(path.join(stateDir, 'control', 'incumbent.sock'))).toBe(false);
+
+    rmSync(path.join(stateDir, 'admin.sock'), { recursive: true });
+    const d = await worlds.w.startDaemon({ dir });
+    expect(existsSync(path.join(stateDir, 'control', 'incumbent.sock'))).toBe(true);
+    await stop(d);
+    expect(existsSync(path.join(stateDir, 'control', 'incumbent.sock'))).toBe(false);
+    expect(existsSync(path.join(stateDir, 'admin.sock'))).toBe(false);
+  });
+
+  it('while generation 1 starts the admin socket already answers, with 503 E_STARTING', async () => {
+    const dir = h.tempDir('baton-sec-');
+    const stateDir = path.join(dir, 'state');
+    // A slow start-up: the app warms up 3 s before it says Hello.
+    const child = worlds.w.spawnBaton(['run', '--listen', 'tcp://127.0.0.1:0', '--data-dir', path.join(dir, 'data'), '--state-dir', stateDir, '--', ...PRIMITIVE], { PRIM_WARMUP_MS: '3000' });
+    const sock = adminSocketPath(stateDir);
+    const starting = await pollUntil(async () => {
+      const r = await adminRequest(sock, 'GET', '/v1/status').catch(() => undefined);
+      return r && r.status === 503 ? r : undefined;
+    }, 'the admin socket to answer 503', 20_000, 50);
+    expect(starting.body.error).toMatchObject({ code: 'E_STARTING' });
+    const again = await worlds.w.baton(['run', '--listen', 'tcp://127.0.0.1:0', '--data-dir', path.join(dir, 'data'), '--state-dir', stateDir, '--', ...PRIMITIVE]);
+    expect(again.code).toBe(1);
+    expect(again.stderr).toMatch(/another baton supervisor is running on state dir/);
+    await pollUntil(async () => (await worlds.w.baton(['status', '--state-dir', stateDir])).code === 0, 'generation 1 to serve', 30_000, 100);
+    expect((await worlds.w.baton(['stop', '--state-dir', stateDir])).code).toBe(0);
+    expect(await exitOf(child)).toEqual({ code: 0, signal: null });
   });
 });
