@@ -313,6 +313,11 @@ export class AdminServer {
     if (opts.ready ?? true) this.serving = true;
   }
 
+  /** Resolves once every audit line recorded so far is written. */
+  auditFlushed(): Promise<void> {
+    return this.auditLog.flushed();
+  }
+
   /** Start answering requests (until now every request is 503 E_STARTING). */
   ready(): void {
     this.serving = true;

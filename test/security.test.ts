@@ -343,3 +343,88 @@ describe('item 7: a failed start leaves no app running', () => {
     expect(await exitOf(child)).toEqual({ code: 0, signal: null });
   });
 });
+
+describe('item 3: the audit log is bounded on disk and in memory', () => {
+  it('paths and bodies are cut, refused requests are rate-limited and summarised, the file rotates (in-process server, small limits)', async () => {
+    const dir = h.tempDir('baton-sec-');
+    const log = createLogger('test', {});
+    const tokens = await AdminTokens.ensure(path.join(dir, 'tokens'), log);
+    const auditPath = path.join(dir, 'audit.log');
+    const server = new AdminServer({
+      socketPath: path.join(dir, 'admin.sock'),
+      auditPath,
+      log,
+      tokens,
+      routes: { 'GET /v1/ok': async (): Promise<AdminReply> => ({ status: 200, body: { ok: true } }) },
+      auditLimits: { rotateBytes: 64 * 1024, keep: 2, refusedPerSecond: 5, refusedBurst: 10 },
+    });
+    await server.listen();
+    const sock = path.join(dir, 'admin.sock');
+    try {
+      const long = await raw(sock, `GET /v1/${'p'.repeat(15_000)} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`);
+      expect(long).toMatch(/^HTTP\/1.1 404/);
+      const body = JSON.stringify({ x: 'y'.repeat(60 * 1024) });
+      expect(await raw(sock, httpText('GET', '/v1/ok', body))).toMatch(/^HTTP\/1.1 200/);
+      await server.auditFlushed();
+      let lines = readFileSync(auditPath, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      expect(lines).toHaveLength(2);
+      expect((lines[0]!.path as string).length).toBeLessThan(1100);
+      expect(lines[0]!.path).toMatch(/…\(15004 chars\)$/);
+      expect(lines[1]!.body).toMatchObject({ cut: true, bytes: body.length });
+      for (const l of readFileSync(auditPath, 'utf8').split('\n')) expect(Buffer.byteLength(l)).toBeLessThan(8 * 1024);
+
+      // 60 refused requests at once: 10 (the burst) are logged, the rest summarised.
+      await Promise.all(Array.from({ length: 60 }, () => adminRequest(sock, 'GET', '/v1/nope')));
+      await adminRequest(sock, 'GET', '/v1/ok'); // an accepted request is never rate-limited; it carries the summary
+      await server.auditFlushed();
+      lines = readFileSync(auditPath, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      const refused = lines.filter((l) => l.status === 404);
+      expect(refused.length).toBeGreaterThanOrEqual(10);
+      expect(refused.length).toBeLessThan(20);
+      const suppressed = lines.find((l) => l.event === 'audit.suppressed');
+      expect(suppressed?.count).toBe(60 + 1 - refused.length); // the long path above was refused too
+      expect(lines.at(-1)).toMatchObject({ path: '/v1/ok', status: 200 });
+
+      // Rotation: audit.log → .1 → .2, never a .3; no file much over the bound.
+      for (let i = 0; i < 12; i++) await raw(sock, httpText('GET', '/v1/ok', JSON.stringify({ pad: 'z'.repeat(1500) })));
+      for (let i = 0; i < 120; i++) await adminRequest(sock, 'GET', '/v1/ok', { pad: 'q'.repeat(1800) });
+      await server.auditFlushed();
+      expect(existsSync(`${auditPath}.1`)).toBe(true);
+      expect(existsSync(`${auditPath}.2`)).toBe(true);
+      expect(existsSync(`${auditPath}.3`)).toBe(false);
+      for (const f of [auditPath, `${auditPath}.1`, `${auditPath}.2`]) expect(statSync(f).size, f).toBeLessThan(64 * 1024 + 8 * 1024);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('a write queue over its bound drops lines and counts them in the log', async () => {
+    const { AuditLog } = await import('../src/audit.js');
+    const dir = h.tempDir('baton-sec-');
+    const file = path.join(dir, 'audit.log');
+    const audit = new AuditLog(file, createLogger('test', {}), { maxQueueBytes: 4096 });
+    for (let i = 0; i < 200; i++) audit.record({ at: 'now', i, path: '/v1/ok', status: 200, body: { pad: 'x'.repeat(100) } }, false);
+    expect(audit.droppedTotal).toBeGreaterThan(150);
+    await audit.close();
+    const lines = readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines.filter((l) => l.i !== undefined).length).toBe(200 - audit.droppedTotal);
+    expect(lines.at(-1)).toMatchObject({ event: 'audit.dropped', count: audit.droppedTotal });
+  });
+
+  it('baton run under a flood of 60 KiB bodies and 15 KB paths: the audit log and the supervisor RSS stay small', async () => {
+    const d = await worlds.w.startDaemon();
+    const sock = adminSocketPath(d.stateDir);
+    const rss = (): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${d.child.pid}/status`, 'utf8'))![1]) * 1024;
+    const before = rss();
+    const body = JSON.stringify({ x: 'y'.repeat(60 * 1024 - 20) });
+    const longPath = `/v1/${'p'.repeat(15_000)}`;
+    for (let round = 0; round < 10; round++) {
+      await Promise.all(Array.from({ length: 16 }, (_, i) => (i % 2 ? raw(sock, httpText('GET', '/v1/history', body), 500) : raw(sock, `GET ${longPath} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n`, 500))));
+    }
+    expect(d.child.exitCode).toBeNull();
+    const size = statSync(path.join(d.stateDir, 'audit.log')).size;
+    expect(size).toBeLessThan(160 * 4 * 1024); // ≤ 4 KiB a line
+    expect(rss() - before).toBeLessThan(64 * 1024 * 1024);
+    await stop(d);
+  });
+});
