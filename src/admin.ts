@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { BatonError, ConfigError, errorMessage } from './errors.js';
 import { AuditLog, type AuditLimits } from './audit.js';
+import { ConnectionGuard, isLoopback } from './conn-guard.js';
 import { jsonTextDepth, MAX_JSON_DEPTH, safeJson } from './json-limits.js';
 import { readStateFile, setAside, tightenDir, UnsafePathError } from './secure-fs.js';
 import type { Requester } from './jobs.js';
@@ -33,6 +34,10 @@ import type { Logger } from './log.js';
  */
 
 export const MAX_BODY_BYTES = 64 * 1024;
+/** TCP listener (adminListen): connections in all, from one address, and how long one has to authenticate. */
+export const TCP_MAX_CONNECTIONS = 32;
+export const TCP_MAX_PER_ADDRESS = 16;
+export const PRE_AUTH_TIMEOUT_MS = 2_000;
 const REQUEST_TIMEOUT_MS = 10_000;
 const HEADERS_TIMEOUT_MS = 5_000;
 
@@ -239,6 +244,7 @@ export class AdminServer {
   /** Whether listen() bound the socket path (only then does close() remove it). */
   private unixBound = false;
   private readonly auditLog: AuditLog;
+  private tcpGuard: ConnectionGuard | undefined;
 
   constructor(private readonly opts: AdminServerOptions) {
     this.server = this.createServer('unix');
@@ -250,7 +256,16 @@ export class AdminServer {
       { requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS, maxHeaderSize: 16 * 1024, connectionsCheckingInterval: 1_000 },
       (req, res) => void this.handle(req, res, transport).catch(() => res.destroy()),
     );
-    server.maxConnections = 32;
+    if (transport === 'unix') {
+      server.maxConnections = 32;
+    } else {
+      // Anyone who can reach the port can connect: idle and unauthenticated connections
+      // must not lock token holders out (conn-guard.ts: evicted oldest-first, 2 s to
+      // authenticate, per-address cap, drops logged).
+      this.tcpGuard = new ConnectionGuard({ name: 'admin', log: this.opts.log, maxConnections: TCP_MAX_CONNECTIONS, maxPerAddress: TCP_MAX_PER_ADDRESS, unprovenTimeoutMs: PRE_AUTH_TIMEOUT_MS });
+      this.tcpGuard.attach(server);
+      server.keepAliveTimeout = 5_000;
+    }
     server.on('clientError', (err, socket) => {
       if (socket.writable) {
         const body = JSON.stringify({ error: { code: 'E_BAD_REQUEST', message: `malformed HTTP request: ${errorMessage(err)}` } });
@@ -331,6 +346,7 @@ export class AdminServer {
     const timer = setTimeout(() => servers.forEach((s) => s.closeAllConnections()), 1_000);
     await closed;
     clearTimeout(timer);
+    this.tcpGuard?.close();
     if (this.unixBound) await rm(this.opts.socketPath, { force: true });
     this.unixBound = false;
     await this.auditLog.close();
@@ -389,6 +405,7 @@ export class AdminServer {
     const auth = this.authenticate(req, transport);
     who.auth = auth.via;
     if ('role' in auth) who.role = auth.role;
+    if (transport === 'tcp' && 'role' in auth) this.tcpGuard?.prove(req.socket);
     try {
       const { handler, params, key } = this.route(method, url.pathname);
       const need = key === undefined ? undefined : requiredRole(key);
@@ -541,9 +558,6 @@ function unknownRequester(): Requester {
   return { verified: false };
 }
 
-function isLoopback(host: string): boolean {
-  return host === '::1' || (net.isIPv4(host) && host.startsWith('127.'));
-}
 
 function toJson(v: unknown): string {
   return JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x));

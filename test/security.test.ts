@@ -428,3 +428,101 @@ describe('item 3: the audit log is bounded on disk and in memory', () => {
     await stop(d);
   });
 });
+
+/**
+ * `n` idle sockets to 127.0.0.1:port that connect again as soon as one is cut (the
+ * lock-out attack), until stop() — bounded: it never holds more than n at once.
+ */
+function idleFlood(port: number, n: number): { stop: () => void; reconnects: () => number } {
+  let stopped = false;
+  let reconnects = 0;
+  const open = new Set<net.Socket>();
+  const one = (): void => {
+    if (stopped) return;
+    const s = net.connect(port, '127.0.0.1');
+    open.add(s);
+    s.on('error', () => undefined);
+    s.on('close', () => {
+      open.delete(s);
+      reconnects++;
+      if (!stopped) setTimeout(one, 5);
+    });
+  };
+  for (let i = 0; i < n; i++) one();
+  return {
+    stop: () => {
+      stopped = true;
+      for (const s of open) s.destroy();
+    },
+    reconnects: () => reconnects,
+  };
+}
+
+const fdCountOf = (pid: number): number => readdirSync(`/proc/${pid}/fd`).length;
+
+describe('item 5: idle connections to the TCP admin port do not lock token holders out', () => {
+  it('40 idle sockets that reconnect when cut: every token holder request is answered; the drops are logged', async () => {
+    const d = await worlds.w.startDaemon({ extraArgs: ['--admin-listen', '127.0.0.1:0'] });
+    const s = (await worlds.w.status(d)) as unknown as { admin: { tcp: string } };
+    const port = Number(s.admin.tcp.split(':').pop());
+    const flood = idleFlood(port, 40);
+    try {
+      await new Promise((r) => setTimeout(r, 500)); // the flood holds every slot it can
+      const token = readToken(d, 'read');
+      const statuses: (number | string)[] = [];
+      for (let i = 0; i < 20; i++) {
+        statuses.push(await adminRequest({ tcp: { host: '127.0.0.1', port }, token }, 'GET', '/v1/history?limit=1', undefined, { timeoutMs: 10_000 }).then((r) => r.status, (err: Error) => err.message));
+        await new Promise((r) => setTimeout(r, 150)); // spread over ~3 s: some while unproven sockets time out
+      }
+      expect(statuses).toEqual(Array(20).fill(200));
+      expect(flood.reconnects()).toBeGreaterThan(20);
+    } finally {
+      flood.stop();
+    }
+    expect(fdCountOf(d.child.pid!)).toBeLessThan(200);
+    await pollUntil(() => /"event":"admin.connection_dropped"/.test(d.out.stderr), 'the drops to be logged', 15_000, 100);
+    await stop(d);
+  });
+});
+
+describe('item 4: the metrics listener has limits', () => {
+  it('2,000 idle connections do not exhaust the supervisor’s fds and scrapes still answer', async () => {
+    const port = await new Promise<number>((resolve) => {
+      const srv = net.createServer().listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as net.AddressInfo).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    const d = await worlds.w.startDaemon({ extraArgs: ['--metrics', `127.0.0.1:${port}`] });
+    const fdsBefore = fdCountOf(d.child.pid!);
+    const sockets: net.Socket[] = [];
+    try {
+      for (let i = 0; i < 2000; i++) {
+        const sock = net.connect(port, '127.0.0.1');
+        sock.on('error', () => undefined);
+        sockets.push(sock);
+        if (i % 200 === 199) await new Promise((r) => setTimeout(r, 20));
+      }
+      await new Promise((r) => setTimeout(r, 300));
+      expect(fdCountOf(d.child.pid!)).toBeLessThan(fdsBefore + 64);
+      const scrape = await new Promise<string>((resolve, reject) => {
+        const s = net.connect(port, '127.0.0.1', () => s.write('GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n'));
+        let out = '';
+        s.setEncoding('utf8').on('data', (c: string) => (out += c));
+        s.on('close', () => resolve(out));
+        s.on('error', reject);
+      });
+      expect(scrape).toMatch(/^HTTP\/1.1 200[\s\S]*baton_up/);
+    } finally {
+      for (const s of sockets) s.destroy();
+    }
+    await pollUntil(() => /"event":"metrics.connection_dropped"/.test(d.out.stderr), 'the drops to be logged', 15_000, 100);
+    await stop(d);
+  });
+
+  it('a non-loopback address is recognised (the warning at bind)', async () => {
+    const { isLoopback } = await import('../src/conn-guard.js');
+    expect(['127.0.0.1', '127.1.2.3', '::1', '::ffff:127.0.0.1'].map(isLoopback)).toEqual([true, true, true, true]);
+    expect(['0.0.0.0', '::', '10.0.0.1', '192.168.1.1', '::ffff:10.0.0.1'].map(isLoopback)).toEqual([false, false, false, false, false]);
+  });
+});
