@@ -526,3 +526,37 @@ describe('item 4: the metrics listener has limits', () => {
     expect(['0.0.0.0', '::', '10.0.0.1', '192.168.1.1', '::ffff:10.0.0.1'].map(isLoopback)).toEqual([false, false, false, false, false]);
   });
 });
+
+describe('item 9: validation gaps', () => {
+  it('rejects a sub-second health interval, a bad ?mode=, the same address twice, a unix socket in a missing dir, a config or token file that is a device; all before anything starts', async () => {
+    const dir = h.tempDir('baton-sec-');
+    const base = (extra: string[]) => ['run', '--data-dir', path.join(dir, 'data'), '--state-dir', path.join(dir, 'state'), ...extra, '--', ...PRIMITIVE];
+    const cfg = path.join(dir, 'baton.json');
+    writeFileSync(cfg, JSON.stringify({ listen: ['tcp://127.0.0.1:0'], healthIntervalS: 0.001 }));
+    const cases: [string[], RegExp][] = [
+      [base(['--config', cfg]), /"healthIntervalS": expected 0 \(off\) or a number of seconds in 1\.\.86400 \(got 0\.001\)/],
+      [base(['--listen', `unix:${dir}/a.sock?mode=9999`]), /"listen\[0\]": expected a listen address; "\?mode=9999": the only option is \?mode=OCTAL/],
+      [base(['--listen', `unix:${dir}/a.sock?mode=abc`]), /"\?mode=abc": the only option is \?mode=OCTAL/],
+      [base(['--listen', `unix:${dir}/a.sock?mode=4777`]), /"\?mode=4777": the only option/],
+      [base(['--listen', 'tcp://127.0.0.1:45678', '--listen', 'tcp://127.0.0.1:45678']), /"listen\[1\]": expected an address not given before; it is the same as listen\[0\]/],
+      [base(['--listen', `unix:${dir}/s.sock`, '--listen', `unix:${dir}/s.sock`]), /"listen\[1\]": expected an address not given before/],
+      [base(['--listen', `unix:${dir}/missing/a.sock`]), /"listen\[0\]": expected a socket path in an existing directory; .*missing: no such directory/],
+      [['run', '--config', '/dev/zero'], /--config \/dev\/zero: cannot read the file \(not a regular file \(a device\)\)/],
+      [['run', '--config', dir], /cannot read the file \(not a regular file \(a directory\)\)/],
+      [['status', '--state-dir', path.join(dir, 'state'), '--token-file', '/dev/zero'], /--token-file \/dev\/zero: cannot read it \(not a regular file \(a device\)\)/],
+    ];
+    for (const [args, msg] of cases) {
+      const r = await worlds.w.baton(args, {}, 20_000);
+      expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(1);
+      expect(r.stderr).toMatch(msg);
+    }
+    expect(existsSync(path.join(dir, 'state'))).toBe(false);
+    expect(readdirSync(dir).filter((f) => f.includes('.sock'))).toEqual([]);
+    // Two tcp://…:0 listeners are two ports, not a duplicate; 0 turns the health check off.
+    writeFileSync(cfg, JSON.stringify({ listen: ['tcp://127.0.0.1:0', 'tcp://127.0.0.1:0'], healthIntervalS: 0, dataDir: 'data', stateDir: 'state', command: PRIMITIVE }));
+    const ok = worlds.w.spawnBaton(['run', '--config', cfg]);
+    await pollUntil(async () => (await worlds.w.baton(['status', '--state-dir', path.join(dir, 'state')])).code === 0, 'baton run to serve', 30_000, 100);
+    expect((await worlds.w.baton(['stop', '--state-dir', path.join(dir, 'state')])).code).toBe(0);
+    expect(await exitOf(ok)).toEqual({ code: 0, signal: null });
+  });
+});
