@@ -466,6 +466,8 @@ export class AdminServer {
   }
 
   private route(method: string, pathname: string): { handler: AdminHandler | undefined; params: Record<string, string>; key?: string } {
+    // HEAD is GET without the body (Node leaves the body out of a HEAD reply): read role, same handler.
+    if (method === 'HEAD') method = 'GET';
     const exactKey = `${method} ${pathname}`;
     const exact = this.opts.routes[exactKey];
     if (exact) return { handler: exact, params: {}, key: exactKey };

@@ -4,7 +4,8 @@ import path from 'node:path';
 import { AdminServer, AdminTokens, adminSocketLive, errorReply, type AdminContext, type AdminReply, type AdminRequest } from './admin.js';
 import type { RunConfig } from './config.js';
 import { BatonError, ConfigError, HandoffError, errorMessage } from './errors.js';
-import { ensureSecureDir, tightenDir, UnsafePathError } from './secure-fs.js';
+import { ensureSecureDir, setAside, tightenDir, UnsafePathError } from './secure-fs.js';
+import { Journal } from './journal.js';
 import { MAX_PARAMS_BYTES, MAX_PARAMS_DEPTH, safeJson, valueDepth } from './json-limits.js';
 import { JobStore, type JobRecord, type JobTrigger, type Requester } from './jobs.js';
 import { adoptSystemdListeners, bindListeners, type HeldListener } from './listeners.js';
@@ -415,6 +416,22 @@ export class Daemon {
       return bindListeners(cfg.listen);
     } catch (err) {
       if (!(err instanceof BatonError) || err.details?.errno !== 'EADDRINUSE') throw err;
+      // A journal that cannot be read says nothing about who holds the port: say so (not
+      // "another program holds it"), and set it aside so the next start is not misled too.
+      const journalPath = path.join(cfg.stateDir, 'handoff.journal');
+      const unreadable = await new Journal(journalPath).read().then(
+        () => undefined,
+        (e: unknown) => errorMessage(e),
+      );
+      if (unreadable !== undefined) {
+        const aside = await setAside(journalPath, 'corrupt').catch(() => undefined);
+        this.log.error({ event: 'daemon.journal_unreadable', path: journalPath, err: unreadable, setAsideAs: aside }, `journal unreadable: ${unreadable}`);
+        throw new ConfigError(
+          'E_BIND_FAILED',
+          `${err.message}; the journal of an earlier supervisor on state dir ${cfg.stateDir} cannot be read (${unreadable})${aside ? `; it was set aside as ${aside}` : ''}, so an app that supervisor started may still hold the address: find the process listening on it and stop it, then start again`,
+          err.details,
+        );
+      }
       const previous = new Supervisor({ command: cfg.command, listeners: [], dataDir: cfg.dataDir, stateDir: cfg.stateDir, log: this.log, restart: { enabled: false } });
       const survivor = (await previous.recover())?.survivor;
       if (!survivor) {

@@ -560,3 +560,49 @@ describe('item 9: validation gaps', () => {
     expect(await exitOf(ok)).toEqual({ code: 0, signal: null });
   });
 });
+
+describe('item 8: a corrupt journal next to a live orphan', () => {
+  it('says the journal cannot be read (not "another program holds it") and sets it aside', async () => {
+    const d = await worlds.w.startDaemon();
+    const orphan = (await worlds.w.status(d)).app!.pid;
+    d.child.kill('SIGKILL');
+    await exitOf(d.child);
+    writeFileSync(path.join(d.stateDir, 'handoff.journal'), '{"not": a journal', { mode: 0o644 });
+    try {
+      const r = await worlds.w.baton(['run', '--listen', `tcp://127.0.0.1:${d.port}`, '--data-dir', d.dataDir, '--state-dir', d.stateDir, '--', ...PRIMITIVE]);
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/EADDRINUSE; the journal of an earlier supervisor .* cannot be read .*; it was set aside as .*handoff\.journal\.corrupt-\d+, so an app that supervisor started may still hold the address/);
+      expect(r.stderr).not.toContain('another program holds it');
+      expect(readdirSync(d.stateDir).some((f) => f.startsWith('handoff.journal.corrupt-'))).toBe(true);
+      expect(existsSync(path.join(d.stateDir, 'handoff.journal'))).toBe(false);
+    } finally {
+      process.kill(orphan, 'SIGKILL');
+      await pollUntil(async () => (await taggedPids(worlds.tag)).length === 0, 'the orphan to exit', 15_000, 50);
+    }
+  });
+});
+
+describe('item 10: HEAD is a read route', () => {
+  it('HEAD on a GET route answers like GET without the body, with the read role; HEAD on an unknown path is 404', async () => {
+    const dir = h.tempDir('baton-sec-');
+    const log = createLogger('test', {});
+    const tokens = await AdminTokens.ensure(path.join(dir, 'tokens'), log);
+    const server = new AdminServer({
+      socketPath: path.join(dir, 'admin.sock'),
+      auditPath: path.join(dir, 'audit.log'),
+      log,
+      tokens,
+      routes: { 'GET /v1/things': async (): Promise<AdminReply> => ({ status: 200, body: { ok: true } }) },
+    });
+    await server.listen();
+    try {
+      const sock = path.join(dir, 'admin.sock');
+      const read = readFileSync(path.join(dir, 'tokens', 'read.token'), 'utf8').trim();
+      const head = await raw(sock, `HEAD /v1/things HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${read}\r\nconnection: close\r\n\r\n`);
+      expect(head).toMatch(/^HTTP\/1.1 200 OK\r\n[\s\S]*content-length: 12\r\n[\s\S]*\r\n\r\n$/);
+      expect(await raw(sock, 'HEAD /v1/nothing HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n')).toMatch(/^HTTP\/1.1 404/);
+    } finally {
+      await server.close();
+    }
+  });
+});
