@@ -28,9 +28,12 @@ import type { Logger } from './log.js';
  * (files `<stateDir>/tokens/<role>.token`); one without a token is `admin` on the Unix
  * socket (the file permission is the boundary) and refused (401) on TCP.
  *
- * Limits: request body ≤ 64 KiB (413), headers ≤ 16 KiB, the whole request must
- * arrive within 10 s (408), ≤ 32 connections; anything that is not HTTP gets a 400
- * and the connection is closed. A handler error is a 500 reply, never a crash.
+ * Limits: request body ≤ 64 KiB (413) and ≤ 32 levels deep (400), headers ≤ 16 KiB,
+ * the whole request must arrive within 10 s (408), ≤ 32 connections per listener with a
+ * connection guard (conn-guard.ts: a connection that sends no (authenticated, on TCP)
+ * request within 5 s / 2 s is closed; idle ones are evicted oldest-first when full);
+ * anything that is not HTTP gets a 400 and the connection is closed. A handler error or
+ * an unserialisable reply is a 500, never a crash. The audit log is bounded (audit.ts).
  */
 
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -38,6 +41,8 @@ export const MAX_BODY_BYTES = 64 * 1024;
 export const TCP_MAX_CONNECTIONS = 32;
 export const TCP_MAX_PER_ADDRESS = 16;
 export const PRE_AUTH_TIMEOUT_MS = 2_000;
+/** Unix socket: how long a connection has to send its first request. */
+export const UNIX_FIRST_REQUEST_TIMEOUT_MS = 5_000;
 const REQUEST_TIMEOUT_MS = 10_000;
 const HEADERS_TIMEOUT_MS = 5_000;
 
@@ -245,6 +250,7 @@ export class AdminServer {
   private unixBound = false;
   private readonly auditLog: AuditLog;
   private tcpGuard: ConnectionGuard | undefined;
+  private unixGuard: ConnectionGuard | undefined;
 
   constructor(private readonly opts: AdminServerOptions) {
     this.server = this.createServer('unix');
@@ -257,7 +263,11 @@ export class AdminServer {
       (req, res) => void this.handle(req, res, transport).catch(() => res.destroy()),
     );
     if (transport === 'unix') {
-      server.maxConnections = 32;
+      // Only this user and root can connect here, but a stuck client of theirs must not
+      // lock the CLI out either: 32 connections, one that sends no request within 5 s is
+      // closed, idle ones are evicted oldest-first (conn-guard.ts).
+      this.unixGuard = new ConnectionGuard({ name: 'admin-socket', log: this.opts.log, maxConnections: 32, maxPerAddress: 32, unprovenTimeoutMs: UNIX_FIRST_REQUEST_TIMEOUT_MS });
+      this.unixGuard.attach(server);
     } else {
       // Anyone who can reach the port can connect: idle and unauthenticated connections
       // must not lock token holders out (conn-guard.ts: evicted oldest-first, 2 s to
@@ -347,6 +357,7 @@ export class AdminServer {
     await closed;
     clearTimeout(timer);
     this.tcpGuard?.close();
+    this.unixGuard?.close();
     if (this.unixBound) await rm(this.opts.socketPath, { force: true });
     this.unixBound = false;
     await this.auditLog.close();
@@ -406,6 +417,7 @@ export class AdminServer {
     who.auth = auth.via;
     if ('role' in auth) who.role = auth.role;
     if (transport === 'tcp' && 'role' in auth) this.tcpGuard?.prove(req.socket);
+    if (transport === 'unix') this.unixGuard?.prove(req.socket);
     try {
       const { handler, params, key } = this.route(method, url.pathname);
       const need = key === undefined ? undefined : requiredRole(key);
