@@ -374,15 +374,19 @@ describe('item 3: the audit log is bounded on disk and in memory', () => {
       for (const l of readFileSync(auditPath, 'utf8').split('\n')) expect(Buffer.byteLength(l)).toBeLessThan(8 * 1024);
 
       // 60 refused requests at once: 10 (the burst) are logged, the rest summarised.
+      const floodStart = Date.now();
       await Promise.all(Array.from({ length: 60 }, () => adminRequest(sock, 'GET', '/v1/nope')));
+      const floodS = (Date.now() - floodStart) / 1000;
       await adminRequest(sock, 'GET', '/v1/ok'); // an accepted request is never rate-limited; it carries the summary
       await server.auditFlushed();
       lines = readFileSync(auditPath, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
       const refused = lines.filter((l) => l.status === 404);
+      // The burst of 10, plus what the 5/s refill allowed while the flood ran (more on a loaded machine).
       expect(refused.length).toBeGreaterThanOrEqual(10);
-      expect(refused.length).toBeLessThan(20);
-      const suppressed = lines.find((l) => l.event === 'audit.suppressed');
-      expect(suppressed?.count).toBe(60 + 1 - refused.length); // the long path above was refused too
+      expect(refused.length).toBeLessThanOrEqual(11 + Math.ceil(floodS * 5) + 1);
+      const suppressed = lines.filter((l) => l.event === 'audit.suppressed').reduce((n, l) => n + (l.count as number), 0);
+      expect(suppressed).toBeGreaterThan(0);
+      expect(suppressed + refused.length).toBe(60 + 1); // every refusal is a line or counted; the long path above was refused too
       expect(lines.at(-1)).toMatchObject({ path: '/v1/ok', status: 200 });
 
       // Rotation: audit.log → .1 → .2, never a .3; no file much over the bound.
