@@ -18,7 +18,12 @@
  * nesting, ext types, bad UTF-8, non-str keys), random bytes, oversize and undersize
  * length fields, valid frames in invalid orders; for the admin socket, HTTP requests
  * (templates, mutated, pipelined, oversize headers and bodies, chunked bodies, non-HTTP
- * bytes). Every input is written in pieces split at random points.
+ * bytes, JSON bodies nested up to 6,000 deep, paths up to 15 KB, long header values).
+ * Every input is written in pieces split at random points. After the fuzz, rounds of slow
+ * clients (idle, or trickling a request that never ends) hold every listener the
+ * supervisor serves — the admin socket, the TCP admin API, the metrics endpoint — 40 at a
+ * time: each must be closed by the server within its bound while real requests on the
+ * same listener are all answered (issue #21).
  *
  * Oracle. For the control sockets a model of the receiver (the reference FrameDecoder
  * plus the incumbent/successor transition rules) predicts each input's answer: nothing
@@ -58,6 +63,7 @@ import { isAlive } from '../src/proc.js';
 import { MAX_FRAME_LENGTH, type Message } from '../src/schema.js';
 import { SUCCESSOR_TRANSITIONS } from '../src/successor.js';
 import { request } from './lib/http.js';
+import { freePort } from './lib/scope.js';
 import { Rng } from './lib/prng.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -720,13 +726,18 @@ class Daemon {
   readonly logFile = path.join(this.dir, 'baton.log');
   child!: ChildProcess;
   port = 0;
+  /** The admin API on TCP (token required) and the metrics endpoint: listeners the slow-client phase covers. */
+  adminTcpPort = 0;
+  metricsPort = 0;
+  readToken = '';
   incumbentPid = 0;
   private acked = new Map<string, string>();
   private probes = 0;
 
   async start(): Promise<void> {
     const fd = openSync(this.logFile, 'a');
-    this.child = spawn(process.execPath, [CLI, 'run', '--listen', 'http=tcp://127.0.0.1:0', '--data-dir', this.dataDir, '--state-dir', this.stateDir, '--', ...KV], {
+    this.metricsPort = await freePort();
+    this.child = spawn(process.execPath, [CLI, 'run', '--listen', 'http=tcp://127.0.0.1:0', '--data-dir', this.dataDir, '--state-dir', this.stateDir, '--admin-listen', '127.0.0.1:0', '--metrics', `127.0.0.1:${this.metricsPort}`, '--', ...KV], {
       stdio: ['ignore', 'ignore', fd],
       env: { ...process.env, BATON_TEST_TAG: this.tag, BATON_LOG_LEVEL: 'error', KV_LOG_LEVEL: 'error' },
     });
@@ -735,10 +746,12 @@ class Daemon {
     for (;;) {
       if (this.child.exitCode !== null) throw new Error(`baton run exited (${this.child.exitCode}); see ${this.logFile}`);
       const r = await adminRequest(this.adminSock, 'GET', '/v1/status', undefined, { timeoutMs: 2_000 }).catch(() => undefined);
-      const body = r?.body as { app?: { pid: number } | null; listeners?: { address: string }[] } | undefined;
+      const body = r?.body as { app?: { pid: number } | null; listeners?: { address: string }[]; admin?: { tcp: string | null } } | undefined;
       if (body?.app?.pid && body.listeners?.[0]) {
         this.incumbentPid = body.app.pid;
         this.port = Number(body.listeners[0].address.split(':').pop());
+        this.adminTcpPort = Number(body.admin?.tcp?.split(':').pop());
+        this.readToken = readFileSync(path.join(this.stateDir, 'tokens', 'read.token'), 'utf8').trim();
         return;
       }
       if (Date.now() > deadline) throw new Error(`baton run did not come up; see ${this.logFile}`);
@@ -958,7 +971,23 @@ function baseHeaders(rng: Rng, bodyLength?: number): [string, string][] {
 
 /** A template request the daemon must answer with a known status. */
 function adminTemplate(rng: Rng): AdminInput {
-  switch (rng.int(0, 9)) {
+  switch (rng.int(0, 12)) {
+    case 10: {
+      // Nested JSON (issue #21 item 1): deeper than 32 levels is refused before parsing.
+      const depth = rng.pick([1, 2, 16, 31, 32, 33, 64, 1000, 2400, 6000]);
+      const body = `{"a":${'['.repeat(depth - 1)}0${']'.repeat(depth - 1)}}`;
+      return { kind: 'nested-json', bytes: Buffer.from(httpRequest('GET', '/v1/status', baseHeaders(rng, body.length), body)), expect: depth > 32 ? 400 : 200 };
+    }
+    case 11:
+      // A long path (under the 16 KiB header limit): an unknown endpoint, cut in the audit log.
+      return { kind: 'long-path', bytes: Buffer.from(httpRequest('GET', `/v1/${'p'.repeat(rng.int(1_000, 15_000))}`, baseHeaders(rng))), expect: 404 };
+    case 12:
+      // Long header values (the claimed user, an unknown header): answered, cut where logged.
+      return {
+        kind: 'long-header',
+        bytes: Buffer.from(httpRequest('GET', '/v1/history?limit=1', [...baseHeaders(rng), ['x-baton-client-user', 'u'.repeat(rng.int(100, 6_000))], ['x-filler', 'f'.repeat(rng.int(100, 6_000))]])),
+        expect: 200,
+      };
     case 0:
       return { kind: 'template', bytes: Buffer.from(httpRequest('GET', '/v1/status', baseHeaders(rng))), expect: 200 };
     case 1: {
@@ -1166,6 +1195,94 @@ async function fuzzAdmin(
   );
 }
 
+// ============================================================================ slow clients
+
+/** How long each listener may keep a client that never completes a request (its guard's timeout + slack). */
+const SLOW_BOUND_MS: Record<string, number> = { 'admin-socket': 5_000 + 3_000, 'admin-tcp': 2_000 + 3_000, metrics: 2_000 + 3_000 };
+
+interface SlowReport {
+  clients: number;
+  closedByServer: number;
+  maxOpenMs: number;
+  realRequests: number;
+  realFailures: number;
+}
+
+/**
+ * One slow client: connects and then says nothing (idle) or trickles a request that never
+ * ends, one byte every 300 ms. Resolves when the server closes it, or when we give up at
+ * `boundMs` (then `closedByServer` is false: a violation).
+ */
+function slowOne(connect: () => net.Socket, mode: 'idle' | 'trickle', boundMs: number): Promise<{ closedByServer: boolean; openMs: number }> {
+  return new Promise((resolve) => {
+    const t0 = Date.now();
+    const socket = connect();
+    let timer: NodeJS.Timeout | undefined;
+    let done = false;
+    const finish = (closedByServer: boolean): void => {
+      if (done) return;
+      done = true;
+      clearInterval(timer);
+      clearTimeout(giveUp);
+      socket.destroy();
+      resolve({ closedByServer, openMs: Date.now() - t0 });
+    };
+    const giveUp = setTimeout(() => finish(false), boundMs);
+    socket.on('error', () => finish(true));
+    socket.on('close', () => finish(true));
+    socket.on('data', () => undefined);
+    if (mode === 'trickle') {
+      const text = `GET /v1/history?limit=1 HTTP/1.1\r\nhost: baton\r\nx-slow: ${'s'.repeat(1_000)}`;
+      let i = 0;
+      socket.on('connect', () => {
+        timer = setInterval(() => {
+          if (!socket.destroyed) socket.write(text[i++ % text.length]!);
+        }, 300);
+      });
+    }
+  });
+}
+
+/**
+ * Slow clients on every listener the supervisor serves (the admin socket, the TCP admin
+ * API, the metrics endpoint), `perListener` at once on each: every one must be closed by
+ * the server within its bound, and real requests made meanwhile must all succeed.
+ */
+async function slowClients(d: Daemon, rng: Rng, out: Record<string, SlowReport>, perListener: number): Promise<void> {
+  const targets = [
+    { name: 'admin-socket', connect: () => net.connect(d.adminSock), real: async () => (await adminRequest(d.adminSock, 'GET', '/v1/history?limit=1', undefined, { timeoutMs: 10_000 })).status === 200 },
+    {
+      name: 'admin-tcp',
+      connect: () => net.connect(d.adminTcpPort, '127.0.0.1'),
+      real: async () => (await adminRequest({ tcp: { host: '127.0.0.1', port: d.adminTcpPort }, token: d.readToken }, 'GET', '/v1/history?limit=1', undefined, { timeoutMs: 10_000 })).status === 200,
+    },
+    { name: 'metrics', connect: () => net.connect(d.metricsPort, '127.0.0.1'), real: async () => (await request(d.metricsPort, 'GET', '/metrics', undefined, undefined, 10_000)).status === 200 },
+  ];
+  await Promise.all(
+    targets.map(async (t) => {
+      const rep = (out[t.name] ??= { clients: 0, closedByServer: 0, maxOpenMs: 0, realRequests: 0, realFailures: 0 });
+      const bound = SLOW_BOUND_MS[t.name]!;
+      const clients = Array.from({ length: perListener }, () => slowOne(t.connect, rng.chance(0.5) ? 'idle' : 'trickle', bound));
+      const real = (async () => {
+        for (let i = 0; i < 6; i++) {
+          await sleep(400);
+          rep.realRequests++;
+          if (!(await t.real().catch(() => false))) rep.realFailures++;
+        }
+      })();
+      const results = await Promise.all(clients);
+      await real;
+      for (const r of results) {
+        rep.clients++;
+        if (r.closedByServer) rep.closedByServer++;
+        rep.maxOpenMs = Math.max(rep.maxOpenMs, r.openMs);
+      }
+      if (rep.realFailures > 0) throw new Violation(`${t.name}: ${rep.realFailures} of ${rep.realRequests} real requests failed while ${perListener} slow clients were connected`);
+      if (rep.closedByServer < rep.clients) throw new Violation(`${t.name}: ${rep.clients - rep.closedByServer} slow clients were still open after ${bound} ms`);
+    }),
+  );
+}
+
 // ============================================================================ main
 
 interface FuzzOptions {
@@ -1176,6 +1293,8 @@ interface FuzzOptions {
   sharesArg: string | undefined;
   keep: boolean;
   holdBackKnown: boolean;
+  /** Rounds of slow clients (40 per listener each) after the fuzz. */
+  slowRounds: number;
   summaryFile?: string | undefined;
 }
 
@@ -1188,6 +1307,7 @@ function parseOptions(argv: string[]): FuzzOptions {
       shares: { type: 'string' },
       keep: { type: 'boolean', default: false },
       'hold-back-known': { type: 'boolean', default: false },
+      'slow-rounds': { type: 'string', default: '2' },
       summary: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
@@ -1201,6 +1321,8 @@ Fuzzes the incumbent's control socket, a successor's control channel and the adm
   --shares I,S,A  percentage of inputs for incumbent, successor, admin (default 55,15,30)
   --hold-back-known  draw again inputs that hit a known, reported bug (RELIABILITY.md: B3, an
                   admin request target that is not a valid URL kills baton run)
+  --slow-rounds N rounds of 40 slow clients per supervisor listener (admin socket, admin TCP,
+                  metrics) after the fuzz (default 2)
   --keep          keep the temp dirs (always kept after a violation)
   --summary FILE  write the figures as JSON`);
     process.exit(0);
@@ -1220,6 +1342,7 @@ Fuzzes the incumbent's control socket, a successor's control channel and the adm
     sharesArg: values.shares,
     keep: values.keep,
     holdBackKnown: values['hold-back-known'],
+    slowRounds: Number(values['slow-rounds']),
     summaryFile: values.summary,
   };
 }
@@ -1239,6 +1362,7 @@ async function main(): Promise<void> {
   const daemon = new Daemon();
   const successors = new SuccessorFactory();
   const out = { incumbent: newOutcomes(), successor: newOutcomes(), admin: newOutcomes() };
+  const slow: Record<string, SlowReport> = {};
   const rss: Record<string, { before: number; peak: number; after: number }> = {};
   let violation: { target: string; message: string; input?: string } | undefined;
   let checks = 0;
@@ -1298,6 +1422,9 @@ async function main(): Promise<void> {
       running = false;
       await checker;
     }
+    // Slow clients on every listener the supervisor serves, after the fuzz (they would
+    // compete with its admin connections for the same slots).
+    for (let round = 0; round < opts.slowRounds; round++) await timed('slow', slowClients(daemon, rng.fork(), slow, 40));
     await daemon.checkServing();
     checks++;
     sample();
@@ -1335,6 +1462,7 @@ async function main(): Promise<void> {
     ),
     successorExits: successors.exits,
     serviceChecks: checks,
+    slowClients: slow,
     verifiedWrites,
     rssKb: rss,
     violations: violation ? [violation] : [],
@@ -1350,6 +1478,7 @@ async function main(): Promise<void> {
     console.log(`            inputs:  ${Object.entries(sortDesc(o.byKind)).map(([k, n]) => `${k}=${n}`).join(', ')}`);
   }
   console.log(`  successor exits: ${JSON.stringify(successors.exits)}`);
+  for (const [name, r] of Object.entries(slow)) console.log(`  slow clients on ${name}: ${r.closedByServer}/${r.clients} closed by the server (longest ${r.maxOpenMs} ms), ${r.realRequests - r.realFailures}/${r.realRequests} real requests answered meanwhile`);
   console.log(`  service: ${checks} checks (same incumbent pid, lock held, /healthz, a write), ${verifiedWrites} writes read back`);
   for (const [name, r] of Object.entries(rss)) console.log(`  RSS ${name}: ${r.before} kB after warm-up, peak ${r.peak} kB, ${r.after} kB at the end`);
   if (violation) {

@@ -1,10 +1,15 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { appendFile, chmod, mkdir, open, readFile, rm, stat } from 'node:fs/promises';
+import { lstatSync, mkdirSync, type Stats } from 'node:fs';
+import { chmod, open, rm } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { BatonError, ConfigError, errorMessage } from './errors.js';
+import { AuditLog, type AuditLimits } from './audit.js';
+import { ConnectionGuard, isLoopback } from './conn-guard.js';
+import { jsonTextDepth, MAX_JSON_DEPTH, safeJson } from './json-limits.js';
+import { readStateFile, setAside, tightenDir, UnsafePathError } from './secure-fs.js';
 import type { Requester } from './jobs.js';
 import type { Logger } from './log.js';
 
@@ -23,12 +28,21 @@ import type { Logger } from './log.js';
  * (files `<stateDir>/tokens/<role>.token`); one without a token is `admin` on the Unix
  * socket (the file permission is the boundary) and refused (401) on TCP.
  *
- * Limits: request body ≤ 64 KiB (413), headers ≤ 16 KiB, the whole request must
- * arrive within 10 s (408), ≤ 32 connections; anything that is not HTTP gets a 400
- * and the connection is closed. A handler error is a 500 reply, never a crash.
+ * Limits: request body ≤ 64 KiB (413) and ≤ 32 levels deep (400), headers ≤ 16 KiB,
+ * the whole request must arrive within 10 s (408), ≤ 32 connections per listener with a
+ * connection guard (conn-guard.ts: a connection that sends no (authenticated, on TCP)
+ * request within 5 s / 2 s is closed; idle ones are evicted oldest-first when full);
+ * anything that is not HTTP gets a 400 and the connection is closed. A handler error or
+ * an unserialisable reply is a 500, never a crash. The audit log is bounded (audit.ts).
  */
 
 export const MAX_BODY_BYTES = 64 * 1024;
+/** TCP listener (adminListen): connections in all, from one address, and how long one has to authenticate. */
+export const TCP_MAX_CONNECTIONS = 32;
+export const TCP_MAX_PER_ADDRESS = 16;
+export const PRE_AUTH_TIMEOUT_MS = 2_000;
+/** Unix socket: how long a connection has to send its first request. */
+export const UNIX_FIRST_REQUEST_TIMEOUT_MS = 5_000;
 const REQUEST_TIMEOUT_MS = 10_000;
 const HEADERS_TIMEOUT_MS = 5_000;
 
@@ -111,23 +125,26 @@ export class AdminTokens {
   ) {}
 
   static async ensure(dir: string, log: Logger): Promise<AdminTokens> {
-    await mkdir(dir, { recursive: true, mode: 0o700 });
-    const st = await stat(dir);
-    if ((st.mode & 0o077) !== 0) {
-      log.warn({ event: 'admin.tokens_dir_mode', dir, mode: (st.mode & 0o777).toString(8) }, `token dir ${dir} was mode ${(st.mode & 0o777).toString(8)}; setting 0700`);
-      await chmod(dir, 0o700);
-    }
+    prepareTokensDir(dir, log);
     const digests = new Map<AdminRole, Buffer>();
     const seen = new Map<string, AdminRole>();
     for (const role of ADMIN_ROLES) {
       const file = tokenPath(dir, role);
-      const created = await createToken(file);
-      const fst = await stat(file);
-      if ((fst.mode & 0o077) !== 0) {
-        log.warn({ event: 'admin.token_file_mode', file, mode: (fst.mode & 0o777).toString(8) }, `token file ${file} was mode ${(fst.mode & 0o777).toString(8)}; setting 0600`);
-        await chmod(file, 0o600);
+      // O_NOFOLLOW | O_NONBLOCK + fstat: a link, a FIFO, a device, another user's file or one
+      // others may read is never read (nor chmod-ed): it is set aside and a new token made.
+      let read = await readStateFile(file, MAX_TOKEN_FILE_BYTES, { private: true });
+      if (read.kind === 'untrusted') {
+        const aside = await setAside(file, 'untrusted');
+        log.warn({ event: 'admin.token_untrusted', role, file, setAsideAs: aside, reason: read.reason }, `token file ${file} ${read.reason}: it cannot be trusted; set aside as ${aside}, making a new ${role} token`);
+        read = { kind: 'missing' };
       }
-      const token = (await readFile(file, 'utf8')).trim();
+      let created = false;
+      if (read.kind === 'missing') {
+        created = await createToken(file);
+        read = await readStateFile(file, MAX_TOKEN_FILE_BYTES, { private: true });
+        if (read.kind !== 'ok') throw new UnsafePathError('E_UNSAFE_PATH', `token file ${file}: ${read.kind === 'untrusted' ? read.reason : 'vanished'} right after it was made`, { path: file });
+      }
+      const token = read.text.trim();
       if (!TOKEN_RE.test(token)) {
         throw new ConfigError('E_CONFIG', `${file}: expected a token of 32..512 printable characters without spaces (baton writes 64 hex digits); delete the file to have a new one made`, { field: 'tokens' });
       }
@@ -148,6 +165,30 @@ export class AdminTokens {
     for (const role of ADMIN_ROLES) if (timingSafeEqual(d, this.digests.get(role)!) && found === undefined) found = role;
     return found;
   }
+}
+
+/** A token file is 32..512 characters and a newline: anything much larger is not one. */
+const MAX_TOKEN_FILE_BYTES = 1024;
+
+/**
+ * The tokens dir: made 0700 when absent; refused when it is a link, not a directory or
+ * not ours; tightened to 0700 (through an O_NOFOLLOW descriptor) when others may read it.
+ */
+function prepareTokensDir(dir: string, log: Logger): void {
+  let st: Stats;
+  try {
+    st = lstatSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    mkdirSync(dir, { mode: 0o700 });
+    st = lstatSync(dir);
+  }
+  const me = process.getuid?.();
+  if (st.isSymbolicLink()) throw new UnsafePathError('E_UNSAFE_PATH', `token dir ${dir} is a symbolic link; refusing to use it (remove it to have a new one made)`, { path: dir });
+  if (!st.isDirectory()) throw new UnsafePathError('E_UNSAFE_PATH', `token dir ${dir} is not a directory; refusing to use it`, { path: dir });
+  if (me !== undefined && st.uid !== me) throw new UnsafePathError('E_UNSAFE_PATH', `token dir ${dir} is owned by uid ${st.uid}, not by this user (uid ${me}); refusing to use it`, { path: dir });
+  const was = tightenDir(dir);
+  if (was !== undefined) log.warn({ event: 'admin.tokens_dir_mode', dir, mode: was.toString(8) }, `token dir ${dir} was mode ${was.toString(8)}; set to 0700 (every token file in it is checked)`);
 }
 
 export function tokenPath(dir: string, role: AdminRole): string {
@@ -187,6 +228,8 @@ export interface AdminServerOptions {
   tokens: AdminTokens;
   /** Also serve the API on this TCP address (tokens required). */
   tcp?: { host: string; port: number } | undefined;
+  /** Bounds of the audit log (audit.ts; tests make them small). */
+  auditLimits?: Partial<AuditLimits> | undefined;
 }
 
 type Transport = 'unix' | 'tcp';
@@ -203,18 +246,36 @@ export class AdminServer {
   private tcpServer: http.Server | undefined;
   /** TCP requests that arrive before the Unix socket opens (start-up) get 503. */
   private serving = false;
-  private auditChain: Promise<void> = Promise.resolve();
+  /** Whether listen() bound the socket path (only then does close() remove it). */
+  private unixBound = false;
+  private readonly auditLog: AuditLog;
+  private tcpGuard: ConnectionGuard | undefined;
+  private unixGuard: ConnectionGuard | undefined;
 
   constructor(private readonly opts: AdminServerOptions) {
     this.server = this.createServer('unix');
+    this.auditLog = new AuditLog(opts.auditPath, opts.log, opts.auditLimits);
   }
 
   private createServer(transport: Transport): http.Server {
     const server = http.createServer(
       { requestTimeout: REQUEST_TIMEOUT_MS, headersTimeout: HEADERS_TIMEOUT_MS, maxHeaderSize: 16 * 1024, connectionsCheckingInterval: 1_000 },
-      (req, res) => void this.handle(req, res, transport),
+      (req, res) => void this.handle(req, res, transport).catch(() => res.destroy()),
     );
-    server.maxConnections = 32;
+    if (transport === 'unix') {
+      // Only this user and root can connect here, but a stuck client of theirs must not
+      // lock the CLI out either: 32 connections, one that sends no request within 5 s is
+      // closed, idle ones are evicted oldest-first (conn-guard.ts).
+      this.unixGuard = new ConnectionGuard({ name: 'admin-socket', log: this.opts.log, maxConnections: 32, maxPerAddress: 32, unprovenTimeoutMs: UNIX_FIRST_REQUEST_TIMEOUT_MS });
+      this.unixGuard.attach(server);
+    } else {
+      // Anyone who can reach the port can connect: idle and unauthenticated connections
+      // must not lock token holders out (conn-guard.ts: evicted oldest-first, 2 s to
+      // authenticate, per-address cap, drops logged).
+      this.tcpGuard = new ConnectionGuard({ name: 'admin', log: this.opts.log, maxConnections: TCP_MAX_CONNECTIONS, maxPerAddress: TCP_MAX_PER_ADDRESS, unprovenTimeoutMs: PRE_AUTH_TIMEOUT_MS });
+      this.tcpGuard.attach(server);
+      server.keepAliveTimeout = 5_000;
+    }
     server.on('clientError', (err, socket) => {
       if (socket.writable) {
         const body = JSON.stringify({ error: { code: 'E_BAD_REQUEST', message: `malformed HTTP request: ${errorMessage(err)}` } });
@@ -230,7 +291,7 @@ export class AdminServer {
 
   /**
    * Binds the TCP listener (when configured). Called before the app starts, so a taken
-   * port fails the start with nothing running; it answers 503 until listen().
+   * port fails the start with nothing running; it answers 503 until ready().
    */
   async listenTcp(): Promise<void> {
     const tcp = this.opts.tcp;
@@ -258,7 +319,7 @@ export class AdminServer {
   }
 
   /** Binds the socket (mode 0600). The caller made sure no live supervisor owns the path. */
-  async listen(): Promise<void> {
+  async listen(opts: { ready?: boolean } = {}): Promise<void> {
     await rm(this.opts.socketPath, { force: true });
     const old = process.umask(0o177); // born 0600: no window with a wider mode
     try {
@@ -273,6 +334,17 @@ export class AdminServer {
       process.umask(old);
     }
     await chmod(this.opts.socketPath, 0o600);
+    this.unixBound = true;
+    if (opts.ready ?? true) this.serving = true;
+  }
+
+  /** Resolves once every audit line recorded so far is written. */
+  auditFlushed(): Promise<void> {
+    return this.auditLog.flushed();
+  }
+
+  /** Start answering requests (until now every request is 503 E_STARTING). */
+  ready(): void {
     this.serving = true;
   }
 
@@ -284,8 +356,11 @@ export class AdminServer {
     const timer = setTimeout(() => servers.forEach((s) => s.closeAllConnections()), 1_000);
     await closed;
     clearTimeout(timer);
-    await rm(this.opts.socketPath, { force: true });
-    await this.auditChain;
+    this.tcpGuard?.close();
+    this.unixGuard?.close();
+    if (this.unixBound) await rm(this.opts.socketPath, { force: true });
+    this.unixBound = false;
+    await this.auditLog.close();
   }
 
   /** Who may do what: no token on the Unix socket is admin; a token has its role; TCP needs one. */
@@ -305,7 +380,26 @@ export class AdminServer {
     return { role, via: `token:${role}` };
   }
 
+  /**
+   * One request. Never rejects: whatever fails in it (a handler, serialising the reply
+   * or the audit line) ends as an error reply or a closed connection, never as an
+   * unhandled rejection that would end the supervisor (issue #21, item 1).
+   */
   private async handle(req: http.IncomingMessage, res: http.ServerResponse, transport: Transport): Promise<void> {
+    try {
+      await this.handleRequest(req, res, transport);
+    } catch (err) {
+      this.opts.log.error({ event: 'admin.request_failed', transport, err: errorMessage(err) }, 'admin request failed outside its handler');
+      if (!res.headersSent && !res.destroyed) {
+        const text = `${JSON.stringify({ error: { code: 'E_INTERNAL', message: 'the request failed; see the supervisor log' } })}\n`;
+        res.writeHead(500, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), connection: 'close' }).end(text);
+      } else {
+        res.destroy();
+      }
+    }
+  }
+
+  private async handleRequest(req: http.IncomingMessage, res: http.ServerResponse, transport: Transport): Promise<void> {
     const who = requesterOf(req);
     const url = parseTarget(req.url);
     if (!url) {
@@ -322,6 +416,8 @@ export class AdminServer {
     const auth = this.authenticate(req, transport);
     who.auth = auth.via;
     if ('role' in auth) who.role = auth.role;
+    if (transport === 'tcp' && 'role' in auth) this.tcpGuard?.prove(req.socket);
+    if (transport === 'unix') this.unixGuard?.prove(req.socket);
     try {
       const { handler, params, key } = this.route(method, url.pathname);
       const need = key === undefined ? undefined : requiredRole(key);
@@ -351,7 +447,7 @@ export class AdminServer {
                 streaming = true;
                 res.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
               }
-              if (!res.destroyed) res.write(`${toJson(line)}\n`);
+              if (!res.destroyed) res.write(`${safeJson(line) ?? JSON.stringify({ type: 'error', error: { code: 'E_REPLY_UNSERIALISABLE', message: 'a progress line could not be serialised' } })}\n`);
             },
             get closed() {
               return res.destroyed || res.writableEnded;
@@ -364,10 +460,17 @@ export class AdminServer {
       this.opts.log.error({ event: 'admin.handler_failed', err: errorMessage(err) }, 'admin handler failed');
       reply = errorReply(500, err instanceof BatonError ? err.code : 'E_INTERNAL', errorMessage(err));
     }
+    let json = safeJson(reply.body);
+    if (json === undefined) {
+      // A reply that cannot be serialised (a value nested too deep, a cycle): an error reply, not a crash.
+      this.opts.log.error({ event: 'admin.reply_unserialisable', method, path: url.pathname }, 'admin reply could not be serialised');
+      reply = { ...errorReply(500, 'E_REPLY_UNSERIALISABLE', `the reply to ${method} ${url.pathname} could not be serialised`), audit: 'unserialisable reply' };
+      json = JSON.stringify(reply.body);
+    }
     if (streaming) {
-      if (!res.destroyed) res.end(`${toJson(reply.body)}\n`);
+      if (!res.destroyed) res.end(`${json}\n`);
     } else if (!res.headersSent && !res.destroyed) {
-      const text = `${toJson(reply.body)}\n`;
+      const text = `${json}\n`;
       res.writeHead(reply.status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...(reply.status >= 400 && { connection: 'close' }) });
       res.end(text);
     }
@@ -375,6 +478,8 @@ export class AdminServer {
   }
 
   private route(method: string, pathname: string): { handler: AdminHandler | undefined; params: Record<string, string>; key?: string } {
+    // HEAD is GET without the body (Node leaves the body out of a HEAD reply): read role, same handler.
+    if (method === 'HEAD') method = 'GET';
     const exactKey = `${method} ${pathname}`;
     const exact = this.opts.routes[exactKey];
     if (exact) return { handler: exact, params: {}, key: exactKey };
@@ -392,12 +497,7 @@ export class AdminServer {
    * how it authenticated and the role), over which transport, what, result.
    */
   private audit(entry: { who: Requester; transport: Transport; method: string; path: string; body?: unknown; status: number; result: unknown }): void {
-    const line = `${toJson({ at: new Date().toISOString(), ...entry })}\n`;
-    this.auditChain = this.auditChain.then(() =>
-      appendFile(this.opts.auditPath, line, { mode: 0o600 }).catch((err: unknown) =>
-        this.opts.log.error({ event: 'admin.audit_failed', err: errorMessage(err) }, 'could not write the audit log'),
-      ),
-    );
+    this.auditLog.record({ at: new Date().toISOString(), ...entry }, entry.status >= 400 && entry.status < 500);
   }
 }
 
@@ -438,6 +538,10 @@ async function readJsonBody(req: http.IncomingMessage): Promise<{ body: Record<s
   if (tooLarge) return { error: errorReply(413, 'E_TOO_LARGE', `request body is over the limit of ${MAX_BODY_BYTES} bytes`) };
   const text = Buffer.concat(chunks).toString('utf8').trim();
   if (text === '') return { body: {} };
+  // Before parsing: a deep body parses fine but overflows the stack wherever it is walked later.
+  if (jsonTextDepth(text, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) {
+    return { error: errorReply(400, 'E_BAD_JSON', `request body is nested deeper than ${MAX_JSON_DEPTH} levels`) };
+  }
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -468,9 +572,6 @@ function unknownRequester(): Requester {
   return { verified: false };
 }
 
-function isLoopback(host: string): boolean {
-  return host === '::1' || (net.isIPv4(host) && host.startsWith('127.'));
-}
 
 function toJson(v: unknown): string {
   return JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x));

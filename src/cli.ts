@@ -26,7 +26,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { AdminClientError, adminRequest, type AdminTarget, type ClientReply } from './admin.js';
-import { defaultStateDir, parseHostPort, readConfigFile, resolveRunConfig } from './config.js';
+import { defaultStateDir, parseHostPort, readBoundedFileSync, readConfigFile, resolveRunConfig } from './config.js';
 import { adminSocketPath, Daemon, EXIT } from './daemon.js';
 import { BatonError, ConfigError, errorMessage } from './errors.js';
 import type { JobRecord } from './jobs.js';
@@ -251,7 +251,7 @@ function targetSocket(v: { 'state-dir'?: string | undefined; name?: string | und
   let token = process.env.BATON_TOKEN?.trim() || undefined;
   if (v['token-file'] !== undefined) {
     try {
-      token = readFileSync(v['token-file'], 'utf8').trim();
+      token = readBoundedFileSync(v['token-file'], 4096).trim();
     } catch (err) {
       throw new UsageError(`baton: --token-file ${v['token-file']}: cannot read it (${errorMessage(err)})`);
     }
@@ -790,7 +790,7 @@ function scheduleBodyFromFlags(v: Record<string, string | boolean | string[] | u
   if (typeof v.file === 'string') {
     let parsed: unknown;
     try {
-      parsed = JSON.parse(readFileSync(v.file, 'utf8'));
+      parsed = JSON.parse(readBoundedFileSync(v.file, 1024 * 1024));
     } catch (err) {
       usage(`--file ${v.file}: ${errorMessage(err)}`);
     }

@@ -1,4 +1,4 @@
-import { accessSync, constants, readFileSync, statSync } from 'node:fs';
+import { accessSync, closeSync, constants, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -69,6 +69,9 @@ export interface RunFlags {
 export const DEFAULT_HISTORY = { maxRecords: 500, maxAgeS: 24 * 3600 };
 export const DEFAULT_STOP_TIMEOUT_S = 30;
 export const DEFAULT_HEALTH_INTERVAL_S = 10;
+export const MIN_HEALTH_INTERVAL_S = 1;
+/** A config file is a few KiB; a larger one (or a device, a FIFO) is not read. */
+export const MAX_CONFIG_BYTES = 1024 * 1024;
 const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 /** sun_path limit (108 bytes with the NUL) minus the longest name we put in the state dir. */
 const MAX_STATE_DIR_BYTES = 107 - '/control/incumbent.sock'.length;
@@ -89,7 +92,7 @@ export function defaultStateDir(name: string, env: NodeJS.ProcessEnv = process.e
 export function readConfigFile(file: string): Record<string, unknown> {
   let text: string;
   try {
-    text = readFileSync(file, 'utf8');
+    text = readBoundedFileSync(file, MAX_CONFIG_BYTES);
   } catch (err) {
     throw new ConfigError('E_CONFIG', `--config ${file}: cannot read the file (${errorMessage(err)})`, { field: 'config' });
   }
@@ -173,9 +176,27 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
     }
   });
   const names = new Set<string>();
+  const addresses = new Map<string, number>();
   listen.forEach((s, i) => {
     if (names.has(s.name)) fail(`listen[${i}]`, `a unique listener name; "${s.name}" is used twice`);
     names.add(s.name);
+    // The same address twice would fail at bind with EADDRINUSE; port 0 is a new port each time.
+    const key = s.kind === 'unix' ? `unix:${s.path}` : s.port === 0 ? undefined : `tcp:${s.host}:${s.port}`;
+    if (key !== undefined) {
+      const first = addresses.get(key);
+      if (first !== undefined) fail(`listen[${i}]`, `an address not given before; it is the same as listen[${first}]`, listenText[i]);
+      addresses.set(key, i);
+    }
+    if (s.kind === 'unix' && s.path) {
+      const parent = path.dirname(s.path);
+      let st;
+      try {
+        st = statSync(parent);
+      } catch (err) {
+        return fail(`listen[${i}]`, `a socket path in an existing directory; ${parent}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such directory' : errorMessage(err)}`, listenText[i]);
+      }
+      if (!st.isDirectory()) fail(`listen[${i}]`, `a socket path in a directory; ${parent} is not a directory`, listenText[i]);
+    }
   });
 
   // dirs
@@ -224,8 +245,15 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
       windowS: num('restart.windowS', restartObj.windowS, { min: 1, max: 86_400 }),
     },
     schedules: initialSchedules(file.schedules, src),
-    healthIntervalS: num('healthIntervalS', file.healthIntervalS, { min: 0, max: 86_400 }) ?? DEFAULT_HEALTH_INTERVAL_S,
+    healthIntervalS: healthInterval(num('healthIntervalS', file.healthIntervalS, { min: 0, max: 86_400 }), fail),
   };
+}
+
+/** 0 (off) or at least 1 s: a shorter interval would probe the app many times a second. */
+function healthInterval(v: number | undefined, fail: (field: string, expected: string, got?: unknown) => never): number {
+  if (v === undefined) return DEFAULT_HEALTH_INTERVAL_S;
+  if (v !== 0 && v < MIN_HEALTH_INTERVAL_S) return fail('healthIntervalS', `0 (off) or a number of seconds in ${MIN_HEALTH_INTERVAL_S}..86400`, v);
+  return v;
 }
 
 /** "schedules" in the file: each validated as the admin API would (errors name `schedules[i].field`); names unique. */
@@ -279,6 +307,31 @@ function checkDirUsable(field: string, dir: string, fail: (field: string, expect
       return fail(field, `a directory this user (uid ${process.getuid?.()}) can read and write; ${p} is not`, dir);
     }
     return;
+  }
+}
+
+/**
+ * Reads a small regular file given by the user (a config file, a token file): opened
+ * O_NONBLOCK (a FIFO cannot hang us), refused when it is not a regular file (a device
+ * like /dev/zero, a directory) or larger than `maxBytes`.
+ */
+export function readBoundedFileSync(file: string, maxBytes: number): string {
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new Error(`not a regular file (${st.isDirectory() ? 'a directory' : st.isFIFO() ? 'a FIFO' : st.isCharacterDevice() || st.isBlockDevice() ? 'a device' : 'a special file'})`);
+    if (st.size > maxBytes) throw new Error(`${st.size} bytes; at most ${maxBytes} are read`);
+    const buf = Buffer.alloc(maxBytes + 1);
+    let n = 0;
+    for (;;) {
+      const r = readSync(fd, buf, n, buf.length - n, null);
+      if (r === 0) break;
+      n += r;
+      if (n > maxBytes) throw new Error(`more than ${maxBytes} bytes`);
+    }
+    return buf.subarray(0, n).toString('utf8');
+  } finally {
+    closeSync(fd);
   }
 }
 

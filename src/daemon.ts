@@ -1,9 +1,12 @@
-import { chmod, mkdir, stat } from 'node:fs/promises';
+import { lstat, rm } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { AdminServer, AdminTokens, adminSocketLive, errorReply, type AdminContext, type AdminReply, type AdminRequest } from './admin.js';
 import type { RunConfig } from './config.js';
 import { BatonError, ConfigError, HandoffError, errorMessage } from './errors.js';
+import { ensureSecureDir, setAside, tightenDir, UnsafePathError } from './secure-fs.js';
+import { Journal } from './journal.js';
+import { MAX_PARAMS_BYTES, MAX_PARAMS_DEPTH, safeJson, valueDepth } from './json-limits.js';
 import { JobStore, type JobRecord, type JobTrigger, type Requester } from './jobs.js';
 import { adoptSystemdListeners, bindListeners, type HeldListener } from './listeners.js';
 import { LifecycleLog, MAX_LIFECYCLE_RECORDS } from './lifecycle.js';
@@ -35,18 +38,62 @@ export function adminTokensDir(stateDir: string): string {
   return path.join(stateDir, 'tokens');
 }
 
-/** Creates the state dir 0700; refuses one owned by someone else; tightens a looser mode. */
+/**
+ * Creates the state dir 0700 and checks every component of its path (secure-fs.ts
+ * ensureSecureDir: lstat from / down, root's or ours, no link we did not make, nothing
+ * writable by others but sticky dirs); refuses a state dir others may write; tightens
+ * one others may only read, through an O_NOFOLLOW descriptor. Entries baton makes inside
+ * it that are directories (control/, tokens/) must be ours and not links.
+ */
 export async function prepareStateDir(dir: string, log: Logger): Promise<void> {
-  await mkdir(dir, { recursive: true, mode: 0o700 });
-  const st = await stat(dir);
-  const uid = process.getuid?.();
-  if (uid !== undefined && st.uid !== uid) {
-    throw new ConfigError('E_CONFIG', `"stateDir": expected a directory owned by uid ${uid} (it holds the admin socket); ${dir} is owned by uid ${st.uid}`, { field: 'stateDir' });
+  ensureSecureDir(dir, '"stateDir":');
+  const was = tightenDir(dir);
+  if (was !== undefined) log.warn({ event: 'daemon.state_dir_mode', dir, mode: was.toString(8) }, `state dir ${dir} was mode ${was.toString(8)}; set to 0700`);
+  const control = path.join(dir, 'control');
+  const st = await lstat(control).catch(() => undefined);
+  const me = process.getuid?.();
+  if (st && (st.isSymbolicLink() || !st.isDirectory() || (me !== undefined && st.uid !== me))) {
+    throw new UnsafePathError('E_UNSAFE_PATH', `${control} is ${st.isSymbolicLink() ? 'a symbolic link' : !st.isDirectory() ? 'not a directory' : `owned by uid ${st.uid}`}; refusing to use it (remove it to have a new one made)`, { path: control });
   }
-  if ((st.mode & 0o077) !== 0) {
-    log.warn({ event: 'daemon.state_dir_mode', dir, mode: (st.mode & 0o777).toString(8) }, `state dir ${dir} was mode ${(st.mode & 0o777).toString(8)}; setting 0700`);
-    await chmod(dir, 0o700);
-  }
+}
+
+/**
+ * What `baton run` does with an error nobody caught (an unhandled rejection, an uncaught
+ * exception): it logs it (`daemon.fault`, with the stack) and keeps supervising. Exiting
+ * would orphan the app — it serves on without a supervisor, nobody restarts it, and the
+ * next `baton run` has to take its listeners back with a gap — which is worse than
+ * going on with one failed request or timer callback behind. Requests cannot get here
+ * (admin.ts answers every failure), so a fault is a bug, not an attack. A storm (more
+ * than `maxPerMinute` faults in 60 s) means the supervisor may be broken for good:
+ * `onStorm` runs once (the daemon stops the app gracefully and exits 1).
+ */
+export function installFaultPolicy(log: Logger, opts: { onStorm: () => void; maxPerMinute?: number }): () => void {
+  const max = opts.maxPerMinute ?? 20;
+  const times: number[] = [];
+  let stormed = false;
+  const fault = (kind: 'unhandledRejection' | 'uncaughtException', err: unknown): void => {
+    const now = Date.now();
+    times.push(now);
+    while (times.length > 0 && times[0]! < now - 60_000) times.shift();
+    try {
+      log.error({ event: 'daemon.fault', kind, err: errorMessage(err), stack: err instanceof Error ? err.stack : undefined, inLastMinute: times.length }, `${kind}: ${errorMessage(err)}; the supervisor keeps running`);
+    } catch {
+      // logging must not turn one fault into another
+    }
+    if (times.length > max && !stormed) {
+      stormed = true;
+      log.fatal({ event: 'daemon.fault_storm', inLastMinute: times.length, max }, `${times.length} uncaught errors in a minute: stopping`);
+      opts.onStorm();
+    }
+  };
+  const onRejection = (reason: unknown): void => fault('unhandledRejection', reason);
+  const onException = (err: Error): void => fault('uncaughtException', err);
+  process.on('unhandledRejection', onRejection);
+  process.on('uncaughtException', onException);
+  return () => {
+    process.off('unhandledRejection', onRejection);
+    process.off('uncaughtException', onException);
+  };
 }
 
 interface UpgradeEvents {
@@ -81,6 +128,8 @@ export class Daemon {
   /** A full GC shortly after each handoff (src/memory.ts). */
   private readonly compactor: HeapCompactor;
   private healthCheck: Promise<void> | undefined;
+  /** Uninstalls the process-level fault policy (installFaultPolicy). */
+  private removeFaultPolicy: (() => void) | undefined;
   private lastHealth: { status: HealthStatus; probes: Map<string, { status: HealthStatus; message: string; source: string }> } | undefined;
 
   constructor(
@@ -96,11 +145,41 @@ export class Daemon {
   async start(): Promise<void> {
     const t0 = Date.now();
     const cfg = this.cfg;
+    this.removeFaultPolicy ??= installFaultPolicy(this.log, {
+      onStorm: () => {
+        this.exitCode = EXIT.error;
+        if (this.sup) void this.stop(this.cfg.stopTimeoutS * 1000);
+        else setImmediate(() => this.finished(EXIT.error));
+      },
+    });
     await prepareStateDir(cfg.stateDir, this.log);
     const sockPath = adminSocketPath(cfg.stateDir);
     if (await adminSocketLive(sockPath)) {
       throw new BatonError('E_ALREADY_RUNNING', `another baton supervisor is running on state dir ${cfg.stateDir} (${sockPath} answers); use another --state-dir or --name`);
     }
+    // From here on the state dir is ours: whatever fails the start, the app is stopped (a
+    // failed start never leaves it running unsupervised) and what we bound is closed.
+    try {
+      await this.startUp(t0, sockPath);
+    } catch (err) {
+      await this.abortStart(err);
+      throw err;
+    }
+  }
+
+  /** A start that failed after the state dir was taken: stop the app if one runs, close everything, remove the control socket. */
+  private async abortStart(err: unknown): Promise<void> {
+    this.scheduler?.stop();
+    if (this.sup?.incumbent?.alive) {
+      const pid = this.sup.incumbent.pid;
+      this.log.error({ event: 'daemon.start_failed', err: errorMessage(err), appPid: pid }, `start-up failed after the app started (pid ${pid}): stopping it`);
+      await this.sup.stop(Math.min(this.cfg.stopTimeoutS, 10) * 1000).catch((e: unknown) => this.log.error({ event: 'daemon.start_failed_stop', err: errorMessage(e) }, 'could not stop the app'));
+    }
+    await this.cleanup();
+  }
+
+  private async startUp(t0: number, sockPath: string): Promise<void> {
+    const cfg = this.cfg;
     // Before anything is started: an invalid schedules.json fails the start (exit 1) with
     // the file and field, instead of a supervisor that silently runs no maintenance.
     this.schedules = new ScheduleStore(path.join(cfg.stateDir, 'schedules.json'), this.log);
@@ -187,10 +266,16 @@ export class Daemon {
         'GET /v1/lifecycle': (req) => this.lifecycleRoute(req),
       },
     });
+    // The admin socket is bound before the app starts (it answers 503 E_STARTING until
+    // generation 1 serves): a socket that cannot be bound fails the start with nothing running.
+    try {
+      await this.admin.listen({ ready: false });
+    } catch (err) {
+      throw new ConfigError('E_BIND_FAILED', `cannot bind the admin socket ${sockPath}: ${errorMessage(err)}`, { field: 'stateDir' });
+    }
     try {
       await this.admin.listenTcp();
     } catch (err) {
-      await this.cleanup();
       throw new ConfigError('E_BIND_FAILED', `"adminListen": cannot listen on ${cfg.adminListen?.host}:${cfg.adminListen?.port}: ${errorMessage(err)}`, { field: 'adminListen' });
     }
 
@@ -202,7 +287,6 @@ export class Daemon {
       try {
         await this.metrics.serve(cfg.metrics.host, cfg.metrics.port, this.log);
       } catch (err) {
-        await this.cleanup();
         throw new ConfigError('E_BIND_FAILED', `"metrics": cannot listen on ${cfg.metrics.host}:${cfg.metrics.port}: ${errorMessage(err)}`, { field: 'metrics' });
       }
     }
@@ -216,12 +300,11 @@ export class Daemon {
       const result = await this.sup.start(this.handoffSpec({}));
       await this.jobs.finishHandoff(job, result);
       if (result.outcome !== 'committed') {
-        await this.cleanup();
         throw new BatonError('E_START_FAILED', `generation 1 did not start: ${result.reason ?? 'unknown reason'}`);
       }
     }
 
-    await this.admin.listen();
+    this.admin.ready();
 
     process.on('SIGHUP', () => {
       this.log.info({ event: 'daemon.signal', signal: 'SIGHUP' }, 'SIGHUP: upgrading');
@@ -333,6 +416,22 @@ export class Daemon {
       return bindListeners(cfg.listen);
     } catch (err) {
       if (!(err instanceof BatonError) || err.details?.errno !== 'EADDRINUSE') throw err;
+      // A journal that cannot be read says nothing about who holds the port: say so (not
+      // "another program holds it"), and set it aside so the next start is not misled too.
+      const journalPath = path.join(cfg.stateDir, 'handoff.journal');
+      const unreadable = await new Journal(journalPath).read().then(
+        () => undefined,
+        (e: unknown) => errorMessage(e),
+      );
+      if (unreadable !== undefined) {
+        const aside = await setAside(journalPath, 'corrupt').catch(() => undefined);
+        this.log.error({ event: 'daemon.journal_unreadable', path: journalPath, err: unreadable, setAsideAs: aside }, `journal unreadable: ${unreadable}`);
+        throw new ConfigError(
+          'E_BIND_FAILED',
+          `${err.message}; the journal of an earlier supervisor on state dir ${cfg.stateDir} cannot be read (${unreadable})${aside ? `; it was set aside as ${aside}` : ''}, so an app that supervisor started may still hold the address: find the process listening on it and stop it, then start again`,
+          err.details,
+        );
+      }
       const previous = new Supervisor({ command: cfg.command, listeners: [], dataDir: cfg.dataDir, stateDir: cfg.stateDir, log: this.log, restart: { enabled: false } });
       const survivor = (await previous.recover())?.survivor;
       if (!survivor) {
@@ -571,6 +670,9 @@ export class Daemon {
     if (typeof urgency !== 'string' || !URGENCIES.includes(urgency as Urgency)) return errorReply(400, 'E_BAD_REQUEST', `"urgency": expected one of ${URGENCIES.join(', ')} (got ${JSON.stringify(urgency)})`);
     if (reason !== undefined && (typeof reason !== 'string' || reason.length > 1024)) return errorReply(400, 'E_BAD_REQUEST', '"reason": expected a string of at most 1024 characters');
     if (params !== undefined && (typeof params !== 'object' || params === null || Array.isArray(params))) return errorReply(400, 'E_BAD_REQUEST', '"params": expected a JSON object');
+    // Bounded: params are kept in jobs.json and sent to the app; a deep value there would fail every later read of the history.
+    if (params !== undefined && valueDepth(params, MAX_PARAMS_DEPTH) > MAX_PARAMS_DEPTH) return errorReply(400, 'E_BAD_REQUEST', `"params": nested deeper than ${MAX_PARAMS_DEPTH} levels`);
+    if (params !== undefined && Buffer.byteLength(safeJson(params) ?? '') > MAX_PARAMS_BYTES) return errorReply(400, 'E_BAD_REQUEST', `"params": at most ${MAX_PARAMS_BYTES} bytes of JSON`);
     const job = await this.runMaintenance('admin', req.who, { task, urgency: urgency as Urgency, reason: reason as string | undefined, params: params as Record<string, unknown> | undefined }, { onEvent: (line) => ctx.stream(line) });
     const status = job.state === 'SKIPPED' ? (job.code === 'E_LEASE_HELD' ? 409 : 503) : 200;
     return { status, body: { type: 'result', job }, audit: { job: job.id, task, state: job.state, code: job.code } };
@@ -729,6 +831,11 @@ export class Daemon {
     this.listeners = [];
     await this.jobs?.persist();
     await this.notifier?.close();
+    // The incumbent's control socket outlives the app (it does not unlink it on exit). Once
+    // no app of ours runs, nobody will connect to it again: remove it.
+    if (this.sup && !this.sup.incumbent?.alive) await rm(this.sup.controlPath, { force: true }).catch(() => undefined);
+    this.removeFaultPolicy?.();
+    this.removeFaultPolicy = undefined;
   }
 }
 

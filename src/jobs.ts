@@ -117,6 +117,7 @@ export class JobStore {
       'jobs',
       (j) => typeof j.id === 'string' && typeof j.state === 'string',
       (reason) => this.log?.error({ event: 'jobs.history_corrupt', path: this.filePath, err: reason }, 'job history unreadable; starting a new one'),
+      { dropped: (count, reason) => this.log?.error({ event: 'jobs.records_dropped', path: this.filePath, count, reason }, `dropped ${count} job record(s) from ${this.filePath}: ${reason}`) },
     );
     if (jobs === undefined) return;
     this.jobs = jobs;

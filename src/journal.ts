@@ -2,6 +2,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { writeFileAtomic, writeFileAtomicSync, fsyncDir } from './atomic-file.js';
 import { BatonError, errorMessage } from './errors.js';
+import { readStateFile } from './secure-fs.js';
 
 /**
  * A single-record journal file: the latest record replaces the previous one
@@ -42,9 +43,15 @@ export class Journal<T> {
   async read(): Promise<T | undefined> {
     let text: string;
     try {
-      text = await fsp.readFile(this.filePath, 'utf8');
+      // O_NOFOLLOW | O_NONBLOCK + fstat (secure-fs.ts): a planted link, FIFO or another user's file is not read.
+      const read = await readStateFile(this.filePath, 4 * 1024 * 1024);
+      if (read.kind === 'missing') return undefined;
+      if (read.kind === 'untrusted') {
+        throw new BatonError('E_JOURNAL_UNTRUSTED', `journal ${this.filePath} ${read.reason}; it cannot be trusted`, { path: this.filePath });
+      }
+      text = read.text;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      if (err instanceof BatonError && err.code === 'E_JOURNAL_UNTRUSTED') throw err;
       throw ioError('read', this.filePath, err);
     }
     try {

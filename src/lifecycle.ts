@@ -72,6 +72,7 @@ export class LifecycleLog {
       'records',
       (r) => typeof r.event === 'string' && typeof r.runId === 'string',
       (reason) => this.log.error({ event: 'lifecycle.corrupt', path: this.filePath, err: reason }, 'lifecycle records unreadable; starting a new list'),
+      { dropped: (count, reason) => this.log.error({ event: 'lifecycle.records_dropped', path: this.filePath, count, reason }, `dropped ${count} lifecycle record(s): ${reason}`) },
     );
     if (records === undefined) return;
     this.records = records;

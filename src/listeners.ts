@@ -107,10 +107,13 @@ export function parseListenAddress(text: string, defaultName: string | number = 
   if (rest.startsWith('unix:')) {
     let p = rest.slice('unix:'.length);
     let mode = DEFAULT_UNIX_MODE;
-    const q = /^(.*)\?mode=([0-7]{3,4})$/.exec(p);
-    if (q) {
-      p = q[1]!;
-      mode = parseInt(q[2]!, 8);
+    const qi = p.indexOf('?');
+    if (qi >= 0) {
+      // Only ?mode=OCTAL (0000..0777); anything else after a "?" is an error, not part of the file name.
+      const q = /^\?mode=(0?[0-7]{3})$/.exec(p.slice(qi));
+      if (!q) throw bad(`${JSON.stringify(p.slice(qi))}: the only option is ?mode=OCTAL, a file mode in 000..777 (e.g. ?mode=0660)`);
+      mode = parseInt(q[1]!, 8);
+      p = p.slice(0, qi);
     }
     if (p === '') throw bad('the socket path is empty');
     if (p.includes('\0')) throw bad('the socket path contains a NUL byte');

@@ -1,5 +1,6 @@
 import http from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { ConnectionGuard, isLoopback } from './conn-guard.js';
 import type { Logger } from './log.js';
 import type { HandoffResult, JobResult, Supervisor } from './supervisor.js';
 
@@ -12,6 +13,7 @@ const PROBE_VALUE = { OK: 0, DEGRADED: 1, UNKNOWN: 2, CRITICAL: 3 } as const;
 export class SupervisorMetrics {
   readonly registry = new Registry();
   private server: http.Server | undefined;
+  private guard: ConnectionGuard | undefined;
   private readonly jobs: Counter;
   private readonly skipped: Counter;
   private readonly probeStatus: Gauge;
@@ -109,7 +111,11 @@ export class SupervisorMetrics {
 
   /** Serves GET /metrics on host:port; resolves once listening (rejects on bind errors). */
   async serve(host: string, port: number, log: Logger): Promise<void> {
-    const server = http.createServer((req, res) => {
+    // The admin server's limits (issue #21 item 4): bounded headers and request time, and
+    // a connection guard (conn-guard.ts): at most 32 connections, 16 from one address, one
+    // that sends no request within 2 s is closed, idle ones are evicted oldest-first.
+    const server = http.createServer({ requestTimeout: 10_000, headersTimeout: 5_000, maxHeaderSize: 16 * 1024, connectionsCheckingInterval: 1_000 }, (req, res) => {
+      this.guard?.prove(req.socket);
       if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: GET /metrics\n');
         return;
@@ -119,6 +125,9 @@ export class SupervisorMetrics {
         (err: unknown) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`metrics failed: ${String(err)}\n`),
       );
     });
+    server.keepAliveTimeout = 5_000;
+    this.guard = new ConnectionGuard({ name: 'metrics', log, maxConnections: 32, maxPerAddress: 16, unprovenTimeoutMs: 2_000 });
+    this.guard.attach(server);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, host, () => {
@@ -128,6 +137,9 @@ export class SupervisorMetrics {
     });
     this.server = server;
     const addr = server.address();
+    if (!isLoopback(host)) {
+      log.warn({ event: 'metrics.not_loopback', address: `${host}:${this.port}` }, `metrics endpoint on ${host}:${this.port}: not a loopback address; anyone who can reach it can read the metrics (no authentication)`);
+    }
     log.info({ event: 'metrics.listening', address: typeof addr === 'object' && addr ? `${addr.address}:${addr.port}` : String(addr) }, 'metrics endpoint up');
   }
 
@@ -141,6 +153,7 @@ export class SupervisorMetrics {
     const server = this.server;
     this.server = undefined;
     if (!server) return;
+    this.guard?.close();
     server.closeAllConnections();
     await new Promise<void>((r) => server.close(() => r()));
   }

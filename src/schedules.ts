@@ -1,6 +1,7 @@
-import { readFile } from 'node:fs/promises';
 import { writeFileAtomic } from './atomic-file.js';
+import { readStateFile } from './secure-fs.js';
 import { ConfigError, errorMessage } from './errors.js';
+import { MAX_PARAMS_BYTES, MAX_PARAMS_DEPTH, valueDepth } from './json-limits.js';
 import type { JobRecord, MaintenanceSummary } from './jobs.js';
 import type { Logger } from './log.js';
 import { ScheduleRunLog, type RunSummary } from './schedule-runs.js';
@@ -342,7 +343,6 @@ export interface Schedule extends ScheduleSpec {
 
 export const MAX_SCHEDULES = 256;
 export const MAX_TASKS = 32;
-const MAX_PARAMS_BYTES = 16 * 1024;
 const NAME_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 const TASK_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const SPEC_KEYS = ['name', 'cron', 'window', 'tasks', 'haltOnFailure', 'enabled'];
@@ -369,6 +369,7 @@ function validateTasks(raw: unknown, field: string): ScheduleTask[] {
     const out: ScheduleTask = { task: t.task };
     if (t.params !== undefined) {
       if (!isObject(t.params)) throw invalid(`${f}.params`, `expected a JSON object (got ${JSON.stringify(t.params)})`);
+      if (valueDepth(t.params, MAX_PARAMS_DEPTH) > MAX_PARAMS_DEPTH) throw invalid(`${f}.params`, `nested at most ${MAX_PARAMS_DEPTH} levels deep`);
       if (JSON.stringify(t.params).length > MAX_PARAMS_BYTES) throw invalid(`${f}.params`, `at most ${MAX_PARAMS_BYTES} bytes of JSON`);
       out.params = t.params;
     }
@@ -473,9 +474,12 @@ export class ScheduleStore {
   async load(): Promise<void> {
     let text: string;
     try {
-      text = await readFile(this.filePath, 'utf8');
+      const read = await readStateFile(this.filePath, 16 * 1024 * 1024);
+      if (read.kind === 'missing') return;
+      if (read.kind === 'untrusted') throw this.fileError(`cannot be trusted: it ${read.reason}`);
+      text = read.text;
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      if (err instanceof ConfigError) throw err;
       throw this.fileError(`cannot read it (${errorMessage(err)})`);
     }
     this.fileExisted = true;

@@ -83,10 +83,11 @@ describe('fuzz run (CI budget)', () => {
       const summary = JSON.parse(readFileSync(summaryFile, 'utf8')) as {
         inputs: number;
         violations: unknown[];
-        targets: Record<string, { inputs: number; byAnswer: Record<string, number> }>;
+        targets: Record<string, { inputs: number; byAnswer: Record<string, number>; byKind: Record<string, number> }>;
         successorExits: Record<string, number>;
         serviceChecks: number;
         rssKb: Record<string, { before: number; after: number }>;
+        slowClients: Record<string, { clients: number; closedByServer: number; realRequests: number; realFailures: number }>;
       };
       expect(summary.violations).toEqual([]);
       expect(summary.inputs).toBeGreaterThanOrEqual(5000);
@@ -96,6 +97,15 @@ describe('fuzz run (CI budget)', () => {
       expect(codes.length).toBeGreaterThanOrEqual(10);
       expect(Object.keys(summary.successorExits)).toEqual(['exit 0']);
       expect(summary.serviceChecks).toBeGreaterThan(3);
+      // Issue #21: nested JSON, long paths and headers reach the admin socket ...
+      for (const kind of ['nested-json', 'long-path', 'long-header']) expect(summary.targets.admin!.byKind[kind], kind).toBeGreaterThan(0);
+      // ... and slow clients every listener the supervisor serves: all closed by it, real requests answered meanwhile.
+      expect(Object.keys(summary.slowClients).sort()).toEqual(['admin-socket', 'admin-tcp', 'metrics']);
+      for (const [name, r] of Object.entries(summary.slowClients)) {
+        expect(r.clients, name).toBeGreaterThanOrEqual(40);
+        expect(r.closedByServer, name).toBe(r.clients);
+        expect(r.realFailures, name).toBe(0);
+      }
       for (const [name, r] of Object.entries(summary.rssKb)) expect(r.after, name).toBeLessThan(r.before * 1.5 + 64 * 1024);
     } finally {
       rmSync(dir, { recursive: true, force: true });
