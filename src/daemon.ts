@@ -148,7 +148,7 @@ export class Daemon {
     this.removeFaultPolicy ??= installFaultPolicy(this.log, {
       onStorm: () => {
         this.exitCode = EXIT.error;
-        if (this.sup) void this.stop(this.cfg.stopTimeoutS * 1000);
+        if (this.sup) void this.stop(this.cfg.stopTimeoutS * 1000, 'error');
         else setImmediate(() => this.finished(EXIT.error));
       },
     });
