@@ -454,7 +454,7 @@ export class DataDirLock {
     const age = mtimeAgeMs === undefined ? '' : `, refreshed ${Math.round(mtimeAgeMs)} ms ago`;
     return new LockError(
       'E_LOCK_HELD',
-      `data dir ${this.dataDir} is locked by an unknown process (lock dir without a valid owner record${age}); it counts as abandoned once older than ${this.staleMs} ms`,
+      `data dir ${this.dataDir} is locked by an unknown process (lock dir without a valid owner record${age}); it counts as abandoned once not refreshed for ${this.ownerlessStaleMs} ms`,
       { lockPath: this.lockPath, pid: undefined, mtimeAgeMs },
     );
   }

@@ -332,6 +332,9 @@ describe('DataDirLock in-process', () => {
     mkdirSync(path.join(dataDir, LOCK_DIR_NAME));
     const lock = new DataDirLock(dataDir, { log: memoryLogger().log });
     expect(lock.staleMs).toBe(30_000);
+    // Refused meanwhile, with the age that counts (issue 21 item 8: the message cited the 30 s staleMs).
+    const refused = await caught(new DataDirLock(dataDir, { log: memoryLogger().log }).acquire({ waitMs: 100 }));
+    expect(refused.message).toMatch(new RegExp(`abandoned once not refreshed for ${lock.ownerlessStaleMs} ms`));
     const t0 = Date.now();
     await lock.acquire({ waitMs: 20_000 });
     const ms = Date.now() - t0;
