@@ -162,7 +162,7 @@ admin socket <state-dir>/admin.sock. Signals: SIGHUP upgrade, SIGTERM/SIGINT sto
 Options:
   --config FILE       JSON config with the same options (flags win): command, listen, dataDir,
                       stateDir, name, metrics, handoff {deadlineS, drainGraceS, helloTimeoutS,
-                      listenerSpares}, stopTimeoutS,
+                      readyTimeoutS, listenerSpares}, stopTimeoutS,
                       history {maxRecords, maxAgeS}, restart {maxRestarts, windowS},
                       healthIntervalS (periodic health check, logs health.changed; default 10, 0 = off)
   --listen ADDR       a listener, repeatable: [name=]tcp://HOST:PORT, tcp://[::1]:PORT,
@@ -186,6 +186,9 @@ Options:
   --json            print one JSON result object (no progress)
   --deadline S      overall deadline of the handoff in seconds
   --drain-grace S   how long the old process may take to drain its connections
+  --ready-timeout S how long the new process has from taking over the data to Ready
+                    (default handoff.readyTimeoutS, 10): clients wait meanwhile, so a
+                    build that hangs there is aborted and the old process serves on
   --lease-wait S    a maintenance job runs: wait this long for it, then cancel it (default 30;
                     a critical job is not cancelled: the upgrade is refused, exit 3)
 ${TARGET_HELP}
@@ -329,10 +332,11 @@ async function cmdRun(args: string[]): Promise<number> {
 }
 
 async function cmdUpgrade(args: string[]): Promise<number> {
-  const v = parse('upgrade', args, { ...TARGET_OPTIONS, json: { type: 'boolean' }, deadline: { type: 'string' }, 'drain-grace': { type: 'string' }, 'lease-wait': { type: 'string' } });
+  const v = parse('upgrade', args, { ...TARGET_OPTIONS, json: { type: 'boolean' }, deadline: { type: 'string' }, 'drain-grace': { type: 'string' }, 'ready-timeout': { type: 'string' }, 'lease-wait': { type: 'string' } });
   if (v.help) return help('upgrade');
   const deadlineS = seconds('upgrade', 'deadline', v.deadline);
   const drainGraceS = seconds('upgrade', 'drain-grace', v['drain-grace']);
+  const readyTimeoutS = seconds('upgrade', 'ready-timeout', v['ready-timeout']);
   const leaseWait = v['lease-wait'];
   if (leaseWait !== undefined && !/^\d+(\.\d+)?$/.test(leaseWait)) throw new UsageError(`baton upgrade: --lease-wait: expected a number of seconds ≥ 0 (got ${JSON.stringify(leaseWait)})`);
   const leaseWaitS = leaseWait === undefined ? undefined : Number(leaseWait);
@@ -347,7 +351,7 @@ async function cmdUpgrade(args: string[]): Promise<number> {
   const ticker = tty ? setInterval(render, 200) : undefined;
   let reply: ClientReply;
   try {
-    reply = await adminRequest(sock, 'POST', '/v1/upgrade', { ...(deadlineS !== undefined && { deadlineS }), ...(drainGraceS !== undefined && { drainGraceS }), ...(leaseWaitS !== undefined && { leaseWaitS }) }, {
+    reply = await adminRequest(sock, 'POST', '/v1/upgrade', { ...(deadlineS !== undefined && { deadlineS }), ...(drainGraceS !== undefined && { drainGraceS }), ...(readyTimeoutS !== undefined && { readyTimeoutS }), ...(leaseWaitS !== undefined && { leaseWaitS }) }, {
       onLine: (line) => {
         if (v.json) return;
         if (line.type === 'phase') phase = String(line.phase);

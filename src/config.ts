@@ -19,9 +19,11 @@ import { ScheduleError, validateScheduleSpec, type ScheduleSpec } from './schedu
  *   name           "app"                        (default "baton")
  *   metrics        "127.0.0.1:9464"
  *   adminListen    "127.0.0.1:7070"             (admin API on TCP too; tokens required)
- *   handoff        { "deadlineS": 300, "drainGraceS": 60, "helloTimeoutS": 5, "listenerSpares": 4 }
+ *   handoff        { "deadlineS": 300, "drainGraceS": 60, "helloTimeoutS": 5, "readyTimeoutS": 10, "listenerSpares": 4 }
  *                  (helloTimeoutS: how long a started app has to connect and say Hello;
  *                   raise it for apps with a slow start-up, or their upgrades abort.
+ *                   readyTimeoutS: Begin → Ready budget: how long clients may wait for a
+ *                   successor that took over the data (the old process has sealed);
  *                   listenerSpares: extra copies of each listener an app gets, one per
  *                   re-listen after an aborted handoff; an incumbent with none left
  *                   cannot resume, exits, and is replaced by a cold start)
@@ -43,7 +45,7 @@ export interface RunConfig {
   metrics: { host: string; port: number } | undefined;
   /** The admin API on TCP as well as the Unix socket (every request needs a token). */
   adminListen: { host: string; port: number } | undefined;
-  handoff: { deadlineS: number | undefined; drainGraceS: number | undefined; helloTimeoutS: number | undefined; listenerSpares: number | undefined };
+  handoff: { deadlineS: number | undefined; drainGraceS: number | undefined; helloTimeoutS: number | undefined; readyTimeoutS: number | undefined; listenerSpares: number | undefined };
   stopTimeoutS: number;
   history: { maxRecords: number; maxAgeS: number };
   restart: { maxRestarts: number | undefined; windowS: number | undefined };
@@ -216,7 +218,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   const adminText = flags.adminListen ?? str('adminListen', file.adminListen);
   const adminListen = adminText === undefined ? undefined : parseHostPort('adminListen', adminText, fail);
 
-  const handoffObj = obj('handoff', file.handoff, ['deadlineS', 'drainGraceS', 'helloTimeoutS', 'listenerSpares']);
+  const handoffObj = obj('handoff', file.handoff, ['deadlineS', 'drainGraceS', 'helloTimeoutS', 'readyTimeoutS', 'listenerSpares']);
   const historyObj = obj('history', file.history, ['maxRecords', 'maxAgeS']);
   const restartObj = obj('restart', file.restart, ['maxRestarts', 'windowS']);
 
@@ -233,6 +235,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
       deadlineS: num('handoff.deadlineS', handoffObj.deadlineS, { min: 1, max: 86_400 }),
       drainGraceS: num('handoff.drainGraceS', handoffObj.drainGraceS, { min: 0, max: 86_400 }),
       helloTimeoutS: num('handoff.helloTimeoutS', handoffObj.helloTimeoutS, { min: 0.1, max: 3600 }),
+      readyTimeoutS: num('handoff.readyTimeoutS', handoffObj.readyTimeoutS, { min: 0.1, max: 3600 }),
       listenerSpares: num('handoff.listenerSpares', handoffObj.listenerSpares, { int: true, min: 0, max: 64 }),
     },
     stopTimeoutS: num('stopTimeoutS', file.stopTimeoutS, { min: 1, max: 3600 }) ?? DEFAULT_STOP_TIMEOUT_S,

@@ -96,6 +96,13 @@ export function installFaultPolicy(log: Logger, opts: { onStorm: () => void; max
   };
 }
 
+/** What an upgrade request may set (POST /v1/upgrade body, baton upgrade flags), in seconds. */
+const UPGRADE_FIELDS = ['deadlineS', 'drainGraceS', 'readyTimeoutS', 'leaseWaitS'] as const;
+type UpgradeRequest = { [K in (typeof UPGRADE_FIELDS)[number]]?: number };
+function isUpgradeField(k: string): k is (typeof UPGRADE_FIELDS)[number] {
+  return (UPGRADE_FIELDS as readonly string[]).includes(k);
+}
+
 interface UpgradeEvents {
   onEvent?: (line: Record<string, unknown>) => void;
 }
@@ -217,6 +224,7 @@ export class Daemon {
         ...(cfg.handoff.deadlineS !== undefined && { deadlineMs: cfg.handoff.deadlineS * 1000 }),
         ...(cfg.handoff.drainGraceS !== undefined && { drainGraceMs: cfg.handoff.drainGraceS * 1000 }),
         ...(cfg.handoff.helloTimeoutS !== undefined && { helloMs: cfg.handoff.helloTimeoutS * 1000 }),
+        ...(cfg.handoff.readyTimeoutS !== undefined && { readyMs: cfg.handoff.readyTimeoutS * 1000 }),
       },
       ...(cfg.handoff.listenerSpares !== undefined && { listenerSpares: cfg.handoff.listenerSpares }),
       restart: {
@@ -338,9 +346,10 @@ export class Daemon {
     return inc ? `serving generation ${this.sup.generation} (pid ${inc.pid})` : 'no app running';
   }
 
-  private handoffSpec(req: { deadlineS?: number | undefined; drainGraceS?: number | undefined; leaseWaitS?: number | undefined }): HandoffSpec {
+  private handoffSpec(req: UpgradeRequest): HandoffSpec {
     return {
       ...(req.leaseWaitS !== undefined && { leaseWaitMs: req.leaseWaitS * 1000 }),
+      ...(req.readyTimeoutS !== undefined && { readyMs: req.readyTimeoutS * 1000 }),
       ...(req.deadlineS !== undefined && { deadlineMs: req.deadlineS * 1000 }),
       ...(req.drainGraceS !== undefined && { drainGraceMs: req.drainGraceS * 1000 }),
     };
@@ -350,7 +359,7 @@ export class Daemon {
    * One upgrade (a handoff job). Refused at once — a SKIPPED job — when another
    * handoff runs (E_HANDOFF_IN_PROGRESS) or the supervisor is stopping (E_STOPPING).
    */
-  async upgrade(trigger: JobTrigger, who: Requester | undefined, req: { deadlineS?: number; drainGraceS?: number; leaseWaitS?: number }, ev: UpgradeEvents = {}): Promise<JobRecord> {
+  async upgrade(trigger: JobTrigger, who: Requester | undefined, req: UpgradeRequest, ev: UpgradeEvents = {}): Promise<JobRecord> {
     const job = this.jobs.create('handoff', trigger, who);
     // performHandoff enters its first phase synchronously, so `phase` tells whether one runs.
     if (this.stopPromise) return this.refused(job, new HandoffError('E_STOPPING', 'the supervisor is stopping'));
@@ -634,9 +643,9 @@ export class Daemon {
   }
 
   private async upgradeRoute(req: AdminRequest, ctx: AdminContext): Promise<AdminReply> {
-    const spec: { deadlineS?: number; drainGraceS?: number; leaseWaitS?: number } = {};
+    const spec: UpgradeRequest = {};
     for (const [k, v] of Object.entries(req.body)) {
-      if (k !== 'deadlineS' && k !== 'drainGraceS' && k !== 'leaseWaitS') return errorReply(400, 'E_BAD_REQUEST', `"${k}": unknown field; known: deadlineS, drainGraceS, leaseWaitS`);
+      if (!isUpgradeField(k)) return errorReply(400, 'E_BAD_REQUEST', `"${k}": unknown field; known: ${UPGRADE_FIELDS.join(', ')}`);
       const min = k === 'leaseWaitS' ? 0 : Number.MIN_VALUE;
       if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > 86_400) return errorReply(400, 'E_BAD_REQUEST', `"${k}": expected a number of seconds in ${k === 'leaseWaitS' ? '[0' : '(0'}, 86400] (got ${JSON.stringify(v)})`);
       spec[k] = v;

@@ -203,6 +203,29 @@ describe('baton run / upgrade / status / history / stop', () => {
     await stopDaemon(d);
   });
 
+  it('a build that hangs after taking over the data is aborted after --ready-timeout (exit 2), or handoff.readyTimeoutS; the old generation serves', async () => {
+    const dir = h.tempDir('baton-cli-');
+    const script = path.join(dir, 'app.sh');
+    const good = `exec ${process.execPath} ${PRIMITIVE[1]}`;
+    writeScript(script, good);
+    writeFileSync(path.join(dir, 'baton.json'), JSON.stringify({ handoff: { readyTimeoutS: 1.5 } }));
+    const d = await worlds.w.startDaemon({ dir, command: [script], extraArgs: ['--config', path.join(dir, 'baton.json')] });
+    const before = await healthz(d.port);
+    writeScript(script, `PRIM_NEVER_READY=1 ${good}`);
+    for (const flags of [['--ready-timeout', '2'], []]) {
+      const t0 = Date.now();
+      const r = await worlds.w.baton(['upgrade', '--json', '--state-dir', d.stateDir, ...flags]);
+      expect(r.code, r.stdout + r.stderr).toBe(2);
+      const job = JSON.parse(r.stdout) as { code: string; reason: string };
+      expect(job.code).toBe('E_READY_TIMEOUT');
+      expect(job.reason).toMatch(new RegExp(`within ${flags.length ? 2000 : 1500} ms of Begin`));
+      expect(Date.now() - t0).toBeLessThan(20_000);
+      expect(await healthz(d.port)).toMatchObject({ pid: before.pid, generation: 1 });
+    }
+    expect((await worlds.w.baton(['upgrade', '--ready-timeout', 'soon', '--state-dir', d.stateDir])).code).toBe(1);
+    await stopDaemon(d);
+  });
+
   it('handoff.helloTimeoutS lets a slow-starting version upgrade (past the 5 s default), and a short one aborts it', async () => {
     const dir = h.tempDir('baton-cli-');
     const script = path.join(dir, 'app.sh');
