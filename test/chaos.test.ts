@@ -23,6 +23,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { label, makeSchedule } from '../bench/chaos.js';
 import { attribute, Casualties, judgeResult, type HandoffResultLine, type Truth } from '../bench/chaos/checks.js';
+import { ABORT_ONLY, COMMIT_ONLY } from '../bench/chaos/schedule.js';
 import { CRASH_POINT_NAMES } from '../src/crashpoints.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -58,6 +59,17 @@ describe('chaos schedule', () => {
       const first200 = new Set(makeSchedule(seed, 200).flatMap((s) => (s.kind === 'crash' ? [s.point] : [])));
       expect(first200.size, `seed ${seed}: 200 steps`).toBe(CRASH_POINT_NAMES.length);
     }
+  });
+
+  it('an +abort step (unhealthy successor) is never dealt a point reached only at Commit; the draws stay the same', () => {
+    for (const seed of [1, 7, 650]) {
+      const steps = makeSchedule(seed, 500);
+      const unreachable = steps.filter((s) => s.kind === 'crash' && s.abort && COMMIT_ONLY.has(s.point)).map(label);
+      expect(unreachable, `seed ${seed}`).toEqual([]);
+      expect(steps.some((s) => s.kind === 'crash' && s.abort && !ABORT_ONLY.has(s.point)), `seed ${seed}`).toBe(true);
+    }
+    // Seed 7 dealt incumbent.on_commit+abort at step 52 before (never reached); the step is the same point without +abort.
+    expect(label(makeSchedule(7, 52)[51]!)).toBe('crash:incumbent.on_commit');
   });
 
   it('--skip draws again, so no skipped step is left and the rest still replays', () => {
@@ -114,6 +126,17 @@ describe('chaos checks (#18)', () => {
     expect(judgeResult(r({ newPid: 201 }), truth({ 50: false, 201: true }, 201), c)).toBeUndefined();
     // Killed by this run after the handoff ended: the commit was true.
     expect(judgeResult(r({ endedAt: T + 40 }), truth({ 50: false, 200: false }, 200), c)).toBeUndefined();
+    // Died at a point past its own Committed: it was the incumbent then, even with its marker in the
+    // result's very millisecond (seen with seed 1 step 9: flagged as a false commit before).
+    c.add({ pid: 210, how: 'crash:successor.after_committed', at: T + 100, step: 6, stepStartedAt: T - 1_000 });
+    c.add({ pid: 211, how: 'crash:successor.after_bind_control', at: T + 60, step: 7, stepStartedAt: T - 1_000 });
+    expect(judgeResult(r({ newPid: 210 }), truth({ 50: false, 210: false }, 210), c)).toBeUndefined();
+    expect(judgeResult(r({ newPid: 211 }), truth({ 50: false, 211: false }, 211), c)).toBeUndefined();
+    // SIGKILLed just before the result's end: it may have sent Committed first (not judged); long before: false.
+    c.add({ pid: 212, how: 'SIGKILL', at: T + 80, step: 8, stepStartedAt: T - 1_000 });
+    c.add({ pid: 213, how: 'SIGKILL', at: T - 200, step: 9, stepStartedAt: T - 1_000 });
+    expect(judgeResult(r({ newPid: 212 }), truth({ 50: false, 212: false }, 212), c)?.kind).toBe('unjudged');
+    expect(judgeResult(r({ newPid: 213 }), truth({ 50: false, 213: false }, 213), c)?.kind).toBe('false-commit');
     // Dead, and not by this run's hand.
     expect(judgeResult(r({ newPid: 201 }), truth({ 201: false }, 201), c)?.message).toMatch(/not killed by this run/);
     // Aborted with the incumbent gone: only a cold start that serves makes it true.
@@ -122,6 +145,36 @@ describe('chaos checks (#18)', () => {
     expect(judgeResult(r({ outcome: 'aborted', oldPid: 202, restoredBy: { outcome: 'aborted', pid: 202 } }), truth({ 202: false }), c)?.kind).toBe('false-abort');
     expect(judgeResult(r({ outcome: 'aborted', oldPid: 202, newPid: 202 }), truth({ 202: true }, 202), c)).toBeUndefined();
     expect(judgeResult(r({ outcome: 'aborted', oldPid: 202, newPid: 202 }), truth({ 202: true }, 204), c)?.kind).toBe('false-abort');
+    // A cold start that is alive but does not hold the lock restored nothing.
+    expect(judgeResult(r({ outcome: 'aborted', oldPid: 202, restoredBy: { outcome: 'committed', pid: 203 } }), truth({ 202: false, 203: true }, 204), c)?.kind).toBe('false-abort');
+  });
+
+  it('E_SUCCESSOR_LOST (#18): the successor died after the incumbent committed; aborted, nobody named as serving, restored by a cold start — honest', () => {
+    const c = world();
+    const truth = (alive: Record<number, boolean>, lockPid?: number): Truth => ({
+      at: T + 900,
+      alive: new Map(Object.entries(alive).map(([k, v]) => [Number(k), v])),
+      lockPid,
+      lockAlive: lockPid !== undefined && alive[lockPid] !== false,
+    });
+    // 50: the old incumbent (committed, then exited: the run did not kill it); 200: the successor that
+    // crashed at successor.on_commit (a casualty of step 4); 205: the cold start that serves now.
+    const lost: HandoffResultLine = {
+      id: 'abcdef012345',
+      outcome: 'aborted',
+      code: 'E_SUCCESSOR_LOST',
+      startedAt: T - 1_000,
+      endedAt: T + 100,
+      oldPid: 50,
+      restoredBy: { outcome: 'committed', pid: 205, lostIncumbent: 'it had answered Commit with Committed before the successor died, so it exits' },
+    };
+    expect(judgeResult(lost, truth({ 50: false, 205: true }, 205), c)).toBeUndefined();
+    // The same report is false if the cold start is not what serves.
+    expect(judgeResult(lost, truth({ 50: false, 205: false }, 205), c)?.kind).toBe('false-abort');
+    expect(judgeResult(lost, truth({ 50: false, 205: true }, 200), c)?.kind).toBe('false-abort');
+    expect(judgeResult({ ...lost, restoredBy: { outcome: 'aborted', pid: undefined } }, truth({ 50: false }), c)?.kind).toBe('false-abort');
+    // What the old engine reported instead (#18): committed to the dead successor.
+    expect(judgeResult({ ...lost, outcome: 'committed', code: undefined, newPid: 200, restoredBy: undefined }, truth({ 50: false, 200: false }, 200), c)?.kind).toBe('false-commit');
   });
 });
 
