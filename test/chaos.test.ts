@@ -8,8 +8,10 @@
  * random phases, concurrent upgrades, successors that fail to start — ends with every
  * invariant held after every step, no violation (no unexplained failed request, no
  * false commit or abort) and every acknowledged write read back. Its 30 steps deal no
- * successor point past Ready: the false commits today's engine makes there are a
- * recorded run (RELIABILITY.md), not CI.
+ * successor point past Ready, so a second run (seed 1, 20 steps, successor crash points
+ * only: each of the 10 twice) reaches them: a successor that dies after Ready must never
+ * be reported committed (#18; the engine before the commit-point fix made 4 false
+ * commits in this run).
  *
  * Every action is in: the engine bugs earlier runs found (RELIABILITY.md, "Bugs found")
  * are fixed, with regression tests of their own (recovery.test.ts B1, supervisor.test.ts
@@ -178,48 +180,81 @@ describe('chaos checks (#18)', () => {
   });
 });
 
+interface RunSummary {
+  completed: number;
+  violations: unknown[];
+  actions: Record<string, number>;
+  outcomes: Record<string, number>;
+  verified: { checked: number; bad: number };
+  load: { ackedWrites: number; failures: Record<string, number> };
+  attribution: { failures: number; attributedByPid: number; attributedByWindow: number; results: number };
+  coverage: Record<string, { dealt: number; reached: number }>;
+}
+
+/** Runs the built chaos runner; its exit code must be 0 (the last 40 lines of its output otherwise). */
+async function runChaos(args: string[]): Promise<RunSummary> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'baton-chaos-test-'));
+  const summaryFile = path.join(dir, 'summary.json');
+  try {
+    const child = spawn(process.execPath, [path.join(ROOT, 'dist/bench/chaos.js'), ...args, '--summary', summaryFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    expect(code, output.split('\n').slice(-40).join('\n')).toBe(0);
+    return JSON.parse(readFileSync(summaryFile, 'utf8')) as RunSummary;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Every failed request was on a connection of a process the run killed or stopped (none unexplained: those are violations). */
+function expectAllFailuresExplained(summary: RunSummary): void {
+  const failed = Object.values(summary.load.failures).reduce((a, b) => a + b, 0);
+  expect(summary.attribution.failures).toBe(failed);
+  expect(summary.attribution.attributedByPid + summary.attribution.attributedByWindow).toBe(failed);
+}
+
 describe('chaos run', () => {
   it('30 random steps with a fixed seed: no violation, every acknowledged write reads back', async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'baton-chaos-test-'));
-    const summaryFile = path.join(dir, 'summary.json');
-    try {
-      const args = [path.join(ROOT, 'dist/bench/chaos.js'), '--iterations', '30', '--seed', '650', '--summary', summaryFile];
-      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-      let output = '';
-      child.stdout.on('data', (c: Buffer) => (output += c.toString()));
-      child.stderr.on('data', (c: Buffer) => (output += c.toString()));
-      const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
-      expect(code, output.split('\n').slice(-40).join('\n')).toBe(0);
-      const summary = JSON.parse(readFileSync(summaryFile, 'utf8')) as {
-        completed: number;
-        violations: unknown[];
-        actions: Record<string, number>;
-        verified: { checked: number; bad: number };
-        load: { ackedWrites: number; failures: Record<string, number> };
-        attribution: { failures: number; attributedByPid: number; attributedByWindow: number; results: number };
-        coverage: Record<string, { dealt: number; reached: number }>;
-      };
-      expect(summary.violations).toEqual([]);
-      expect(summary.completed).toBe(30);
-      expect(Object.keys(summary.actions).length).toBeGreaterThanOrEqual(6);
-      // The roles that once had to be skipped are in the run.
-      expect(Object.keys(summary.actions)).toEqual(expect.arrayContaining(['kill:supervisor', 'kill:successor', 'kill:incumbent', 'crash:supervisor', 'crash:incumbent', 'crash:successor']));
-      expect(summary.load.ackedWrites).toBeGreaterThan(100);
-      expect(summary.verified.checked).toBeGreaterThan(100);
-      expect(summary.verified.bad).toBe(0);
-      // Every failed request was on a connection of a process the run killed or stopped
-      // (none unexplained: those are violations), and every handoff result was judged.
-      const failed = Object.values(summary.load.failures).reduce((a, b) => a + b, 0);
-      expect(summary.attribution.failures).toBe(failed);
-      expect(summary.attribution.attributedByPid + summary.attribution.attributedByWindow).toBe(failed);
-      expect(summary.attribution.results).toBeGreaterThan(15);
-      const dealt = Object.values(summary.coverage).reduce((a, c) => a + c.dealt, 0);
-      const reached = Object.values(summary.coverage).reduce((a, c) => a + c.reached, 0);
-      expect(Object.keys(summary.coverage)).toHaveLength(34);
-      expect(dealt).toBeGreaterThanOrEqual(6);
-      expect(reached).toBeGreaterThan(0);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const summary = await runChaos(['--iterations', '30', '--seed', '650']);
+    expect(summary.violations).toEqual([]);
+    expect(summary.completed).toBe(30);
+    expect(Object.keys(summary.actions).length).toBeGreaterThanOrEqual(6);
+    // The roles that once had to be skipped are in the run.
+    expect(Object.keys(summary.actions)).toEqual(expect.arrayContaining(['kill:supervisor', 'kill:successor', 'kill:incumbent', 'crash:supervisor', 'crash:incumbent', 'crash:successor']));
+    expect(summary.load.ackedWrites).toBeGreaterThan(100);
+    expect(summary.verified.checked).toBeGreaterThan(100);
+    expect(summary.verified.bad).toBe(0);
+    expectAllFailuresExplained(summary);
+    // Every handoff result was judged.
+    expect(summary.attribution.results).toBeGreaterThan(15);
+    const dealt = Object.values(summary.coverage).reduce((a, c) => a + c.dealt, 0);
+    const reached = Object.values(summary.coverage).reduce((a, c) => a + c.reached, 0);
+    expect(Object.keys(summary.coverage)).toHaveLength(34);
+    expect(dealt).toBeGreaterThanOrEqual(6);
+    expect(reached).toBeGreaterThan(0);
   }, 170_000);
+
+  it('#18: 20 successor crash points (each of the 10 twice, after Ready included): no false commit, no false abort, nothing unexplained', async () => {
+    // On the engine before the commit-point fix this run reported 4 false commits
+    // (successor.after_ready, successor.on_commit: a dead successor reported committed).
+    const summary = await runChaos(['--iterations', '20', '--seed', '1', '--only', 'crash:successor']);
+    expect(summary.violations).toEqual([]);
+    expect(summary.completed).toBe(20);
+    expect(summary.actions).toEqual({ 'crash:successor': 20 });
+    // The points past Ready were dealt and reached (their markers seen): the deaths a false commit would hide.
+    for (const point of ['successor.after_ready', 'successor.on_commit', 'successor.after_committed', 'successor.after_bind_control']) {
+      expect(summary.coverage[point], point).toEqual({ dealt: 2, reached: 2 });
+    }
+    // Only a successor that had sent Committed (after_committed, after_bind_control: 4 steps) may be
+    // reported committed; one that dies before aborts (the incumbent resumes), or after the
+    // incumbent's Committed is E_SUCCESSOR_LOST with a cold start.
+    const count = (prefix: string): number => Object.entries(summary.outcomes).reduce((a, [k, n]) => a + (k.startsWith(prefix) ? n : 0), 0);
+    expect(count('committed')).toBeLessThanOrEqual(4);
+    expect(count('aborted')).toBe(20 - count('committed'));
+    expect(summary.attribution.results).toBeGreaterThanOrEqual(20);
+    expectAllFailuresExplained(summary);
+    expect(summary.verified.bad).toBe(0);
+  }, 120_000);
 });
