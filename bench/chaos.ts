@@ -35,9 +35,10 @@
  * (SIGKILL, a crash point) or stopped (SIGSTOP, when that explains it); a connection
  * that never answered is put down to a kill only within 3 s after it. Every handoff
  * result is checked against the processes and the lock the moment it arrives: a commit
- * to a process that is dead (and not killed by this run after the handoff ended) or
- * does not hold the lock is a false commit; an abort whose incumbent is gone with
- * nothing restored is a false abort.
+ * to a process that is dead (and not killed by this run after the handoff ended, nor at
+ * a crash point past its own Committed) or does not hold the lock is a false commit; an
+ * abort whose incumbent is gone with nothing restored (no cold start that serves) is a
+ * false abort — E_SUCCESSOR_LOST with a serving `restoredBy` is true.
  *
  * After every step: within a bound, exactly one live process holds the data-dir lock,
  * it answers /healthz on the listener, it is the only app process left, and the
@@ -264,7 +265,8 @@ async function main(): Promise<void> {
   console.log(
     `  failures: ${stats.failures} failed requests: ${stats.attributedByPid} on connections of a process this run killed or stopped, ${stats.attributedByWindow} on fresh connections within ${WINDOW_MS} ms of a kill, ${stats.failures - stats.attributedByPid - stats.attributedByWindow} unexplained (violations)`,
   );
-  console.log(`  results:  ${stats.results} handoff results judged against the processes and the lock when they arrived`);
+  console.log(`  results:  ${stats.results} handoff results judged against the processes and the lock when they arrived${stats.unjudged.length ? `; ${stats.unjudged.length} could not be judged:` : ''}`);
+  for (const u of stats.unjudged) console.log(`    ${u}`);
   if (verified) console.log(`  verified: ${verified.checked} keys read back (${verified.deleted} deleted → 404), ${verified.bad.length} wrong`);
   console.log(`  coverage: crash point → times dealt by the schedule, times its marker was seen`);
   for (const line of w.coverage.table()) console.log(`    ${line}`);

@@ -8,8 +8,10 @@
  * random phases, concurrent upgrades, successors that fail to start — ends with every
  * invariant held after every step, no violation (no unexplained failed request, no
  * false commit or abort) and every acknowledged write read back. Its 30 steps deal no
- * successor point past Ready: the false commits today's engine makes there are a
- * recorded run (RELIABILITY.md), not CI.
+ * successor point past Ready, so a second run (seed 1, 20 steps, successor crash points
+ * only: each of the 10 twice) reaches them: a successor that dies after Ready must never
+ * be reported committed (#18; the engine before the commit-point fix made 4 false
+ * commits in this run).
  *
  * Every action is in: the engine bugs earlier runs found (RELIABILITY.md, "Bugs found")
  * are fixed, with regression tests of their own (recovery.test.ts B1, supervisor.test.ts
@@ -23,6 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { label, makeSchedule } from '../bench/chaos.js';
 import { attribute, Casualties, judgeResult, type HandoffResultLine, type Truth } from '../bench/chaos/checks.js';
+import { ABORT_ONLY, COMMIT_ONLY } from '../bench/chaos/schedule.js';
 import { CRASH_POINT_NAMES } from '../src/crashpoints.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -58,6 +61,17 @@ describe('chaos schedule', () => {
       const first200 = new Set(makeSchedule(seed, 200).flatMap((s) => (s.kind === 'crash' ? [s.point] : [])));
       expect(first200.size, `seed ${seed}: 200 steps`).toBe(CRASH_POINT_NAMES.length);
     }
+  });
+
+  it('an +abort step (unhealthy successor) is never dealt a point reached only at Commit; the draws stay the same', () => {
+    for (const seed of [1, 7, 650]) {
+      const steps = makeSchedule(seed, 500);
+      const unreachable = steps.filter((s) => s.kind === 'crash' && s.abort && COMMIT_ONLY.has(s.point)).map(label);
+      expect(unreachable, `seed ${seed}`).toEqual([]);
+      expect(steps.some((s) => s.kind === 'crash' && s.abort && !ABORT_ONLY.has(s.point)), `seed ${seed}`).toBe(true);
+    }
+    // Seed 7 dealt incumbent.on_commit+abort at step 52 before (never reached); the step is the same point without +abort.
+    expect(label(makeSchedule(7, 52)[51]!)).toBe('crash:incumbent.on_commit');
   });
 
   it('--skip draws again, so no skipped step is left and the rest still replays', () => {
@@ -114,6 +128,17 @@ describe('chaos checks (#18)', () => {
     expect(judgeResult(r({ newPid: 201 }), truth({ 50: false, 201: true }, 201), c)).toBeUndefined();
     // Killed by this run after the handoff ended: the commit was true.
     expect(judgeResult(r({ endedAt: T + 40 }), truth({ 50: false, 200: false }, 200), c)).toBeUndefined();
+    // Died at a point past its own Committed: it was the incumbent then, even with its marker in the
+    // result's very millisecond (seen with seed 1 step 9: flagged as a false commit before).
+    c.add({ pid: 210, how: 'crash:successor.after_committed', at: T + 100, step: 6, stepStartedAt: T - 1_000 });
+    c.add({ pid: 211, how: 'crash:successor.after_bind_control', at: T + 60, step: 7, stepStartedAt: T - 1_000 });
+    expect(judgeResult(r({ newPid: 210 }), truth({ 50: false, 210: false }, 210), c)).toBeUndefined();
+    expect(judgeResult(r({ newPid: 211 }), truth({ 50: false, 211: false }, 211), c)).toBeUndefined();
+    // SIGKILLed just before the result's end: it may have sent Committed first (not judged); long before: false.
+    c.add({ pid: 212, how: 'SIGKILL', at: T + 80, step: 8, stepStartedAt: T - 1_000 });
+    c.add({ pid: 213, how: 'SIGKILL', at: T - 200, step: 9, stepStartedAt: T - 1_000 });
+    expect(judgeResult(r({ newPid: 212 }), truth({ 50: false, 212: false }, 212), c)?.kind).toBe('unjudged');
+    expect(judgeResult(r({ newPid: 213 }), truth({ 50: false, 213: false }, 213), c)?.kind).toBe('false-commit');
     // Dead, and not by this run's hand.
     expect(judgeResult(r({ newPid: 201 }), truth({ 201: false }, 201), c)?.message).toMatch(/not killed by this run/);
     // Aborted with the incumbent gone: only a cold start that serves makes it true.
@@ -122,51 +147,114 @@ describe('chaos checks (#18)', () => {
     expect(judgeResult(r({ outcome: 'aborted', oldPid: 202, restoredBy: { outcome: 'aborted', pid: 202 } }), truth({ 202: false }), c)?.kind).toBe('false-abort');
     expect(judgeResult(r({ outcome: 'aborted', oldPid: 202, newPid: 202 }), truth({ 202: true }, 202), c)).toBeUndefined();
     expect(judgeResult(r({ outcome: 'aborted', oldPid: 202, newPid: 202 }), truth({ 202: true }, 204), c)?.kind).toBe('false-abort');
+    // A cold start that is alive but does not hold the lock restored nothing.
+    expect(judgeResult(r({ outcome: 'aborted', oldPid: 202, restoredBy: { outcome: 'committed', pid: 203 } }), truth({ 202: false, 203: true }, 204), c)?.kind).toBe('false-abort');
+  });
+
+  it('E_SUCCESSOR_LOST (#18): the successor died after the incumbent committed; aborted, nobody named as serving, restored by a cold start — honest', () => {
+    const c = world();
+    const truth = (alive: Record<number, boolean>, lockPid?: number): Truth => ({
+      at: T + 900,
+      alive: new Map(Object.entries(alive).map(([k, v]) => [Number(k), v])),
+      lockPid,
+      lockAlive: lockPid !== undefined && alive[lockPid] !== false,
+    });
+    // 50: the old incumbent (committed, then exited: the run did not kill it); 200: the successor that
+    // crashed at successor.on_commit (a casualty of step 4); 205: the cold start that serves now.
+    const lost: HandoffResultLine = {
+      id: 'abcdef012345',
+      outcome: 'aborted',
+      code: 'E_SUCCESSOR_LOST',
+      startedAt: T - 1_000,
+      endedAt: T + 100,
+      oldPid: 50,
+      restoredBy: { outcome: 'committed', pid: 205, lostIncumbent: 'it had answered Commit with Committed before the successor died, so it exits' },
+    };
+    expect(judgeResult(lost, truth({ 50: false, 205: true }, 205), c)).toBeUndefined();
+    // The same report is false if the cold start is not what serves.
+    expect(judgeResult(lost, truth({ 50: false, 205: false }, 205), c)?.kind).toBe('false-abort');
+    expect(judgeResult(lost, truth({ 50: false, 205: true }, 200), c)?.kind).toBe('false-abort');
+    expect(judgeResult({ ...lost, restoredBy: { outcome: 'aborted', pid: undefined } }, truth({ 50: false }), c)?.kind).toBe('false-abort');
+    // What the old engine reported instead (#18): committed to the dead successor.
+    expect(judgeResult({ ...lost, outcome: 'committed', code: undefined, newPid: 200, restoredBy: undefined }, truth({ 50: false, 200: false }, 200), c)?.kind).toBe('false-commit');
   });
 });
 
+interface RunSummary {
+  completed: number;
+  violations: unknown[];
+  actions: Record<string, number>;
+  outcomes: Record<string, number>;
+  verified: { checked: number; bad: number };
+  load: { ackedWrites: number; failures: Record<string, number> };
+  attribution: { failures: number; attributedByPid: number; attributedByWindow: number; results: number };
+  coverage: Record<string, { dealt: number; reached: number }>;
+}
+
+/** Runs the built chaos runner; its exit code must be 0 (the last 40 lines of its output otherwise). */
+async function runChaos(args: string[]): Promise<RunSummary> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'baton-chaos-test-'));
+  const summaryFile = path.join(dir, 'summary.json');
+  try {
+    const child = spawn(process.execPath, [path.join(ROOT, 'dist/bench/chaos.js'), ...args, '--summary', summaryFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    child.stdout.on('data', (c: Buffer) => (output += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (output += c.toString()));
+    const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+    expect(code, output.split('\n').slice(-40).join('\n')).toBe(0);
+    return JSON.parse(readFileSync(summaryFile, 'utf8')) as RunSummary;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Every failed request was on a connection of a process the run killed or stopped (none unexplained: those are violations). */
+function expectAllFailuresExplained(summary: RunSummary): void {
+  const failed = Object.values(summary.load.failures).reduce((a, b) => a + b, 0);
+  expect(summary.attribution.failures).toBe(failed);
+  expect(summary.attribution.attributedByPid + summary.attribution.attributedByWindow).toBe(failed);
+}
+
 describe('chaos run', () => {
   it('30 random steps with a fixed seed: no violation, every acknowledged write reads back', async () => {
-    const dir = mkdtempSync(path.join(tmpdir(), 'baton-chaos-test-'));
-    const summaryFile = path.join(dir, 'summary.json');
-    try {
-      const args = [path.join(ROOT, 'dist/bench/chaos.js'), '--iterations', '30', '--seed', '650', '--summary', summaryFile];
-      const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-      let output = '';
-      child.stdout.on('data', (c: Buffer) => (output += c.toString()));
-      child.stderr.on('data', (c: Buffer) => (output += c.toString()));
-      const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
-      expect(code, output.split('\n').slice(-40).join('\n')).toBe(0);
-      const summary = JSON.parse(readFileSync(summaryFile, 'utf8')) as {
-        completed: number;
-        violations: unknown[];
-        actions: Record<string, number>;
-        verified: { checked: number; bad: number };
-        load: { ackedWrites: number; failures: Record<string, number> };
-        attribution: { failures: number; attributedByPid: number; attributedByWindow: number; results: number };
-        coverage: Record<string, { dealt: number; reached: number }>;
-      };
-      expect(summary.violations).toEqual([]);
-      expect(summary.completed).toBe(30);
-      expect(Object.keys(summary.actions).length).toBeGreaterThanOrEqual(6);
-      // The roles that once had to be skipped are in the run.
-      expect(Object.keys(summary.actions)).toEqual(expect.arrayContaining(['kill:supervisor', 'kill:successor', 'kill:incumbent', 'crash:supervisor', 'crash:incumbent', 'crash:successor']));
-      expect(summary.load.ackedWrites).toBeGreaterThan(100);
-      expect(summary.verified.checked).toBeGreaterThan(100);
-      expect(summary.verified.bad).toBe(0);
-      // Every failed request was on a connection of a process the run killed or stopped
-      // (none unexplained: those are violations), and every handoff result was judged.
-      const failed = Object.values(summary.load.failures).reduce((a, b) => a + b, 0);
-      expect(summary.attribution.failures).toBe(failed);
-      expect(summary.attribution.attributedByPid + summary.attribution.attributedByWindow).toBe(failed);
-      expect(summary.attribution.results).toBeGreaterThan(15);
-      const dealt = Object.values(summary.coverage).reduce((a, c) => a + c.dealt, 0);
-      const reached = Object.values(summary.coverage).reduce((a, c) => a + c.reached, 0);
-      expect(Object.keys(summary.coverage)).toHaveLength(34);
-      expect(dealt).toBeGreaterThanOrEqual(6);
-      expect(reached).toBeGreaterThan(0);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    const summary = await runChaos(['--iterations', '30', '--seed', '650']);
+    expect(summary.violations).toEqual([]);
+    expect(summary.completed).toBe(30);
+    expect(Object.keys(summary.actions).length).toBeGreaterThanOrEqual(6);
+    // The roles that once had to be skipped are in the run.
+    expect(Object.keys(summary.actions)).toEqual(expect.arrayContaining(['kill:supervisor', 'kill:successor', 'kill:incumbent', 'crash:supervisor', 'crash:incumbent', 'crash:successor']));
+    expect(summary.load.ackedWrites).toBeGreaterThan(100);
+    expect(summary.verified.checked).toBeGreaterThan(100);
+    expect(summary.verified.bad).toBe(0);
+    expectAllFailuresExplained(summary);
+    // Every handoff result was judged.
+    expect(summary.attribution.results).toBeGreaterThan(15);
+    const dealt = Object.values(summary.coverage).reduce((a, c) => a + c.dealt, 0);
+    const reached = Object.values(summary.coverage).reduce((a, c) => a + c.reached, 0);
+    expect(Object.keys(summary.coverage)).toHaveLength(34);
+    expect(dealt).toBeGreaterThanOrEqual(6);
+    expect(reached).toBeGreaterThan(0);
   }, 170_000);
+
+  it('#18: 20 successor crash points (each of the 10 twice, after Ready included): no false commit, no false abort, nothing unexplained', async () => {
+    // On the engine before the commit-point fix this run reported 4 false commits
+    // (successor.after_ready, successor.on_commit: a dead successor reported committed).
+    const summary = await runChaos(['--iterations', '20', '--seed', '1', '--only', 'crash:successor']);
+    expect(summary.violations).toEqual([]);
+    expect(summary.completed).toBe(20);
+    expect(summary.actions).toEqual({ 'crash:successor': 20 });
+    // The points past Ready were dealt and reached (their markers seen): the deaths a false commit would hide.
+    for (const point of ['successor.after_ready', 'successor.on_commit', 'successor.after_committed', 'successor.after_bind_control']) {
+      expect(summary.coverage[point], point).toEqual({ dealt: 2, reached: 2 });
+    }
+    // Only a successor that had sent Committed (after_committed, after_bind_control: 4 steps) may be
+    // reported committed; one that dies before aborts (the incumbent resumes), or after the
+    // incumbent's Committed is E_SUCCESSOR_LOST with a cold start.
+    const count = (prefix: string): number => Object.entries(summary.outcomes).reduce((a, [k, n]) => a + (k.startsWith(prefix) ? n : 0), 0);
+    expect(count('committed')).toBeLessThanOrEqual(4);
+    expect(count('aborted')).toBe(20 - count('committed'));
+    expect(summary.attribution.results).toBeGreaterThanOrEqual(20);
+    expectAllFailuresExplained(summary);
+    expect(summary.verified.bad).toBe(0);
+  }, 120_000);
 });

@@ -27,13 +27,15 @@ export interface AuditStats {
   attributedByPid: number;
   attributedByWindow: number;
   results: number;
+  /** Results neither true nor false as far as the run can tell (judgeResult's `unjudged`), with why. */
+  unjudged: string[];
 }
 
 /** A connection that never answered, failing within this long after a kill, is put down to it. */
 export const WINDOW_MS = 3_000;
 
 export function newAuditStats(): AuditStats {
-  return { failures: 0, lastFailures: 0, attributedByPid: 0, attributedByWindow: 0, results: 0 };
+  return { failures: 0, lastFailures: 0, attributedByPid: 0, attributedByWindow: 0, results: 0, unjudged: [] };
 }
 
 /** What the run knows about a pid, for a violation's message. */
@@ -53,7 +55,8 @@ export async function audit(w: World, load: ChaosLoad | undefined, labelOf: (ste
   for (const { result, truth, step } of await w.takeResults()) {
     stats.results++;
     const v = judgeResult(result, truth, w.casualties);
-    if (v) out.push({ kind: v.kind, step, label: labelOf(step), message: `handoff ${result.id.slice(0, 8)}: ${v.message}` });
+    if (v?.kind === 'unjudged') stats.unjudged.push(`step ${step}: handoff ${result.id.slice(0, 8)}: ${v.message}`);
+    else if (v) out.push({ kind: v.kind, step, label: labelOf(step), message: `handoff ${result.id.slice(0, 8)}: ${v.message}` });
   }
   if (!load) return out;
   const groups = new Map<string, ChaosViolation>();

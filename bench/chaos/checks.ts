@@ -118,7 +118,26 @@ export interface Truth {
   lockAlive: boolean;
 }
 
-export type ResultVerdict = { kind: 'false-commit' | 'false-abort'; message: string } | undefined;
+/**
+ * `unjudged`: not a violation, but not judged true either (counted in the summary): a
+ * commit to a process SIGKILLed shortly before the result's end, which may have sent its
+ * Committed before the signal.
+ */
+export type ResultVerdict = { kind: 'false-commit' | 'false-abort' | 'unjudged'; message: string } | undefined;
+
+/**
+ * Crash points past the successor's Committed: it was the incumbent when it died there (the
+ * restart policy's business), so its death does not make the commit false, however close to
+ * the result's end its marker time is (seen: the same millisecond).
+ */
+export const AFTER_COMMITTED = new Set(['crash:successor.after_committed', 'crash:successor.after_bind_control']);
+/**
+ * A successor SIGKILLed at most this long before the result's end may have sent Committed
+ * before the signal: the frame waits in the socket until the supervisor reads it, and the
+ * result's end is stamped right after that read. Such a commit cannot be judged from
+ * outside (reported as `unjudged`); the crash points settle the question exactly.
+ */
+export const COMMIT_READ_SLACK_MS = 50;
 
 /** Is what the handoff reported true? A process this run killed after the result's end does not count against it. */
 export function judgeResult(r: HandoffResultLine, truth: Truth, casualties: Casualties): ResultVerdict {
@@ -138,16 +157,27 @@ export function judgeResult(r: HandoffResultLine, truth: Truth, casualties: Casu
   if (r.outcome === 'committed') {
     const n = r.newPid;
     if (n === undefined) return { kind: 'false-commit', message: `${reported} with no new pid` };
-    if (dead(n)) return { kind: 'false-commit', message: `${reported} to ${n}, which was dead when the result arrived (${howDied(n)}); lock holder ${lock}` };
+    if (dead(n)) {
+      const d = casualties.deathOf(n);
+      if (d && AFTER_COMMITTED.has(d.how)) return undefined;
+      if (d && d.how === 'SIGKILL' && r.endedAt - d.at <= COMMIT_READ_SLACK_MS) {
+        return { kind: 'unjudged', message: `${reported} to ${n}, SIGKILLed by this run at step ${d.step}, ${r.endedAt - d.at} ms before the handoff ended (it may have sent Committed first)` };
+      }
+      return { kind: 'false-commit', message: `${reported} to ${n}, which was dead when the result arrived (${howDied(n)}); lock holder ${lock}` };
+    }
     if (truth.alive.get(n) && truth.lockPid !== n) return { kind: 'false-commit', message: `${reported} to ${n} (alive), but the lock holder is ${lock}` };
     return undefined;
   }
+  // Restored by a cold start within the handoff: the old incumbent is gone (it died, could not
+  // resume, or — E_SUCCESSOR_LOST, #18 — had answered Committed before the successor died, and
+  // exits). True when the cold start committed and its process serves: alive, holding the lock.
   if (r.restoredBy) {
     const p = r.restoredBy.pid;
     if (r.restoredBy.outcome !== 'committed' || p === undefined) {
       return { kind: 'false-abort', message: `${reported}: nothing restored (the cold start ${r.restoredBy.outcome}); old incumbent ${r.oldPid ?? '-'}` };
     }
     if (dead(p)) return { kind: 'false-abort', message: `${reported}: restored by ${p}, which was dead when the result arrived (${howDied(p)}); lock holder ${lock}` };
+    if (truth.alive.get(p) && truth.lockPid !== p) return { kind: 'false-abort', message: `${reported}: restored by ${p} (alive), but the lock holder is ${lock}` };
     return undefined;
   }
   const o = r.oldPid;

@@ -18,6 +18,16 @@ export type Step =
 
 /** Points that are reached only when the handoff aborts. */
 export const ABORT_ONLY = new Set<string>(['incumbent.on_resume', 'incumbent.after_relock', 'successor.on_abort', 'supervisor.during_abort']);
+/** Points that are reached only when the handoff gets to Commit: an `+abort` step (unhealthy successor) never reaches them. */
+export const COMMIT_ONLY = new Set<string>([
+  'supervisor.after_commit_incumbent',
+  'supervisor.after_commit_successor',
+  'incumbent.on_commit',
+  'incumbent.after_committed',
+  'successor.on_commit',
+  'successor.after_committed',
+  'successor.after_bind_control',
+]);
 
 export function label(s: Step): string {
   switch (s.kind) {
@@ -68,7 +78,9 @@ function drawStep(rng: Rng, deck: Deck): Step {
     case 'crash': {
       const point = deck.deal();
       const role = point.slice(0, point.indexOf('.')) as Role;
-      return { kind, role, point, abort: ABORT_ONLY.has(point) || rng.chance(0.1) };
+      // The coin is tossed for a commit-only point too (and ignored), so every later draw stays as it was.
+      const coin = ABORT_ONLY.has(point) || rng.chance(0.1);
+      return { kind, role, point, abort: coin && !COMMIT_ONLY.has(point) };
     }
     case 'kill':
     case 'stop': {
