@@ -33,6 +33,8 @@ export class Successor implements Machine<SuccessorState> {
   state: SuccessorState = 'STARTING';
   handoffId: string | undefined;
   incumbentPid = 0;
+  /** What our Ready said: only a healthy successor may commit on its own (PROTOCOL.md 7.5). */
+  readyHealthy = false;
   channel!: ControlChannel;
 
   constructor(
@@ -64,14 +66,16 @@ export class Successor implements Machine<SuccessorState> {
   }
 
   /**
-   * Lost the supervisor before Commit. After Ready we hold the lock: if the incumbent
-   * is gone (it answered Committed and exited, or died) we are the only one who can
-   * serve, so we commit on our own; if it is alive it will resume, so we step aside.
+   * Lost the supervisor before Commit. After a healthy Ready we hold the lock: if the
+   * incumbent is gone (it answered Committed and exited, or died) we are the only one who
+   * can serve, so we commit on our own; if it is alive it will resume, so we step aside.
+   * A successor whose Ready said unhealthy never commits on its own (it would hold the lock
+   * without serving): it steps aside at once, and a dead incumbent is then a cold start.
    */
   private async supervisorLost(reason: BatonError): Promise<never | Incumbent> {
     const { ctx } = this;
     ctx.log.warn({ event: 'successor.supervisor_lost', state: this.state, code: reason.code, reason: reason.message }, 'lost the supervisor before Commit');
-    if (this.state === 'READY_SENT' && ctx.lock.held) {
+    if (this.state === 'READY_SENT' && ctx.lock.held && this.readyHealthy) {
       const incumbentGone = this.incumbentPid === 0 || (await waitForExit(this.incumbentPid, INCUMBENT_EXIT_WAIT_MS));
       if (incumbentGone) {
         ctx.log.warn({ event: 'successor.self_commit', incumbentPid: this.incumbentPid }, 'incumbent is gone; committing on our own');
@@ -151,6 +155,7 @@ async function openAfterBegin(s: Successor, msg: MessageOf<'Begin'>): Promise<vo
   if (s.state !== 'OPENING') return;
   crashPoint(ctx.crash, 'successor.before_ready');
   s.state = 'READY_SENT';
+  s.readyHealthy = readiness.healthzOk;
   s.channel.send({ type: 'Ready', handoffId: msg.handoffId, ...readiness, buildId: ctx.buildId });
   crashPoint(ctx.crash, 'successor.after_ready');
 }

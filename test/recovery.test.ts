@@ -10,6 +10,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { CRASH_POINT_NAMES } from '../src/crashpoints.js';
+import { isAlive } from '../src/proc.js';
 import { bindListener, parseListenAddress, type HeldListener } from '../src/listeners.js';
 import { lockHolder } from '../src/lock.js';
 import type { HandoffResult, RecoveryReport } from '../src/supervisor.js';
@@ -134,4 +135,37 @@ describe('supervisor crash → restart → recovery from the journal', () => {
       await second.out.next((l: { event: string }) => l.event === 'stopped', 'stopped', 20_000);
     }, 90_000);
   }
+});
+
+describe('two faults at once: the supervisor dies after an unhealthy Ready, and the incumbent dies', () => {
+  it('the unhealthy successor never commits on its own: it steps aside, and the restarted supervisor cold-starts a healthy generation', async () => {
+    tag = newTag();
+    const dir = h.tempDir('baton-recovery-');
+    const markers = path.join(dir, 'markers');
+    listener = bindListener(parseListenAddress('tcp://127.0.0.1:0'));
+    const port = Number(listener.address.split(':').pop());
+    const first = startHost(dir);
+    await first.out.next((l: { event: string }) => l.event === 'ready', 'first supervisor ready', 20_000);
+    const gen1 = (await healthz(port)).pid;
+    expect((await request(port, 'PUT', '/kv/two', 'faults')).status).toBe(200);
+    send(first.host, { op: 'arm', point: 'supervisor.after_ready', markerDir: markers });
+    send(first.host, { op: 'handoff', spec: { successorEnv: { PRIM_HEALTHZ_FALSE: '1' } } });
+    expect((await exitOf(first.host)).signal).toBe('SIGKILL');
+    // The successor holds the lock (it sent Ready); the incumbent dies right after the supervisor.
+    const successor = (await lockHolder(path.join(dir, 'data')))!.owner.pid;
+    expect(successor).not.toBe(gen1);
+    process.kill(gen1, 'SIGKILL');
+    // Old rule: it waited for the incumbent's exit and committed on its own, unhealthy, and was adopted.
+    await pollUntil(() => (isAlive(successor) ? undefined : true), 'the unhealthy successor to step aside', 10_000, 50);
+
+    const second = startHost(dir);
+    const rec = await second.out.next<{ event: string; report: RecoveryReport }>((l) => l.event === 'recovered', 'recovery', 30_000);
+    expect(rec.report.survivor).toBeUndefined();
+    const cold = await second.out.next<{ event: string; result: HandoffResult }>((l) => l.event === 'result', 'the cold start', 30_000);
+    expect(cold.result.outcome, cold.result.reason).toBe('committed');
+    expect((await healthz(port)).pid).toBe(cold.result.newPid);
+    expect(JSON.parse((await request(port, 'GET', '/kv/two')).body).value).toBe('faults');
+    send(second.host, { op: 'stop' });
+    await second.out.next((l: { event: string }) => l.event === 'stopped', 'stopped', 20_000);
+  }, 90_000);
 });
