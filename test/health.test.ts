@@ -147,9 +147,10 @@ describe('periodic health checks (healthIntervalS)', () => {
   });
 
   it('never holds up an upgrade: checks pause during handoffs (no spurious health.changed from the drain) and upgrades start at once', async () => {
-    // A check every 20 ms: one is in flight most of the time. The seal blocks the app for
-    // 800 ms, so a check during it would find /healthz unanswered (UNKNOWN).
-    const d = await startWithInterval({ intervalS: 0.02, command: PRIMITIVE, env: { PRIM_SEAL_BLOCK_MS: '800' } });
+    // A check every 100 ms (the fastest allowed): one is often in flight when an upgrade
+    // is asked for. The seal blocks the app for 800 ms, so a check during it would find
+    // /healthz unanswered (UNKNOWN).
+    const d = await startWithInterval({ intervalS: 0.1, command: PRIMITIVE, env: { PRIM_SEAL_BLOCK_MS: '800' } });
     await pollUntil(() => events(d, 'health.changed').length >= 1, 'the first health.changed');
     for (let i = 0; i < 3; i++) {
       const before = events(d, 'health.checked').length;
@@ -167,10 +168,10 @@ describe('periodic health checks (healthIntervalS)', () => {
   });
 
   it('healthIntervalS 0 turns the periodic check off; `baton health` still answers on demand', async () => {
-    // A second daemon checking every 50 ms is the clock: while it runs 10 checks, the
+    // A second daemon checking every 100 ms is the clock: while it runs 10 checks, the
     // one with 0 must run none (no fixed sleep).
     const off = await startWithInterval({ intervalS: 0, command: PRIMITIVE });
-    const clock = await startWithInterval({ intervalS: 0.05, command: PRIMITIVE });
+    const clock = await startWithInterval({ intervalS: 0.1, command: PRIMITIVE });
     await ticks(clock, 10);
     expect(events(off, 'health.checked')).toHaveLength(0);
     expect(events(off, 'health.changed')).toHaveLength(0);

@@ -40,11 +40,13 @@ describe('README examples', () => {
     const block = /\*\*Configuration file\*\*[\s\S]*?```json\n([\s\S]*?)^```$/m.exec(md)?.[1];
     expect(block, 'the ```json block after **Configuration file**').toBeDefined();
     const file = path.join(dir, 'baton.json');
-    writeFileSync(file, block!);
+    // A unix listener's directory must exist when the config is read: /run/app stands for one the unit creates.
+    expect(block).toContain('unix:/run/app/app.sock');
+    writeFileSync(file, block!.replace('unix:/run/app/', `unix:${dir}/`));
     const cfg = resolveRunConfig({ config: file });
     const shown = JSON.parse(block!) as { handoff: { helloTimeoutS: number; drainGraceS: number }; history: { maxAgeS: number }; healthIntervalS: number };
     expect(cfg).toMatchObject({ handoff: shown.handoff, history: shown.history, healthIntervalS: shown.healthIntervalS, name: 'app' });
-    expect(cfg.listenText).toEqual(['http=tcp://127.0.0.1:8080', 'unix:/run/app/app.sock']);
+    expect(cfg.listenText).toEqual(['http=tcp://127.0.0.1:8080', `unix:${dir}/app.sock`]);
   });
 
   it('has the app and supervisor examples', () => {

@@ -538,7 +538,7 @@ describe('item 9: validation gaps', () => {
     const cfg = path.join(dir, 'baton.json');
     writeFileSync(cfg, JSON.stringify({ listen: ['tcp://127.0.0.1:0'], healthIntervalS: 0.001 }));
     const cases: [string[], RegExp][] = [
-      [base(['--config', cfg]), /"healthIntervalS": expected 0 \(off\) or a number of seconds in 1\.\.86400 \(got 0\.001\)/],
+      [base(['--config', cfg]), /"healthIntervalS": expected 0 \(off\) or a number of seconds in 0\.1\.\.86400 \(got 0\.001\)/],
       [base(['--listen', `unix:${dir}/a.sock?mode=9999`]), /"listen\[0\]": expected a listen address; "\?mode=9999": the only option is \?mode=OCTAL/],
       [base(['--listen', `unix:${dir}/a.sock?mode=abc`]), /"\?mode=abc": the only option is \?mode=OCTAL/],
       [base(['--listen', `unix:${dir}/a.sock?mode=4777`]), /"\?mode=4777": the only option/],
