@@ -12,8 +12,8 @@
  */
 import { Packr, Unpackr } from 'msgpackr';
 import os from 'node:os';
-import { encodeFrame, FrameDecoder } from '../src/codec.js';
-import type { Message } from '../src/schema.js';
+import { encodeFrame, FrameDecoder } from '../src/wire/codec.js';
+import type { Message } from '../src/wire/schema.js';
 
 const ROUND_MS = Number(process.env['BENCH_ROUND_MS'] ?? 1000);
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 5);

@@ -33,7 +33,7 @@ import path from 'node:path';
 import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { JobRecord } from '../src/jobs.js';
+import type { JobRecord } from '../src/daemon/jobs.js';
 import { request } from './lib/http.js';
 import { FAILURE_CLASSES, KvLoad, kvHealth } from './lib/kv-load.js';
 

@@ -1,5 +1,5 @@
 /**
- * Generates the language-neutral protocol artifacts from src/schema.ts:
+ * Generates the language-neutral protocol artifacts from src/wire/schema.ts:
  *   protocol/schema.json, protocol/vectors/{valid,large,invalid}.json and the
  *   message reference section of protocol/PROTOCOL.md (between the GENERATED markers).
  *
@@ -11,9 +11,9 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { CodecErrorCode, FRAME_HEADER_BYTES, HANDSHAKE_VERSION } from '../src/codec.js';
-import { SessionErrorCode } from '../src/messages.js';
-import { MAX_FRAME_LENGTH, PROTO_MAX, PROTO_MIN, PROTOCOL_VERSION, SCHEMA, type FieldSpec, type MessageSpec } from '../src/schema.js';
+import { CodecErrorCode, FRAME_HEADER_BYTES, HANDSHAKE_VERSION } from '../src/wire/codec.js';
+import { SessionErrorCode } from '../src/wire/messages.js';
+import { MAX_FRAME_LENGTH, PROTO_MAX, PROTO_MIN, PROTOCOL_VERSION, SCHEMA, type FieldSpec, type MessageSpec } from '../src/wire/schema.js';
 import { checkVectors, invalidVectors, largeVectors, validVectors } from './vectors.js';
 
 const KIND_DOCS: Record<FieldSpec['kind'], string> = {
@@ -37,7 +37,7 @@ const messages = () => Object.entries(SCHEMA) as [string, MessageSpec][];
 
 function schemaJson(): unknown {
   return {
-    $comment: 'Generated from src/schema.ts by `npm run gen:protocol`. Do not edit. Spec: PROTOCOL.md.',
+    $comment: 'Generated from src/wire/schema.ts by `npm run gen:protocol`. Do not edit. Spec: PROTOCOL.md.',
     protocolVersion: PROTOCOL_VERSION,
     protoMin: PROTO_MIN,
     protoMax: PROTO_MAX,

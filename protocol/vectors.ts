@@ -5,10 +5,10 @@
  * they do not depend on our encoder.
  */
 import { isDeepStrictEqual } from 'node:util';
-import { encodeFrame, FrameDecoder } from '../src/codec.js';
-import { ProtocolError } from '../src/errors.js';
-import { messageToJson, type JsonValue } from '../src/messages.js';
-import { MAX_FRAME_LENGTH, type Message } from '../src/schema.js';
+import { encodeFrame, FrameDecoder } from '../src/wire/codec.js';
+import { ProtocolError } from '../src/os/errors.js';
+import { messageToJson, type JsonValue } from '../src/wire/messages.js';
+import { MAX_FRAME_LENGTH, type Message } from '../src/wire/schema.js';
 
 export interface ValidVector {
   name: string;

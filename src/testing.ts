@@ -11,11 +11,12 @@
  * - `CRASH_POINTS`: every named crash point with its meaning.
  * Linux only (process checks read /proc). See README "Testing your app with baton/testing".
  */
-export { createHarness, Harness, InvariantViolation, DEFAULT_PROBE, httpRequest } from './testing-harness.js';
-export type { HarnessOptions, AppProbe, ProbeRequest, Role, Signal, CrashHandoff, InvariantOptions, InvariantReport } from './testing-harness.js';
-export { checkDrainableConformance, CONFORMANCE_RULES, CONFORMANCE_RULE_NAMES } from './testing-conformance.js';
-export type { ConformanceOptions, ConformanceReport, ConformanceRule, RuleResult } from './testing-conformance.js';
-export { CRASH_POINTS, CRASH_POINT_NAMES } from './crashpoints.js';
-export type { CrashPoint } from './crashpoints.js';
-export { TEST_TAG_ENV, taggedPids, killTagged } from './testing-procs.js';
-export type { HandoffResult, HandoffSpec, SupervisorPhase, Timeouts } from './supervisor.js';
+export { createHarness, Harness, InvariantViolation, DEFAULT_PROBE, httpRequest } from './testing/harness.js';
+export type { HarnessOptions, AppProbe, ProbeRequest, Role, Signal, CrashHandoff, InvariantOptions, InvariantReport } from './testing/harness.js';
+export { checkDrainableConformance, CONFORMANCE_RULES, CONFORMANCE_RULE_NAMES } from './testing/conformance.js';
+export type { ConformanceOptions, ConformanceReport, ConformanceRule, RuleResult } from './testing/conformance.js';
+export { CRASH_POINTS, CRASH_POINT_NAMES } from './os/crashpoints.js';
+export type { CrashPoint } from './os/crashpoints.js';
+export { TEST_TAG_ENV, taggedPids, killTagged } from './testing/procs.js';
+export type { HandoffResult, HandoffSpec, Timeouts } from './supervisor/supervisor.js';
+export type { SupervisorPhase } from './supervisor/phases.js';

@@ -10,10 +10,10 @@ import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { adminRequest, AdminServer, AdminTokens, requiredRole, tokenPath, type AdminReply, type AdminTarget } from '../src/admin.js';
-import { adminSocketPath } from '../src/daemon.js';
-import type { JobRecord } from '../src/jobs.js';
-import { createLogger } from '../src/log.js';
+import { adminRequest, AdminServer, AdminTokens, requiredRole, tokenPath, type AdminReply, type AdminTarget } from '../src/daemon/admin.js';
+import { adminSocketPath } from '../src/daemon/daemon.js';
+import type { JobRecord } from '../src/daemon/jobs.js';
+import { createLogger } from '../src/os/log.js';
 import { exitOf, Harness } from './support/harness.js';
 import { useCliWorlds, type DaemonHandle } from './support/cli.js';
 

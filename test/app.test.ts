@@ -1,5 +1,5 @@
 /**
- * The app-side API (src/app.ts) through real handoffs of the primitive app: the
+ * The app-side API (src/app/app.ts) through real handoffs of the primitive app: the
  * warm-up an app runs before its Hello (BatonAppOptions.warmUp).
  */
 import { describe, expect, it } from 'vitest';

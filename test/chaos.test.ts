@@ -26,7 +26,7 @@ import { describe, expect, it } from 'vitest';
 import { label, makeSchedule } from '../bench/chaos.js';
 import { attribute, Casualties, judgeResult, type HandoffResultLine, type Truth } from '../bench/chaos/checks.js';
 import { ABORT_ONLY, COMMIT_ONLY } from '../bench/chaos/schedule.js';
-import { CRASH_POINT_NAMES } from '../src/crashpoints.js';
+import { CRASH_POINT_NAMES } from '../src/os/crashpoints.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { healthz, PRIMITIVE, request, taggedPids } from './support/engine.js';
 import { exitOf, Harness, pollUntil } from './support/harness.js';
-import { isAlive } from '../src/proc.js';
+import { isAlive } from '../src/os/proc.js';
 import { CLI, useCliWorlds, collect, writeScript, type DaemonHandle, type Status } from './support/cli.js';
 
 const h = new Harness();

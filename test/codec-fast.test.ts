@@ -13,10 +13,10 @@
  */
 import fc from 'fast-check';
 import { beforeEach, describe, expect, it } from 'vitest';
-import { fastDecodeBody, learnedShapeCompiles, resetLearnedShapes } from '../src/codec-fast.js';
-import { decodeStrict, encodeFrame, encodeFrameGeneral, FrameDecoder } from '../src/codec.js';
-import { ProtocolError } from '../src/errors.js';
-import { MESSAGE_TYPES, type Message } from '../src/schema.js';
+import { fastDecodeBody, learnedShapeCompiles, resetLearnedShapes } from '../src/wire/codec-fast.js';
+import { decodeStrict, encodeFrame, encodeFrameGeneral, FrameDecoder } from '../src/wire/codec.js';
+import { ProtocolError } from '../src/os/errors.js';
+import { MESSAGE_TYPES, type Message } from '../src/wire/schema.js';
 import { anyMessage, exampleMessage, messageArbitrary } from './support/protocol-arbitraries.js';
 
 type Outcome = { ok: true; value: unknown } | { ok: false; code: string; message: string };

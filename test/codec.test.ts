@@ -3,10 +3,10 @@ import { Unpackr } from 'msgpackr';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { InvalidVector, ValidVector } from '../protocol/vectors.js';
-import { encodeFrame, FrameDecoder, negotiateVersion, type DecodedFrame } from '../src/codec.js';
-import { ProtocolError } from '../src/errors.js';
-import { messageFromJson, messageToJson, validateMessage } from '../src/messages.js';
-import { MAX_FRAME_LENGTH, MESSAGE_TYPES, type Message } from '../src/schema.js';
+import { encodeFrame, FrameDecoder, negotiateVersion, type DecodedFrame } from '../src/wire/codec.js';
+import { ProtocolError } from '../src/os/errors.js';
+import { messageFromJson, messageToJson, validateMessage } from '../src/wire/messages.js';
+import { MAX_FRAME_LENGTH, MESSAGE_TYPES, type Message } from '../src/wire/schema.js';
 import { anyMessage, exampleMessage, messageArbitrary } from './support/protocol-arbitraries.js';
 
 function codeOf(fn: () => unknown): string {

@@ -8,7 +8,7 @@
  */
 import { readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { isAlive, waitForExit } from '../src/proc.js';
+import { isAlive, waitForExit } from '../src/os/proc.js';
 import { Load, lostWrites, request } from './support/engine.js';
 import { pollUntil } from './support/harness.js';
 import { useWorlds, type World } from './support/world.js';

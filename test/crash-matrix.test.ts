@@ -15,9 +15,9 @@
 import { existsSync, readdirSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { CRASH_POINT_NAMES } from '../src/crashpoints.js';
-import { crashEnv } from '../src/generation.js';
-import { waitForExit } from '../src/proc.js';
+import { CRASH_POINT_NAMES } from '../src/os/crashpoints.js';
+import { crashEnv } from '../src/supervisor/generation.js';
+import { waitForExit } from '../src/os/proc.js';
 import { Load, lostWrites, request } from './support/engine.js';
 import { pollUntil } from './support/harness.js';
 import { useWorlds, type World } from './support/world.js';

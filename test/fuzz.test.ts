@@ -19,7 +19,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { hitsKnownAdminBug, judge, loadVectors, reachesAction } from '../bench/fuzz.js';
-import { encodeFrame } from '../src/codec.js';
+import { encodeFrame } from '../src/wire/codec.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 

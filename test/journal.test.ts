@@ -1,11 +1,11 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { Journal } from '../src/journal.js';
-import { BatonError } from '../src/errors.js';
+import { Journal } from '../src/supervisor/journal.js';
+import { BatonError } from '../src/os/errors.js';
 import { Harness, exitOf } from './support/harness.js';
 
-const distJournal = path.resolve('dist/src/journal.js');
+const distJournal = path.resolve('dist/src/supervisor/journal.js');
 const h = new Harness();
 afterEach(() => h.cleanup());
 

@@ -8,10 +8,10 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { adminRequest } from '../src/admin.js';
-import { adminSocketPath } from '../src/daemon.js';
-import { LifecycleLog, MAX_LIFECYCLE_RECORDS, type LifecycleRecord, type PreviousShutdown } from '../src/lifecycle.js';
-import { createLogger } from '../src/log.js';
+import { adminRequest } from '../src/daemon/admin.js';
+import { adminSocketPath } from '../src/daemon/daemon.js';
+import { LifecycleLog, MAX_LIFECYCLE_RECORDS, type LifecycleRecord, type PreviousShutdown } from '../src/daemon/lifecycle.js';
+import { createLogger } from '../src/os/log.js';
 import { exitOf, Harness } from './support/harness.js';
 import { useCliWorlds, type DaemonHandle } from './support/cli.js';
 

@@ -4,7 +4,7 @@ import net from 'node:net';
 import * as path from 'node:path';
 import { syncBuiltinESMExports } from 'node:module';
 import { afterEach, describe, expect, it } from 'vitest';
-import { BatonError } from '../src/errors.js';
+import { BatonError } from '../src/os/errors.js';
 import {
   adoptSystemdListeners,
   assertListenerSupport,
@@ -17,7 +17,7 @@ import {
   scrubInheritedEnv,
   stdioForListeners,
   type HeldListener,
-} from '../src/listeners.js';
+} from '../src/os/listeners.js';
 import { Harness, LineReader, exitOf, pollUntil } from './support/harness.js';
 
 const SERVE = path.resolve('test/fixtures-listeners/serve.mjs');

@@ -1,12 +1,12 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync, utimesSync, renameSync, rmSync, readdirSync, writeFileSync } from 'node:fs';
-import { isAlive, processStartTime } from '../src/proc.js';
+import { isAlive, processStartTime } from '../src/os/proc.js';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { DataDirLock, LOCK_DIR_NAME, lockHolder, prepareLock, readLockOwner } from '../src/lock.js';
-import { LockError } from '../src/errors.js';
+import { DataDirLock, LOCK_DIR_NAME, lockHolder, prepareLock, readLockOwner } from '../src/os/lock.js';
+import { LockError } from '../src/os/errors.js';
 import { Harness, LineReader, exitOf, pollUntil } from './support/harness.js';
 
 const FIXTURE = path.resolve('test/fixtures-lock/lock-holder.mjs');

@@ -7,13 +7,13 @@
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { adminRequest } from '../src/admin.js';
-import { adminSocketPath } from '../src/daemon.js';
-import { JobStore } from '../src/jobs.js';
+import { adminRequest } from '../src/daemon/admin.js';
+import { adminSocketPath } from '../src/daemon/daemon.js';
+import { JobStore } from '../src/daemon/jobs.js';
 import { healthz, request, ROOT } from './support/engine.js';
 import { exitOf, Harness, pollUntil } from './support/harness.js';
 import { useCliWorlds, type DaemonHandle } from './support/cli.js';
-import type { JobRecord } from '../src/jobs.js';
+import type { JobRecord } from '../src/daemon/jobs.js';
 
 const h = new Harness();
 const worlds = useCliWorlds(h);

@@ -1,12 +1,12 @@
 /**
- * The supervisor's full GC after a handoff (src/memory.ts): that it really collects,
+ * The supervisor's full GC after a handoff (src/supervisor/memory.ts): that it really collects,
  * and that `baton run` runs it after an upgrade (the RSS effect is a benchmark figure,
  * BENCHMARKS.md, not a test).
  */
 import { setImmediate as tick } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { createLogger } from '../src/log.js';
-import { HeapCompactor } from '../src/memory.js';
+import { createLogger } from '../src/os/log.js';
+import { HeapCompactor } from '../src/supervisor/memory.js';
 import { Harness, pollUntil } from './support/harness.js';
 import { useCliWorlds } from './support/cli.js';
 

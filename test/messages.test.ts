@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { ProtocolError } from '../src/errors.js';
-import { messageFromJson, messageToJson, validateMessage } from '../src/messages.js';
-import { MESSAGE_TYPES, SCHEMA } from '../src/schema.js';
+import { ProtocolError } from '../src/os/errors.js';
+import { messageFromJson, messageToJson, validateMessage } from '../src/wire/messages.js';
+import { MESSAGE_TYPES, SCHEMA } from '../src/wire/schema.js';
 import { exampleMessage } from './support/protocol-arbitraries.js';
 
 function codeOf(fn: () => unknown): string {

@@ -4,8 +4,8 @@
  */
 import net from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { adminRequest } from '../src/admin.js';
-import { adminSocketPath } from '../src/daemon.js';
+import { adminRequest } from '../src/daemon/admin.js';
+import { adminSocketPath } from '../src/daemon/daemon.js';
 import { request, taggedPids } from './support/engine.js';
 import { Harness, pollUntil } from './support/harness.js';
 import { useCliWorlds } from './support/cli.js';

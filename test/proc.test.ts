@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { isAlive, processStartTime, waitForExit } from '../src/proc.js';
+import { isAlive, processStartTime, waitForExit } from '../src/os/proc.js';
 import { Harness, LineReader, pollUntil } from './support/harness.js';
 
 function canConnect(port: number): Promise<boolean> {

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { buildArtifacts, repoRoot } from '../protocol/generate.js';
 
 // The committed protocol artifacts must equal what `npm run gen:protocol` writes.
-describe('protocol artifacts are generated from src/schema.ts', () => {
+describe('protocol artifacts are generated from src/wire/schema.ts', () => {
   const root = repoRoot();
   for (const [path, text] of buildArtifacts(root)) {
     it(`${path} is up to date (run npm run gen:protocol)`, () => {

@@ -9,7 +9,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import path from 'node:path';
 import ts from 'typescript';
 import { afterAll, describe, expect, it } from 'vitest';
-import { resolveRunConfig } from '../src/config.js';
+import { resolveRunConfig } from '../src/daemon/config.js';
 import { killTagged, newTag, ROOT, taggedPids } from './support/engine.js';
 
 const README = path.join(ROOT, 'README.md');

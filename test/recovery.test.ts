@@ -9,11 +9,11 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { CRASH_POINT_NAMES } from '../src/crashpoints.js';
-import { isAlive } from '../src/proc.js';
-import { bindListener, parseListenAddress, type HeldListener } from '../src/listeners.js';
-import { lockHolder } from '../src/lock.js';
-import type { HandoffResult, RecoveryReport } from '../src/supervisor.js';
+import { CRASH_POINT_NAMES } from '../src/os/crashpoints.js';
+import { isAlive } from '../src/os/proc.js';
+import { bindListener, parseListenAddress, type HeldListener } from '../src/os/listeners.js';
+import { lockHolder } from '../src/os/lock.js';
+import type { HandoffResult, RecoveryReport } from '../src/supervisor/supervisor.js';
 import { healthz, killTagged, lostWrites, newTag, PRIMITIVE, request, SUPERVISOR_HOST, taggedPids } from './support/engine.js';
 import { exitOf, Harness, LineReader, pollUntil } from './support/harness.js';
 

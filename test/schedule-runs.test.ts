@@ -1,5 +1,5 @@
 /**
- * Each schedule's last run on disk (src/schedule-runs.ts), with real files: it reloads,
+ * Each schedule's last run on disk (src/daemon/schedule-runs.ts), with real files: it reloads,
  * a run cut off by an exit loads as FAILED, runs of deleted schedules are dropped, a
  * corrupt file is set aside without stopping the load, a failed write is logged and
  * never thrown. The Scheduler writes a run's progress after each task. The restart of a
@@ -9,9 +9,10 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
-import { INTERRUPTED_RUN_REASON, ScheduleRunLog, type RunSummary } from '../src/schedule-runs.js';
-import { Scheduler, ScheduleStore } from '../src/schedules.js';
-import type { JobRecord } from '../src/jobs.js';
+import { INTERRUPTED_RUN_REASON, ScheduleRunLog, type RunSummary } from '../src/daemon/schedule-runs.js';
+import { Scheduler } from '../src/daemon/scheduler.js';
+import { ScheduleStore } from '../src/daemon/schedules.js';
+import type { JobRecord } from '../src/daemon/jobs.js';
 import { Harness } from './support/harness.js';
 
 const h = new Harness();

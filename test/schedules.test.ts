@@ -11,23 +11,13 @@ import path from 'node:path';
 import fc from 'fast-check';
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
-import type { JobRecord, JobState } from '../src/jobs.js';
-import {
-  cronMatches,
-  inWindow,
-  nextFire,
-  parseCron,
-  parseWindowText,
-  Scheduler,
-  ScheduleError,
-  ScheduleStore,
-  scheduleToJson,
-  validateSchedule,
-  validateScheduleSpec,
-  type RunSummary,
-  type ScheduleTask,
-} from '../src/schedules.js';
-import { resolveRunConfig } from '../src/config.js';
+import type { JobRecord, JobState } from '../src/daemon/jobs.js';
+import { cronMatches, nextFire, parseCron } from '../src/daemon/cron.js';
+import type { RunSummary } from '../src/daemon/schedule-runs.js';
+import { ScheduleError } from '../src/daemon/schedule-error.js';
+import { Scheduler } from '../src/daemon/scheduler.js';
+import { inWindow, parseWindowText, ScheduleStore, scheduleToJson, validateSchedule, validateScheduleSpec, type ScheduleTask } from '../src/daemon/schedules.js';
+import { resolveRunConfig } from '../src/daemon/config.js';
 import { ROOT } from './support/engine.js';
 import { exitOf, Harness, pollUntil } from './support/harness.js';
 import { collect, useCliWorlds, type DaemonHandle } from './support/cli.js';

@@ -8,9 +8,9 @@ import { chmodSync, chownSync, existsSync, lchownSync, lstatSync, mkdirSync, rea
 import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { adminRequest, AdminServer, AdminTokens, type AdminReply } from '../src/admin.js';
-import { adminSocketPath } from '../src/daemon.js';
-import { createLogger } from '../src/log.js';
+import { adminRequest, AdminServer, AdminTokens, type AdminReply } from '../src/daemon/admin.js';
+import { adminSocketPath } from '../src/daemon/daemon.js';
+import { createLogger } from '../src/os/log.js';
 import { PRIMITIVE, ROOT, taggedPids } from './support/engine.js';
 import { exitOf, Harness, pollUntil } from './support/harness.js';
 import { useCliWorlds, collect, type DaemonHandle } from './support/cli.js';
@@ -149,8 +149,8 @@ describe('item 1: one request must not end the supervisor', () => {
 
   it('an uncaught error or unhandled rejection in baton run is logged and the supervisor keeps running; a storm stops it', async () => {
     const script = `
-      import { installFaultPolicy } from ${JSON.stringify(path.join(ROOT, 'dist/src/daemon.js'))};
-      import { createLogger } from ${JSON.stringify(path.join(ROOT, 'dist/src/log.js'))};
+      import { installFaultPolicy } from ${JSON.stringify(path.join(ROOT, 'dist/src/daemon/daemon.js'))};
+      import { createLogger } from ${JSON.stringify(path.join(ROOT, 'dist/src/os/log.js'))};
       installFaultPolicy(createLogger('t'), { maxPerMinute: 3, onStorm: () => console.log('storm') });
       Promise.reject(new Error('rejected once'));
       setTimeout(() => { throw new Error('thrown once'); }, 10);
@@ -403,7 +403,7 @@ describe('item 3: the audit log is bounded on disk and in memory', () => {
   });
 
   it('a write queue over its bound drops lines and counts them in the log', async () => {
-    const { AuditLog } = await import('../src/audit.js');
+    const { AuditLog } = await import('../src/daemon/audit.js');
     const dir = h.tempDir('baton-sec-');
     const file = path.join(dir, 'audit.log');
     const audit = new AuditLog(file, createLogger('test', {}), { maxQueueBytes: 4096 });
@@ -525,7 +525,7 @@ describe('item 4: the metrics listener has limits', () => {
   });
 
   it('a non-loopback address is recognised (the warning at bind)', async () => {
-    const { isLoopback } = await import('../src/conn-guard.js');
+    const { isLoopback } = await import('../src/daemon/conn-guard.js');
     expect(['127.0.0.1', '127.1.2.3', '::1', '::ffff:127.0.0.1'].map(isLoopback)).toEqual([true, true, true, true]);
     expect(['0.0.0.0', '::', '10.0.0.1', '192.168.1.1', '::ffff:10.0.0.1'].map(isLoopback)).toEqual([false, false, false, false, false]);
   });

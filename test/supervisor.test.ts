@@ -1,10 +1,10 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { HandoffError } from '../src/errors.js';
-import { lockHolder } from '../src/lock.js';
-import { isAlive } from '../src/proc.js';
-import type { HandoffSpec } from '../src/supervisor.js';
-import { crashEnv } from '../src/generation.js';
+import { HandoffError } from '../src/os/errors.js';
+import { lockHolder } from '../src/os/lock.js';
+import { isAlive } from '../src/os/proc.js';
+import type { HandoffSpec } from '../src/supervisor/supervisor.js';
+import { crashEnv } from '../src/supervisor/generation.js';
 import { healthz, lostWrites, request } from './support/engine.js';
 import { useWorlds, type World } from './support/world.js';
 

@@ -20,7 +20,7 @@
  */
 import http from 'node:http';
 import net from 'node:net';
-import { startBaton, type Drainable } from '../../src/app.js';
+import { startBaton, type Drainable } from '../../src/app/app.js';
 
 const env = process.env;
 const START_DELAY_MS = Number(env.HELLO_START_DELAY_MS ?? 0);

@@ -4,7 +4,7 @@
  * this run — or report it. These violations are collected; the run goes on (unlike a
  * broken invariant, after which the world cannot be trusted).
  */
-import { isAlive } from '../../src/proc.js';
+import { isAlive } from '../../src/os/proc.js';
 import { attribute, judgeResult } from './checks.js';
 import type { ChaosLoad } from './load.js';
 import { REQUEST_TIMEOUT_MS } from './load.js';

@@ -8,7 +8,7 @@
  *   abort whose incumbent is gone with nothing restored is a false abort).
  * - Every crash point is reached in a long run: `Coverage`.
  */
-import { CRASH_POINT_NAMES } from '../../src/crashpoints.js';
+import { CRASH_POINT_NAMES } from '../../src/os/crashpoints.js';
 import type { FailureRecord } from '../lib/load-loops.js';
 
 /** A process this run killed or stopped (or that died at a crash point it armed). */

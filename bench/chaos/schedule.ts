@@ -1,5 +1,5 @@
 /** The chaos schedule: one seeded PRNG draws every step up front, so a seed replays. */
-import { CRASH_POINT_NAMES, type CrashPoint } from '../../src/crashpoints.js';
+import { CRASH_POINT_NAMES, type CrashPoint } from '../../src/os/crashpoints.js';
 import { Rng } from '../lib/prng.js';
 
 export type Role = 'incumbent' | 'successor' | 'supervisor';

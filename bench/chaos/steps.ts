@@ -1,6 +1,6 @@
 /** What each kind of step does to the world, and what it reports. */
-import { CRASH_ENV, CRASH_MARKER_ENV } from '../../src/crashpoints.js';
-import { lockHolder } from '../../src/lock.js';
+import { CRASH_ENV, CRASH_MARKER_ENV } from '../../src/os/crashpoints.js';
+import { lockHolder } from '../../src/os/lock.js';
 import type { Step } from './schedule.js';
 import { signal, sleep, Violation } from './util.js';
 import { describeOutcome, HANDOFF_BOUND_MS, isOutcome, UNHEALTHY, type HandoffResultLine, type HostEvent, type World } from './world.js';

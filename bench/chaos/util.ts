@@ -1,6 +1,6 @@
 /** Small helpers of the chaos runner: the Violation error, polling, tagged processes, signals. */
 import { readdir, readFile } from 'node:fs/promises';
-import { isAlive } from '../../src/proc.js';
+import { isAlive } from '../../src/os/proc.js';
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

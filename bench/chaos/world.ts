@@ -8,9 +8,9 @@ import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bindListener, parseListenAddress, type HeldListener } from '../../src/listeners.js';
-import { lockHolder } from '../../src/lock.js';
-import { isAlive } from '../../src/proc.js';
+import { bindListener, parseListenAddress, type HeldListener } from '../../src/os/listeners.js';
+import { lockHolder } from '../../src/os/lock.js';
+import { isAlive } from '../../src/os/proc.js';
 import { request } from '../lib/http.js';
 import { Casualties, Coverage, type HandoffResultLine, type Truth } from './checks.js';
 import { signal, sleep, tagged, Violation, within } from './util.js';

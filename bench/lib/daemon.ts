@@ -8,8 +8,8 @@
 import type { ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { adminRequest } from '../../src/admin.js';
-import type { JobRecord } from '../../src/jobs.js';
+import { adminRequest } from '../../src/daemon/admin.js';
+import type { JobRecord } from '../../src/daemon/jobs.js';
 import { shebangNodeArgs } from './shebang.js';
 import { CLI, exited, fdCount, rssKb, type Scope, waitFor } from './scope.js';
 

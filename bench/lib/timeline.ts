@@ -6,7 +6,7 @@
  * Log times have 1 ms resolution.
  */
 import { performance } from 'node:perf_hooks';
-import type { JobRecord } from '../../src/jobs.js';
+import type { JobRecord } from '../../src/daemon/jobs.js';
 import type { LogEvent } from './daemon.js';
 import type { KvLoad } from './kv-load.js';
 

@@ -4,7 +4,7 @@
 import { writeSync } from 'node:fs';
 import http from 'node:http';
 import { createInterface } from 'node:readline';
-import { adoptSystemdListeners, inheritedListeners } from '../../dist/src/listeners.js';
+import { adoptSystemdListeners, inheritedListeners } from '../../dist/src/os/listeners.js';
 
 const say = (obj) => writeSync(1, JSON.stringify({ pid: process.pid, ...obj }) + '\n');
 let fd;

@@ -6,7 +6,7 @@
 import { writeSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
-import { DataDirLock } from '../../dist/src/lock.js';
+import { DataDirLock } from '../../dist/src/os/lock.js';
 
 const say = (obj) => writeSync(1, JSON.stringify({ pid: process.pid, t: Date.now(), ...obj }) + '\n');
 

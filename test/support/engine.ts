@@ -81,7 +81,7 @@ export async function lostWrites(port: number, acked: Map<string, string>): Prom
 }
 
 /** The orphan check by env tag: one implementation, shared with `baton/testing`. */
-export { killTagged, newTag, taggedPids } from '../../src/testing-procs.js';
+export { killTagged, newTag, taggedPids } from '../../src/testing/procs.js';
 
 export function fdCount(pid: number | 'self' = 'self'): Promise<number> {
   return readdir(`/proc/${pid}/fd`).then((l) => l.length);

@@ -3,7 +3,7 @@
  * derived from SCHEMA kinds (no per-message field lists here either).
  */
 import fc from 'fast-check';
-import { SCHEMA, MESSAGE_TYPES, type FieldSpec, type Message, type MessageType } from '../../src/schema.js';
+import { SCHEMA, MESSAGE_TYPES, type FieldSpec, type Message, type MessageType } from '../../src/wire/schema.js';
 
 const U64_MAX = 2n ** 64n - 1n;
 

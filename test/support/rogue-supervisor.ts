@@ -1,13 +1,13 @@
 /**
  * A misbehaving supervisor for tests: connects to an incumbent's control socket
- * (Supervisor.controlPath) and speaks the protocol by hand with src/codec.ts, so a
+ * (Supervisor.controlPath) and speaks the protocol by hand with src/wire/codec.ts, so a
  * test can send anything — garbage, a bad length or version, a message out of
  * order — and see exactly what the incumbent answers.
  */
 import type net from 'node:net';
-import { encodeFrame, FrameDecoder } from '../../src/codec.js';
-import { connectUnix } from '../../src/supervisor.js';
-import { PROTO_MIN, type Message, type MessageOf, type MessageType } from '../../src/schema.js';
+import { encodeFrame, FrameDecoder } from '../../src/wire/codec.js';
+import { connectUnix } from '../../src/os/unix-connect.js';
+import { PROTO_MIN, type Message, type MessageOf, type MessageType } from '../../src/wire/schema.js';
 
 /** What arrives on the connection: a message, or the end of it. */
 export type Incoming = Message | { type: 'EOF' };

@@ -7,11 +7,11 @@ import { existsSync, readdirSync } from 'node:fs';
 import { afterEach, expect } from 'vitest';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { bindListener, parseListenAddress, type HeldListener } from '../../src/listeners.js';
-import { lockHolder } from '../../src/lock.js';
-import { createLogger } from '../../src/log.js';
+import { bindListener, parseListenAddress, type HeldListener } from '../../src/os/listeners.js';
+import { lockHolder } from '../../src/os/lock.js';
+import { createLogger } from '../../src/os/log.js';
 import type { LoadLoops } from '../../bench/lib/load-loops.js';
-import { Supervisor, type HandoffResult, type SupervisorOptions, type Timeouts } from '../../src/supervisor.js';
+import { Supervisor, type HandoffResult, type SupervisorOptions, type Timeouts } from '../../src/supervisor/supervisor.js';
 import { healthz, killTagged, newTag, PRIMITIVE, taggedPids } from './engine.js';
 import { Harness, pollUntil } from './harness.js';
 

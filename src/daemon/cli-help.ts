@@ -1,0 +1,190 @@
+import { readFileSync } from 'node:fs';
+
+/** `baton --version`: the package's version (dist/src/daemon/ → the package root). */
+export const VERSION = (() => {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return 'unknown';
+  }
+})();
+
+export const TARGET_HELP = `  --state-dir DIR   the supervisor's state dir (default: from --config, else $BATON_STATE_DIR,
+                    else $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/baton/NAME or /tmp/baton-UID/NAME)
+  --name NAME       service name used for the default state dir (default: baton)
+  --config FILE     take stateDir/name from this config file
+  --admin ADDR      talk to a TCP admin listener (tcp://HOST:PORT, see run --admin-listen)
+                    instead of the Unix socket <state-dir>/admin.sock
+  --token-file FILE send the token in FILE (e.g. <state-dir>/tokens/read.token; default:
+                    $BATON_TOKEN); required with --admin, optional on the socket`;
+
+export const HELP: Record<string, string> = {
+  main: `baton ${VERSION} — hand a live service over to a new process with no dropped connection
+
+Usage: baton <command> [options]
+
+Commands:
+  run       run a service under the supervisor (foreground, long-lived)
+  upgrade   hand the service over to a freshly started process (the command is re-resolved)
+  status    supervisor, app, generation, listeners, lock holder, last handoff, health
+  history   past jobs (handoffs and maintenance): outcome, phases, pids, reasons
+  maintenance run TYPE | cancel ID
+            run a maintenance task inside the app now (waits, live progress), or cancel one
+  jobs      jobs with their task, state and progress (maintenance and handoffs)
+  schedules list | get | create | replace | patch | delete | enable | disable | run
+            maintenance tasks on a cron schedule, in an optional UTC window
+  health    aggregated health: the app's probes and the supervisor's view
+  stop      stop the app gracefully (drain, seal, exit), then the supervisor
+
+Options:
+  -h, --help     help (also: baton <command> --help)
+  -V, --version  print the version
+
+Exit codes: 0 ok, 1 error; upgrade: 2 aborted, 3 another handoff or a critical
+maintenance job holds the lease; maintenance run: 2 failed, 3 skipped, 5 cancelled;
+health: 2 not OK; run: 4 crash loop.`,
+  maintenance: `Usage: baton maintenance run TYPE [options]
+       baton maintenance cancel JOB-ID [options]
+
+run: runs the maintenance task TYPE (registered by the app) inside the serving process
+now and waits for it, showing its progress. It never overlaps a handoff: while an
+upgrade runs it is SKIPPED at once (exit 3). An upgrade requested while it runs waits
+for it (up to the upgrade's --lease-wait, default 30 s), then cancels it, unless its
+urgency is critical (then the upgrade is refused).
+
+Options (run):
+  --urgency U       low | normal | high | critical (default normal)
+  --reason TEXT     why (recorded in the job and passed to the app)
+  --params JSON     task parameters, a JSON object
+  --json            print the job record (no progress)
+${TARGET_HELP}
+  -h, --help
+
+Exit codes: 0 succeeded, 2 failed, 3 skipped (lease held, stopping, no app), 5 cancelled, 1 error.`,
+  schedules: `Usage: baton schedules list [options]
+       baton schedules get NAME [options]
+       baton schedules create (--file F | --name N --cron EXPR --task T [--task T2 ...]) [flags]
+       baton schedules replace NAME (--file F | --cron EXPR --task T ...) [flags]
+       baton schedules patch NAME [--file F] [flags]
+       baton schedules delete | enable | disable | run NAME [options]
+
+A schedule runs its tasks in order (each a maintenance job, trigger "schedule") when its
+cron expression fires, in UTC: "minute hour day-of-month month day-of-week" (*, a,b,
+a-b, */n, a-b/n, JAN, MON; @hourly, @daily, @weekly, @monthly, @yearly). Outside its
+window a fire records one SKIPPED job and runs nothing. With halt-on-failure (default),
+a task that does not succeed skips the rest. A fire while the previous run still runs
+is SKIPPED. Fires missed while the supervisor was down are not replayed. Schedules
+persist in <state-dir>/schedules.json; "schedules": [...] in the run config file seeds
+a state dir that has none yet. run: fire now (same window, halt, overlap rules) and
+wait for the run.
+
+Flags (create, replace, patch):
+  --file F               a JSON schedule {"name","cron","window"?,"tasks":[{"task","params"?,
+                         "urgency"?}],"haltOnFailure"?,"enabled"?}; the flags below override it
+                         (patch: a JSON object with the fields to change)
+  --name N               a slug: 1-63 of [a-z0-9_-]
+  --cron EXPR            e.g. "30 2 * * *" (quote it)
+  --window START-END     hours in UTC, end exclusive, may wrap midnight: 22-4 = 22:00-03:59
+  --no-window            (patch) remove the window: any hour
+  --task T               a task, repeatable, in order (patch: replaces the list)
+  --urgency U            urgency of the --task tasks: low | normal | high | critical
+  --halt-on-failure / --no-halt-on-failure
+  --enabled / --disabled
+Options:
+  --json                 print the schedule (list: {"schedules": [...]}, run: {"run": ...})
+${TARGET_HELP.replace(/ {2}--name NAME.*\n/, '')}
+  (--name is the schedule's name here: find the supervisor with --state-dir or --config)
+  -h, --help
+
+Exit codes: 0 ok; 1 error (the supervisor's message names the field); run: 2 a task did
+not succeed (FAILED or HALTED), 3 nothing ran (SKIPPED: outside the window, overlap).`,
+  jobs: `Usage: baton jobs [options]
+
+Jobs, newest first: maintenance runs (task, state, progress, result) and handoffs.
+
+Options:
+  --json            print {"jobs": [...]}
+  --limit N         how many (default 20)
+  --kind K          only maintenance or handoff
+${TARGET_HELP}
+  -h, --help`,
+  health: `Usage: baton health [options]
+
+Aggregated health: the supervisor's own checks (the app is running, GET /healthz) and
+every probe the app registered (a probe that throws or takes over 10 ms is UNKNOWN),
+plus the supervisor's view (generation, last handoff, lock holder, lease).
+
+Options:
+  --json            print the health report
+${TARGET_HELP}
+  -h, --help
+
+Exit codes: 0 OK, 2 DEGRADED / UNKNOWN / CRITICAL, 1 error.`,
+  run: `Usage: baton run [options] -- COMMAND [ARGS...]
+
+Runs COMMAND under the supervisor: binds the listeners (or adopts systemd socket
+activation), starts generation 1, restarts a crashed app with backoff, serves the
+admin socket <state-dir>/admin.sock. Signals: SIGHUP upgrade, SIGTERM/SIGINT stop.
+
+Options:
+  --config FILE       JSON config with the same options (flags win): command, listen, dataDir,
+                      stateDir, name, metrics, handoff {deadlineS, drainGraceS, helloTimeoutS,
+                      readyTimeoutS, listenerSpares}, stopTimeoutS,
+                      history {maxRecords, maxAgeS}, restart {maxRestarts, windowS},
+                      healthIntervalS (periodic health check, logs health.changed; default 10, 0 = off)
+  --listen ADDR       a listener, repeatable: [name=]tcp://HOST:PORT, tcp://[::1]:PORT,
+                      [name=]unix:/path.sock[?mode=0660]
+  --data-dir DIR      the app's data dir (holds the data-dir lock)
+  --state-dir DIR     private state: admin socket, journal, history, audit log
+  --name NAME         service name (default: baton)
+  --metrics HOST:PORT serve Prometheus metrics at http://HOST:PORT/metrics
+  --admin-listen HOST:PORT
+                      serve the admin API on TCP too ("adminListen"); every request there
+                      needs a token (<state-dir>/tokens/{read,write,admin}.token)
+  -h, --help
+
+Exit codes: 0 stopped, 1 bad configuration or start-up failure, 4 the app crash-looped.`,
+  upgrade: `Usage: baton upgrade [options]
+
+Asks the running supervisor for a handoff to a freshly started COMMAND and waits for
+the outcome. Shows a live progress line on a terminal, plain lines otherwise.
+
+Options:
+  --json            print one JSON result object (no progress)
+  --deadline S      overall deadline of the handoff in seconds
+  --drain-grace S   how long the old process may take to drain its connections
+  --ready-timeout S how long the new process has from taking over the data to Ready
+                    (default handoff.readyTimeoutS, 10): clients wait meanwhile, so a
+                    build that hangs there is aborted and the old process serves on
+  --lease-wait S    a maintenance job runs: wait this long for it, then cancel it (default 30;
+                    a critical job is not cancelled: the upgrade is refused, exit 3)
+${TARGET_HELP}
+  -h, --help
+
+Exit codes: 0 committed, 2 aborted (the old process serves on), 3 another handoff is
+running, 1 any other error (no supervisor, bad arguments).`,
+  status: `Usage: baton status [options]
+
+Options:
+  --json            print the status object
+${TARGET_HELP}
+  -h, --help`,
+  history: `Usage: baton history [options]
+
+Job history, newest first: handoffs and maintenance runs.
+
+Options:
+  --json            print {"jobs": [...]}
+  --limit N         how many jobs (default 20)
+${TARGET_HELP}
+  -h, --help`,
+  stop: `Usage: baton stop [options]
+
+Stops the app gracefully (drain, seal, exit; SIGTERM then SIGKILL past the timeout),
+then the supervisor. Waits until both are gone.
+
+Options:
+  --timeout S       how long the app gets to stop (default: stopTimeoutS, 30)
+${TARGET_HELP}
+  -h, --help`,
+};

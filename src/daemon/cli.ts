@@ -1,0 +1,710 @@
+/**
+ * The `baton` commands: argument parsing, each command's output and exit code. The
+ * entry point (with the runtime flags) is src/cli.ts; help texts are in cli-help.ts.
+ */
+import path from 'node:path';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { AdminClientError, adminRequest, type AdminTarget, type ClientReply } from './admin.js';
+import { defaultStateDir, parseHostPort, readBoundedFileSync, readConfigFile, resolveRunConfig } from './config.js';
+import { adminSocketPath, Daemon, EXIT } from './daemon.js';
+import { BatonError, ConfigError, errorMessage } from '../os/errors.js';
+import type { JobRecord } from './jobs.js';
+import type { PreviousShutdown } from './lifecycle.js';
+import { HELP, VERSION } from './cli-help.js';
+
+class UsageError extends Error {}
+
+
+const TARGET_OPTIONS = {
+  'state-dir': { type: 'string' },
+  name: { type: 'string' },
+  config: { type: 'string' },
+  admin: { type: 'string' },
+  'token-file': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const satisfies ParseArgsConfig['options'];
+
+function parse<O extends NonNullable<ParseArgsConfig['options']>>(cmd: string, args: string[], options: O) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+  } catch (err) {
+    throw new UsageError(`baton ${cmd}: ${errorMessage(err)}\nRun 'baton ${cmd} --help' for the options.`);
+  }
+}
+
+function seconds(cmd: string, flag: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+(\.\d+)?$/.test(v) || !(n > 0)) throw new UsageError(`baton ${cmd}: --${flag}: expected a positive number of seconds (got ${JSON.stringify(v)})`);
+  return n;
+}
+
+/**
+ * Where a client command sends its requests: --admin tcp://HOST:PORT, else the admin
+ * socket of the state dir (below); with the token of --token-file or $BATON_TOKEN.
+ */
+function targetSocket(v: { 'state-dir'?: string | undefined; name?: string | undefined; config?: string | undefined; admin?: string | undefined; 'token-file'?: string | undefined }): AdminTarget {
+  let token = process.env.BATON_TOKEN?.trim() || undefined;
+  if (v['token-file'] !== undefined) {
+    try {
+      token = readBoundedFileSync(v['token-file'], 4096).trim();
+    } catch (err) {
+      throw new UsageError(`baton: --token-file ${v['token-file']}: cannot read it (${errorMessage(err)})`);
+    }
+    if (token === '') throw new UsageError(`baton: --token-file ${v['token-file']}: the file is empty; expected a token (e.g. <state-dir>/tokens/read.token)`);
+  }
+  if (v.admin !== undefined) {
+    const bad = (): never => {
+      throw new UsageError(`baton: --admin: expected tcp://HOST:PORT with an IP literal host (e.g. tcp://127.0.0.1:7070 or tcp://[::1]:7070) (got ${JSON.stringify(v.admin)})`);
+    };
+    const m = /^tcp:\/\/(.+)$/.exec(v.admin) ?? bad();
+    return { tcp: parseHostPort('admin', m[1]!, bad), token };
+  }
+  return { socketPath: stateDirSocket(v), token };
+}
+
+/** The admin socket: --state-dir, --config's stateDir, $BATON_STATE_DIR, or the default state dir of --name. */
+function stateDirSocket(v: { 'state-dir'?: string | undefined; name?: string | undefined; config?: string | undefined }): string {
+  if (v['state-dir']) return adminSocketPath(path.resolve(v['state-dir']));
+  let name = v.name;
+  if (v.config) {
+    const file = readConfigFile(v.config);
+    if (typeof file.stateDir === 'string') return adminSocketPath(path.resolve(path.dirname(path.resolve(v.config)), file.stateDir));
+    if (name === undefined && typeof file.name === 'string') name = file.name;
+  }
+  if (process.env.BATON_STATE_DIR) return adminSocketPath(path.resolve(process.env.BATON_STATE_DIR));
+  return adminSocketPath(defaultStateDir(name ?? 'baton'));
+}
+
+function fail(reply: ClientReply): never {
+  const e = reply.body.error as { code?: string; message?: string } | undefined;
+  throw new BatonError(e?.code ?? 'E_ADMIN', e?.message ?? `the supervisor answered HTTP ${reply.status}`);
+}
+
+/** The job a streamed upgrade/maintenance request ended with (printed with --json), or fail with the supervisor's error. */
+function finalJob(reply: ClientReply, json: boolean | undefined): JobRecord {
+  const job = reply.body.job as JobRecord | undefined;
+  if (!job) {
+    if (json) console.log(JSON.stringify(reply.body));
+    fail(reply);
+  }
+  if (json) console.log(JSON.stringify(job, null, 2));
+  return job;
+}
+
+// ---------------------------------------------------------------- commands
+
+async function cmdRun(args: string[]): Promise<number> {
+  const dd = args.indexOf('--');
+  const flagArgs = dd >= 0 ? args.slice(0, dd) : args;
+  const command = dd >= 0 ? args.slice(dd + 1) : [];
+  const v = parse('run', flagArgs, {
+    config: { type: 'string' },
+    listen: { type: 'string', multiple: true },
+    'data-dir': { type: 'string' },
+    'state-dir': { type: 'string' },
+    name: { type: 'string' },
+    metrics: { type: 'string' },
+    'admin-listen': { type: 'string' },
+    help: { type: 'boolean', short: 'h' },
+  });
+  if (v.help) return help('run');
+  const cfg = resolveRunConfig({
+    config: v.config,
+    listen: v.listen,
+    dataDir: v['data-dir'],
+    stateDir: v['state-dir'],
+    name: v.name,
+    metrics: v.metrics,
+    adminListen: v['admin-listen'],
+    command,
+  });
+  const daemon = new Daemon(cfg);
+  await daemon.start();
+  return daemon.done;
+}
+
+async function cmdUpgrade(args: string[]): Promise<number> {
+  const v = parse('upgrade', args, { ...TARGET_OPTIONS, json: { type: 'boolean' }, deadline: { type: 'string' }, 'drain-grace': { type: 'string' }, 'ready-timeout': { type: 'string' }, 'lease-wait': { type: 'string' } });
+  if (v.help) return help('upgrade');
+  const deadlineS = seconds('upgrade', 'deadline', v.deadline);
+  const drainGraceS = seconds('upgrade', 'drain-grace', v['drain-grace']);
+  const readyTimeoutS = seconds('upgrade', 'ready-timeout', v['ready-timeout']);
+  const leaseWait = v['lease-wait'];
+  if (leaseWait !== undefined && !/^\d+(\.\d+)?$/.test(leaseWait)) throw new UsageError(`baton upgrade: --lease-wait: expected a number of seconds ≥ 0 (got ${JSON.stringify(leaseWait)})`);
+  const leaseWaitS = leaseWait === undefined ? undefined : Number(leaseWait);
+  const sock = targetSocket(v);
+  const tty = !v.json && process.stdout.isTTY === true;
+  const started = Date.now();
+  let phase = 'starting';
+  let extra = '';
+  const render = (): void => {
+    if (tty) process.stdout.write(`\r\x1b[2Kupgrading: ${phase.padEnd(11)} ${((Date.now() - started) / 1000).toFixed(1)}s${extra}`);
+  };
+  const ticker = tty ? setInterval(render, 200) : undefined;
+  let reply: ClientReply;
+  try {
+    reply = await adminRequest(sock, 'POST', '/v1/upgrade', { ...(deadlineS !== undefined && { deadlineS }), ...(drainGraceS !== undefined && { drainGraceS }), ...(readyTimeoutS !== undefined && { readyTimeoutS }), ...(leaseWaitS !== undefined && { leaseWaitS }) }, {
+      onLine: (line) => {
+        if (v.json) return;
+        if (line.type === 'phase') phase = String(line.phase);
+        if (line.type === 'drained') extra = `  drained (${String(line.openConnsRemaining)} connections left open)`;
+        if (line.type === 'seal') extra = `  sealed ${String(line.done)}/${String(line.total)}`;
+        if (tty) render();
+        else if (line.type === 'phase') console.log(`phase ${String(line.phase)} +${String(line.elapsedMs)}ms`);
+        else if (line.type === 'drained') console.log(`drained: ${String(line.openConnsRemaining)} connections left open`);
+        else if (line.type === 'seal') console.log(`seal progress ${String(line.done)}/${String(line.total)}`);
+        else if (line.type === 'accepted') console.log(`upgrade ${String(line.jobId)} started`);
+        else if (line.type === 'lease-wait') console.log(`waiting up to ${Number(line.waitMs) / 1000} s for maintenance job ${String(line.jobId)} (the lease)`);
+      },
+    });
+  } finally {
+    if (ticker) clearInterval(ticker);
+    if (tty) process.stdout.write('\r\x1b[2K');
+  }
+  const job = finalJob(reply, v.json);
+  if (job.state === 'SUCCEEDED') {
+    if (!v.json) console.log(`committed: generation ${job.handoff?.generation} (pid ${job.handoff?.oldPid} -> ${job.handoff?.newPid}) in ${job.durationMs} ms  [${phaseLine(job)}]`);
+    return 0;
+  }
+  if (job.state === 'SKIPPED') {
+    if (!v.json) console.error(`baton upgrade: refused: ${job.reason} (${job.code})`);
+    return job.code === 'E_HANDOFF_IN_PROGRESS' || job.code === 'E_LEASE_HELD' ? 3 : 1;
+  }
+  if (!v.json) {
+    console.error(`aborted: ${job.reason ?? 'unknown reason'} (${job.code ?? '-'})`);
+    const restored = job.handoff?.restoredBy;
+    if (restored) {
+      console.error(`the old process could not serve again (${restored.lostIncumbent}); cold start ${restored.outcome}: pid ${restored.pid ?? '-'}  [${phaseLine(job)}]`);
+    } else if (job.handoff) {
+      console.error(`the old process serves on: generation ${job.handoff.generation} (pid ${job.handoff.newPid ?? '-'})  [${phaseLine(job)}]`);
+    }
+  }
+  return 2;
+}
+
+async function cmdStatus(args: string[]): Promise<number> {
+  const v = parse('status', args, { ...TARGET_OPTIONS, json: { type: 'boolean' } });
+  if (v.help) return help('status');
+  const reply = await adminRequest(targetSocket(v), 'GET', '/v1/status', undefined, { timeoutMs: 10_000 });
+  if (reply.status !== 200) fail(reply);
+  const s = reply.body as unknown as StatusBody;
+  if (v.json) {
+    console.log(JSON.stringify(s, null, 2));
+    return 0;
+  }
+  const rows: [string, string][] = [
+    ['service', s.name],
+    ['supervisor', `pid ${s.supervisor.pid}, up ${duration(s.supervisor.uptimeS * 1000)}${s.stopping ? ', stopping' : ''}`],
+    ['app', s.app ? `pid ${s.app.pid}, generation ${s.app.generation}` : 'not running'],
+    ['health', `${s.health.status} (${s.health.detail}${s.health.ms !== undefined ? `, ${s.health.ms} ms` : ''})`],
+    ['handoff', s.phase === 'idle' ? 'none running' : `${s.phase} (${duration(s.phaseElapsedMs ?? 0)})`],
+    ['listeners', s.listeners.map((l) => `${l.name}=${l.address}`).join(', ') || 'none'],
+    ['lock', s.lock ? `held by pid ${s.lock.pid}${s.lock.alive ? '' : ' (DEAD)'} since ${s.lock.since}` : 'free'],
+    ['last handoff', s.lastHandoff ? jobLine(s.lastHandoff) : 'none'],
+    ['maintenance', s.runningJob?.kind === 'maintenance' ? `running: ${maintenanceLine(s.runningJob)}` : s.lastMaintenance ? `last: ${maintenanceLine(s.lastMaintenance)}` : 'none'],
+    ['state dir', s.supervisor.stateDir],
+  ];
+  if (s.admin?.tcp) rows.push(['admin tcp', `${s.admin.tcp} (token required)`]);
+  if (s.previousShutdown !== undefined) rows.push(['last stop', shutdownLine(s.previousShutdown)]);
+  if (s.report) {
+    rows.push(['probes', s.report.status]);
+    for (const p of s.report.probes) rows.push(['', probeLine(p)]);
+  }
+  for (const [k, val] of rows) console.log(`${k.padEnd(13)}${val}`);
+  return 0;
+}
+
+async function cmdMaintenance(args: string[]): Promise<number> {
+  const [sub, target, ...rest] = args;
+  if (sub === undefined || sub === '-h' || sub === '--help') return help('maintenance');
+  if (sub === 'cancel') {
+    const v = parse('maintenance cancel', rest, { ...TARGET_OPTIONS, reason: { type: 'string' } });
+    if (v.help || !target) return help('maintenance');
+    const reply = await adminRequest(targetSocket(v), 'POST', `/v1/jobs/${encodeURIComponent(target)}/cancel`, v.reason ? { reason: v.reason } : {}, { timeoutMs: 10_000 });
+    if (reply.status !== 202) fail(reply);
+    console.log(`cancelling job ${(reply.body.job as JobRecord).id}`);
+    return 0;
+  }
+  if (sub !== 'run') throw new UsageError(`baton maintenance: unknown subcommand ${JSON.stringify(sub)}; expected run or cancel\nRun 'baton maintenance --help' for usage.`);
+  if (target === '-h' || target === '--help') return help('maintenance');
+  if (!target || target.startsWith('-')) throw new UsageError(`baton maintenance run: expected a task TYPE (e.g. baton maintenance run compaction)\nRun 'baton maintenance --help' for usage.`);
+  const v = parse('maintenance run', rest, { ...TARGET_OPTIONS, json: { type: 'boolean' }, urgency: { type: 'string' }, reason: { type: 'string' }, params: { type: 'string' } });
+  if (v.help) return help('maintenance');
+  const urgency = v.urgency ?? 'normal';
+  if (!['low', 'normal', 'high', 'critical'].includes(urgency)) throw new UsageError(`baton maintenance run: --urgency: expected low, normal, high or critical (got ${JSON.stringify(urgency)})`);
+  let params: unknown;
+  if (v.params !== undefined) {
+    try {
+      params = JSON.parse(v.params);
+    } catch (err) {
+      throw new UsageError(`baton maintenance run: --params: not valid JSON: ${errorMessage(err)}`);
+    }
+    if (typeof params !== 'object' || params === null || Array.isArray(params)) throw new UsageError('baton maintenance run: --params: expected a JSON object');
+  }
+  const tty = !v.json && process.stdout.isTTY === true;
+  const started = Date.now();
+  let line = 'starting';
+  const render = (): void => {
+    if (tty) process.stdout.write(`\r\x1b[2K${target}: ${line}  ${((Date.now() - started) / 1000).toFixed(1)}s`);
+  };
+  const ticker = tty ? setInterval(render, 200) : undefined;
+  let reply: ClientReply;
+  try {
+    reply = await adminRequest(targetSocket(v), 'POST', '/v1/jobs', { task: target, urgency, ...(v.reason !== undefined && { reason: v.reason }), ...(params !== undefined && { params }) }, {
+      onLine: (l) => {
+        if (v.json) return;
+        if (l.type === 'progress') line = progressText(l as unknown as Progress);
+        if (l.type === 'started') line = `running in pid ${String(l.pid)}`;
+        if (tty) return render();
+        if (l.type === 'started') console.log(`maintenance ${String(l.jobId)} (${target}) started in pid ${String(l.pid)} (generation ${String(l.generation)})`);
+        else if (l.type === 'progress') console.log(`progress ${progressText(l as unknown as Progress)}`);
+      },
+    });
+  } finally {
+    if (ticker) clearInterval(ticker);
+    if (tty) process.stdout.write('\r\x1b[2K');
+  }
+  const job = finalJob(reply, v.json);
+  const m = job.maintenance;
+  switch (job.state) {
+    case 'SUCCEEDED':
+      if (!v.json) console.log(`succeeded: ${target} in ${job.durationMs} ms${m?.result !== undefined && m.result !== null ? `: ${JSON.stringify(m.result)}` : ''}`);
+      return 0;
+    case 'SKIPPED':
+      if (!v.json) console.error(`baton maintenance run: skipped: ${job.reason} (${job.code})`);
+      return 3;
+    case 'CANCELLED':
+      if (!v.json) console.error(`cancelled: ${job.reason ?? 'no reason given'}`);
+      return 5;
+    default:
+      if (!v.json) console.error(`failed: ${job.reason ?? 'unknown reason'} (${job.code ?? '-'})`);
+      return 2;
+  }
+}
+
+async function cmdJobs(args: string[]): Promise<number> {
+  const v = parse('jobs', args, { ...TARGET_OPTIONS, json: { type: 'boolean' }, limit: { type: 'string' }, kind: { type: 'string' } });
+  if (v.help) return help('jobs');
+  const limit = v.limit ?? '20';
+  if (!/^\d+$/.test(limit) || Number(limit) < 1 || Number(limit) > 10_000) throw new UsageError(`baton jobs: --limit: expected an integer in 1..10000 (got ${JSON.stringify(limit)})`);
+  if (v.kind !== undefined && v.kind !== 'maintenance' && v.kind !== 'handoff') throw new UsageError(`baton jobs: --kind: expected maintenance or handoff (got ${JSON.stringify(v.kind)})`);
+  const reply = await adminRequest(targetSocket(v), 'GET', `/v1/jobs?limit=${limit}${v.kind ? `&kind=${v.kind}` : ''}`, undefined, { timeoutMs: 10_000 });
+  if (reply.status !== 200) fail(reply);
+  if (v.json) {
+    console.log(JSON.stringify(reply.body, null, 2));
+    return 0;
+  }
+  const widths = [8, 11, 12, 9, 9, 19, 9, 12, 0];
+  console.log(['JOB', 'KIND', 'TASK', 'URGENCY', 'STATE', 'STARTED', 'DURATION', 'PROGRESS', 'REASON / RESULT'].map((c, i) => c.padEnd(widths[i]!)).join(' ').trimEnd());
+  for (const j of reply.body.jobs as JobRecord[]) {
+    const m = j.maintenance;
+    const cells = [
+      j.id.slice(0, 8),
+      j.kind,
+      m?.task ?? '-',
+      m?.urgency ?? '-',
+      j.state,
+      (j.startedAt ?? j.createdAt).replace('T', ' ').slice(0, 19),
+      j.durationMs !== undefined ? `${j.durationMs}ms` : '-',
+      m?.progress ? `${m.progress.done}/${m.progress.total || '?'}` : '-',
+      j.reason ?? (m?.result !== undefined && m.result !== null ? JSON.stringify(m.result).slice(0, 80) : ''),
+    ];
+    console.log(cells.map((c, i) => c.padEnd(widths[i]!)).join(' ').trimEnd());
+  }
+  return 0;
+}
+
+async function cmdHealth(args: string[]): Promise<number> {
+  const v = parse('health', args, { ...TARGET_OPTIONS, json: { type: 'boolean' } });
+  if (v.help) return help('health');
+  const reply = await adminRequest(targetSocket(v), 'GET', '/v1/health', undefined, { timeoutMs: 10_000 });
+  if (reply.status !== 200) fail(reply);
+  const r = reply.body as unknown as HealthBody;
+  if (v.json) console.log(JSON.stringify(r, null, 2));
+  else {
+    console.log(`health       ${r.status}`);
+    for (const p of r.probes) console.log(`  ${probeLine(p)}`);
+    const sv = r.supervisor;
+    console.log(`generation   ${sv.generation}${sv.appPid ? ` (pid ${sv.appPid})` : ' (no app)'}`);
+    console.log(`lease        ${sv.lease ?? 'free'}`);
+    console.log(`lock         ${sv.lock ? `held by pid ${sv.lock.pid}${sv.lock.alive ? '' : ' (DEAD)'} since ${sv.lock.since}` : 'free'}`);
+    console.log(`last handoff ${sv.lastHandoff ? jobLine(sv.lastHandoff) : 'none'}`);
+  }
+  return r.status === 'OK' ? 0 : 2;
+}
+
+interface ProbeLine {
+  name: string;
+  status: string;
+  message: string;
+  source?: string;
+  stale?: boolean;
+  ms?: number;
+}
+interface HealthBody {
+  status: string;
+  probes: ProbeLine[];
+  supervisor: { generation: number; appPid: number | null; lease: string | null; lock: { pid: number; alive: boolean; since: string } | null; lastHandoff: JobRecord | null };
+}
+interface Progress {
+  done: number;
+  total: number;
+  counters?: Record<string, number>;
+}
+
+function progressText(p: Progress): string {
+  const pct = p.total > 0 ? ` (${Math.floor((100 * p.done) / p.total)}%)` : '';
+  const counters = Object.entries(p.counters ?? {}).map(([k, n]) => `${k}=${n}`).join(' ');
+  return `${p.done}/${p.total || '?'}${pct}${counters ? ` ${counters}` : ''}`;
+}
+
+function probeLine(p: ProbeLine): string {
+  return `${p.status.padEnd(9)}${(p.source === 'supervisor' ? `${p.name} (supervisor)` : p.name).padEnd(24)}${p.message}${p.ms !== undefined ? ` [${p.ms} ms]` : ''}${p.stale ? ' (stale: a handoff is running)' : ''}`;
+}
+
+function maintenanceLine(j: JobRecord): string {
+  const m = j.maintenance;
+  const progress = m?.progress ? ` ${progressText(m.progress)}` : '';
+  return `${m?.task ?? '?'} ${j.state} ${j.id.slice(0, 8)}${progress}${j.durationMs !== undefined ? ` in ${j.durationMs} ms` : ''}${j.reason ? `: ${j.reason}` : ''}`;
+}
+
+interface StatusBody {
+  name: string;
+  supervisor: { pid: number; uptimeS: number; stateDir: string };
+  app: { pid: number; generation: number } | null;
+  health: { status: string; detail: string; ms?: number };
+  phase: string;
+  phaseElapsedMs?: number;
+  stopping: boolean;
+  listeners: { name: string; address: string }[];
+  lock: { pid: number; alive: boolean; since: string } | null;
+  lastHandoff: JobRecord | null;
+  lastMaintenance?: JobRecord | null;
+  runningJob?: JobRecord | null;
+  report?: { status: string; probes: ProbeLine[] };
+  admin?: { socket: string; tcp: string | null };
+  previousShutdown?: PreviousShutdown | null;
+}
+
+/** The previous `baton run` on this state dir: how it was asked to stop and how long the stop took. */
+function shutdownLine(p: PreviousShutdown | null): string {
+  if (!p) return 'none recorded (first run on this state dir)';
+  const why = p.reason ? `${p.reason}${p.signal ? ` ${p.signal}` : ''}` : 'no stop requested';
+  if (!p.completed) return `did not complete: supervisor pid ${p.pid} ended without recording its shutdown (${why}${p.requestedAt ? ` at ${p.requestedAt}` : ''})`;
+  return `completed in ${p.durationMs} ms at ${p.completedAt} (${why}; supervisor pid ${p.pid}, exit ${p.exitCode ?? '-'})`;
+}
+
+async function cmdHistory(args: string[]): Promise<number> {
+  const v = parse('history', args, { ...TARGET_OPTIONS, json: { type: 'boolean' }, limit: { type: 'string' } });
+  if (v.help) return help('history');
+  const limit = v.limit ?? '20';
+  if (!/^\d+$/.test(limit) || Number(limit) < 1 || Number(limit) > 10_000) throw new UsageError(`baton history: --limit: expected an integer in 1..10000 (got ${JSON.stringify(limit)})`);
+  const reply = await adminRequest(targetSocket(v), 'GET', `/v1/history?limit=${limit}`, undefined, { timeoutMs: 10_000 });
+  if (reply.status !== 200) fail(reply);
+  const jobs = reply.body.jobs as JobRecord[];
+  if (v.json) {
+    console.log(JSON.stringify(reply.body, null, 2));
+    return 0;
+  }
+  console.log(['JOB', 'KIND', 'STATE', 'TRIGGER', 'STARTED', 'DURATION', 'PIDS', 'GEN', 'REASON'].map((h, i) => h.padEnd(WIDTHS[i]!)).join(' ').trimEnd());
+  for (const j of jobs) {
+    const cells = [
+      j.id.slice(0, 8),
+      j.kind,
+      j.state,
+      j.trigger,
+      (j.startedAt ?? j.createdAt).replace('T', ' ').slice(0, 19),
+      j.durationMs !== undefined ? `${j.durationMs}ms` : '-',
+      j.handoff ? `${j.handoff.oldPid ?? ''}->${j.handoff.newPid ?? ''}` : j.maintenance ? `${j.maintenance.task}${j.maintenance.pid ? `@${j.maintenance.pid}` : ''}` : '-',
+      j.handoff ? String(j.handoff.generation) : '-',
+      j.reason ?? '',
+    ];
+    console.log(cells.map((c, i) => c.padEnd(WIDTHS[i]!)).join(' ').trimEnd());
+  }
+  return 0;
+}
+const WIDTHS = [8, 7, 9, 10, 19, 8, 13, 3, 0];
+
+async function cmdStop(args: string[]): Promise<number> {
+  const v = parse('stop', args, { ...TARGET_OPTIONS, timeout: { type: 'string' } });
+  if (v.help) return help('stop');
+  const timeoutS = seconds('stop', 'timeout', v.timeout);
+  const reply = await adminRequest(targetSocket(v), 'POST', '/v1/stop', timeoutS !== undefined ? { timeoutS } : {}, {
+    onLine: (line) => {
+      if (line.type === 'stopping') console.log(`stopping (the app has ${String(line.timeoutS)} s to drain, seal and exit)`);
+    },
+  });
+  if (reply.body.stopped !== true) fail(reply);
+  console.log('stopped');
+  return 0;
+}
+
+// ---------------------------------------------------------------- schedules
+
+const SCHEDULE_FLAGS = {
+  file: { type: 'string' },
+  name: { type: 'string' },
+  cron: { type: 'string' },
+  window: { type: 'string' },
+  'no-window': { type: 'boolean' },
+  task: { type: 'string', multiple: true },
+  urgency: { type: 'string' },
+  'halt-on-failure': { type: 'boolean' },
+  'no-halt-on-failure': { type: 'boolean' },
+  enabled: { type: 'boolean' },
+  disabled: { type: 'boolean' },
+} as const satisfies ParseArgsConfig['options'];
+
+interface ScheduleBody {
+  name: string;
+  cron: string;
+  window?: { startHourUtc: number; endHourUtc: number };
+  tasks: { task: string; urgency?: string; params?: unknown }[];
+  haltOnFailure: boolean;
+  enabled: boolean;
+  nextFireAt: string | null;
+  running: boolean;
+  lastRun: ScheduleRun | null;
+}
+interface ScheduleRun {
+  trigger: string;
+  startedAt: string;
+  endedAt?: string;
+  outcome: string;
+  reason?: string;
+  jobs: { id: string; task: string; state: string }[];
+}
+
+async function cmdSchedules(args: string[]): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub === undefined || sub === '-h' || sub === '--help') return help('schedules');
+  const usage = (msg: string): never => {
+    throw new UsageError(`baton schedules ${sub}: ${msg}\nRun 'baton schedules --help' for usage.`);
+  };
+  // `--name` is a schedule field here, so the target is --state-dir / --config / env only.
+  const { name: _serviceName, ...target } = TARGET_OPTIONS;
+  const withName = ['get', 'replace', 'patch', 'delete', 'enable', 'disable', 'run'].includes(sub);
+  if (!withName && sub !== 'list' && sub !== 'create') usage(`unknown subcommand; expected list, get, create, replace, patch, delete, enable, disable or run`);
+  let name: string | undefined;
+  let flagArgs = rest;
+  if (withName) {
+    if (rest[0] === '-h' || rest[0] === '--help') return help('schedules');
+    if (!rest[0] || rest[0].startsWith('-')) usage('expected a schedule NAME');
+    name = rest[0];
+    flagArgs = rest.slice(1);
+  }
+  const editing = sub === 'create' || sub === 'replace' || sub === 'patch';
+  const v = parse(`schedules ${sub}`, flagArgs, { ...target, json: { type: 'boolean' }, ...(editing ? SCHEDULE_FLAGS : {}) }) as Record<string, string | boolean | string[] | undefined>;
+  if (v.help) return help('schedules');
+  const sock = targetSocket(v as { 'state-dir'?: string; config?: string });
+  const json = v.json === true;
+  const path1 = name === undefined ? '/v1/schedules' : `/v1/schedules/${encodeURIComponent(name)}`;
+  const call = async (method: string, url: string, body?: unknown, ok = 200): Promise<Record<string, unknown>> => {
+    const reply = await adminRequest(sock, method, url, body, { timeoutMs: method === 'POST' && url.endsWith('/run') ? 0 : 10_000 });
+    if (reply.status !== ok) fail(reply);
+    return reply.body;
+  };
+  const show = (s: ScheduleBody, what: string): number => {
+    if (json) console.log(JSON.stringify(s, null, 2));
+    else console.log(`schedule ${s.name} ${what}: ${scheduleSummary(s)}`);
+    return 0;
+  };
+  switch (sub) {
+    case 'list': {
+      const body = await call('GET', path1);
+      if (json) {
+        console.log(JSON.stringify(body, null, 2));
+        return 0;
+      }
+      const rows = (body.schedules as ScheduleBody[]).map((s) => [
+        s.name,
+        s.enabled ? 'yes' : 'no',
+        s.cron,
+        s.window ? `${pad2(s.window.startHourUtc)}-${pad2(s.window.endHourUtc)}` : '-',
+        s.tasks.map((t) => t.task).join(',') + (s.haltOnFailure ? '' : ' (no halt)'),
+        s.nextFireAt ? s.nextFireAt.replace('T', ' ').slice(0, 16) : '-',
+        s.running ? 'RUNNING' : s.lastRun ? `${s.lastRun.outcome} ${s.lastRun.startedAt.replace('T', ' ').slice(0, 16)}` : '-',
+      ]);
+      printTable(['NAME', 'ENABLED', 'CRON', 'WINDOW', 'TASKS', 'NEXT FIRE (UTC)', 'LAST RUN'], rows);
+      return 0;
+    }
+    case 'get': {
+      const s = (await call('GET', path1)).schedule as ScheduleBody;
+      if (json) {
+        console.log(JSON.stringify(s, null, 2));
+        return 0;
+      }
+      const rows: [string, string][] = [
+        ['name', s.name],
+        ['enabled', String(s.enabled)],
+        ['cron', `${s.cron} (UTC)`],
+        ['window', s.window ? `${pad2(s.window.startHourUtc)}:00-${pad2(s.window.endHourUtc)}:00 UTC` : 'any hour'],
+        ['tasks', s.tasks.map((t) => `${t.task}${t.urgency ? ` (${t.urgency})` : ''}${t.params ? ` ${JSON.stringify(t.params)}` : ''}`).join(' -> ')],
+        ['on failure', s.haltOnFailure ? 'halt (skip the remaining tasks)' : 'go on with the next task'],
+        ['next fire', s.nextFireAt ?? (s.enabled ? '-' : 'disabled')],
+        ['last run', s.running ? 'RUNNING' : s.lastRun ? runLine(s.lastRun) : 'none'],
+      ];
+      for (const [k, val] of rows) console.log(`${k.padEnd(11)}${val}`);
+      if (!s.running && s.lastRun) for (const j of s.lastRun.jobs) console.log(`${''.padEnd(11)}${j.id.slice(0, 8)} ${j.task} ${j.state}`);
+      return 0;
+    }
+    case 'create':
+    case 'replace':
+    case 'patch': {
+      const body = scheduleBodyFromFlags(v, sub, usage);
+      if (sub === 'replace' && body.name === undefined) body.name = name;
+      const created = sub === 'create';
+      const s = (await call(created ? 'POST' : sub === 'replace' ? 'PUT' : 'PATCH', path1, body, created ? 201 : 200)).schedule as ScheduleBody;
+      return show(s, created ? 'created' : sub === 'replace' ? 'replaced' : 'patched');
+    }
+    case 'delete': {
+      const body = await call('DELETE', path1);
+      if (json) console.log(JSON.stringify(body));
+      else console.log(`schedule ${name} deleted`);
+      return 0;
+    }
+    case 'enable':
+    case 'disable':
+      return show((await call('POST', `${path1}/${sub}`)).schedule as ScheduleBody, `${sub}d`);
+    default: {
+      // run
+      const run = (await call('POST', `${path1}/run`)).run as ScheduleRun;
+      if (json) console.log(JSON.stringify(run, null, 2));
+      else {
+        for (const j of run.jobs) console.log(`${j.id.slice(0, 8)} ${j.task.padEnd(16)} ${j.state}`);
+        if (run.outcome === 'SUCCEEDED') console.log(`schedule ${name}: SUCCEEDED`);
+        else console.error(`baton schedules run: schedule ${name}: ${run.outcome}${run.reason ? ` (${run.reason})` : ''}`);
+      }
+      return run.outcome === 'SUCCEEDED' ? 0 : run.outcome === 'SKIPPED' ? 3 : 2;
+    }
+  }
+}
+
+/** The request body of create / replace / patch: --file, then the flags over it. */
+function scheduleBodyFromFlags(v: Record<string, string | boolean | string[] | undefined>, sub: string, usage: (msg: string) => never): Record<string, unknown> {
+  let body: Record<string, unknown> = {};
+  if (typeof v.file === 'string') {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(readBoundedFileSync(v.file, 1024 * 1024));
+    } catch (err) {
+      usage(`--file ${v.file}: ${errorMessage(err)}`);
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) usage(`--file ${v.file}: expected a JSON object`);
+    body = parsed as Record<string, unknown>;
+  }
+  if (typeof v.name === 'string') body.name = v.name;
+  if (typeof v.cron === 'string') body.cron = v.cron;
+  if (typeof v.window === 'string') {
+    const m = /^(\d{1,2})-(\d{1,2})$/.exec(v.window) ?? usage(`--window: expected START-END hours in UTC, e.g. 22-4 (got ${JSON.stringify(v.window)})`);
+    body.window = { startHourUtc: Number(m[1]), endHourUtc: Number(m[2]) };
+  }
+  if (v['no-window']) {
+    if (sub !== 'patch') usage('--no-window is for patch (create and replace: leave out --window)');
+    if (v.window !== undefined) usage('--window and --no-window together');
+    body.window = null;
+  }
+  if (v.urgency !== undefined && !Array.isArray(v.task)) usage('--urgency applies to the --task tasks; give at least one --task');
+  if (Array.isArray(v.task)) body.tasks = v.task.map((task) => ({ task, ...(typeof v.urgency === 'string' && { urgency: v.urgency }) }));
+  if (v['halt-on-failure'] && v['no-halt-on-failure']) usage('--halt-on-failure and --no-halt-on-failure together');
+  if (v['halt-on-failure']) body.haltOnFailure = true;
+  if (v['no-halt-on-failure']) body.haltOnFailure = false;
+  if (v.enabled && v.disabled) usage('--enabled and --disabled together');
+  if (v.enabled) body.enabled = true;
+  if (v.disabled) body.enabled = false;
+  if (Object.keys(body).length === 0) usage(sub === 'patch' ? 'nothing to change; give --cron, --window, --no-window, --task, --[no-]halt-on-failure, --enabled/--disabled or --file' : 'give --file F, or --name, --cron and --task');
+  return body;
+}
+
+function scheduleSummary(s: ScheduleBody): string {
+  const window = s.window ? ` in ${pad2(s.window.startHourUtc)}-${pad2(s.window.endHourUtc)} UTC` : '';
+  const next = s.enabled ? `next fire ${s.nextFireAt ?? '-'}` : 'disabled';
+  return `"${s.cron}"${window}: ${s.tasks.map((t) => t.task).join(' -> ')}${s.haltOnFailure ? '' : ' (no halt on failure)'}; ${next}`;
+}
+
+function runLine(r: ScheduleRun): string {
+  return `${r.outcome} (${r.trigger}) at ${r.startedAt}${r.endedAt ? ` in ${Date.parse(r.endedAt) - Date.parse(r.startedAt)} ms` : ''}${r.reason ? `: ${r.reason}` : ''}`;
+}
+
+function pad2(n: number): string {
+  return String(n).padStart(2, '0');
+}
+
+function printTable(header: string[], rows: string[][]): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  for (const r of [header, ...rows]) console.log(r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd());
+}
+
+// ---------------------------------------------------------------- formatting
+
+function phaseLine(j: JobRecord): string {
+  return (j.handoff?.phases ?? []).map((p) => `${p.phase} ${p.ms}ms`).join(', ');
+}
+
+function jobLine(j: JobRecord): string {
+  const h = j.handoff;
+  const pids = h ? ` (pid ${h.oldPid ?? '-'} -> ${h.newPid ?? '-'}, generation ${h.generation})` : '';
+  return `${j.state} ${j.trigger} ${j.id.slice(0, 8)} at ${j.endedAt ?? j.createdAt}${j.durationMs !== undefined ? ` in ${j.durationMs} ms` : ''}${pids}${j.reason ? `: ${j.reason}` : ''}`;
+}
+
+function duration(ms: number): string {
+  const s = Math.floor(ms / 1000);
+  if (s < 60) return ms < 10_000 ? `${(ms / 1000).toFixed(1)}s` : `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${s % 60}s`;
+  return `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`;
+}
+
+function help(cmd: string): number {
+  console.log(HELP[cmd]);
+  return 0;
+}
+
+// ---------------------------------------------------------------- main
+
+const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
+  run: cmdRun,
+  upgrade: cmdUpgrade,
+  status: cmdStatus,
+  history: cmdHistory,
+  maintenance: cmdMaintenance,
+  jobs: cmdJobs,
+  schedules: cmdSchedules,
+  health: cmdHealth,
+  stop: cmdStop,
+};
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === '-h' || cmd === '--help' || cmd === 'help') {
+    if (cmd === 'help' && rest[0] && HELP[rest[0]]) return help(rest[0]);
+    return help('main');
+  }
+  if (cmd === '-V' || cmd === '--version') {
+    console.log(VERSION);
+    return 0;
+  }
+  const run = COMMANDS[cmd];
+  if (!run) throw new UsageError(`baton: unknown command ${JSON.stringify(cmd)}; expected one of: ${Object.keys(COMMANDS).join(', ')}\nRun 'baton --help' for usage.`);
+  return run(rest);
+}
+
+/** Runs one `baton` command line and sets the exit code (src/cli.ts, the bin, calls this). */
+export function runCli(argv: string[]): void {
+  void main(argv).then(
+    (code) => {
+      process.exitCode = code;
+      // `run` leaves nothing behind once done; a stray handle must not keep the process up.
+      if (argv[0] === 'run') setTimeout(() => process.exit(code), 2_000).unref();
+    },
+    (err: unknown) => {
+      if (err instanceof UsageError) console.error(err.message);
+      else if (err instanceof ConfigError) console.error(`baton: ${err.message}`);
+      else if (err instanceof AdminClientError) console.error(`baton: ${err.message}`);
+      else if (err instanceof BatonError) console.error(`baton: ${err.message} (${err.code})`);
+      else console.error(`baton: ${errorMessage(err)}`);
+      process.exitCode = EXIT.error;
+      if (argv[0] === 'run') setTimeout(() => process.exit(EXIT.error), 2_000).unref();
+    },
+  );
+}

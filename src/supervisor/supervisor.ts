@@ -1,0 +1,1390 @@
+import { EventEmitter } from 'node:events';
+import { randomUUID } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { ControlChannel, HELLO_TIMEOUT_MS, LIVENESS_TIMEOUT_MS, type ChannelOptions } from '../wire/channel.js';
+import { negotiateVersion } from '../wire/codec.js';
+import { crashConfigFromEnv, crashPoint, type CrashConfig, type CrashPoint } from '../os/crashpoints.js';
+import { BatonError, HandoffError, ProtocolError, errorMessage } from '../os/errors.js';
+import { AppProcess, crashEnv, spawnApp, type ExitStatus } from './generation.js';
+import { Journal } from './journal.js';
+import type { HeldListener } from '../os/listeners.js';
+import { inspectLock, lockHolder } from '../os/lock.js';
+import { connectUnix } from '../os/unix-connect.js';
+import { NEXT_PHASE, type SupervisorPhase } from './phases.js';
+import { parseProbes, type ProbeEntry } from './probes.js';
+import { checkReady } from './ready-check.js';
+import { SessionErrorCode } from '../wire/messages.js';
+import { isAlive } from '../os/proc.js';
+import { createLogger, type Logger } from '../os/log.js';
+import { PROTO_MAX, PROTO_MIN, type MessageOf, type RevisionMap } from '../wire/schema.js';
+
+export interface Timeouts {
+  /** Wait for a peer's Hello after spawn/connect. */
+  helloMs: number;
+  /** Any receive: close the channel when nothing arrives for this long. */
+  livenessMs: number;
+  /** Default drain grace given to the incumbent. */
+  drainGraceMs: number;
+  /** Default overall deadline of a handoff. */
+  deadlineMs: number;
+  /**
+   * Default budget from Begin to the successor's Ready. The incumbent has drained and
+   * sealed by then, so this bounds how long a successor that hangs after Begin keeps
+   * every client waiting (the overall deadline alone allowed minutes).
+   */
+  readyMs: number;
+  /** SIGTERM → SIGKILL grace when killing an aborted successor. */
+  killGraceMs: number;
+  /** How long an aborted incumbent has to answer Resumed. */
+  resumeMs: number;
+  /** A handoff requested while a maintenance job runs waits this long for it, then cancels it (critical jobs: refused). */
+  leaseWaitMs: number;
+  /** After JobCancel: how long the app has to answer JobDone before the job's connection is closed. */
+  cancelGraceMs: number;
+  /** How long a probe request may take (incumbent connection included). */
+  probeMs: number;
+}
+
+export const DEFAULT_TIMEOUTS: Timeouts = {
+  helloMs: HELLO_TIMEOUT_MS,
+  livenessMs: LIVENESS_TIMEOUT_MS,
+  drainGraceMs: 60_000,
+  deadlineMs: 300_000,
+  // An app's slow start-up work belongs before Hello (warmUp), where the incumbent still
+  // serves; after Begin it only takes the lock and opens what it pre-read. 10 s covers a
+  // large open on a busy machine and keeps a hung build's blackout to seconds.
+  readyMs: 10_000,
+  killGraceMs: 2_000,
+  resumeMs: 30_000,
+  leaseWaitMs: 30_000,
+  cancelGraceMs: 5_000,
+  probeMs: 2_000,
+};
+
+export interface RestartPolicy {
+  enabled: boolean;
+  baseMs: number;
+  maxMs: number;
+  /** More restarts than this within windowMs is a crash loop. */
+  maxRestarts: number;
+  windowMs: number;
+}
+
+export const DEFAULT_RESTART: RestartPolicy = { enabled: true, baseMs: 100, maxMs: 10_000, maxRestarts: 5, windowMs: 60_000 };
+
+/** How long an aborted successor that was told (Abort) before Begin gets to exit by itself before SIGTERM. */
+const ABORT_EXIT_WAIT_MS = 500;
+/**
+ * An aborted successor that was sent Begin may already serve: it stops accepting, lets
+ * its requests finish and closes its connections cleanly (SUCCESSOR_ABORT_DRAIN_MS,
+ * successor.ts) before it exits, so this is how long S waits before SIGTERM (PROTOCOL.md 7.4).
+ */
+const SERVING_ABORT_EXIT_WAIT_MS = 3_000;
+/** The old incumbent exits within this after Committed (PROTOCOL.md 9); past it S SIGKILLs it. */
+export const INCUMBENT_EXIT_AFTER_COMMIT_MS = 1_000;
+/** An incumbent that cannot resume exits by itself (its agent SIGKILLs itself after 3 s if the app hangs). */
+const CANNOT_RESUME_EXIT_WAIT_MS = 5_000;
+
+export interface SupervisorOptions {
+  /** Command of the app; a function is re-evaluated on every spawn (so a symlink swap upgrades). */
+  command: readonly string[] | (() => readonly string[]);
+  listeners: readonly HeldListener[];
+  dataDir: string;
+  /** Private state: control socket dir (0700), journal. */
+  stateDir: string;
+  env?: NodeJS.ProcessEnv;
+  timeouts?: Partial<Timeouts>;
+  log?: Logger;
+  /** App stdout: inherited by default. */
+  appStdout?: 'inherit' | 'ignore';
+  /** What to do when the incumbent exits outside a handoff. */
+  restart?: Partial<RestartPolicy>;
+  /** Spare listener copies per app (re-listen after an abort); default 4. */
+  listenerSpares?: number;
+  /**
+   * Awaited on entering every phase, before the phase's work (tests and tools that must
+   * act at an exact point, e.g. inspect the data dir between SealComplete and Begin).
+   * Its time counts in the phase and against the deadline.
+   */
+  phaseGate?: (phase: SupervisorPhase, handoffId: string) => Promise<void>;
+  /** This supervisor's own crash point (tests); default from BATON_CRASH_POINT. */
+  crash?: CrashConfig;
+}
+
+export interface HandoffSpec {
+  command?: readonly string[];
+  deadlineMs?: number;
+  drainGraceMs?: number;
+  /** Begin → Ready budget for this handoff (default timeouts.readyMs). */
+  readyMs?: number;
+  /** Extra env for the successor only. */
+  successorEnv?: Record<string, string>;
+  /** Make the successor crash at this point (tests). */
+  successorCrashPoint?: CrashPoint;
+  crashMarkerDir?: string;
+  /** A maintenance job holds the lease: wait this long for it before cancelling it (default timeouts.leaseWaitMs). */
+  leaseWaitMs?: number;
+}
+
+// ---- maintenance jobs, probes, lifecycle notices (issue 8) ----------------------------
+
+export type Urgency = 'low' | 'normal' | 'high' | 'critical';
+export const URGENCIES: readonly Urgency[] = ['low', 'normal', 'high', 'critical'];
+
+export interface JobSpec {
+  /** Job id (default: a fresh uuid). */
+  id?: string;
+  task: string;
+  urgency?: Urgency;
+  reason?: string;
+  params?: Record<string, unknown>;
+}
+
+export interface JobProgressSnapshot {
+  done: number;
+  total: number;
+  counters: Record<string, number>;
+  /** When it arrived (epoch ms). */
+  at: number;
+}
+
+export type JobOutcome = 'succeeded' | 'failed' | 'cancelled' | 'skipped';
+
+export interface JobResult {
+  id: string;
+  task: string;
+  urgency: Urgency;
+  outcome: JobOutcome;
+  code?: string;
+  reason?: string;
+  /** The task's summary (parsed from JobDone.result). */
+  result?: unknown;
+  /** Epoch ms; startedAt is when the lease was taken (absent when skipped). */
+  startedAt?: number;
+  endedAt: number;
+  /** How long the task ran in the app (JobDone.durationMs). */
+  appDurationMs?: number;
+  progress?: JobProgressSnapshot;
+  pid?: number;
+  generation?: number;
+}
+
+/** A job on the incumbent's control connection, while it holds the lease. */
+interface JobFlight {
+  spec: JobSpec & { id: string; urgency: Urgency };
+  startedAt: number;
+  app: AppProcess;
+  generation: number;
+  ch: ControlChannel | undefined;
+  progress: JobProgressSnapshot | undefined;
+  cancelReason: string | undefined;
+  cancelTimer: NodeJS.Timeout | undefined;
+  /** Resolves the job early (cancel not acknowledged). */
+  forceEnd: ((r: { outcome: JobOutcome; code: string; reason: string }) => void) | undefined;
+  probeWaiters: Map<string, (entries: ProbeEntry[]) => void>;
+}
+
+/**
+ * A non-handoff conversation with the incumbent (job, probe, lifecycle notice). The
+ * incumbent serves one supervisor connection at a time, so these and handoffs share
+ * ONE lease: whoever holds the connection.
+ */
+interface ControlSession {
+  kind: 'job' | 'probe' | 'notify';
+  done: Promise<unknown>;
+  job?: JobFlight;
+}
+
+export type HandoffOutcome = 'committed' | 'aborted';
+/** Shutdown.reason (PROTOCOL.md 7.7): who asked for the stop. */
+export type ShutdownReason = 'graceful' | 'signal' | 'admin' | 'error';
+export interface HandoffResult {
+  id: string;
+  outcome: HandoffOutcome;
+  /** Abort reason, or a note on how the commit happened (e.g. promotion). */
+  reason?: string;
+  code?: string;
+  /** The incumbent died mid-handoff and the successor was promoted. */
+  promoted?: boolean;
+  /** Drained.openConnsRemaining when it was not 0: connections the old incumbent closed at Commit. */
+  openConnsAtDrain?: number;
+  startedAt: number;
+  endedAt: number;
+  /** Milliseconds spent in each phase, in order. */
+  phases: { phase: SupervisorPhase; ms: number }[];
+  oldPid: number | undefined;
+  newPid: number | undefined;
+  generation: number;
+  /**
+   * After an abort that left nobody serving: the cold start that brought the service
+   * back, and why the incumbent did not serve again (`lostIncumbent`).
+   */
+  restoredBy?: { handoffId: string; outcome: HandoffOutcome; pid: number | undefined; lostIncumbent: string };
+}
+
+export interface RecoveryReport {
+  handoffId: string;
+  /** Phase the crashed supervisor was in. */
+  phase: SupervisorPhase;
+  /** The process adopted as the incumbent, if any survived. */
+  survivor?: { pid: number; role: 'incumbent' | 'successor'; generation: number } | undefined;
+  /** Orphans of ours that were killed. */
+  killed: number[];
+}
+
+/** What is persisted before each phase so a restarted supervisor knows what was in flight. */
+export interface JournalRecord {
+  handoffId: string;
+  /** Phase when the record was written (it is rewritten only when the processes change). */
+  phase: SupervisorPhase;
+  generation: number;
+  incumbent?: { pid: number; startTime?: string | undefined };
+  successor?: { pid: number; startTime?: string | undefined };
+  at: number;
+}
+
+/** One handoff in flight: both peers, their channels, what the incumbent sealed. */
+interface Flight {
+  id: string;
+  /** Why the incumbent cannot serve again after an abort, in its own words (E_RESUME_FAILED). */
+  resumeFailure?: string;
+  spec: HandoffSpec;
+  startedAt: number;
+  deadline: number;
+  phase: SupervisorPhase;
+  phaseStartedAt: number;
+  phases: { phase: SupervisorPhase; ms: number }[];
+  incumbent: AppProcess | undefined;
+  successor: AppProcess | undefined;
+  incCh: ControlChannel | undefined;
+  sucCh: ControlChannel | undefined;
+  sealed: { revisions: RevisionMap; fingerprint: Uint8Array } | undefined;
+  /** Set once the incumbent said Committed (or died after sealing): from here on it cannot serve again. */
+  pointOfNoReturn: boolean;
+  /** Begin was sent: the successor may be serving (an abort gives it time to drain). */
+  beginSent?: boolean;
+  /** Drained.openConnsRemaining, when not 0. */
+  openConnsAtDrain?: number;
+  promoted: boolean;
+  /** The successor completed its handshake (it can be sent Begin). */
+  successorHello: boolean;
+  /** Which processes the journal names now ("incumbentPid/successorPid"). */
+  journaled?: string;
+  /** The successor's Ready arrived (it sends only one: a promotion cannot wait for another). */
+  readyReceived?: boolean;
+  /** We answered the incumbent's Hello (it is in a handoff session with us). */
+  incumbentAttached: boolean;
+  /** The incumbent handshake in flight (abort waits for it, so no session outlives the handoff). */
+  attaching?: Promise<void>;
+}
+
+/**
+ * Runs handoffs (and maintenance jobs) for one service. Events, in the order a handoff
+ * produces them: `handoff-start` (id, spec) · `phase` (phase, id) · `spawned` (pid,
+ * generation, id) · `heartbeat` (peer, gapMs) · `drained` (msg) · `sealProgress` (done,
+ * total) · `sealed` (revisions, fingerprint, id) · `ready` (Ready msg, id; before it is
+ * checked) · `handoff` (HandoffResult) · `retired` (old incumbent's pid, killed: it
+ * outstayed its exit grace). Outside handoffs: `incumbent-exit`,
+ * `restart-scheduled`, `restarted`, `crash-loop`, `recovered`, and the job events.
+ */
+export class Supervisor extends EventEmitter {
+  readonly controlPath: string;
+  private readonly timeouts: Timeouts;
+  private readonly log: Logger;
+  private readonly journal: Journal<JournalRecord>;
+  private readonly crash: CrashConfig;
+  private current: AppProcess | undefined;
+  private flight: Flight | undefined;
+  private stopping = false;
+  private restarts: number[] = [];
+  private restartTimer: NodeJS.Timeout | undefined;
+  /** The last spawned process that failed to become the incumbent (for the restart policy). */
+  private lastFailed: AppProcess | undefined;
+  generation = 0;
+  lastHandoff: HandoffResult | undefined;
+  /** The incumbent's connection is held by a job / probe / notice (see ControlSession). */
+  private session: ControlSession | undefined;
+  /** A handoff was requested and waits for the lease (a maintenance job holds it). */
+  private handoffPending: string | undefined;
+  /** The newest probe answer from the app (served while a handoff makes asking impossible). */
+  lastProbes: { at: number; entries: ProbeEntry[] } | undefined;
+  /** Old incumbents being made to exit after their Committed (see retire()). */
+  private readonly retiring = new Set<Promise<void>>();
+
+  constructor(private readonly opts: SupervisorOptions) {
+    super();
+    this.timeouts = { ...DEFAULT_TIMEOUTS, ...opts.timeouts };
+    this.log = opts.log ?? createLogger('baton-supervisor');
+    this.controlPath = path.join(opts.stateDir, 'control', 'incumbent.sock');
+    // Not fsynced: it names live processes (pid + start time) for a restarted supervisor;
+    // a power cut ends them all, and their start times rule out pid reuse after a reboot.
+    // Two fsyncs per write cost ≈ 20 ms of every handoff on this machine's disk.
+    this.journal = new Journal<JournalRecord>(path.join(opts.stateDir, 'handoff.journal'), false);
+    this.crash = opts.crash ?? crashConfigFromEnv();
+  }
+
+  /** The serving generation, if any. */
+  get incumbent(): AppProcess | undefined {
+    return this.current;
+  }
+
+  get phase(): SupervisorPhase {
+    return this.flight?.phase ?? 'idle';
+  }
+
+  /** A handoff runs, or a restart of a crashed incumbent is scheduled. */
+  get busy(): boolean {
+    return this.flight !== undefined || this.restartTimer !== undefined;
+  }
+
+  /**
+   * After a supervisor crash: reads the journal and brings the world back to one
+   * serving generation. The peers of the interrupted handoff resolve on their own
+   * once they lose us (PROTOCOL.md "Peer self-protection"); we wait for exactly one
+   * live lock holder among them, kill a proven-own orphan that is not it (pid + start
+   * time), adopt the survivor as the incumbent and clear the journal. Returns
+   * undefined when there was nothing to recover; `survivor` is undefined when nobody
+   * is left (the caller cold-starts).
+   */
+  async recover(settleMs = 20_000): Promise<RecoveryReport | undefined> {
+    await this.prepareDirs();
+    let record: JournalRecord | undefined;
+    try {
+      record = await this.journal.read();
+    } catch (err) {
+      this.log.error({ event: 'recovery.journal_unreadable', err: errorMessage(err) }, 'journal unreadable; starting fresh');
+    }
+    if (!record) return undefined;
+    this.log.warn(
+      { event: 'recovery.start', handoffId: record.handoffId, phase: record.phase },
+      record.phase === 'idle' ? 'previous supervisor died while idle: re-adopting its incumbent' : 'recovering an interrupted handoff',
+    );
+    const peers = [
+      record.incumbent && { role: 'incumbent' as const, ...record.incumbent, generation: record.generation },
+      record.successor && { role: 'successor' as const, ...record.successor, generation: record.generation + 1 },
+    ].filter((p): p is NonNullable<typeof p> => Boolean(p));
+    const alive = () => peers.filter((p) => isAlive(p.pid, p.startTime));
+    const deadline = Date.now() + settleMs;
+    let holderPid: number | undefined;
+    for (;;) {
+      const holder = await lockHolder(this.opts.dataDir).catch(() => undefined);
+      holderPid = holder?.alive ? holder.owner.pid : undefined;
+      const live = alive();
+      if (live.length <= 1 && (live.length === 0 || live[0]!.pid === holderPid)) break;
+      if (Date.now() > deadline) break;
+      await sleep(50);
+    }
+    // Still two alive after the settle time: keep the lock holder (else the incumbent), end the other.
+    const live = alive();
+    const keep = live.find((p) => p.pid === holderPid) ?? live.find((p) => p.role === 'incumbent') ?? live[0];
+    const killed: number[] = [];
+    for (const p of live.filter((q) => q !== keep)) {
+      // Ours: pid + start time match the journal.
+      this.log.warn({ event: 'recovery.kill_orphan', pid: p.pid, role: p.role }, `killing orphaned ${p.role}`);
+      await new AppProcess(p.pid, p.startTime, p.generation, undefined, undefined).terminate(this.timeouts.killGraceMs);
+      killed.push(p.pid);
+    }
+    const survivor = alive()[0];
+    if (survivor) {
+      this.current = new AppProcess(survivor.pid, survivor.startTime, survivor.generation, undefined, undefined);
+      this.generation = survivor.generation;
+      this.watch(this.current);
+    }
+    await this.journalSteady();
+    const report: RecoveryReport = {
+      handoffId: record.handoffId,
+      phase: record.phase,
+      survivor: survivor && { pid: survivor.pid, role: survivor.role, generation: survivor.generation },
+      killed,
+    };
+    this.log.warn({ event: 'recovery.done', ...report }, 'recovery finished');
+    this.emit('recovered', report);
+    return report;
+  }
+
+  /** Cold start of generation 1: a handoff from nobody. */
+  async start(spec: HandoffSpec = {}): Promise<HandoffResult> {
+    await this.prepareDirs();
+    return this.performHandoff(spec);
+  }
+
+  private async prepareDirs(): Promise<void> {
+    await mkdir(path.join(this.opts.stateDir, 'control'), { recursive: true, mode: 0o700 });
+    await mkdir(this.opts.dataDir, { recursive: true });
+  }
+
+  /**
+   * Replaces the incumbent with a freshly started successor (or, with no incumbent,
+   * starts one). Resolves with the outcome; a second call while one runs is refused
+   * at once with HandoffError E_HANDOFF_IN_PROGRESS.
+   */
+  async performHandoff(spec: HandoffSpec = {}): Promise<HandoffResult> {
+    if (this.flight) {
+      throw new HandoffError('E_HANDOFF_IN_PROGRESS', `handoff ${this.flight.id} is already running (phase ${this.flight.phase})`);
+    }
+    if (this.handoffPending) throw new HandoffError('E_HANDOFF_IN_PROGRESS', `a handoff is already waiting for the lease (${this.handoffPending})`);
+    if (this.stopping) throw new HandoffError('E_STOPPING', 'supervisor is stopping');
+    if (this.session) {
+      await this.takeLease(spec);
+      const other = this.flight as Flight | undefined; // set by another call while we waited
+      if (other) throw new HandoffError('E_HANDOFF_IN_PROGRESS', `handoff ${other.id} is already running (phase ${other.phase})`);
+      if (this.stopping) throw new HandoffError('E_STOPPING', 'supervisor is stopping');
+    }
+    const now = Date.now();
+    const f: Flight = {
+      id: randomUUID(),
+      spec,
+      startedAt: now,
+      deadline: now + (spec.deadlineMs ?? this.timeouts.deadlineMs),
+      phase: 'idle',
+      phaseStartedAt: now,
+      phases: [],
+      incumbent: this.current?.alive ? this.current : undefined,
+      successor: undefined,
+      incCh: undefined,
+      sucCh: undefined,
+      sealed: undefined,
+      pointOfNoReturn: false,
+      promoted: false,
+      successorHello: false,
+      incumbentAttached: false,
+    };
+    this.flight = f;
+    this.log.info({ event: 'handoff.start', handoffId: f.id, incumbentPid: f.incumbent?.pid }, 'handoff started');
+    this.emit('handoff-start', f.id, spec);
+    let result: HandoffResult;
+    try {
+      result = await this.run(f);
+    } finally {
+      f.incCh?.close('handoff over');
+      f.sucCh?.close('handoff over');
+      await this.journalSteady().catch(() => undefined);
+      this.flight = undefined; // only now: no window in which we look idle mid-handoff
+    }
+    if (result.outcome === 'aborted' && !f.incumbent) this.lastFailed = f.successor;
+    if (result.outcome === 'committed') this.checkIncumbent();
+    if (result.outcome === 'aborted' && !this.current?.alive && !this.stopping && f.incumbent) {
+      // The incumbent died and could not be replaced: nobody serves. Start fresh.
+      this.log.error({ event: 'handoff.cold_restart', handoffId: f.id }, 'incumbent gone after abort; cold-starting a new generation');
+      this.current = undefined;
+      const exit = f.incumbent.exit;
+      const lostIncumbent = f.resumeFailure ?? `it exited (code ${exit?.code ?? '-'}, signal ${exit?.signal ?? '-'})`;
+      const restart = await this.performHandoff({ command: spec.command });
+      result.restoredBy = { handoffId: restart.id, outcome: restart.outcome, pid: restart.newPid, lostIncumbent };
+    }
+    return result;
+  }
+
+  private async run(f: Flight): Promise<HandoffResult> {
+    try {
+      for (let phase = NEXT_PHASE.idle; phase; phase = NEXT_PHASE[phase]) {
+        await this.enter(f, phase);
+        await this.steps[phase](f);
+      }
+    } catch (err) {
+      if (!f.pointOfNoReturn) return this.abort(f, asBatonError(err));
+      const tail = await this.afterIncumbentCommitted(f, asBatonError(err));
+      if (tail) return tail;
+    }
+    return this.commit(f, f.promoted ? 'incumbent died mid-handoff; successor promoted' : undefined);
+  }
+
+  /** The successor is the incumbent now: watch it; the old one is made to exit (retire). */
+  private commit(f: Flight, note: string | undefined): HandoffResult {
+    this.endPhase(f);
+    this.current = f.successor;
+    this.generation = f.successor!.generation;
+    this.watch(f.successor!);
+    if (f.incumbent) this.retire(f.incumbent);
+    return this.finish(f, 'committed', note);
+  }
+
+  /**
+   * Something failed after the incumbent's Committed: it exits and cannot serve again.
+   * A successor that is alive holds the lock and commits on its own once it loses us
+   * (PROTOCOL.md 7.5), so that is a commit. A dead one is never reported committed
+   * (PROTOCOL.md 7.3): the handoff ended with nothing serving, and the caller cold-starts.
+   * Returns undefined for the first case.
+   */
+  private async afterIncumbentCommitted(f: Flight, err: BatonError): Promise<HandoffResult | undefined> {
+    const successor = f.successor!;
+    if (successor.alive) {
+      this.log.error({ event: 'handoff.commit_tail_error', handoffId: f.id, err: err.message }, 'error after the point of no return; the live successor commits on its own');
+      f.sucCh?.close('error after the point of no return');
+      return undefined;
+    }
+    await this.enter(f, 'aborting');
+    const reason = `successor (pid ${successor.pid}) died after the incumbent (pid ${f.incumbent?.pid ?? '-'}) had committed: ${err.message}`;
+    this.log.error({ event: 'handoff.successor_lost_after_commit', handoffId: f.id, successorPid: successor.pid, incumbentPid: f.incumbent?.pid, err: err.message }, `${reason}; nothing serves until a cold start`);
+    f.resumeFailure = 'it had answered Commit with Committed before the successor died, so it exits';
+    await successor.terminate(0);
+    if (f.incumbent) await this.retire(f.incumbent);
+    this.endPhase(f);
+    return this.finish(f, 'aborted', reason, 'E_SUCCESSOR_LOST');
+  }
+
+  /**
+   * The old incumbent exits within INCUMBENT_EXIT_AFTER_COMMIT_MS of its Committed
+   * (PROTOCOL.md 9); one that lingers is killed, and its process group swept: it no
+   * longer holds the lock and must not outlive its generation. stop() waits for these.
+   */
+  private retire(app: AppProcess): Promise<void> {
+    const retiring = (async () => {
+      const status = await Promise.race([app.exited, sleep(INCUMBENT_EXIT_AFTER_COMMIT_MS).then(() => undefined)]);
+      if (!status) {
+        this.log.warn(
+          { event: 'handoff.old_incumbent_killed', pid: app.pid, generation: app.generation, waitedMs: INCUMBENT_EXIT_AFTER_COMMIT_MS },
+          `old incumbent (pid ${app.pid}) did not exit within ${INCUMBENT_EXIT_AFTER_COMMIT_MS} ms of its Committed; killing it`,
+        );
+      }
+      await app.terminate(0);
+      this.emit('retired', app.pid, !status);
+    })().catch((err: unknown) => this.log.error({ event: 'handoff.retire_failed', pid: app.pid, err: errorMessage(err) }, 'could not end the old incumbent'));
+    this.retiring.add(retiring);
+    void retiring.finally(() => this.retiring.delete(retiring));
+    return retiring;
+  }
+
+  private async enter(f: Flight, phase: SupervisorPhase): Promise<void> {
+    this.endPhase(f);
+    f.phase = phase;
+    f.phaseStartedAt = Date.now();
+    this.emit('phase', phase, f.id);
+    await this.opts.phaseGate?.(phase, f.id);
+    this.log.info({ event: 'handoff.phase', handoffId: f.id, phase }, `phase ${phase}`);
+    await this.journalProcesses(f, phase);
+  }
+
+  /**
+   * Between handoffs the journal names the serving incumbent (phase "idle"), so a
+   * supervisor that dies while idle is replaced by one that re-adopts it instead of
+   * cold-starting next to it (RELIABILITY.md B1). Cleared when nothing serves.
+   */
+  private async journalSteady(): Promise<void> {
+    const app = this.current;
+    if (!app?.alive) {
+      await this.journal.clear();
+      return;
+    }
+    await this.journal.write({
+      handoffId: 'idle',
+      phase: 'idle',
+      generation: this.generation,
+      incumbent: { pid: app.pid, startTime: app.startTime },
+      at: Date.now(),
+    });
+  }
+
+  /**
+   * Recovery needs to know which processes a handoff involves, not how far it got (the
+   * peers resolve that themselves), so the journal is written only when
+   * that set changes: at the start and once the successor exists. Keeping it out of
+   * the later phases keeps it off the write blackout's critical path.
+   */
+  private async journalProcesses(f: Flight, phase: SupervisorPhase): Promise<void> {
+    const processes = `${f.incumbent?.pid}/${f.successor?.pid}`;
+    if (f.journaled === processes) return;
+    f.journaled = processes;
+    await this.journal.write({
+      handoffId: f.id,
+      phase,
+      generation: this.generation,
+      incumbent: f.incumbent && { pid: f.incumbent.pid, startTime: f.incumbent.startTime },
+      successor: f.successor && { pid: f.successor.pid, startTime: f.successor.startTime },
+      at: Date.now(),
+    });
+  }
+
+  private endPhase(f: Flight): void {
+    if (f.phase === 'idle') return;
+    f.phases.push({ phase: f.phase, ms: Date.now() - f.phaseStartedAt });
+    f.phaseStartedAt = Date.now();
+  }
+
+  // ---- phases --------------------------------------------------------------------
+
+  /** Phase → what the supervisor does in it (the order is NEXT_PHASE). */
+  private readonly steps: Record<SupervisorPhase, (f: Flight) => Promise<void>> = {
+    idle: async () => undefined,
+    spawning: (f) => this.stepSpawn(f),
+    hello: (f) => this.stepHello(f),
+    draining: (f) => this.stepDrain(f),
+    sealing: (f) => this.stepSeal(f),
+    begin: (f) => this.stepBegin(f),
+    await_ready: (f) => this.stepAwaitReady(f),
+    committing: (f) => this.stepCommit(f),
+    aborting: async () => undefined,
+  };
+
+  private async stepSpawn(f: Flight): Promise<void> {
+    const command = f.spec.command ?? this.command();
+    f.successor = spawnApp({
+      command,
+      role: f.incumbent ? 'successor' : 'cold',
+      generation: this.generation + 1,
+      listeners: this.opts.listeners,
+      spares: this.opts.listenerSpares ?? 4,
+      controlPath: this.controlPath,
+      dataDir: this.opts.dataDir,
+      baseEnv: this.opts.env ?? process.env,
+      extraEnv: { ...f.spec.successorEnv, ...crashEnv(f.spec.successorCrashPoint, f.spec.crashMarkerDir) },
+      stdout: this.opts.appStdout ?? 'inherit',
+      log: this.log,
+    });
+    this.emit('spawned', f.successor.pid, f.successor.generation, f.id);
+    crashPoint(this.crash, 'supervisor.after_spawn');
+  }
+
+  private async stepHello(f: Flight): Promise<void> {
+    const successor = f.successor!;
+    const sucCh = new ControlChannel(successor.control!, this.channelOptions('successor'));
+    f.sucCh = sucCh;
+    // Connect to the incumbent while the successor boots: the two overlap.
+    const incumbentHello = f.incumbent ? this.attachIncumbent(f) : Promise.resolve();
+    f.attaching = incumbentHello.catch(() => undefined); // awaited below or by abort(); never unhandled
+    await this.helloFrom(f, sucCh, 'successor', successor);
+    f.successorHello = true;
+    crashPoint(this.crash, 'supervisor.after_successor_hello');
+    await incumbentHello;
+  }
+
+  private async stepDrain(f: Flight): Promise<void> {
+    if (!f.incCh) return; // cold start or promotion: nothing to drain
+    const drainGraceMs = f.spec.drainGraceMs ?? this.timeouts.drainGraceMs;
+    f.incCh.send({
+      type: 'PrepareHandoff',
+      handoffId: f.id,
+      successorPid: f.successor!.pid,
+      deadlineMs: BigInt(f.deadline),
+      drainGraceMs,
+    });
+    crashPoint(this.crash, 'supervisor.after_prepare');
+    // The incumbent enforces the grace itself; we allow a little more before calling it a timeout.
+    const msg = await this.fromIncumbent(f, ['Drained', 'DrainFailed'], Math.min(drainGraceMs + 5_000, this.remaining(f)));
+    if (msg.type === 'DrainFailed') throw new HandoffError('E_DRAIN_FAILED', `incumbent drain failed: ${msg.error}`);
+    // A sealed process must take no request (PROTOCOL.md 7.3): one that still accepts cannot be sealed.
+    if (!msg.acceptClosed) throw new HandoffError('E_DRAIN_INCOMPLETE', `incumbent (pid ${f.incumbent!.pid}) reported Drained with acceptClosed=false: it still accepts connections`);
+    if (msg.openConnsRemaining > 0) {
+      f.openConnsAtDrain = msg.openConnsRemaining;
+      this.log.warn(
+        { event: 'handoff.drain_left_connections', handoffId: f.id, openConnsRemaining: msg.openConnsRemaining },
+        `incumbent drained with ${msg.openConnsRemaining} connection(s) still open; it closes them when it exits`,
+      );
+    }
+    this.emit('drained', msg);
+    crashPoint(this.crash, 'supervisor.after_drained');
+  }
+
+  private async stepSeal(f: Flight): Promise<void> {
+    if (!f.incCh) return;
+    f.incCh.send({ type: 'SealRequest', handoffId: f.id });
+    crashPoint(this.crash, 'supervisor.after_seal_request');
+    for (;;) {
+      const msg = await this.fromIncumbent(f, ['SealProgress', 'SealComplete', 'SealFailed'], this.remaining(f));
+      if (msg.type === 'SealProgress') {
+        this.emit('sealProgress', msg.done, msg.total);
+        continue;
+      }
+      if (msg.type === 'SealFailed') throw new HandoffError('E_SEAL_FAILED', `incumbent seal failed: ${msg.error}`);
+      f.sealed = { revisions: msg.lastRevisionPerShard, fingerprint: msg.dataDirFingerprint };
+      this.emit('sealed', f.sealed.revisions, f.sealed.fingerprint, f.id);
+      break;
+    }
+    crashPoint(this.crash, 'supervisor.after_seal_complete');
+  }
+
+  private async stepBegin(f: Flight): Promise<void> {
+    // Anything the successor said before Begin (e.g. a premature Ready) is a violation, not an answer.
+    if (f.sucCh!.queued > 0) await this.outOfTurn(f.sucCh!, 'before Begin');
+    f.sucCh!.send({
+      type: 'Begin',
+      handoffId: f.id,
+      sealedRevisionPerShard: f.sealed?.revisions ?? {},
+      sealedFingerprint: f.sealed?.fingerprint ?? new Uint8Array(),
+      incumbentPid: f.incumbent?.pid ?? 0,
+    });
+    f.beginSent = true;
+    crashPoint(this.crash, 'supervisor.after_begin');
+  }
+
+  private async stepAwaitReady(f: Flight): Promise<void> {
+    const readyMs = f.spec.readyMs ?? this.timeouts.readyMs;
+    // Which budget can run out first: the Begin → Ready one has its own code (the overall deadline keeps E_TIMEOUT).
+    const readyBudgetFirst = readyMs < this.remaining(f);
+    const ready = await this.fromSuccessor(f, ['Ready'], Math.min(readyMs, this.remaining(f))).catch((err: unknown) => {
+      if ((err as BatonError).code === 'E_TIMEOUT' && readyBudgetFirst) {
+        throw new HandoffError('E_READY_TIMEOUT', `successor (pid ${f.successor!.pid}) did not send Ready within ${readyMs} ms of Begin (handoff.readyTimeoutS)`);
+      }
+      throw err;
+    });
+    f.readyReceived = true;
+    this.emit('ready', ready, f.id);
+    crashPoint(this.crash, 'supervisor.after_ready');
+    const problem = checkReady(ready, f.sealed?.revisions ?? {}, inspectLock(this.opts.dataDir), f.successor!);
+    if (problem) throw new HandoffError('E_READY_REJECTED', problem);
+  }
+
+  private async stepCommit(f: Flight): Promise<void> {
+    if (f.incCh && f.incumbent?.alive) {
+      // The last moment the handoff can be undone: a successor that died after its Ready
+      // is never committed (PROTOCOL.md 7.3); the incumbent resumes instead.
+      const successor = f.successor!;
+      if (!successor.alive || f.sucCh!.failed) {
+        throw new BatonError('E_PEER_DIED', `successor (pid ${successor.pid}) ${successor.alive ? 'lost its channel' : 'exited'} after Ready, before Commit`);
+      }
+      f.incCh.send({ type: 'Commit', handoffId: f.id });
+      try {
+        await this.fromIncumbent(f, ['Committed'], this.timeouts.livenessMs);
+      } catch (err) {
+        // It may have died after sealing: then only the successor can serve, so commit it.
+        if (f.incumbent.alive || !f.sealed) throw err;
+        f.promoted = true;
+      }
+    }
+    // With an incumbent (alive until its Committed, or dead after sealing) nothing can be
+    // undone from here. A cold start has none: until the successor's Committed it aborts.
+    if (f.incumbent) f.pointOfNoReturn = true;
+    crashPoint(this.crash, 'supervisor.after_commit_incumbent');
+    f.sucCh!.send({ type: 'Commit', handoffId: f.id });
+    crashPoint(this.crash, 'supervisor.after_commit_successor');
+    await this.fromSuccessor(f, ['Committed'], this.timeouts.livenessMs);
+  }
+
+  // ---- helpers -------------------------------------------------------------------
+
+  private async attachIncumbent(f: Flight): Promise<void> {
+    const socket = await connectUnix(this.controlPath, this.timeouts.helloMs);
+    const ch = new ControlChannel(socket, this.channelOptions('incumbent'));
+    f.incCh = ch;
+    await this.helloFrom(f, ch, 'incumbent', f.incumbent!);
+    f.incumbentAttached = true;
+  }
+
+  /** Waits for the peer's Hello, answers HelloAck with the handoff id, starts heartbeats. */
+  private async helloFrom(f: Flight, ch: ControlChannel, role: 'incumbent' | 'successor', proc: AppProcess): Promise<void> {
+    const hello = await this.guarded(f, proc, ch.expect(['Hello'], this.timeouts.helloMs), role);
+    let version: number;
+    try {
+      if (hello.role !== role) throw new ProtocolError('E_WRONG_ROLE', `${role} introduced itself as ${hello.role}`);
+      if (hello.pid !== proc.pid) throw new ProtocolError('E_WRONG_PID', `${role} says pid ${hello.pid}, expected ${proc.pid}`);
+      version = negotiateVersion(hello.protoMin, hello.protoMax, PROTO_MIN, PROTO_MAX);
+    } catch (err) {
+      // PROTOCOL.md: answer the Hello with Error{code} and close.
+      ch.sendError(err as BatonError);
+      ch.close('after a rejected Hello');
+      throw err;
+    }
+    ch.send({ type: 'HelloAck', handoffId: f.id, protoVersion: version });
+    ch.setVersion(version);
+    ch.startHeartbeats(() => f.phase);
+    if (hello.features) proc.features = hello.features;
+  }
+
+  /**
+   * Waits for the incumbent, and meanwhile watches the successor: it must stay silent
+   * (it has nothing to say before Begin) and alive; trouble there aborts at once
+   * rather than after the incumbent was drained and sealed for nothing.
+   */
+  private async fromIncumbent<T extends 'Drained' | 'DrainFailed' | 'SealProgress' | 'SealComplete' | 'SealFailed' | 'Committed'>(
+    f: Flight,
+    types: T[],
+    timeoutMs: number,
+  ): Promise<MessageOf<T>> {
+    const fromIncumbent = this.guarded(f, f.incumbent!, this.expectFor(f, f.incCh!, types, timeoutMs), 'incumbent');
+    if (!f.sucCh || f.phase === 'committing') return fromIncumbent;
+    const watch = { active: true };
+    const successorTrouble = this.guarded(f, f.successor!, this.outOfTurn(f.sucCh, `during ${f.phase}`, watch), 'successor');
+    successorTrouble.catch(() => undefined); // loses the race in the normal case
+    try {
+      return await Promise.race([fromIncumbent, successorTrouble]);
+    } finally {
+      watch.active = false; // a later, legitimate message (Ready after Begin) is not out of turn
+    }
+  }
+
+  /**
+   * Rejects when the peer sends anything (E_UNEXPECTED_MESSAGE, reported to it) or its
+   * channel fails — as long as `watch.active`; after that it never settles.
+   */
+  private async outOfTurn(ch: ControlChannel, when: string, watch = { active: true }): Promise<never> {
+    const msg = await ch.arrival();
+    if (!watch.active) return new Promise<never>(() => undefined);
+    const err = new ProtocolError('E_UNEXPECTED_MESSAGE', `${ch.peer} sent ${msg.type} ${when}`);
+    ch.sendError(err);
+    ch.close('after a protocol violation');
+    throw err;
+  }
+
+  private fromSuccessor<T extends 'Ready' | 'Committed'>(f: Flight, types: T[], timeoutMs: number): Promise<MessageOf<T>> {
+    return this.guarded(f, f.successor!, this.expectFor(f, f.sucCh!, types, timeoutMs), 'successor');
+  }
+
+  private async expectFor<T extends Parameters<ControlChannel['expect']>[0][number]>(
+    f: Flight,
+    ch: ControlChannel,
+    types: T[],
+    timeoutMs: number,
+  ): Promise<MessageOf<T>> {
+    const msg = await ch.expect(types, Math.max(timeoutMs, 1));
+    if ('handoffId' in msg && msg.handoffId !== f.id) {
+      const err = new BatonError('E_WRONG_HANDOFF', `${ch.peer} sent ${msg.type} for handoff ${msg.handoffId}, expected ${f.id}`);
+      ch.sendError(err);
+      throw err;
+    }
+    return msg;
+  }
+
+  /**
+   * Races a receive against the peer's death, so a dead peer fails the phase at once
+   * and the reason says how it died (its socket usually closes a moment before the exit is seen).
+   */
+  private async guarded<T>(f: Flight, proc: AppProcess, p: Promise<T>, role: string): Promise<T> {
+    const phase = f.phase;
+    const died = (s: ExitStatus): BatonError =>
+      new BatonError('E_PEER_DIED', `${role} (pid ${proc.pid}) exited (code ${s.code ?? '-'}, signal ${s.signal ?? '-'}) during ${phase}`);
+    const death = proc.exited.then((s) => Promise.reject(died(s)));
+    death.catch(() => undefined); // the losing side of the race must not become an unhandled rejection
+    try {
+      return await Promise.race([p, death]);
+    } catch (err) {
+      // A dying process closes its sockets before it is a zombie: a close, a reset or a
+      // frame cut in half may be its death, seen a moment early.
+      if (['E_PEER_CLOSED', 'E_SOCKET', 'E_TRUNCATED'].includes((err as BatonError).code)) {
+        const status = await Promise.race([proc.exited, sleep(1_000).then(() => undefined)]);
+        if (status) throw died(status);
+      }
+      throw err;
+    }
+  }
+
+  /** Every frame from a peer reports the gap since the previous one ('heartbeat' event: peer, gapMs). */
+  private channelOptions(peer: 'incumbent' | 'successor'): ChannelOptions {
+    return {
+      peer,
+      log: this.log,
+      livenessMs: this.timeouts.livenessMs,
+      onHeartbeatGap: (gapMs) => this.emit('heartbeat', peer, gapMs),
+    };
+  }
+
+  private remaining(f: Flight): number {
+    return f.deadline - Date.now();
+  }
+
+  private command(): readonly string[] {
+    const c = this.opts.command;
+    return typeof c === 'function' ? c() : c;
+  }
+
+  /**
+   * Every failure before the point of no return ends here (invariant 5): the successor
+   * is told, killed and reaped; then the incumbent re-takes the lock and serves. If the
+   * incumbent died, the successor is promoted instead when it can be; else a cold start.
+   */
+  private async abort(f: Flight, err: BatonError): Promise<HandoffResult> {
+    const reason = err.message;
+    if (f.incumbent && !f.incumbent.alive && f.successor?.alive && !f.promoted && f.phase !== 'committing') {
+      const promoted = await this.promote(f, err);
+      if (promoted) return promoted;
+    }
+    await this.enter(f, 'aborting');
+    this.log.warn({ event: 'handoff.abort', handoffId: f.id, code: err.code, reason }, `aborting: ${reason}`);
+    crashPoint(this.crash, 'supervisor.during_abort');
+    if (f.successor) {
+      // Told first (or, with its channel gone, on its own: 7.5), it stops serving, releases the
+      // lock and exits by itself; the signals are for one that does not. One that was sent
+      // Begin may be serving: it gets the time to finish its requests (no reset connection).
+      const told = f.sucCh?.send({ type: 'Abort', handoffId: f.id, reason }) ?? false;
+      const exitWaitMs = f.beginSent ? SERVING_ABORT_EXIT_WAIT_MS : told ? ABORT_EXIT_WAIT_MS : 0;
+      await f.successor.terminate(this.timeouts.killGraceMs, exitWaitMs);
+    }
+    await this.resumeIncumbent(f);
+    this.endPhase(f);
+    return this.finish(f, 'aborted', reason, err.code);
+  }
+
+  private async resumeIncumbent(f: Flight): Promise<void> {
+    const inc = f.incumbent;
+    await f.attaching; // settles within the hello timeout
+    if (!inc?.alive) return;
+    if (!f.incumbentAttached) {
+      // We never answered its Hello: nothing was started there, so there is nothing to resume.
+      // Closing the half-open session (if any) returns it to plain serving.
+      f.incCh?.close('handoff aborted before the handshake finished');
+      return;
+    }
+    if (!f.incCh || f.incCh.failed) {
+      // It notices the lost connection and resumes on its own (incumbent.ts).
+      this.log.warn({ event: 'handoff.incumbent_self_resume', pid: inc.pid }, 'incumbent unreachable; it resumes on its own');
+      f.incCh?.close('abort');
+      return;
+    }
+    f.incCh.send({ type: 'ResumeAfterAbort', handoffId: f.id });
+    try {
+      // A late answer to the phase we gave up on (e.g. Drained after a drain timeout) may come first.
+      const stale = ['Drained', 'DrainFailed', 'SealProgress', 'SealComplete', 'SealFailed'] as const;
+      while ((await this.guarded(f, inc, f.incCh.expect(['Resumed', ...stale], this.timeouts.resumeMs), 'incumbent')).type !== 'Resumed');
+      this.log.info({ event: 'handoff.incumbent_resumed', pid: inc.pid }, 'incumbent serves again');
+    } catch (err) {
+      if ((err as BatonError).details?.peerCode === SessionErrorCode.E_RESUME_FAILED) {
+        // It exits by itself (incumbent.ts cannotResume); once it is gone, the caller cold-starts.
+        f.resumeFailure = errorMessage(err);
+        this.log.error({ event: 'handoff.incumbent_cannot_resume', pid: inc.pid, err: f.resumeFailure }, 'the incumbent cannot serve again and exits; a cold start follows');
+        await inc.terminate(this.timeouts.killGraceMs, CANNOT_RESUME_EXIT_WAIT_MS);
+        return;
+      }
+      this.log.error({ event: 'handoff.resume_unconfirmed', pid: inc.pid, err: errorMessage(err) }, 'incumbent did not confirm resume');
+    }
+  }
+
+  /** The incumbent died before sealing: let the successor take the lock from the dead holder. */
+  private async promote(f: Flight, cause: BatonError): Promise<HandoffResult | undefined> {
+    this.log.warn({ event: 'handoff.promote', handoffId: f.id, cause: cause.message }, 'incumbent died; promoting the successor');
+    f.promoted = true;
+    f.incCh?.close('incumbent died');
+    f.incCh = undefined;
+    f.sealed = undefined;
+    try {
+      // A successor whose Ready was already received (and rejected) will not send another:
+      // abort it and cold-start instead of waiting out the deadline.
+      if (!f.sucCh || f.sucCh.failed || !f.successorHello || f.readyReceived) return undefined;
+      if (f.phase !== 'begin' && f.phase !== 'await_ready') await this.stepBegin(f);
+      await this.enter(f, 'await_ready');
+      await this.stepAwaitReady(f);
+      await this.enter(f, 'committing');
+      await this.stepCommit(f);
+    } catch (err) {
+      this.log.error({ event: 'handoff.promote_failed', err: errorMessage(err) }, 'promotion failed');
+      return undefined;
+    }
+    return this.commit(f, `incumbent died (${cause.message}); successor promoted`);
+  }
+
+  private finish(f: Flight, outcome: HandoffOutcome, reason?: string, code?: string): HandoffResult {
+    const result: HandoffResult = {
+      id: f.id,
+      outcome,
+      ...(reason !== undefined && { reason }),
+      ...(code !== undefined && { code }),
+      ...(f.promoted && { promoted: true }),
+      ...(f.openConnsAtDrain !== undefined && { openConnsAtDrain: f.openConnsAtDrain }),
+      startedAt: f.startedAt,
+      endedAt: Date.now(),
+      phases: f.phases,
+      oldPid: f.incumbent?.pid,
+      // Who serves now: never a dead process (an abort that lost the incumbent: nobody, until restoredBy).
+      newPid: outcome === 'committed' ? f.successor?.pid : f.incumbent?.alive ? f.incumbent.pid : undefined,
+      generation: this.generation,
+    };
+    this.lastHandoff = result;
+    this.log.info({ event: 'handoff.end', ...result }, `handoff ${outcome}${reason ? `: ${reason}` : ''}`);
+    this.emit('handoff', result);
+    return result;
+  }
+
+  /** Notices an incumbent that exits outside a handoff (also one that died while a handoff was finishing). */
+  private watch(app: AppProcess): void {
+    void app.exited.then(() => this.checkIncumbent());
+  }
+
+  /**
+   * Nobody serves and no handoff runs: report it and start a fresh generation, with
+   * exponential backoff (restart.baseMs doubling up to restart.maxMs). More than
+   * restart.maxRestarts restarts within restart.windowMs is a crash loop: give up
+   * and emit 'crash-loop' (the daemon exits with a clear message).
+   */
+  private checkIncumbent(): void {
+    const app = this.current;
+    if (!app || app.alive || this.flight || this.stopping || this.restartTimer) return;
+    this.log.error({ event: 'app.exited', pid: app.pid, generation: app.generation, ...app.exit }, 'incumbent exited');
+    this.current = undefined;
+    this.emit('incumbent-exit', app, app.exit);
+    const policy = { ...DEFAULT_RESTART, ...this.opts.restart };
+    if (!policy.enabled) return;
+    const now = Date.now();
+    this.restarts = this.restarts.filter((t) => now - t < policy.windowMs);
+    if (this.restarts.length >= policy.maxRestarts) {
+      this.log.fatal(
+        { event: 'app.crash_loop', restarts: this.restarts.length, windowMs: policy.windowMs },
+        `app crashed ${this.restarts.length} times in ${policy.windowMs} ms; giving up`,
+      );
+      this.emit('crash-loop', this.restarts.length);
+      return;
+    }
+    const delay = Math.min(policy.baseMs * 2 ** this.restarts.length, policy.maxMs);
+    this.restarts.push(now);
+    this.log.warn({ event: 'app.restart_scheduled', delayMs: delay, attempt: this.restarts.length }, `restarting in ${delay} ms`);
+    this.emit('restart-scheduled', delay, this.restarts.length);
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      if (this.stopping || this.flight || this.current?.alive) return;
+      void this.performHandoff().then(
+        (r) => {
+          this.emit('restarted', r);
+          if (r.outcome !== 'committed') this.checkIncumbentLater();
+        },
+        (err: unknown) => this.log.error({ event: 'app.restart_failed', err: errorMessage(err) }, 'restart failed'),
+      );
+    }, delay);
+  }
+
+  private checkIncumbentLater(): void {
+    // A failed cold start leaves `current` empty: schedule the next attempt through the same policy.
+    this.current = this.current ?? this.lastFailed;
+    setImmediate(() => this.checkIncumbent());
+  }
+
+  // ---- the lease: maintenance jobs, probes, notices ----------------------------------
+
+  /** Who holds the lease (a handoff, a scheduled restart, a job), or undefined when it is free. */
+  leaseHolder(): string | undefined {
+    if (this.flight) return `handoff ${this.flight.id} (phase ${this.flight.phase})`;
+    if (this.handoffPending) return `handoff waiting for the lease (${this.handoffPending})`;
+    if (this.restartTimer) return 'a scheduled restart of the app';
+    const job = this.session?.job;
+    if (job) return `maintenance job ${job.spec.id} (${job.spec.task})`;
+    return undefined;
+  }
+
+  /** The maintenance job that runs now, if any. */
+  get runningJob(): { id: string; task: string; urgency: Urgency; startedAt: number; pid: number; progress: JobProgressSnapshot | undefined; cancelling: boolean } | undefined {
+    const j = this.session?.job;
+    return j && { id: j.spec.id, task: j.spec.task, urgency: j.spec.urgency, startedAt: j.startedAt, pid: j.app.pid, progress: j.progress, cancelling: j.cancelReason !== undefined };
+  }
+
+  /** Waiting handoff: probes/notices end by themselves; a job gets leaseWaitMs, then is cancelled (a critical one refuses the handoff). */
+  private async takeLease(spec: HandoffSpec): Promise<void> {
+    this.handoffPending = `requested at ${new Date().toISOString()}`;
+    try {
+      while (this.session) {
+        const session = this.session;
+        const job = session.job;
+        if (!job) {
+          await session.done.catch(() => undefined);
+          continue;
+        }
+        const waitMs = spec.leaseWaitMs ?? this.timeouts.leaseWaitMs;
+        this.log.info({ event: 'lease.wait', jobId: job.spec.id, task: job.spec.task, waitMs }, `handoff waits up to ${waitMs} ms for maintenance job ${job.spec.id}`);
+        this.emit('lease-wait', job.spec.id, waitMs);
+        const ended = await Promise.race([session.done.then(() => true, () => true), sleep(waitMs).then(() => false)]);
+        if (ended) continue;
+        if (job.spec.urgency === 'critical') {
+          throw new HandoffError('E_LEASE_HELD', `lease held by critical maintenance job ${job.spec.id} (${job.spec.task}); it did not end within ${waitMs} ms and a critical job is not cancelled for a handoff`);
+        }
+        this.cancelJob(job.spec.id, `a handoff waited ${waitMs} ms for the lease`);
+        await session.done.catch(() => undefined);
+      }
+    } finally {
+      this.handoffPending = undefined;
+    }
+  }
+
+  /**
+   * Runs a maintenance task in the incumbent (JobStart … JobDone on a connection of its
+   * own, heartbeats and the 10 s liveness rule as for handoffs). Never throws: a refusal
+   * is outcome 'skipped' (E_LEASE_HELD, E_STOPPING, E_NO_APP), a dead or silent
+   * incumbent 'failed' with the reason. Emits 'job-start', 'job-progress' and 'job'.
+   */
+  async runJob(spec: JobSpec): Promise<JobResult> {
+    const full = { ...spec, id: spec.id ?? randomUUID(), urgency: spec.urgency ?? 'normal' };
+    const base = { id: full.id, task: full.task, urgency: full.urgency };
+    const skip = (code: string, reason: string): JobResult => this.endJob({ ...base, outcome: 'skipped', code, reason, endedAt: Date.now() });
+    // Probes and notices hold the connection for milliseconds: wait for them; anything else refuses.
+    for (;;) {
+      if (this.stopping) return skip('E_STOPPING', 'the supervisor is stopping');
+      const holder = this.leaseHolder();
+      if (holder) return skip('E_LEASE_HELD', `lease held by ${holder}`);
+      if (!this.session) break;
+      await this.session.done.catch(() => undefined);
+    }
+    const app = this.current;
+    if (!app?.alive) return skip('E_NO_APP', 'no app is running');
+    const job: JobFlight = {
+      spec: full,
+      startedAt: Date.now(),
+      app,
+      generation: this.generation,
+      ch: undefined,
+      progress: undefined,
+      cancelReason: undefined,
+      cancelTimer: undefined,
+      forceEnd: undefined,
+      probeWaiters: new Map(),
+    };
+    const run = this.conductJob(job);
+    this.session = { kind: 'job', done: run, job };
+    try {
+      return this.endJob(await run);
+    } finally {
+      if (job.cancelTimer) clearTimeout(job.cancelTimer);
+      this.session = undefined;
+    }
+  }
+
+  private async conductJob(job: JobFlight): Promise<JobResult> {
+    const { spec, app } = job;
+    const base = { id: spec.id, task: spec.task, urgency: spec.urgency, startedAt: job.startedAt, pid: app.pid, generation: job.generation };
+    this.log.info({ event: 'job.start', jobId: spec.id, task: spec.task, urgency: spec.urgency, pid: app.pid }, `maintenance job ${spec.task} started`);
+    this.emit('job-start', { ...base });
+    const forced = new Promise<{ outcome: JobOutcome; code: string; reason: string }>((r) => (job.forceEnd = r));
+    let socketClosed: Promise<void> = Promise.resolve();
+    try {
+      const { ch, hello, closed } = await this.openSession(app, `job-${spec.id}`, `during job ${spec.id} (${spec.task})`);
+      socketClosed = closed;
+      job.ch = ch;
+      if (!hello.features?.includes('jobs')) {
+        return { ...base, outcome: 'failed', code: 'E_UNSUPPORTED', reason: `the app (pid ${app.pid}) does not run maintenance tasks (no "jobs" in its Hello.features)`, endedAt: Date.now() };
+      }
+      ch.send({ type: 'JobStart', jobId: spec.id, task: spec.task, urgency: spec.urgency, reason: spec.reason ?? '', params: JSON.stringify(spec.params ?? {}) });
+      const conversation = (async (): Promise<JobResult> => {
+        for (;;) {
+          const msg = await this.raceDeath(app, ch.expect(['JobProgress', 'JobDone', 'ProbeReport']), `during job ${spec.id} (${spec.task})`);
+          if (msg.type === 'ProbeReport') {
+            job.probeWaiters.get(msg.requestId)?.(parseProbes(msg.probes));
+            continue;
+          }
+          if (msg.jobId !== spec.id) throw new ProtocolError('E_WRONG_JOB', `incumbent sent ${msg.type} for job ${msg.jobId}, expected ${spec.id}`);
+          if (msg.type === 'JobProgress') {
+            job.progress = { done: toNum(msg.done), total: toNum(msg.total), counters: Object.fromEntries(Object.entries(msg.counters).map(([k, v]) => [k, toNum(v)])), at: Date.now() };
+            this.emit('job-progress', spec.id, job.progress);
+            continue;
+          }
+          let result: unknown = null;
+          try {
+            result = JSON.parse(msg.result || 'null');
+          } catch {
+            result = msg.result;
+          }
+          const outcome: JobOutcome = msg.outcome;
+          const reason = outcome === 'cancelled' ? (job.cancelReason ?? msg.error) : msg.error;
+          return {
+            ...base,
+            outcome,
+            ...(outcome !== 'succeeded' && { code: outcome === 'cancelled' ? 'E_CANCELLED' : 'E_TASK_FAILED' }),
+            ...(reason !== undefined && { reason }),
+            result,
+            appDurationMs: toNum(msg.durationMs),
+            ...(job.progress && { progress: job.progress }),
+            endedAt: Date.now(),
+          };
+        }
+      })();
+      conversation.catch(() => undefined);
+      const r = await Promise.race([conversation, forced.then((f) => ({ ...base, ...f, ...(job.progress && { progress: job.progress }), endedAt: Date.now() }))]);
+      return r;
+    } catch (err) {
+      const e = asBatonError(err);
+      return { ...base, outcome: 'failed', code: e.code, reason: e.message, ...(job.progress && { progress: job.progress }), endedAt: Date.now() };
+    } finally {
+      job.ch?.close('job over');
+      for (const w of job.probeWaiters.values()) w([{ name: 'app', status: 'UNKNOWN', message: 'the job connection ended before the probe answer' }]);
+      // The incumbent takes the next connection only once it saw this one end.
+      await Promise.race([socketClosed, sleep(2_000)]);
+    }
+  }
+
+  private endJob(r: JobResult): JobResult {
+    const level = r.outcome === 'succeeded' ? 'info' : 'warn';
+    this.log[level]({ event: 'job.end', ...r }, `maintenance job ${r.task} ${r.outcome}${r.reason ? `: ${r.reason}` : ''}`);
+    this.emit('job', r);
+    return r;
+  }
+
+  /**
+   * Asks the running job to stop (JobCancel). The app answers JobDone (cancelled); if it
+   * does not within cancelGraceMs the job's connection is closed (the incumbent then
+   * aborts the task itself) and the job ends CANCELLED. False when no such job runs.
+   */
+  cancelJob(id: string, reason: string): boolean {
+    const job = this.session?.job;
+    if (!job || job.spec.id !== id) return false;
+    if (job.cancelReason !== undefined) return true;
+    job.cancelReason = reason;
+    this.log.info({ event: 'job.cancel', jobId: id, reason }, `cancelling maintenance job ${id}: ${reason}`);
+    job.ch?.send({ type: 'JobCancel', jobId: id, reason });
+    job.cancelTimer = setTimeout(() => {
+      job.forceEnd?.({ outcome: 'cancelled', code: 'E_CANCELLED', reason: `${reason}; the task did not acknowledge the cancel within ${this.timeouts.cancelGraceMs} ms, so its connection was closed` });
+    }, job.ch ? this.timeouts.cancelGraceMs : 0);
+    return true;
+  }
+
+  /**
+   * The app's health probes (ProbeRequest/ProbeReport), on the job's connection when a
+   * job runs, else on a short connection of its own. During a handoff nobody can ask:
+   * undefined (callers show `lastProbes`). Never throws: trouble is an UNKNOWN entry.
+   */
+  async probe(): Promise<ProbeEntry[] | undefined> {
+    if (this.flight || this.handoffPending || this.stopping) return undefined;
+    const app = this.current;
+    if (!app?.alive) return undefined;
+    // An app that said it has no probes is never asked (no periodic session it did not ask for: PROTOCOL.md 7.9).
+    if (app.features && !app.features.includes('probes')) return this.probed([]);
+    const requestId = randomUUID();
+    let entries: ProbeEntry[];
+    const job = this.session?.job;
+    if (job?.ch && !job.ch.failed) {
+      entries = await new Promise<ProbeEntry[]>((resolve) => {
+        const timer = setTimeout(() => resolve([{ name: 'app', status: 'UNKNOWN', message: `no ProbeReport within ${this.timeouts.probeMs} ms` }]), this.timeouts.probeMs);
+        job.probeWaiters.set(requestId, (e) => {
+          clearTimeout(timer);
+          job.probeWaiters.delete(requestId);
+          resolve(e);
+        });
+        job.ch!.send({ type: 'ProbeRequest', requestId });
+      });
+    } else if (this.session) {
+      // Another probe or a notice: wait for it (milliseconds), then ask.
+      await this.session.done.catch(() => undefined);
+      return this.probe();
+    } else {
+      const run = this.withSession('probe', app, async (ch, hello) => {
+        if (!hello.features?.includes('probes')) return [] as ProbeEntry[];
+        ch.send({ type: 'ProbeRequest', requestId });
+        for (;;) {
+          const msg = await this.raceDeath(app, ch.expect(['ProbeReport'], this.timeouts.probeMs), 'during a probe');
+          if (msg.requestId === requestId) return parseProbes(msg.probes);
+        }
+      });
+      entries = await run.catch((err: unknown) => [{ name: 'app', status: 'UNKNOWN' as const, message: `probe failed: ${errorMessage(err)}` }]);
+    }
+    return this.probed(entries);
+  }
+
+  private probed(entries: ProbeEntry[]): ProbeEntry[] {
+    this.lastProbes = { at: Date.now(), entries };
+    this.emit('probes', entries);
+    return entries;
+  }
+
+  /** Lifecycle notice StartupCompleted to the incumbent (if it speaks "lifecycle"); best effort. */
+  async notifyStartup(durationMs: number, components: string[]): Promise<void> {
+    const app = this.current;
+    if (!app?.alive || this.flight || this.session || this.stopping) return;
+    if (app.features && !app.features.includes('lifecycle')) return;
+    await this.withSession('notify', app, async (ch, hello) => {
+      if (!hello.features?.includes('lifecycle')) return;
+      ch.send({ type: 'StartupCompleted', durationMs: BigInt(Math.max(0, Math.round(durationMs))), components });
+    }).catch((err: unknown) => this.log.warn({ event: 'lifecycle.notify_failed', err: errorMessage(err) }, 'could not send StartupCompleted'));
+  }
+
+  /** A short conversation holding the lease (probe, notice); frees it once the incumbent saw the connection end. */
+  private withSession<T>(kind: 'probe' | 'notify', app: AppProcess, body: (ch: ControlChannel, hello: MessageOf<'Hello'>) => Promise<T>): Promise<T> {
+    const run = (async () => {
+      let opened: Awaited<ReturnType<Supervisor['openSession']>> | undefined;
+      try {
+        opened = await this.openSession(app, `${kind}-${randomUUID()}`, `during a ${kind}`);
+        return await body(opened.ch, opened.hello);
+      } finally {
+        opened?.ch.close(`${kind} over`);
+        if (opened) await Promise.race([opened.closed, sleep(2_000)]);
+      }
+    })();
+    const session: ControlSession = { kind, done: run };
+    this.session = session;
+    void run.then(
+      () => undefined,
+      () => undefined,
+    ).finally(() => {
+      if (this.session === session) this.session = undefined;
+    });
+    return run;
+  }
+
+  /** Connects to the incumbent's control socket: its Hello (pid checked), our HelloAck, heartbeats. */
+  private async openSession(app: AppProcess, sessionId: string, what: string): Promise<{ ch: ControlChannel; hello: MessageOf<'Hello'>; closed: Promise<void> }> {
+    const socket = await connectUnix(this.controlPath, this.timeouts.helloMs);
+    const closed = new Promise<void>((r) => socket.once('close', () => r()));
+    const ch = new ControlChannel(socket, this.channelOptions('incumbent'));
+    try {
+      const hello = await this.raceDeath(app, ch.expect(['Hello'], this.timeouts.helloMs), what);
+      if (hello.role !== 'incumbent') throw new ProtocolError('E_WRONG_ROLE', `incumbent introduced itself as ${hello.role}`);
+      if (hello.pid !== app.pid) throw new ProtocolError('E_WRONG_PID', `incumbent says pid ${hello.pid}, expected ${app.pid}`);
+      const version = negotiateVersion(hello.protoMin, hello.protoMax, PROTO_MIN, PROTO_MAX);
+      app.features ??= hello.features ?? [];
+      ch.send({ type: 'HelloAck', handoffId: sessionId, protoVersion: version });
+      ch.setVersion(version);
+      ch.startHeartbeats(() => sessionId.split('-')[0]!);
+      return { ch, hello, closed };
+    } catch (err) {
+      if (err instanceof BatonError && err.code !== 'E_PEER_ERROR') ch.sendError(err);
+      ch.close('session refused');
+      throw err;
+    }
+  }
+
+  /** Races a receive against the process's death, so a killed incumbent fails the job at once with how it died. */
+  private async raceDeath<T>(proc: AppProcess, p: Promise<T>, when: string): Promise<T> {
+    const died = (st: ExitStatus): BatonError => new BatonError('E_PEER_DIED', `incumbent (pid ${proc.pid}) exited (code ${st.code ?? '-'}, signal ${st.signal ?? '-'}) ${when}`);
+    const death = proc.exited.then((st) => Promise.reject(died(st)));
+    death.catch(() => undefined);
+    try {
+      return await Promise.race([p, death]);
+    } catch (err) {
+      if ((err as BatonError).code === 'E_PEER_CLOSED' || (err as BatonError).code === 'E_SOCKET') {
+        const st = await Promise.race([proc.exited, sleep(1_000).then(() => undefined)]);
+        if (st) throw died(st);
+      }
+      throw err;
+    }
+  }
+
+  /**
+   * Graceful stop: Shutdown to the incumbent (drain, seal, release, exit); past the
+   * timeout SIGTERM, then SIGKILL. Listeners stay open: closing them is the owner's call.
+   */
+  async stop(timeoutMs = 30_000, reason: ShutdownReason = 'graceful'): Promise<void> {
+    await this.stopApp(timeoutMs, reason);
+    await this.journal.clear().catch(() => undefined); // nothing left to re-adopt
+  }
+
+  private async stopApp(timeoutMs: number, reason: ShutdownReason): Promise<void> {
+    this.stopping = true;
+    if (this.restartTimer) clearTimeout(this.restartTimer);
+    this.restartTimer = undefined;
+    // Old incumbents still exiting after their Committed: none outlives the supervisor's stop.
+    await Promise.all(this.retiring);
+    // The incumbent's connection must be free for Shutdown: a running job is cancelled at once.
+    while (this.session) {
+      const session = this.session;
+      if (session.job) this.cancelJob(session.job.spec.id, 'the supervisor is stopping');
+      await session.done.catch(() => undefined);
+    }
+    const app = this.current;
+    if (!app?.alive) return;
+    try {
+      const socket = await connectUnix(this.controlPath, this.timeouts.helloMs);
+      const ch = new ControlChannel(socket, this.channelOptions('incumbent'));
+      await ch.expect(['Hello'], this.timeouts.helloMs);
+      ch.send({ type: 'HelloAck', handoffId: `stop-${randomUUID()}`, protoVersion: PROTO_MAX });
+      ch.setVersion(PROTO_MAX);
+      ch.startHeartbeats(() => 'stopping');
+      ch.send({ type: 'Shutdown', reason, timeoutMs });
+      this.log.info({ event: 'supervisor.shutdown_sent', pid: app.pid, reason, timeoutMs }, `asked the app to stop (${reason})`);
+      const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), timeoutMs).unref());
+      const done = await Promise.race([app.exited, timeout]);
+      ch.close('stopped');
+      if (done !== 'timeout') return;
+      this.log.warn({ event: 'supervisor.stop_timeout', pid: app.pid }, 'app did not stop in time; killing');
+    } catch (err) {
+      this.log.warn({ event: 'supervisor.stop_unreachable', pid: app.pid, err: errorMessage(err) }, 'could not ask the app to stop; killing');
+    }
+    await app.terminate(this.timeouts.killGraceMs);
+  }
+}
+
+function toNum(v: bigint | number): number {
+  return typeof v === 'bigint' ? (v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v)) : v;
+}
+
+function asBatonError(err: unknown): BatonError {
+  if (err instanceof BatonError) return err;
+  const code = (err as { code?: unknown })?.code;
+  return new BatonError(typeof code === 'string' ? code : 'E_INTERNAL', errorMessage(err));
+}
+
+/** A wait the supervisor depends on: keeps the process alive (an unref'd timer could let it exit mid-recovery). */
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
