@@ -9,21 +9,11 @@
 import { readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { isAlive, waitForExit } from '../src/os/proc.js';
-import { Load, lostWrites, request } from './support/engine.js';
+import { Load, lostWrites } from './support/engine.js';
 import { pollUntil } from './support/harness.js';
-import { useWorlds, type World } from './support/world.js';
+import { putAll, useWorlds, type World } from './support/world.js';
 
 const worlds = useWorlds();
-
-async function putAll(w: World, n: number, prefix: string): Promise<Map<string, string>> {
-  const acked = new Map<string, string>();
-  for (let i = 0; i < n; i++) {
-    const r = await request(w.port, 'PUT', `/kv/${prefix}${i}`, `value-${prefix}${i}`);
-    expect(r.status).toBe(200);
-    acked.set(`${prefix}${i}`, `value-${prefix}${i}`);
-  }
-  return acked;
-}
 
 /** The pid of the successor the next handoff spawns. */
 function nextSpawn(w: World): Promise<number> {

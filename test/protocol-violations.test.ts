@@ -15,9 +15,9 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { lockHolder } from '../src/os/lock.js';
 import { isAlive } from '../src/os/proc.js';
 import { MAX_FRAME_LENGTH, type Message, type MessageOf } from '../src/wire/schema.js';
-import { lostWrites, request, ROOT } from './support/engine.js';
+import { lostWrites, ROOT } from './support/engine.js';
 import { RogueSupervisor } from './support/rogue-supervisor.js';
-import { World, type WorldOptions } from './support/world.js';
+import { putAll, World, type WorldOptions } from './support/world.js';
 
 const ROGUE_SUCCESSOR = ['node', path.join(ROOT, 'dist/fixtures/rogue-successor.js')];
 
@@ -37,15 +37,6 @@ afterEach(async () => {
   world = undefined;
   expect(leftovers ?? []).toEqual([]);
 });
-
-async function putAll(w: World, n: number, prefix: string, acked = new Map<string, string>()): Promise<Map<string, string>> {
-  for (let i = 0; i < n; i++) {
-    const r = await request(w.port, 'PUT', `/kv/${prefix}${i}`, `value-${prefix}${i}`);
-    expect(r.status, r.body).toBe(200);
-    acked.set(`${prefix}${i}`, `value-${prefix}${i}`);
-  }
-  return acked;
-}
 
 /** `pid` is the one live lock holder, answers HTTP, has every acked write and takes new ones. */
 async function expectServing(w: World, pid: number, acked: Map<string, string>, prefix: string): Promise<void> {

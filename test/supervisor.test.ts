@@ -5,20 +5,10 @@ import { lockHolder } from '../src/os/lock.js';
 import { isAlive } from '../src/os/proc.js';
 import type { HandoffSpec } from '../src/supervisor/supervisor.js';
 import { crashEnv } from '../src/supervisor/generation.js';
-import { healthz, lostWrites, request } from './support/engine.js';
-import { useWorlds, type World } from './support/world.js';
+import { healthz, lostWrites } from './support/engine.js';
+import { putAll, useWorlds } from './support/world.js';
 
 const worlds = useWorlds();
-
-async function putAll(w: World, n: number, prefix: string): Promise<Map<string, string>> {
-  const acked = new Map<string, string>();
-  for (let i = 0; i < n; i++) {
-    const r = await request(w.port, 'PUT', `/kv/${prefix}${i}`, `value-${prefix}${i}`);
-    expect(r.status).toBe(200);
-    acked.set(`${prefix}${i}`, `value-${prefix}${i}`);
-  }
-  return acked;
-}
 
 describe('supervisor: happy path', () => {
   it('cold-starts generation 1, hands off to generation 2, and keeps every write', async () => {

@@ -12,7 +12,7 @@ import { lockHolder } from '../../src/os/lock.js';
 import { createLogger } from '../../src/os/log.js';
 import type { LoadLoops } from '../../bench/lib/load-loops.js';
 import { Supervisor, type HandoffResult, type SupervisorOptions, type Timeouts } from '../../src/supervisor/supervisor.js';
-import { healthz, killTagged, newTag, PRIMITIVE, taggedPids } from './engine.js';
+import { healthz, killTagged, newTag, PRIMITIVE, request, taggedPids } from './engine.js';
 import { Harness, pollUntil } from './harness.js';
 
 export interface WorldOptions {
@@ -169,4 +169,14 @@ export function useWorlds(): { create(opts?: WorldOptions): World; start(opts?: 
       return w;
     },
   };
+}
+
+/** `n` acknowledged writes `<prefix><i>` → `value-<prefix><i>` (each must answer 200), added to `acked`. */
+export async function putAll(w: World, n: number, prefix: string, acked = new Map<string, string>()): Promise<Map<string, string>> {
+  for (let i = 0; i < n; i++) {
+    const r = await request(w.port, 'PUT', `/kv/${prefix}${i}`, `value-${prefix}${i}`);
+    expect(r.status, r.body).toBe(200);
+    acked.set(`${prefix}${i}`, `value-${prefix}${i}`);
+  }
+  return acked;
 }
