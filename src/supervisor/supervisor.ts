@@ -7,6 +7,7 @@ import { negotiateVersion } from '../wire/codec.js';
 import { crashConfigFromEnv, crashPoint, type CrashConfig } from '../os/crashpoints.js';
 import { BatonError, HandoffError, ProtocolError, asBatonError, errorMessage } from '../os/errors.js';
 import { Lease, type JobResult, type JobSpec } from './lease.js';
+import { Restarter } from './restart-policy.js';
 import { AppProcess, crashEnv, spawnApp, type ExitStatus } from './generation.js';
 import { Journal } from './journal.js';
 import { inspectLock, lockHolder } from '../os/lock.js';
@@ -18,7 +19,7 @@ import { SessionErrorCode } from '../wire/messages.js';
 import { isAlive } from '../os/proc.js';
 import { createLogger, type Logger } from '../os/log.js';
 import { PROTO_MAX, PROTO_MIN, type MessageOf, type RevisionMap } from '../wire/schema.js';
-import { DEFAULT_RESTART, DEFAULT_TIMEOUTS, type HandoffSpec, type ShutdownReason, type SupervisorOptions, type Timeouts } from './options.js';
+import { DEFAULT_TIMEOUTS, type HandoffSpec, type ShutdownReason, type SupervisorOptions, type Timeouts } from './options.js';
 import type { HandoffOutcome, HandoffResult, JournalRecord, RecoveryReport } from './results.js';
 
 /** How long an aborted successor that was told (Abort) before Begin gets to exit by itself before SIGTERM. */
@@ -87,10 +88,8 @@ export class Supervisor extends EventEmitter {
   private current: AppProcess | undefined;
   private flight: Flight | undefined;
   private stopping = false;
-  private restarts: number[] = [];
-  private restartTimer: NodeJS.Timeout | undefined;
-  /** The last spawned process that failed to become the incumbent (for the restart policy). */
-  private lastFailed: AppProcess | undefined;
+  /** The restart policy: restarts an incumbent that exits outside a handoff. */
+  private readonly restarter: Restarter;
   generation = 0;
   lastHandoff: HandoffResult | undefined;
   /** Jobs, probes and notices: the one lease on the incumbent's connection. */
@@ -108,6 +107,16 @@ export class Supervisor extends EventEmitter {
     // Two fsyncs per write cost ≈ 20 ms of every handoff on this machine's disk.
     this.journal = new Journal<JournalRecord>(path.join(opts.stateDir, 'handoff.journal'), false);
     this.crash = opts.crash ?? crashConfigFromEnv();
+    this.restarter = new Restarter({
+      log: this.log,
+      policy: () => this.opts.restart,
+      emit: (event, ...args) => this.emit(event, ...args),
+      incumbent: () => this.current,
+      setIncumbent: (app) => (this.current = app),
+      handoffRunning: () => this.flight !== undefined,
+      stopping: () => this.stopping,
+      performHandoff: () => this.performHandoff(),
+    });
     this.lease = new Lease({
       controlPath: this.controlPath,
       timeouts: this.timeouts,
@@ -116,7 +125,7 @@ export class Supervisor extends EventEmitter {
       incumbent: () => this.current,
       generation: () => this.generation,
       handoff: () => this.flight && { id: this.flight.id, phase: this.flight.phase },
-      restartScheduled: () => this.restartTimer !== undefined,
+      restartScheduled: () => this.restarter.scheduled,
       stopping: () => this.stopping,
       channelOptions: (peer) => this.channelOptions(peer),
     });
@@ -133,7 +142,7 @@ export class Supervisor extends EventEmitter {
 
   /** A handoff runs, or a restart of a crashed incumbent is scheduled. */
   get busy(): boolean {
-    return this.flight !== undefined || this.restartTimer !== undefined;
+    return this.flight !== undefined || this.restarter.scheduled;
   }
 
   /**
@@ -187,7 +196,7 @@ export class Supervisor extends EventEmitter {
     if (survivor) {
       this.current = new AppProcess(survivor.pid, survivor.startTime, survivor.generation, undefined, undefined);
       this.generation = survivor.generation;
-      this.watch(this.current);
+      this.restarter.watch(this.current);
     }
     await this.journalSteady();
     const report: RecoveryReport = {
@@ -260,8 +269,8 @@ export class Supervisor extends EventEmitter {
       await this.journalSteady().catch(() => undefined);
       this.flight = undefined; // only now: no window in which we look idle mid-handoff
     }
-    if (result.outcome === 'aborted' && !f.incumbent) this.lastFailed = f.successor;
-    if (result.outcome === 'committed') this.checkIncumbent();
+    if (result.outcome === 'aborted' && !f.incumbent) this.restarter.lastFailed = f.successor;
+    if (result.outcome === 'committed') this.restarter.checkIncumbent();
     if (result.outcome === 'aborted' && !this.current?.alive && !this.stopping && f.incumbent) {
       // The incumbent died and could not be replaced: nobody serves. Start fresh.
       this.log.error({ event: 'handoff.cold_restart', handoffId: f.id }, 'incumbent gone after abort; cold-starting a new generation');
@@ -293,7 +302,7 @@ export class Supervisor extends EventEmitter {
     this.endPhase(f);
     this.current = f.successor;
     this.generation = f.successor!.generation;
-    this.watch(f.successor!);
+    this.restarter.watch(f.successor!);
     if (f.incumbent) this.retire(f.incumbent);
     return this.finish(f, 'committed', note);
   }
@@ -781,58 +790,6 @@ export class Supervisor extends EventEmitter {
     return result;
   }
 
-  /** Notices an incumbent that exits outside a handoff (also one that died while a handoff was finishing). */
-  private watch(app: AppProcess): void {
-    void app.exited.then(() => this.checkIncumbent());
-  }
-
-  /**
-   * Nobody serves and no handoff runs: report it and start a fresh generation, with
-   * exponential backoff (restart.baseMs doubling up to restart.maxMs). More than
-   * restart.maxRestarts restarts within restart.windowMs is a crash loop: give up
-   * and emit 'crash-loop' (the daemon exits with a clear message).
-   */
-  private checkIncumbent(): void {
-    const app = this.current;
-    if (!app || app.alive || this.flight || this.stopping || this.restartTimer) return;
-    this.log.error({ event: 'app.exited', pid: app.pid, generation: app.generation, ...app.exit }, 'incumbent exited');
-    this.current = undefined;
-    this.emit('incumbent-exit', app, app.exit);
-    const policy = { ...DEFAULT_RESTART, ...this.opts.restart };
-    if (!policy.enabled) return;
-    const now = Date.now();
-    this.restarts = this.restarts.filter((t) => now - t < policy.windowMs);
-    if (this.restarts.length >= policy.maxRestarts) {
-      this.log.fatal(
-        { event: 'app.crash_loop', restarts: this.restarts.length, windowMs: policy.windowMs },
-        `app crashed ${this.restarts.length} times in ${policy.windowMs} ms; giving up`,
-      );
-      this.emit('crash-loop', this.restarts.length);
-      return;
-    }
-    const delay = Math.min(policy.baseMs * 2 ** this.restarts.length, policy.maxMs);
-    this.restarts.push(now);
-    this.log.warn({ event: 'app.restart_scheduled', delayMs: delay, attempt: this.restarts.length }, `restarting in ${delay} ms`);
-    this.emit('restart-scheduled', delay, this.restarts.length);
-    this.restartTimer = setTimeout(() => {
-      this.restartTimer = undefined;
-      if (this.stopping || this.flight || this.current?.alive) return;
-      void this.performHandoff().then(
-        (r) => {
-          this.emit('restarted', r);
-          if (r.outcome !== 'committed') this.checkIncumbentLater();
-        },
-        (err: unknown) => this.log.error({ event: 'app.restart_failed', err: errorMessage(err) }, 'restart failed'),
-      );
-    }, delay);
-  }
-
-  private checkIncumbentLater(): void {
-    // A failed cold start leaves `current` empty: schedule the next attempt through the same policy.
-    this.current = this.current ?? this.lastFailed;
-    setImmediate(() => this.checkIncumbent());
-  }
-
   // ---- the lease (lease.ts): the same members as before the split, for every caller ----
 
   /** Who holds the lease (a handoff, a scheduled restart, a job), or undefined when it is free. */
@@ -881,8 +838,7 @@ export class Supervisor extends EventEmitter {
 
   private async stopApp(timeoutMs: number, reason: ShutdownReason): Promise<void> {
     this.stopping = true;
-    if (this.restartTimer) clearTimeout(this.restartTimer);
-    this.restartTimer = undefined;
+    this.restarter.cancel();
     // Old incumbents still exiting after their Committed: none outlives the supervisor's stop.
     await Promise.all(this.retiring);
     // The incumbent's connection must be free for Shutdown: a running job is cancelled at once.
