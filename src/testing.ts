@@ -18,5 +18,6 @@ export type { ConformanceOptions, ConformanceReport, ConformanceRule, RuleResult
 export { CRASH_POINTS, CRASH_POINT_NAMES } from './os/crashpoints.js';
 export type { CrashPoint } from './os/crashpoints.js';
 export { TEST_TAG_ENV, taggedPids, killTagged } from './testing/procs.js';
-export type { HandoffResult, HandoffSpec, Timeouts } from './supervisor/supervisor.js';
+export type { HandoffSpec, Timeouts } from './supervisor/options.js';
+export type { HandoffResult } from './supervisor/results.js';
 export type { SupervisorPhase } from './supervisor/phases.js';

@@ -4,7 +4,7 @@
  * the end generation 106 (cold start + 5 warm-up + 100) is the one serving.
  */
 import { describe, expect, it } from 'vitest';
-import type { HandoffResult } from '../src/supervisor/supervisor.js';
+import type { HandoffResult } from '../src/supervisor/results.js';
 import type { SupervisorPhase } from '../src/supervisor/phases.js';
 import { fdCount, healthz, taggedPids } from './support/engine.js';
 import { pollUntil } from './support/harness.js';

@@ -133,11 +133,12 @@ describe('baton run / upgrade / status / history / stop', () => {
   });
 
   it('an incumbent SIGKILLed mid-handoff: the service comes back (successor promoted), recorded in history', async () => {
-    const d = await worlds.w.startDaemon({ env: { PRIM_SEAL_BLOCK_MS: '2000' } });
+    // A 5 s seal: the status polls (a CLI process each) surely see it, even on a loaded machine.
+    const d = await worlds.w.startDaemon({ env: { PRIM_SEAL_BLOCK_MS: '5000' } });
     const gen1 = (await worlds.w.status(d)).app!.pid;
     expect((await request(d.port, 'PUT', '/kv/before', 'kill')).status).toBe(200);
     const upgrade = collect(worlds.w.spawnBaton(['upgrade', '--json', '--state-dir', d.stateDir]));
-    await pollUntil(async () => (await worlds.w.status(d)).phase === 'sealing', 'the upgrade to be sealing', 15_000, 50);
+    await pollUntil(async () => (await worlds.w.status(d)).phase === 'sealing', 'the upgrade to be sealing', 30_000, 50);
     process.kill(gen1, 'SIGKILL');
     const r = await upgrade;
     expect(r.code, r.stderr).toBe(0);

@@ -5,7 +5,7 @@
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { lockHolder } from '../src/os/lock.js';
-import type { HandoffResult } from '../src/supervisor/supervisor.js';
+import type { HandoffResult } from '../src/supervisor/results.js';
 import { healthz, lostWrites, PRIMITIVE, request, SUPERVISOR_HOST, taggedPids } from './support/engine.js';
 import { Harness, LineReader, pollUntil } from './support/harness.js';
 import { World } from './support/world.js';

@@ -185,7 +185,8 @@ describe('one lease for handoffs and maintenance', () => {
   it('an upgrade requested while maintenance runs waits for it; past --lease-wait it cancels it; a critical job refuses the upgrade', async () => {
     const d = await worlds.w.startDaemon();
     // 1. The job ends within the wait: it SUCCEEDS, then the upgrade commits.
-    const short = maintenance(d, ['work', '--params', '{"steps":10,"stepMs":100}']);
+    // 3 s: long enough that the upgrade surely arrives while it runs, even on a loaded machine.
+    const short = maintenance(d, ['work', '--params', '{"steps":30,"stepMs":100}']);
     const sj = await runningJob(d);
     const up1 = await worlds.w.baton(['upgrade', '--state-dir', d.stateDir]);
     expect(up1.code, up1.stdout + up1.stderr).toBe(0);

@@ -19,7 +19,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { encodeFrame, FrameDecoder, type DecodedFrame } from '../src/wire/codec.js';
 import { lockHolder } from '../src/os/lock.js';
 import type { Message } from '../src/wire/schema.js';
-import type { HandoffSpec } from '../src/supervisor/supervisor.js';
+import type { HandoffSpec } from '../src/supervisor/options.js';
 import { healthz, Load, lostWrites, request, ROOT } from './support/engine.js';
 import { pollUntil } from './support/harness.js';
 import { useWorlds, type World, type WorldOptions } from './support/world.js';

@@ -13,7 +13,7 @@ import { CRASH_POINT_NAMES } from '../src/os/crashpoints.js';
 import { isAlive } from '../src/os/proc.js';
 import { bindListener, parseListenAddress, type HeldListener } from '../src/os/listeners.js';
 import { lockHolder } from '../src/os/lock.js';
-import type { HandoffResult, RecoveryReport } from '../src/supervisor/supervisor.js';
+import type { HandoffResult, RecoveryReport } from '../src/supervisor/results.js';
 import { healthz, killTagged, lostWrites, newTag, PRIMITIVE, request, SUPERVISOR_HOST, taggedPids } from './support/engine.js';
 import { exitOf, Harness, LineReader, pollUntil } from './support/harness.js';
 

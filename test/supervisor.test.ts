@@ -3,7 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { HandoffError } from '../src/os/errors.js';
 import { lockHolder } from '../src/os/lock.js';
 import { isAlive } from '../src/os/proc.js';
-import type { HandoffSpec } from '../src/supervisor/supervisor.js';
+import type { HandoffSpec } from '../src/supervisor/options.js';
 import { crashEnv } from '../src/supervisor/generation.js';
 import { healthz, lostWrites } from './support/engine.js';
 import { putAll, useWorlds } from './support/world.js';

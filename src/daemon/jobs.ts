@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { loadStateList, writeFileAtomic } from '../os/atomic-file.js';
 import { errorMessage } from '../os/errors.js';
 import type { Logger } from '../os/log.js';
-import type { HandoffResult } from '../supervisor/supervisor.js';
+import type { HandoffResult } from '../supervisor/results.js';
 
 /**
  * Jobs: everything the supervisor does on request or by itself that has a start, an

@@ -2,7 +2,9 @@ import http from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { ConnectionGuard, isLoopback } from './conn-guard.js';
 import type { Logger } from '../os/log.js';
-import type { HandoffResult, JobResult, Supervisor } from '../supervisor/supervisor.js';
+import type { Supervisor } from '../supervisor/supervisor.js';
+import type { JobResult } from '../supervisor/lease.js';
+import type { HandoffResult } from '../supervisor/results.js';
 
 const PROBE_VALUE = { OK: 0, DEGRADED: 1, UNKNOWN: 2, CRITICAL: 3 } as const;
 

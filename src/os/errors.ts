@@ -28,3 +28,10 @@ export class ConfigError extends BatonError {}
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
+
+/** Any thrown value as a BatonError: its own code when it has a string one, else E_INTERNAL. */
+export function asBatonError(err: unknown): BatonError {
+  if (err instanceof BatonError) return err;
+  const code = (err as { code?: unknown })?.code;
+  return new BatonError(typeof code === 'string' ? code : 'E_INTERNAL', errorMessage(err));
+}

@@ -2,76 +2,25 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { ControlChannel, HELLO_TIMEOUT_MS, LIVENESS_TIMEOUT_MS, type ChannelOptions } from '../wire/channel.js';
+import { ControlChannel, type ChannelOptions } from '../wire/channel.js';
 import { negotiateVersion } from '../wire/codec.js';
-import { crashConfigFromEnv, crashPoint, type CrashConfig, type CrashPoint } from '../os/crashpoints.js';
-import { BatonError, HandoffError, ProtocolError, errorMessage } from '../os/errors.js';
+import { crashConfigFromEnv, crashPoint, type CrashConfig } from '../os/crashpoints.js';
+import { BatonError, HandoffError, ProtocolError, asBatonError, errorMessage } from '../os/errors.js';
+import { Lease, type JobResult, type JobSpec } from './lease.js';
+import { Restarter } from './restart-policy.js';
 import { AppProcess, crashEnv, spawnApp, type ExitStatus } from './generation.js';
 import { Journal } from './journal.js';
-import type { HeldListener } from '../os/listeners.js';
 import { inspectLock, lockHolder } from '../os/lock.js';
 import { connectUnix } from '../os/unix-connect.js';
 import { NEXT_PHASE, type SupervisorPhase } from './phases.js';
-import { parseProbes, type ProbeEntry } from './probes.js';
+import type { ProbeEntry } from './probes.js';
 import { checkReady } from './ready-check.js';
 import { SessionErrorCode } from '../wire/messages.js';
 import { isAlive } from '../os/proc.js';
 import { createLogger, type Logger } from '../os/log.js';
 import { PROTO_MAX, PROTO_MIN, type MessageOf, type RevisionMap } from '../wire/schema.js';
-
-export interface Timeouts {
-  /** Wait for a peer's Hello after spawn/connect. */
-  helloMs: number;
-  /** Any receive: close the channel when nothing arrives for this long. */
-  livenessMs: number;
-  /** Default drain grace given to the incumbent. */
-  drainGraceMs: number;
-  /** Default overall deadline of a handoff. */
-  deadlineMs: number;
-  /**
-   * Default budget from Begin to the successor's Ready. The incumbent has drained and
-   * sealed by then, so this bounds how long a successor that hangs after Begin keeps
-   * every client waiting (the overall deadline alone allowed minutes).
-   */
-  readyMs: number;
-  /** SIGTERM → SIGKILL grace when killing an aborted successor. */
-  killGraceMs: number;
-  /** How long an aborted incumbent has to answer Resumed. */
-  resumeMs: number;
-  /** A handoff requested while a maintenance job runs waits this long for it, then cancels it (critical jobs: refused). */
-  leaseWaitMs: number;
-  /** After JobCancel: how long the app has to answer JobDone before the job's connection is closed. */
-  cancelGraceMs: number;
-  /** How long a probe request may take (incumbent connection included). */
-  probeMs: number;
-}
-
-export const DEFAULT_TIMEOUTS: Timeouts = {
-  helloMs: HELLO_TIMEOUT_MS,
-  livenessMs: LIVENESS_TIMEOUT_MS,
-  drainGraceMs: 60_000,
-  deadlineMs: 300_000,
-  // An app's slow start-up work belongs before Hello (warmUp), where the incumbent still
-  // serves; after Begin it only takes the lock and opens what it pre-read. 10 s covers a
-  // large open on a busy machine and keeps a hung build's blackout to seconds.
-  readyMs: 10_000,
-  killGraceMs: 2_000,
-  resumeMs: 30_000,
-  leaseWaitMs: 30_000,
-  cancelGraceMs: 5_000,
-  probeMs: 2_000,
-};
-
-export interface RestartPolicy {
-  enabled: boolean;
-  baseMs: number;
-  maxMs: number;
-  /** More restarts than this within windowMs is a crash loop. */
-  maxRestarts: number;
-  windowMs: number;
-}
-
-export const DEFAULT_RESTART: RestartPolicy = { enabled: true, baseMs: 100, maxMs: 10_000, maxRestarts: 5, windowMs: 60_000 };
+import { DEFAULT_TIMEOUTS, type HandoffSpec, type ShutdownReason, type SupervisorOptions, type Timeouts } from './options.js';
+import type { HandoffOutcome, HandoffResult, JournalRecord, RecoveryReport } from './results.js';
 
 /** How long an aborted successor that was told (Abort) before Begin gets to exit by itself before SIGTERM. */
 const ABORT_EXIT_WAIT_MS = 500;
@@ -85,164 +34,6 @@ const SERVING_ABORT_EXIT_WAIT_MS = 3_000;
 export const INCUMBENT_EXIT_AFTER_COMMIT_MS = 1_000;
 /** An incumbent that cannot resume exits by itself (its agent SIGKILLs itself after 3 s if the app hangs). */
 const CANNOT_RESUME_EXIT_WAIT_MS = 5_000;
-
-export interface SupervisorOptions {
-  /** Command of the app; a function is re-evaluated on every spawn (so a symlink swap upgrades). */
-  command: readonly string[] | (() => readonly string[]);
-  listeners: readonly HeldListener[];
-  dataDir: string;
-  /** Private state: control socket dir (0700), journal. */
-  stateDir: string;
-  env?: NodeJS.ProcessEnv;
-  timeouts?: Partial<Timeouts>;
-  log?: Logger;
-  /** App stdout: inherited by default. */
-  appStdout?: 'inherit' | 'ignore';
-  /** What to do when the incumbent exits outside a handoff. */
-  restart?: Partial<RestartPolicy>;
-  /** Spare listener copies per app (re-listen after an abort); default 4. */
-  listenerSpares?: number;
-  /**
-   * Awaited on entering every phase, before the phase's work (tests and tools that must
-   * act at an exact point, e.g. inspect the data dir between SealComplete and Begin).
-   * Its time counts in the phase and against the deadline.
-   */
-  phaseGate?: (phase: SupervisorPhase, handoffId: string) => Promise<void>;
-  /** This supervisor's own crash point (tests); default from BATON_CRASH_POINT. */
-  crash?: CrashConfig;
-}
-
-export interface HandoffSpec {
-  command?: readonly string[];
-  deadlineMs?: number;
-  drainGraceMs?: number;
-  /** Begin → Ready budget for this handoff (default timeouts.readyMs). */
-  readyMs?: number;
-  /** Extra env for the successor only. */
-  successorEnv?: Record<string, string>;
-  /** Make the successor crash at this point (tests). */
-  successorCrashPoint?: CrashPoint;
-  crashMarkerDir?: string;
-  /** A maintenance job holds the lease: wait this long for it before cancelling it (default timeouts.leaseWaitMs). */
-  leaseWaitMs?: number;
-}
-
-// ---- maintenance jobs, probes, lifecycle notices (issue 8) ----------------------------
-
-export type Urgency = 'low' | 'normal' | 'high' | 'critical';
-export const URGENCIES: readonly Urgency[] = ['low', 'normal', 'high', 'critical'];
-
-export interface JobSpec {
-  /** Job id (default: a fresh uuid). */
-  id?: string;
-  task: string;
-  urgency?: Urgency;
-  reason?: string;
-  params?: Record<string, unknown>;
-}
-
-export interface JobProgressSnapshot {
-  done: number;
-  total: number;
-  counters: Record<string, number>;
-  /** When it arrived (epoch ms). */
-  at: number;
-}
-
-export type JobOutcome = 'succeeded' | 'failed' | 'cancelled' | 'skipped';
-
-export interface JobResult {
-  id: string;
-  task: string;
-  urgency: Urgency;
-  outcome: JobOutcome;
-  code?: string;
-  reason?: string;
-  /** The task's summary (parsed from JobDone.result). */
-  result?: unknown;
-  /** Epoch ms; startedAt is when the lease was taken (absent when skipped). */
-  startedAt?: number;
-  endedAt: number;
-  /** How long the task ran in the app (JobDone.durationMs). */
-  appDurationMs?: number;
-  progress?: JobProgressSnapshot;
-  pid?: number;
-  generation?: number;
-}
-
-/** A job on the incumbent's control connection, while it holds the lease. */
-interface JobFlight {
-  spec: JobSpec & { id: string; urgency: Urgency };
-  startedAt: number;
-  app: AppProcess;
-  generation: number;
-  ch: ControlChannel | undefined;
-  progress: JobProgressSnapshot | undefined;
-  cancelReason: string | undefined;
-  cancelTimer: NodeJS.Timeout | undefined;
-  /** Resolves the job early (cancel not acknowledged). */
-  forceEnd: ((r: { outcome: JobOutcome; code: string; reason: string }) => void) | undefined;
-  probeWaiters: Map<string, (entries: ProbeEntry[]) => void>;
-}
-
-/**
- * A non-handoff conversation with the incumbent (job, probe, lifecycle notice). The
- * incumbent serves one supervisor connection at a time, so these and handoffs share
- * ONE lease: whoever holds the connection.
- */
-interface ControlSession {
-  kind: 'job' | 'probe' | 'notify';
-  done: Promise<unknown>;
-  job?: JobFlight;
-}
-
-export type HandoffOutcome = 'committed' | 'aborted';
-/** Shutdown.reason (PROTOCOL.md 7.7): who asked for the stop. */
-export type ShutdownReason = 'graceful' | 'signal' | 'admin' | 'error';
-export interface HandoffResult {
-  id: string;
-  outcome: HandoffOutcome;
-  /** Abort reason, or a note on how the commit happened (e.g. promotion). */
-  reason?: string;
-  code?: string;
-  /** The incumbent died mid-handoff and the successor was promoted. */
-  promoted?: boolean;
-  /** Drained.openConnsRemaining when it was not 0: connections the old incumbent closed at Commit. */
-  openConnsAtDrain?: number;
-  startedAt: number;
-  endedAt: number;
-  /** Milliseconds spent in each phase, in order. */
-  phases: { phase: SupervisorPhase; ms: number }[];
-  oldPid: number | undefined;
-  newPid: number | undefined;
-  generation: number;
-  /**
-   * After an abort that left nobody serving: the cold start that brought the service
-   * back, and why the incumbent did not serve again (`lostIncumbent`).
-   */
-  restoredBy?: { handoffId: string; outcome: HandoffOutcome; pid: number | undefined; lostIncumbent: string };
-}
-
-export interface RecoveryReport {
-  handoffId: string;
-  /** Phase the crashed supervisor was in. */
-  phase: SupervisorPhase;
-  /** The process adopted as the incumbent, if any survived. */
-  survivor?: { pid: number; role: 'incumbent' | 'successor'; generation: number } | undefined;
-  /** Orphans of ours that were killed. */
-  killed: number[];
-}
-
-/** What is persisted before each phase so a restarted supervisor knows what was in flight. */
-export interface JournalRecord {
-  handoffId: string;
-  /** Phase when the record was written (it is rewritten only when the processes change). */
-  phase: SupervisorPhase;
-  generation: number;
-  incumbent?: { pid: number; startTime?: string | undefined };
-  successor?: { pid: number; startTime?: string | undefined };
-  at: number;
-}
 
 /** One handoff in flight: both peers, their channels, what the incumbent sealed. */
 interface Flight {
@@ -297,18 +88,12 @@ export class Supervisor extends EventEmitter {
   private current: AppProcess | undefined;
   private flight: Flight | undefined;
   private stopping = false;
-  private restarts: number[] = [];
-  private restartTimer: NodeJS.Timeout | undefined;
-  /** The last spawned process that failed to become the incumbent (for the restart policy). */
-  private lastFailed: AppProcess | undefined;
+  /** The restart policy: restarts an incumbent that exits outside a handoff. */
+  private readonly restarter: Restarter;
   generation = 0;
   lastHandoff: HandoffResult | undefined;
-  /** The incumbent's connection is held by a job / probe / notice (see ControlSession). */
-  private session: ControlSession | undefined;
-  /** A handoff was requested and waits for the lease (a maintenance job holds it). */
-  private handoffPending: string | undefined;
-  /** The newest probe answer from the app (served while a handoff makes asking impossible). */
-  lastProbes: { at: number; entries: ProbeEntry[] } | undefined;
+  /** Jobs, probes and notices: the one lease on the incumbent's connection. */
+  private readonly lease: Lease;
   /** Old incumbents being made to exit after their Committed (see retire()). */
   private readonly retiring = new Set<Promise<void>>();
 
@@ -322,6 +107,28 @@ export class Supervisor extends EventEmitter {
     // Two fsyncs per write cost ≈ 20 ms of every handoff on this machine's disk.
     this.journal = new Journal<JournalRecord>(path.join(opts.stateDir, 'handoff.journal'), false);
     this.crash = opts.crash ?? crashConfigFromEnv();
+    this.restarter = new Restarter({
+      log: this.log,
+      policy: () => this.opts.restart,
+      emit: (event, ...args) => this.emit(event, ...args),
+      incumbent: () => this.current,
+      setIncumbent: (app) => (this.current = app),
+      handoffRunning: () => this.flight !== undefined,
+      stopping: () => this.stopping,
+      performHandoff: () => this.performHandoff(),
+    });
+    this.lease = new Lease({
+      controlPath: this.controlPath,
+      timeouts: this.timeouts,
+      log: this.log,
+      emit: (event, ...args) => this.emit(event, ...args),
+      incumbent: () => this.current,
+      generation: () => this.generation,
+      handoff: () => this.flight && { id: this.flight.id, phase: this.flight.phase },
+      restartScheduled: () => this.restarter.scheduled,
+      stopping: () => this.stopping,
+      channelOptions: (peer) => this.channelOptions(peer),
+    });
   }
 
   /** The serving generation, if any. */
@@ -335,7 +142,7 @@ export class Supervisor extends EventEmitter {
 
   /** A handoff runs, or a restart of a crashed incumbent is scheduled. */
   get busy(): boolean {
-    return this.flight !== undefined || this.restartTimer !== undefined;
+    return this.flight !== undefined || this.restarter.scheduled;
   }
 
   /**
@@ -389,7 +196,7 @@ export class Supervisor extends EventEmitter {
     if (survivor) {
       this.current = new AppProcess(survivor.pid, survivor.startTime, survivor.generation, undefined, undefined);
       this.generation = survivor.generation;
-      this.watch(this.current);
+      this.restarter.watch(this.current);
     }
     await this.journalSteady();
     const report: RecoveryReport = {
@@ -423,10 +230,10 @@ export class Supervisor extends EventEmitter {
     if (this.flight) {
       throw new HandoffError('E_HANDOFF_IN_PROGRESS', `handoff ${this.flight.id} is already running (phase ${this.flight.phase})`);
     }
-    if (this.handoffPending) throw new HandoffError('E_HANDOFF_IN_PROGRESS', `a handoff is already waiting for the lease (${this.handoffPending})`);
+    if (this.lease.handoffPending) throw new HandoffError('E_HANDOFF_IN_PROGRESS', `a handoff is already waiting for the lease (${this.lease.handoffPending})`);
     if (this.stopping) throw new HandoffError('E_STOPPING', 'supervisor is stopping');
-    if (this.session) {
-      await this.takeLease(spec);
+    if (this.lease.held) {
+      await this.lease.take(spec);
       const other = this.flight as Flight | undefined; // set by another call while we waited
       if (other) throw new HandoffError('E_HANDOFF_IN_PROGRESS', `handoff ${other.id} is already running (phase ${other.phase})`);
       if (this.stopping) throw new HandoffError('E_STOPPING', 'supervisor is stopping');
@@ -462,8 +269,8 @@ export class Supervisor extends EventEmitter {
       await this.journalSteady().catch(() => undefined);
       this.flight = undefined; // only now: no window in which we look idle mid-handoff
     }
-    if (result.outcome === 'aborted' && !f.incumbent) this.lastFailed = f.successor;
-    if (result.outcome === 'committed') this.checkIncumbent();
+    if (result.outcome === 'aborted' && !f.incumbent) this.restarter.lastFailed = f.successor;
+    if (result.outcome === 'committed') this.restarter.checkIncumbent();
     if (result.outcome === 'aborted' && !this.current?.alive && !this.stopping && f.incumbent) {
       // The incumbent died and could not be replaced: nobody serves. Start fresh.
       this.log.error({ event: 'handoff.cold_restart', handoffId: f.id }, 'incumbent gone after abort; cold-starting a new generation');
@@ -495,7 +302,7 @@ export class Supervisor extends EventEmitter {
     this.endPhase(f);
     this.current = f.successor;
     this.generation = f.successor!.generation;
-    this.watch(f.successor!);
+    this.restarter.watch(f.successor!);
     if (f.incumbent) this.retire(f.incumbent);
     return this.finish(f, 'committed', note);
   }
@@ -983,350 +790,41 @@ export class Supervisor extends EventEmitter {
     return result;
   }
 
-  /** Notices an incumbent that exits outside a handoff (also one that died while a handoff was finishing). */
-  private watch(app: AppProcess): void {
-    void app.exited.then(() => this.checkIncumbent());
-  }
-
-  /**
-   * Nobody serves and no handoff runs: report it and start a fresh generation, with
-   * exponential backoff (restart.baseMs doubling up to restart.maxMs). More than
-   * restart.maxRestarts restarts within restart.windowMs is a crash loop: give up
-   * and emit 'crash-loop' (the daemon exits with a clear message).
-   */
-  private checkIncumbent(): void {
-    const app = this.current;
-    if (!app || app.alive || this.flight || this.stopping || this.restartTimer) return;
-    this.log.error({ event: 'app.exited', pid: app.pid, generation: app.generation, ...app.exit }, 'incumbent exited');
-    this.current = undefined;
-    this.emit('incumbent-exit', app, app.exit);
-    const policy = { ...DEFAULT_RESTART, ...this.opts.restart };
-    if (!policy.enabled) return;
-    const now = Date.now();
-    this.restarts = this.restarts.filter((t) => now - t < policy.windowMs);
-    if (this.restarts.length >= policy.maxRestarts) {
-      this.log.fatal(
-        { event: 'app.crash_loop', restarts: this.restarts.length, windowMs: policy.windowMs },
-        `app crashed ${this.restarts.length} times in ${policy.windowMs} ms; giving up`,
-      );
-      this.emit('crash-loop', this.restarts.length);
-      return;
-    }
-    const delay = Math.min(policy.baseMs * 2 ** this.restarts.length, policy.maxMs);
-    this.restarts.push(now);
-    this.log.warn({ event: 'app.restart_scheduled', delayMs: delay, attempt: this.restarts.length }, `restarting in ${delay} ms`);
-    this.emit('restart-scheduled', delay, this.restarts.length);
-    this.restartTimer = setTimeout(() => {
-      this.restartTimer = undefined;
-      if (this.stopping || this.flight || this.current?.alive) return;
-      void this.performHandoff().then(
-        (r) => {
-          this.emit('restarted', r);
-          if (r.outcome !== 'committed') this.checkIncumbentLater();
-        },
-        (err: unknown) => this.log.error({ event: 'app.restart_failed', err: errorMessage(err) }, 'restart failed'),
-      );
-    }, delay);
-  }
-
-  private checkIncumbentLater(): void {
-    // A failed cold start leaves `current` empty: schedule the next attempt through the same policy.
-    this.current = this.current ?? this.lastFailed;
-    setImmediate(() => this.checkIncumbent());
-  }
-
-  // ---- the lease: maintenance jobs, probes, notices ----------------------------------
+  // ---- the lease (lease.ts): the same members as before the split, for every caller ----
 
   /** Who holds the lease (a handoff, a scheduled restart, a job), or undefined when it is free. */
   leaseHolder(): string | undefined {
-    if (this.flight) return `handoff ${this.flight.id} (phase ${this.flight.phase})`;
-    if (this.handoffPending) return `handoff waiting for the lease (${this.handoffPending})`;
-    if (this.restartTimer) return 'a scheduled restart of the app';
-    const job = this.session?.job;
-    if (job) return `maintenance job ${job.spec.id} (${job.spec.task})`;
-    return undefined;
+    return this.lease.holder();
   }
 
   /** The maintenance job that runs now, if any. */
-  get runningJob(): { id: string; task: string; urgency: Urgency; startedAt: number; pid: number; progress: JobProgressSnapshot | undefined; cancelling: boolean } | undefined {
-    const j = this.session?.job;
-    return j && { id: j.spec.id, task: j.spec.task, urgency: j.spec.urgency, startedAt: j.startedAt, pid: j.app.pid, progress: j.progress, cancelling: j.cancelReason !== undefined };
+  get runningJob(): Lease['runningJob'] {
+    return this.lease.runningJob;
   }
 
-  /** Waiting handoff: probes/notices end by themselves; a job gets leaseWaitMs, then is cancelled (a critical one refuses the handoff). */
-  private async takeLease(spec: HandoffSpec): Promise<void> {
-    this.handoffPending = `requested at ${new Date().toISOString()}`;
-    try {
-      while (this.session) {
-        const session = this.session;
-        const job = session.job;
-        if (!job) {
-          await session.done.catch(() => undefined);
-          continue;
-        }
-        const waitMs = spec.leaseWaitMs ?? this.timeouts.leaseWaitMs;
-        this.log.info({ event: 'lease.wait', jobId: job.spec.id, task: job.spec.task, waitMs }, `handoff waits up to ${waitMs} ms for maintenance job ${job.spec.id}`);
-        this.emit('lease-wait', job.spec.id, waitMs);
-        const ended = await Promise.race([session.done.then(() => true, () => true), sleep(waitMs).then(() => false)]);
-        if (ended) continue;
-        if (job.spec.urgency === 'critical') {
-          throw new HandoffError('E_LEASE_HELD', `lease held by critical maintenance job ${job.spec.id} (${job.spec.task}); it did not end within ${waitMs} ms and a critical job is not cancelled for a handoff`);
-        }
-        this.cancelJob(job.spec.id, `a handoff waited ${waitMs} ms for the lease`);
-        await session.done.catch(() => undefined);
-      }
-    } finally {
-      this.handoffPending = undefined;
-    }
+  /** The newest probe answer from the app (served while a handoff makes asking impossible). */
+  get lastProbes(): Lease['lastProbes'] {
+    return this.lease.lastProbes;
   }
 
-  /**
-   * Runs a maintenance task in the incumbent (JobStart … JobDone on a connection of its
-   * own, heartbeats and the 10 s liveness rule as for handoffs). Never throws: a refusal
-   * is outcome 'skipped' (E_LEASE_HELD, E_STOPPING, E_NO_APP), a dead or silent
-   * incumbent 'failed' with the reason. Emits 'job-start', 'job-progress' and 'job'.
-   */
-  async runJob(spec: JobSpec): Promise<JobResult> {
-    const full = { ...spec, id: spec.id ?? randomUUID(), urgency: spec.urgency ?? 'normal' };
-    const base = { id: full.id, task: full.task, urgency: full.urgency };
-    const skip = (code: string, reason: string): JobResult => this.endJob({ ...base, outcome: 'skipped', code, reason, endedAt: Date.now() });
-    // Probes and notices hold the connection for milliseconds: wait for them; anything else refuses.
-    for (;;) {
-      if (this.stopping) return skip('E_STOPPING', 'the supervisor is stopping');
-      const holder = this.leaseHolder();
-      if (holder) return skip('E_LEASE_HELD', `lease held by ${holder}`);
-      if (!this.session) break;
-      await this.session.done.catch(() => undefined);
-    }
-    const app = this.current;
-    if (!app?.alive) return skip('E_NO_APP', 'no app is running');
-    const job: JobFlight = {
-      spec: full,
-      startedAt: Date.now(),
-      app,
-      generation: this.generation,
-      ch: undefined,
-      progress: undefined,
-      cancelReason: undefined,
-      cancelTimer: undefined,
-      forceEnd: undefined,
-      probeWaiters: new Map(),
-    };
-    const run = this.conductJob(job);
-    this.session = { kind: 'job', done: run, job };
-    try {
-      return this.endJob(await run);
-    } finally {
-      if (job.cancelTimer) clearTimeout(job.cancelTimer);
-      this.session = undefined;
-    }
+  /** See Lease.runJob: never throws; emits 'job-start', 'job-progress' and 'job'. */
+  runJob(spec: JobSpec): Promise<JobResult> {
+    return this.lease.runJob(spec);
   }
 
-  private async conductJob(job: JobFlight): Promise<JobResult> {
-    const { spec, app } = job;
-    const base = { id: spec.id, task: spec.task, urgency: spec.urgency, startedAt: job.startedAt, pid: app.pid, generation: job.generation };
-    this.log.info({ event: 'job.start', jobId: spec.id, task: spec.task, urgency: spec.urgency, pid: app.pid }, `maintenance job ${spec.task} started`);
-    this.emit('job-start', { ...base });
-    const forced = new Promise<{ outcome: JobOutcome; code: string; reason: string }>((r) => (job.forceEnd = r));
-    let socketClosed: Promise<void> = Promise.resolve();
-    try {
-      const { ch, hello, closed } = await this.openSession(app, `job-${spec.id}`, `during job ${spec.id} (${spec.task})`);
-      socketClosed = closed;
-      job.ch = ch;
-      if (!hello.features?.includes('jobs')) {
-        return { ...base, outcome: 'failed', code: 'E_UNSUPPORTED', reason: `the app (pid ${app.pid}) does not run maintenance tasks (no "jobs" in its Hello.features)`, endedAt: Date.now() };
-      }
-      ch.send({ type: 'JobStart', jobId: spec.id, task: spec.task, urgency: spec.urgency, reason: spec.reason ?? '', params: JSON.stringify(spec.params ?? {}) });
-      const conversation = (async (): Promise<JobResult> => {
-        for (;;) {
-          const msg = await this.raceDeath(app, ch.expect(['JobProgress', 'JobDone', 'ProbeReport']), `during job ${spec.id} (${spec.task})`);
-          if (msg.type === 'ProbeReport') {
-            job.probeWaiters.get(msg.requestId)?.(parseProbes(msg.probes));
-            continue;
-          }
-          if (msg.jobId !== spec.id) throw new ProtocolError('E_WRONG_JOB', `incumbent sent ${msg.type} for job ${msg.jobId}, expected ${spec.id}`);
-          if (msg.type === 'JobProgress') {
-            job.progress = { done: toNum(msg.done), total: toNum(msg.total), counters: Object.fromEntries(Object.entries(msg.counters).map(([k, v]) => [k, toNum(v)])), at: Date.now() };
-            this.emit('job-progress', spec.id, job.progress);
-            continue;
-          }
-          let result: unknown = null;
-          try {
-            result = JSON.parse(msg.result || 'null');
-          } catch {
-            result = msg.result;
-          }
-          const outcome: JobOutcome = msg.outcome;
-          const reason = outcome === 'cancelled' ? (job.cancelReason ?? msg.error) : msg.error;
-          return {
-            ...base,
-            outcome,
-            ...(outcome !== 'succeeded' && { code: outcome === 'cancelled' ? 'E_CANCELLED' : 'E_TASK_FAILED' }),
-            ...(reason !== undefined && { reason }),
-            result,
-            appDurationMs: toNum(msg.durationMs),
-            ...(job.progress && { progress: job.progress }),
-            endedAt: Date.now(),
-          };
-        }
-      })();
-      conversation.catch(() => undefined);
-      const r = await Promise.race([conversation, forced.then((f) => ({ ...base, ...f, ...(job.progress && { progress: job.progress }), endedAt: Date.now() }))]);
-      return r;
-    } catch (err) {
-      const e = asBatonError(err);
-      return { ...base, outcome: 'failed', code: e.code, reason: e.message, ...(job.progress && { progress: job.progress }), endedAt: Date.now() };
-    } finally {
-      job.ch?.close('job over');
-      for (const w of job.probeWaiters.values()) w([{ name: 'app', status: 'UNKNOWN', message: 'the job connection ended before the probe answer' }]);
-      // The incumbent takes the next connection only once it saw this one end.
-      await Promise.race([socketClosed, sleep(2_000)]);
-    }
-  }
-
-  private endJob(r: JobResult): JobResult {
-    const level = r.outcome === 'succeeded' ? 'info' : 'warn';
-    this.log[level]({ event: 'job.end', ...r }, `maintenance job ${r.task} ${r.outcome}${r.reason ? `: ${r.reason}` : ''}`);
-    this.emit('job', r);
-    return r;
-  }
-
-  /**
-   * Asks the running job to stop (JobCancel). The app answers JobDone (cancelled); if it
-   * does not within cancelGraceMs the job's connection is closed (the incumbent then
-   * aborts the task itself) and the job ends CANCELLED. False when no such job runs.
-   */
+  /** See Lease.cancelJob: false when no such job runs. */
   cancelJob(id: string, reason: string): boolean {
-    const job = this.session?.job;
-    if (!job || job.spec.id !== id) return false;
-    if (job.cancelReason !== undefined) return true;
-    job.cancelReason = reason;
-    this.log.info({ event: 'job.cancel', jobId: id, reason }, `cancelling maintenance job ${id}: ${reason}`);
-    job.ch?.send({ type: 'JobCancel', jobId: id, reason });
-    job.cancelTimer = setTimeout(() => {
-      job.forceEnd?.({ outcome: 'cancelled', code: 'E_CANCELLED', reason: `${reason}; the task did not acknowledge the cancel within ${this.timeouts.cancelGraceMs} ms, so its connection was closed` });
-    }, job.ch ? this.timeouts.cancelGraceMs : 0);
-    return true;
+    return this.lease.cancelJob(id, reason);
   }
 
-  /**
-   * The app's health probes (ProbeRequest/ProbeReport), on the job's connection when a
-   * job runs, else on a short connection of its own. During a handoff nobody can ask:
-   * undefined (callers show `lastProbes`). Never throws: trouble is an UNKNOWN entry.
-   */
-  async probe(): Promise<ProbeEntry[] | undefined> {
-    if (this.flight || this.handoffPending || this.stopping) return undefined;
-    const app = this.current;
-    if (!app?.alive) return undefined;
-    // An app that said it has no probes is never asked (no periodic session it did not ask for: PROTOCOL.md 7.9).
-    if (app.features && !app.features.includes('probes')) return this.probed([]);
-    const requestId = randomUUID();
-    let entries: ProbeEntry[];
-    const job = this.session?.job;
-    if (job?.ch && !job.ch.failed) {
-      entries = await new Promise<ProbeEntry[]>((resolve) => {
-        const timer = setTimeout(() => resolve([{ name: 'app', status: 'UNKNOWN', message: `no ProbeReport within ${this.timeouts.probeMs} ms` }]), this.timeouts.probeMs);
-        job.probeWaiters.set(requestId, (e) => {
-          clearTimeout(timer);
-          job.probeWaiters.delete(requestId);
-          resolve(e);
-        });
-        job.ch!.send({ type: 'ProbeRequest', requestId });
-      });
-    } else if (this.session) {
-      // Another probe or a notice: wait for it (milliseconds), then ask.
-      await this.session.done.catch(() => undefined);
-      return this.probe();
-    } else {
-      const run = this.withSession('probe', app, async (ch, hello) => {
-        if (!hello.features?.includes('probes')) return [] as ProbeEntry[];
-        ch.send({ type: 'ProbeRequest', requestId });
-        for (;;) {
-          const msg = await this.raceDeath(app, ch.expect(['ProbeReport'], this.timeouts.probeMs), 'during a probe');
-          if (msg.requestId === requestId) return parseProbes(msg.probes);
-        }
-      });
-      entries = await run.catch((err: unknown) => [{ name: 'app', status: 'UNKNOWN' as const, message: `probe failed: ${errorMessage(err)}` }]);
-    }
-    return this.probed(entries);
-  }
-
-  private probed(entries: ProbeEntry[]): ProbeEntry[] {
-    this.lastProbes = { at: Date.now(), entries };
-    this.emit('probes', entries);
-    return entries;
+  /** See Lease.probe: undefined during a handoff (callers show `lastProbes`). */
+  probe(): Promise<ProbeEntry[] | undefined> {
+    return this.lease.probe();
   }
 
   /** Lifecycle notice StartupCompleted to the incumbent (if it speaks "lifecycle"); best effort. */
-  async notifyStartup(durationMs: number, components: string[]): Promise<void> {
-    const app = this.current;
-    if (!app?.alive || this.flight || this.session || this.stopping) return;
-    if (app.features && !app.features.includes('lifecycle')) return;
-    await this.withSession('notify', app, async (ch, hello) => {
-      if (!hello.features?.includes('lifecycle')) return;
-      ch.send({ type: 'StartupCompleted', durationMs: BigInt(Math.max(0, Math.round(durationMs))), components });
-    }).catch((err: unknown) => this.log.warn({ event: 'lifecycle.notify_failed', err: errorMessage(err) }, 'could not send StartupCompleted'));
-  }
-
-  /** A short conversation holding the lease (probe, notice); frees it once the incumbent saw the connection end. */
-  private withSession<T>(kind: 'probe' | 'notify', app: AppProcess, body: (ch: ControlChannel, hello: MessageOf<'Hello'>) => Promise<T>): Promise<T> {
-    const run = (async () => {
-      let opened: Awaited<ReturnType<Supervisor['openSession']>> | undefined;
-      try {
-        opened = await this.openSession(app, `${kind}-${randomUUID()}`, `during a ${kind}`);
-        return await body(opened.ch, opened.hello);
-      } finally {
-        opened?.ch.close(`${kind} over`);
-        if (opened) await Promise.race([opened.closed, sleep(2_000)]);
-      }
-    })();
-    const session: ControlSession = { kind, done: run };
-    this.session = session;
-    void run.then(
-      () => undefined,
-      () => undefined,
-    ).finally(() => {
-      if (this.session === session) this.session = undefined;
-    });
-    return run;
-  }
-
-  /** Connects to the incumbent's control socket: its Hello (pid checked), our HelloAck, heartbeats. */
-  private async openSession(app: AppProcess, sessionId: string, what: string): Promise<{ ch: ControlChannel; hello: MessageOf<'Hello'>; closed: Promise<void> }> {
-    const socket = await connectUnix(this.controlPath, this.timeouts.helloMs);
-    const closed = new Promise<void>((r) => socket.once('close', () => r()));
-    const ch = new ControlChannel(socket, this.channelOptions('incumbent'));
-    try {
-      const hello = await this.raceDeath(app, ch.expect(['Hello'], this.timeouts.helloMs), what);
-      if (hello.role !== 'incumbent') throw new ProtocolError('E_WRONG_ROLE', `incumbent introduced itself as ${hello.role}`);
-      if (hello.pid !== app.pid) throw new ProtocolError('E_WRONG_PID', `incumbent says pid ${hello.pid}, expected ${app.pid}`);
-      const version = negotiateVersion(hello.protoMin, hello.protoMax, PROTO_MIN, PROTO_MAX);
-      app.features ??= hello.features ?? [];
-      ch.send({ type: 'HelloAck', handoffId: sessionId, protoVersion: version });
-      ch.setVersion(version);
-      ch.startHeartbeats(() => sessionId.split('-')[0]!);
-      return { ch, hello, closed };
-    } catch (err) {
-      if (err instanceof BatonError && err.code !== 'E_PEER_ERROR') ch.sendError(err);
-      ch.close('session refused');
-      throw err;
-    }
-  }
-
-  /** Races a receive against the process's death, so a killed incumbent fails the job at once with how it died. */
-  private async raceDeath<T>(proc: AppProcess, p: Promise<T>, when: string): Promise<T> {
-    const died = (st: ExitStatus): BatonError => new BatonError('E_PEER_DIED', `incumbent (pid ${proc.pid}) exited (code ${st.code ?? '-'}, signal ${st.signal ?? '-'}) ${when}`);
-    const death = proc.exited.then((st) => Promise.reject(died(st)));
-    death.catch(() => undefined);
-    try {
-      return await Promise.race([p, death]);
-    } catch (err) {
-      if ((err as BatonError).code === 'E_PEER_CLOSED' || (err as BatonError).code === 'E_SOCKET') {
-        const st = await Promise.race([proc.exited, sleep(1_000).then(() => undefined)]);
-        if (st) throw died(st);
-      }
-      throw err;
-    }
+  notifyStartup(durationMs: number, components: string[]): Promise<void> {
+    return this.lease.notifyStartup(durationMs, components);
   }
 
   /**
@@ -1340,16 +838,11 @@ export class Supervisor extends EventEmitter {
 
   private async stopApp(timeoutMs: number, reason: ShutdownReason): Promise<void> {
     this.stopping = true;
-    if (this.restartTimer) clearTimeout(this.restartTimer);
-    this.restartTimer = undefined;
+    this.restarter.cancel();
     // Old incumbents still exiting after their Committed: none outlives the supervisor's stop.
     await Promise.all(this.retiring);
     // The incumbent's connection must be free for Shutdown: a running job is cancelled at once.
-    while (this.session) {
-      const session = this.session;
-      if (session.job) this.cancelJob(session.job.spec.id, 'the supervisor is stopping');
-      await session.done.catch(() => undefined);
-    }
+    await this.lease.release('the supervisor is stopping');
     const app = this.current;
     if (!app?.alive) return;
     try {
@@ -1373,18 +866,7 @@ export class Supervisor extends EventEmitter {
   }
 }
 
-function toNum(v: bigint | number): number {
-  return typeof v === 'bigint' ? (v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v)) : v;
-}
-
-function asBatonError(err: unknown): BatonError {
-  if (err instanceof BatonError) return err;
-  const code = (err as { code?: unknown })?.code;
-  return new BatonError(typeof code === 'string' ? code : 'E_INTERNAL', errorMessage(err));
-}
-
 /** A wait the supervisor depends on: keeps the process alive (an unref'd timer could let it exit mid-recovery). */
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
-

@@ -11,7 +11,7 @@ import { HEARTBEAT_INTERVAL_MS } from '../wire/channel.js';
 import { errorMessage } from '../os/errors.js';
 import { lockHolder } from '../os/lock.js';
 import type { MessageOf } from '../wire/schema.js';
-import type { HandoffResult } from '../supervisor/supervisor.js';
+import type { HandoffResult } from '../supervisor/results.js';
 import type { SupervisorPhase } from '../supervisor/phases.js';
 import { Harness, httpRequest, PROBE_TIMEOUT_MS, type AppProbe, type HarnessOptions, type ProbeRequest } from './harness.js';
 

@@ -14,7 +14,9 @@ import { crashEnv } from '../supervisor/generation.js';
 import { bindListener, parseListenAddress, type HeldListener } from '../os/listeners.js';
 import { lockHolder } from '../os/lock.js';
 import { createLogger } from '../os/log.js';
-import { Supervisor, type HandoffResult, type HandoffSpec, type RestartPolicy, type Timeouts } from '../supervisor/supervisor.js';
+import { Supervisor } from '../supervisor/supervisor.js';
+import type { HandoffSpec, RestartPolicy, Timeouts } from '../supervisor/options.js';
+import type { HandoffResult } from '../supervisor/results.js';
 import { type SupervisorPhase } from '../supervisor/phases.js';
 import { killTagged, killTaggedSync, newTag, TEST_TAG_ENV, taggedProcesses, taggedProcessesSync, type TaggedProcess } from './procs.js';
 

@@ -11,7 +11,9 @@ import { bindListener, parseListenAddress, type HeldListener } from '../../src/o
 import { lockHolder } from '../../src/os/lock.js';
 import { createLogger } from '../../src/os/log.js';
 import type { LoadLoops } from '../../bench/lib/load-loops.js';
-import { Supervisor, type HandoffResult, type SupervisorOptions, type Timeouts } from '../../src/supervisor/supervisor.js';
+import { Supervisor } from '../../src/supervisor/supervisor.js';
+import type { SupervisorOptions, Timeouts } from '../../src/supervisor/options.js';
+import type { HandoffResult } from '../../src/supervisor/results.js';
 import { healthz, killTagged, newTag, PRIMITIVE, request, taggedPids } from './engine.js';
 import { Harness, pollUntil } from './harness.js';
 

@@ -1,0 +1,107 @@
+/**
+ * What a Supervisor is configured with: its options, timeouts and restart policy, and
+ * what one handoff or stop is asked for.
+ */
+import { HELLO_TIMEOUT_MS, LIVENESS_TIMEOUT_MS } from '../wire/channel.js';
+import type { CrashConfig, CrashPoint } from '../os/crashpoints.js';
+import type { HeldListener } from '../os/listeners.js';
+import type { Logger } from '../os/log.js';
+import type { SupervisorPhase } from './phases.js';
+
+export interface Timeouts {
+  /** Wait for a peer's Hello after spawn/connect. */
+  helloMs: number;
+  /** Any receive: close the channel when nothing arrives for this long. */
+  livenessMs: number;
+  /** Default drain grace given to the incumbent. */
+  drainGraceMs: number;
+  /** Default overall deadline of a handoff. */
+  deadlineMs: number;
+  /**
+   * Default budget from Begin to the successor's Ready. The incumbent has drained and
+   * sealed by then, so this bounds how long a successor that hangs after Begin keeps
+   * every client waiting (the overall deadline alone allowed minutes).
+   */
+  readyMs: number;
+  /** SIGTERM → SIGKILL grace when killing an aborted successor. */
+  killGraceMs: number;
+  /** How long an aborted incumbent has to answer Resumed. */
+  resumeMs: number;
+  /** A handoff requested while a maintenance job runs waits this long for it, then cancels it (critical jobs: refused). */
+  leaseWaitMs: number;
+  /** After JobCancel: how long the app has to answer JobDone before the job's connection is closed. */
+  cancelGraceMs: number;
+  /** How long a probe request may take (incumbent connection included). */
+  probeMs: number;
+}
+
+export const DEFAULT_TIMEOUTS: Timeouts = {
+  helloMs: HELLO_TIMEOUT_MS,
+  livenessMs: LIVENESS_TIMEOUT_MS,
+  drainGraceMs: 60_000,
+  deadlineMs: 300_000,
+  // An app's slow start-up work belongs before Hello (warmUp), where the incumbent still
+  // serves; after Begin it only takes the lock and opens what it pre-read. 10 s covers a
+  // large open on a busy machine and keeps a hung build's blackout to seconds.
+  readyMs: 10_000,
+  killGraceMs: 2_000,
+  resumeMs: 30_000,
+  leaseWaitMs: 30_000,
+  cancelGraceMs: 5_000,
+  probeMs: 2_000,
+};
+
+export interface RestartPolicy {
+  enabled: boolean;
+  baseMs: number;
+  maxMs: number;
+  /** More restarts than this within windowMs is a crash loop. */
+  maxRestarts: number;
+  windowMs: number;
+}
+
+export const DEFAULT_RESTART: RestartPolicy = { enabled: true, baseMs: 100, maxMs: 10_000, maxRestarts: 5, windowMs: 60_000 };
+
+export interface SupervisorOptions {
+  /** Command of the app; a function is re-evaluated on every spawn (so a symlink swap upgrades). */
+  command: readonly string[] | (() => readonly string[]);
+  listeners: readonly HeldListener[];
+  dataDir: string;
+  /** Private state: control socket dir (0700), journal. */
+  stateDir: string;
+  env?: NodeJS.ProcessEnv;
+  timeouts?: Partial<Timeouts>;
+  log?: Logger;
+  /** App stdout: inherited by default. */
+  appStdout?: 'inherit' | 'ignore';
+  /** What to do when the incumbent exits outside a handoff. */
+  restart?: Partial<RestartPolicy>;
+  /** Spare listener copies per app (re-listen after an abort); default 4. */
+  listenerSpares?: number;
+  /**
+   * Awaited on entering every phase, before the phase's work (tests and tools that must
+   * act at an exact point, e.g. inspect the data dir between SealComplete and Begin).
+   * Its time counts in the phase and against the deadline.
+   */
+  phaseGate?: (phase: SupervisorPhase, handoffId: string) => Promise<void>;
+  /** This supervisor's own crash point (tests); default from BATON_CRASH_POINT. */
+  crash?: CrashConfig;
+}
+
+export interface HandoffSpec {
+  command?: readonly string[];
+  deadlineMs?: number;
+  drainGraceMs?: number;
+  /** Begin → Ready budget for this handoff (default timeouts.readyMs). */
+  readyMs?: number;
+  /** Extra env for the successor only. */
+  successorEnv?: Record<string, string>;
+  /** Make the successor crash at this point (tests). */
+  successorCrashPoint?: CrashPoint;
+  crashMarkerDir?: string;
+  /** A maintenance job holds the lease: wait this long for it before cancelling it (default timeouts.leaseWaitMs). */
+  leaseWaitMs?: number;
+}
+
+/** Shutdown.reason (PROTOCOL.md 7.7): who asked for the stop. */
+export type ShutdownReason = 'graceful' | 'signal' | 'admin' | 'error';
