@@ -49,6 +49,17 @@ function startHost(dir: string): { host: ChildProcess; out: LineReader } {
   return { host, out: new LineReader(host) };
 }
 
+/** A fresh world (tag, temp dir, listener held here) and its first supervisor, once it serves. */
+async function firstSupervisor(): Promise<{ dir: string; markers: string; port: number; first: ReturnType<typeof startHost> }> {
+  tag = newTag();
+  const dir = h.tempDir('baton-recovery-');
+  listener = bindListener(parseListenAddress('tcp://127.0.0.1:0'));
+  const port = Number(listener.address.split(':').pop());
+  const first = startHost(dir);
+  await first.out.next((l: { event: string }) => l.event === 'ready', 'first supervisor ready', 20_000);
+  return { dir, markers: path.join(dir, 'markers'), port, first };
+}
+
 function send(host: ChildProcess, cmd: unknown): void {
   host.stdin!.write(`${JSON.stringify(cmd)}\n`);
 }
@@ -57,12 +68,7 @@ const points = CRASH_POINT_NAMES.filter((p) => p.startsWith('supervisor.'));
 
 describe('supervisor killed while idle → restart re-adopts the serving incumbent (B1)', () => {
   it('no cold start next to the orphan: the same process serves, and the next handoff commits', async () => {
-    tag = newTag();
-    const dir = h.tempDir('baton-recovery-');
-    listener = bindListener(parseListenAddress('tcp://127.0.0.1:0'));
-    const port = Number(listener.address.split(':').pop());
-    const first = startHost(dir);
-    await first.out.next((l: { event: string }) => l.event === 'ready', 'first supervisor ready', 20_000);
+    const { dir, port, first } = await firstSupervisor();
     const gen1 = (await healthz(port)).pid;
     expect((await request(port, 'PUT', '/kv/idle', 'kept')).status).toBe(200);
     first.host.kill('SIGKILL');
@@ -86,14 +92,7 @@ describe('supervisor killed while idle → restart re-adopts the serving incumbe
 describe('supervisor crash → restart → recovery from the journal', () => {
   for (const point of points) {
     it(point, async () => {
-      tag = newTag();
-      const dir = h.tempDir('baton-recovery-');
-      const markers = path.join(dir, 'markers');
-      listener = bindListener(parseListenAddress('tcp://127.0.0.1:0'));
-      const port = Number(listener.address.split(':').pop());
-
-      const first = startHost(dir);
-      await first.out.next((l: { event: string }) => l.event === 'ready', 'first supervisor ready', 20_000);
+      const { dir, markers, port, first } = await firstSupervisor();
       const acked = new Map<string, string>();
       for (let i = 0; i < 10; i++) {
         expect((await request(port, 'PUT', `/kv/r${i}`, `v${i}`)).status).toBe(200);
@@ -139,13 +138,7 @@ describe('supervisor crash → restart → recovery from the journal', () => {
 
 describe('two faults at once: the supervisor dies after an unhealthy Ready, and the incumbent dies', () => {
   it('the unhealthy successor never commits on its own: it steps aside, and the restarted supervisor cold-starts a healthy generation', async () => {
-    tag = newTag();
-    const dir = h.tempDir('baton-recovery-');
-    const markers = path.join(dir, 'markers');
-    listener = bindListener(parseListenAddress('tcp://127.0.0.1:0'));
-    const port = Number(listener.address.split(':').pop());
-    const first = startHost(dir);
-    await first.out.next((l: { event: string }) => l.event === 'ready', 'first supervisor ready', 20_000);
+    const { dir, markers, port, first } = await firstSupervisor();
     const gen1 = (await healthz(port)).pid;
     expect((await request(port, 'PUT', '/kv/two', 'faults')).status).toBe(200);
     send(first.host, { op: 'arm', point: 'supervisor.after_ready', markerDir: markers });
