@@ -6,6 +6,7 @@
  */
 export { startBaton, BatonApp } from './app/app.js';
 export type { Drainable, DrainResult, SealResult, Readiness, StateSnapshot, BeginInfo, BatonAppOptions, InheritedListener } from './app/app.js';
+export type { ListenTarget } from './app/app.js';
 export { detectRole, ENV } from './wire/roles.js';
 export type { Role, RoleInfo } from './wire/roles.js';
 export { Supervisor } from './supervisor/supervisor.js';

@@ -258,17 +258,17 @@ describe('baton run / upgrade / status / history / stop', () => {
     await stopDaemon(d2);
   }, 60_000);
 
-  it('handoff.listenerSpares 0: an aborted upgrade leaves an incumbent that cannot listen again; upgrade says so and a cold start serves', async () => {
+  it('handoff.listenerSpares 0 and an app that re-listens with listenFd: an aborted upgrade leaves an incumbent that cannot listen again; upgrade says so and a cold start serves', async () => {
     const dir = h.tempDir('baton-cli-');
     const script = path.join(dir, 'app.sh');
-    writeScript(script, `exec ${process.execPath} ${PRIMITIVE[1]}`);
+    writeScript(script, `export PRIM_LISTEN_FD=1; exec ${process.execPath} ${PRIMITIVE[1]}`);
     const config = path.join(dir, 'baton.json');
     writeFileSync(config, JSON.stringify({ handoff: { listenerSpares: 0 } }));
     const d = await worlds.w.startDaemon({ dir, command: [script], extraArgs: ['--config', config] });
     const before = await healthz(d.port);
     // The next version reports itself unhealthy once (abort after the seal); the cold start after it is healthy.
     const once = path.join(dir, 'unhealthy.once');
-    writeScript(script, `if [ ! -e ${once} ]; then touch ${once}; export PRIM_HEALTHZ_FALSE=1; fi; exec ${process.execPath} ${PRIMITIVE[1]}`);
+    writeScript(script, `export PRIM_LISTEN_FD=1; if [ ! -e ${once} ]; then touch ${once}; export PRIM_HEALTHZ_FALSE=1; fi; exec ${process.execPath} ${PRIMITIVE[1]}`);
     const r = await worlds.w.baton(['upgrade', '--state-dir', d.stateDir]);
     expect(r.code, r.stdout + r.stderr).toBe(2);
     expect(r.stderr).toMatch(/aborted: successor reported healthzOk=false \(E_READY_REJECTED\)/);

@@ -5,7 +5,7 @@ import { lockHolder } from '../src/os/lock.js';
 import { isAlive } from '../src/os/proc.js';
 import type { HandoffSpec } from '../src/supervisor/options.js';
 import { crashEnv } from '../src/supervisor/generation.js';
-import { healthz, lostWrites } from './support/engine.js';
+import { fdCount, healthz, Load, lostWrites } from './support/engine.js';
 import { putAll, useWorlds } from './support/world.js';
 
 const worlds = useWorlds();
@@ -78,9 +78,38 @@ describe('supervisor: happy path', () => {
     expect(await lostWrites(w.port, acked)).toEqual([]);
   });
 
-  it('an incumbent with no spare listener left cannot resume: it exits at once and a cold start brings the service back (no write lost)', async () => {
+  it('listenTarget has no cliff: with no spare copies at all, the incumbent serves again after 6 aborted handoffs in a row (fresh copies over IPC), under load', async () => {
+    const w = worlds.create({ supervisor: { listenerSpares: 0 } });
+    const cold = await w.sup.start();
+    expect(cold.outcome, cold.reason).toBe('committed');
+    const gen1 = w.sup.incumbent!.pid;
+    const load = new Load(w.port, 8);
+    try {
+      for (let i = 0; i < 6; i++) {
+        const r = await w.sup.performHandoff({ successorEnv: { PRIM_HEALTHZ_FALSE: '1' } });
+        expect(r.outcome, `handoff ${i + 1}: ${r.reason}`).toBe('aborted');
+        expect(r.code).toBe('E_READY_REJECTED');
+        expect(r.restoredBy, `handoff ${i + 1} needed a cold start`).toBeUndefined();
+        expect(await w.settledServer()).toBe(gen1);
+      }
+    } finally {
+      await load.stop();
+    }
+    expect(w.hooks(gen1)).toContain('resume');
+    expect(load.failures, `failed requests: ${JSON.stringify(load.failures)}`).toEqual({});
+    expect(load.acked.size).toBeGreaterThan(0);
+    expect(await lostWrites(w.port, load.acked)).toEqual([]);
+    // Each resume's copy is owned once (by the app's server): no fd is left behind per abort.
+    const fds = await fdCount(gen1);
+    const again = await w.sup.performHandoff({ successorEnv: { PRIM_HEALTHZ_FALSE: '1' } });
+    expect(again.outcome).toBe('aborted');
+    expect(await w.settledServer()).toBe(gen1);
+    expect(await fdCount(gen1)).toBeLessThanOrEqual(fds);
+  });
+
+  it('an app re-listening with listenFd (spare copies only) and none left cannot resume: it exits at once and a cold start brings the service back (no write lost)', async () => {
     // One spare: the first abort re-listens on it, the second finds none (E_NO_SPARE_LISTENER in the app).
-    const w = worlds.create({ supervisor: { listenerSpares: 1 } });
+    const w = worlds.create({ supervisor: { listenerSpares: 1 }, appEnv: { PRIM_LISTEN_FD: '1' } });
     const cold = await w.sup.start();
     expect(cold.outcome, cold.reason).toBe('committed');
     const gen1 = w.sup.incumbent!.pid;

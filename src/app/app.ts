@@ -7,6 +7,7 @@ import { inheritedListeners } from '../os/listeners.js';
 import { createLogger, type Logger } from '../os/log.js';
 import { detectRole, ENV, type Role, type RoleInfo } from '../wire/roles.js';
 import type { RevisionMap } from '../wire/schema.js';
+import { fetchListenerCopies, type ListenerHandle } from './listener-copies.js';
 import { Rpc } from './worker-rpc.js';
 import { LIVENESS_TIMEOUT_MS } from '../wire/channel.js';
 
@@ -145,6 +146,14 @@ export interface ShutdownCompletedEvent {
   durationMs: number;
 }
 
+/** Pass it unchanged to `net.Server#listen` (it may carry the socket's handle besides `fd`). */
+export interface ListenTarget {
+  readonly fd: number;
+}
+
+/** How long a resume waits for the supervisor's listener copies before falling back to a spare. */
+const LISTENER_COPIES_TIMEOUT_MS = 2_000;
+
 export interface InheritedListener {
   fd: number;
   address: string;
@@ -171,6 +180,8 @@ export class BatonApp {
   private readonly log: Logger;
   private readonly spares: number;
   private readonly copiesUsed = new Map<string, number>();
+  /** Fresh listener copies fetched for the resume in progress (listenTarget takes them). */
+  private freshCopies = new Map<string, ListenerHandle>();
   private readonly tasks = new Map<string, TaskHandler>();
   private readonly probes = new Map<string, ProbeFn>();
   private readonly runningTasks = new Map<string, AbortController>();
@@ -211,7 +222,7 @@ export class BatonApp {
       warmedUp: () => warmedUp,
       drain: ({ deadlineMs }: { deadlineMs: number }) => d.drain(new Date(deadlineMs)),
       seal: () => d.seal((done, total) => this.rpc.notify('sealProgress', { done, total })),
-      resume: () => d.resumeAfterAbort(),
+      resume: () => this.resumeAfterAbort(),
       snapshot: () => d.snapshotState(),
       begin: (begin: BeginInfo) => {
         this.beginWaiter.resolve(begin);
@@ -270,7 +281,8 @@ export class BatonApp {
   /**
    * The fd to `listen({ fd })` on for listener `name`. The first call gives the
    * listener itself; each later call (after you closed the previous one to drain and
-   * are resuming after an abort) gives a spare copy of the same socket.
+   * are resuming after an abort) gives a spare copy of the same socket, of which there
+   * are `handoff.listenerSpares`. Prefer listenTarget, which has no such limit.
    */
   listenFd(name: string): number {
     const names = [...this.listeners.keys()];
@@ -281,11 +293,41 @@ export class BatonApp {
       throw new BatonError(
         'E_NO_SPARE_LISTENER',
         `listener ${name}: all ${this.spares} spare copies are used (one per re-listen after an aborted handoff); ` +
-          'this process cannot listen again (raise handoff.listenerSpares in the baton config)',
+          'this process cannot listen again (use baton.listenTarget(name), which gets a fresh copy from the supervisor for every resume, or raise handoff.listenerSpares in the baton config)',
       );
     }
     this.copiesUsed.set(name, copy + 1);
     return this.listeners.get(name)!.fd + copy * names.length;
+  }
+
+  /**
+   * What to pass, unchanged, to `server.listen(target)` for listener `name`: the
+   * inherited listener the first time; after an aborted handoff (you closed it to drain
+   * and now resume), a fresh copy the supervisor sent over the IPC channel for this
+   * resume, so there is no limit on how often this process can serve again. Without
+   * that channel (a process adopted by a restarted supervisor, or started through a
+   * wrapper that took the channel, like `npm start`), the next spare copy, as listenFd.
+   */
+  listenTarget(name: string): ListenTarget {
+    const fresh = (this.copiesUsed.get(name) ?? 0) > 0 ? this.freshCopies.get(name) : undefined;
+    if (!fresh) return { fd: this.listenFd(name) };
+    this.freshCopies.delete(name);
+    // net.Server#listen serves an object's `_handle` as it is (one owner of the fd);
+    // `{ fd }` would wrap the same fd a second time.
+    const target = { fd: fresh.fd };
+    Object.defineProperty(target, '_handle', { value: fresh, enumerable: false });
+    return target;
+  }
+
+  /** The resume RPC: fetch fresh listener copies, let the app re-listen, close the copies it did not take. */
+  private async resumeAfterAbort(): Promise<void> {
+    if (this.listeners.size > 0) this.freshCopies = await fetchListenerCopies(LISTENER_COPIES_TIMEOUT_MS);
+    try {
+      await this.opts.drainable.resumeAfterAbort();
+    } finally {
+      for (const unused of this.freshCopies.values()) unused.close();
+      this.freshCopies.clear();
+    }
   }
 
   /** Lifecycle notices: 'startup-completed' (node started), 'shutdown-requested' (a graceful stop begins), 'shutdown-completed' (it is done; exit follows). */

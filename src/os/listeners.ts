@@ -38,6 +38,11 @@ export interface HeldListener {
   readonly fd: number;
   /** `tcp://127.0.0.1:8080`, `tcp://[::1]:8080` (real port if 0 was asked), `unix:/path`, or `fd:3`. */
   readonly address: string;
+  /**
+   * The socket's own handle (a TCP or Pipe wrap), for `child.send(msg, handle)`: Node
+   * passes it over the child-process IPC channel as a new fd in the child (SCM_RIGHTS).
+   */
+  readonly handle: object;
   close(): void;
 }
 
@@ -247,6 +252,7 @@ function toHeld(b: BoundListener): HeldListener {
     spec: b.spec,
     fd: b.handle.fd,
     address: b.address,
+    handle: b.handle,
     close: () => {
       if (closed) return;
       closed = true;

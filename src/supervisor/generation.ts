@@ -6,6 +6,7 @@ import { listenerEnv, scrubInheritedEnv, stdioForListeners, type HeldListener } 
 import type { Logger } from '../os/log.js';
 import { isAlive, isGroupLeader, killGroup, processStartTime, waitForExit } from '../os/proc.js';
 import { ENV } from '../wire/roles.js';
+import { serveListenerCopies } from './listener-copies.js';
 
 export interface ExitStatus {
   code: number | undefined;
@@ -130,7 +131,9 @@ export function spawnApp(spec: SpawnSpec): AppProcess {
   };
   // node:child_process rather than execa: the supervisor only needs spawn + exit, and
   // loading execa costs ≈ 8 MiB of RSS in a process whose budget is 60 MB (BENCHMARKS.md).
-  const stdio: StdioOptions = ['ignore', spec.stdout, 'inherit', ...listenerFds, ...spareFds, 'pipe'];
+  // Then Node's IPC channel (NODE_CHANNEL_FD), over which a Node app asks for fresh
+  // listener copies after an abort (supervisor/listener-copies.ts); other apps ignore it.
+  const stdio: StdioOptions = ['ignore', spec.stdout, 'inherit', ...listenerFds, ...spareFds, 'pipe', 'ipc'];
   const child = spawn(file, args, {
     stdio,
     env,
@@ -144,6 +147,7 @@ export function spawnApp(spec: SpawnSpec): AppProcess {
   const pid = child.pid;
   if (pid === undefined) throw new BatonError('E_SPAWN_FAILED', `could not start ${file}${spawnError ? `: ${spawnError.message}` : ''}`);
   const control = child.stdio[controlFd] as Socket | undefined;
+  serveListenerCopies(child, spec.listeners, spec.log);
   const app = new AppProcess(pid, processStartTime(pid), spec.generation, child, control);
   spec.log.info(
     { event: 'app.spawned', pid, generation: spec.generation, role: spec.role, command: spec.command },
