@@ -386,6 +386,7 @@ describe('configuration and arguments', () => {
   configCase('a bad address', { listen: ['tcp://127.0.0.1:0', 'tcp://localhost:80'] }, /"listen\[1\]": expected a listen address; host "localhost" is not an IP literal/);
   configCase('a bad nested value', { history: { maxRecords: -3 } }, /"history.maxRecords": expected an integer in 1..100000 \(got -3\)/);
   configCase('a fractional listener spare count', { handoff: { listenerSpares: 2.5 } }, /"handoff.listenerSpares": expected an integer in 0..64 \(got 2.5\)/);
+  configCase('a listener-copies switch that is not a boolean', { handoff: { listenerCopies: 'yes' } }, /"handoff.listenerCopies": expected true or false \(got "yes"\)/);
   configCase('a data dir that is a file', { dataDir: 'baton.json' }, /"dataDir": expected a directory; .*baton.json exists and is not a directory/);
   configCase('an empty command', { command: [] }, /"command": expected the app command after `--`/);
 

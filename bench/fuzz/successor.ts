@@ -36,6 +36,7 @@ export class SuccessorFactory {
       generation: ++this.generation,
       listeners: [this.listener],
       spares: 1,
+      listenerCopies: false,
       controlPath: path.join(this.dir, 'control', 'incumbent.sock'),
       dataDir: path.join(this.dir, 'data'),
       // FUZZ_SUCCESSOR_LOG_LEVEL=warn shows what each successor saw (on our stderr).

@@ -46,7 +46,7 @@ export interface RunConfig {
   metrics: { host: string; port: number } | undefined;
   /** The admin API on TCP as well as the Unix socket (every request needs a token). */
   adminListen: { host: string; port: number } | undefined;
-  handoff: { deadlineS: number | undefined; drainGraceS: number | undefined; helloTimeoutS: number | undefined; readyTimeoutS: number | undefined; listenerSpares: number | undefined };
+  handoff: { deadlineS: number | undefined; drainGraceS: number | undefined; helloTimeoutS: number | undefined; readyTimeoutS: number | undefined; listenerSpares: number | undefined; listenerCopies: boolean | undefined };
   stopTimeoutS: number;
   history: { maxRecords: number; maxAgeS: number };
   restart: { maxRestarts: number | undefined; windowS: number | undefined };
@@ -154,6 +154,11 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
     if (!ok) return fail(field, `${opts.int ? 'an integer' : 'a number'} in ${opts.min}..${opts.max}`, v);
     return v as number;
   };
+  const bool = (field: string, v: unknown): boolean | undefined => {
+    if (v === undefined) return undefined;
+    if (typeof v !== 'boolean') return fail(field, 'true or false', v);
+    return v;
+  };
   const obj = (field: string, v: unknown, keys: string[]): Record<string, unknown> => {
     if (v === undefined) return {};
     if (!isObject(v)) return fail(field, `an object with keys ${keys.join(', ')}`, v);
@@ -224,7 +229,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   const adminText = flags.adminListen ?? str('adminListen', file.adminListen);
   const adminListen = adminText === undefined ? undefined : parseHostPort('adminListen', adminText, fail);
 
-  const handoffObj = obj('handoff', file.handoff, ['deadlineS', 'drainGraceS', 'helloTimeoutS', 'readyTimeoutS', 'listenerSpares']);
+  const handoffObj = obj('handoff', file.handoff, ['deadlineS', 'drainGraceS', 'helloTimeoutS', 'readyTimeoutS', 'listenerSpares', 'listenerCopies']);
   const historyObj = obj('history', file.history, ['maxRecords', 'maxAgeS']);
   const restartObj = obj('restart', file.restart, ['maxRestarts', 'windowS']);
 
@@ -243,6 +248,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
       helloTimeoutS: num('handoff.helloTimeoutS', handoffObj.helloTimeoutS, { min: 0.1, max: 3600 }),
       readyTimeoutS: num('handoff.readyTimeoutS', handoffObj.readyTimeoutS, { min: 0.1, max: 3600 }),
       listenerSpares: num('handoff.listenerSpares', handoffObj.listenerSpares, { int: true, min: 0, max: 64 }),
+      listenerCopies: bool('handoff.listenerCopies', handoffObj.listenerCopies),
     },
     stopTimeoutS: num('stopTimeoutS', file.stopTimeoutS, { min: 1, max: 3600 }) ?? DEFAULT_STOP_TIMEOUT_S,
     history: {

@@ -234,6 +234,7 @@ export class Daemon {
         ...(cfg.handoff.readyTimeoutS !== undefined && { readyMs: cfg.handoff.readyTimeoutS * 1000 }),
       },
       ...(cfg.handoff.listenerSpares !== undefined && { listenerSpares: cfg.handoff.listenerSpares }),
+      ...(cfg.handoff.listenerCopies !== undefined && { listenerCopies: cfg.handoff.listenerCopies }),
       restart: {
         ...(cfg.restart.maxRestarts !== undefined && { maxRestarts: cfg.restart.maxRestarts }),
         ...(cfg.restart.windowS !== undefined && { windowMs: cfg.restart.windowS * 1000 }),

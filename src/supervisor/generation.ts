@@ -97,6 +97,8 @@ export interface SpawnSpec {
   listeners: readonly HeldListener[];
   /** Spare copies of each listener (see LISTENER_SPARES_ENV). */
   spares: number;
+  /** Pass Node's IPC channel and serve listener copies over it. */
+  listenerCopies: boolean;
   controlPath: string;
   dataDir: string;
   baseEnv: NodeJS.ProcessEnv;
@@ -133,7 +135,7 @@ export function spawnApp(spec: SpawnSpec): AppProcess {
   // loading execa costs ≈ 8 MiB of RSS in a process whose budget is 60 MB (BENCHMARKS.md).
   // Then Node's IPC channel (NODE_CHANNEL_FD), over which a Node app asks for fresh
   // listener copies after an abort (supervisor/listener-copies.ts); other apps ignore it.
-  const stdio: StdioOptions = ['ignore', spec.stdout, 'inherit', ...listenerFds, ...spareFds, 'pipe', 'ipc'];
+  const stdio: StdioOptions = ['ignore', spec.stdout, 'inherit', ...listenerFds, ...spareFds, 'pipe', ...(spec.listenerCopies ? ['ipc' as const] : [])];
   const child = spawn(file, args, {
     stdio,
     env,
@@ -147,7 +149,7 @@ export function spawnApp(spec: SpawnSpec): AppProcess {
   const pid = child.pid;
   if (pid === undefined) throw new BatonError('E_SPAWN_FAILED', `could not start ${file}${spawnError ? `: ${spawnError.message}` : ''}`);
   const control = child.stdio[controlFd] as Socket | undefined;
-  serveListenerCopies(child, spec.listeners, spec.log);
+  if (spec.listenerCopies) serveListenerCopies(child, spec.listeners, spec.log);
   const app = new AppProcess(pid, processStartTime(pid), spec.generation, child, control);
   spec.log.info(
     { event: 'app.spawned', pid, generation: spec.generation, role: spec.role, command: spec.command },

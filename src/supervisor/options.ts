@@ -78,6 +78,8 @@ export interface SupervisorOptions {
   restart?: Partial<RestartPolicy>;
   /** Spare listener copies per app (re-listen after an abort); default 4. */
   listenerSpares?: number;
+  /** Give apps Node's IPC channel for fresh listener copies (PROTOCOL.md §2); default true. */
+  listenerCopies?: boolean;
   /**
    * Awaited on entering every phase, before the phase's work (tests and tools that must
    * act at an exact point, e.g. inspect the data dir between SealComplete and Begin).

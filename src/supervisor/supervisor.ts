@@ -432,6 +432,7 @@ export class Supervisor extends EventEmitter {
       generation: this.generation + 1,
       listeners: this.opts.listeners,
       spares: this.opts.listenerSpares ?? 4,
+      listenerCopies: this.opts.listenerCopies ?? true,
       controlPath: this.controlPath,
       dataDir: this.opts.dataDir,
       baseEnv: this.opts.env ?? process.env,
