@@ -17,10 +17,7 @@ const h = new Harness();
 const worlds = useCliWorlds(h);
 
 async function stopDaemon(d: DaemonHandle): Promise<void> {
-  const r = await worlds.w.baton(['stop', '--state-dir', d.stateDir]);
-  expect(r.code, r.stderr).toBe(0);
-  expect(r.stdout).toContain('stopped');
-  expect(await exitOf(d.child)).toEqual({ code: 0, signal: null });
+  await worlds.w.stop(d);
   await expectPortFree(d.port);
 }
 

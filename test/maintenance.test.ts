@@ -11,18 +11,14 @@ import { adminRequest } from '../src/daemon/admin.js';
 import { adminSocketPath } from '../src/daemon/daemon.js';
 import { JobStore } from '../src/daemon/jobs.js';
 import { healthz, request, ROOT } from './support/engine.js';
-import { exitOf, Harness, pollUntil } from './support/harness.js';
+import { Harness, pollUntil } from './support/harness.js';
 import { useCliWorlds, type DaemonHandle } from './support/cli.js';
 import type { JobRecord } from '../src/daemon/jobs.js';
 
 const h = new Harness();
 const worlds = useCliWorlds(h);
 
-async function stopDaemon(d: DaemonHandle): Promise<void> {
-  const r = await worlds.w.baton(['stop', '--state-dir', d.stateDir]);
-  expect(r.code, r.stderr).toBe(0);
-  expect(await exitOf(d.child)).toEqual({ code: 0, signal: null });
-}
+const stopDaemon = (d: DaemonHandle): Promise<void> => worlds.w.stop(d);
 
 const api = (d: DaemonHandle, method: string, url: string, body?: unknown) => adminRequest(adminSocketPath(d.stateDir), method, url, body, { timeoutMs: 20_000 });
 

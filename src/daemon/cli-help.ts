@@ -26,6 +26,7 @@ Usage: baton <command> [options]
 Commands:
   run       run a service under the supervisor (foreground, long-lived)
   upgrade   hand the service over to a freshly started process (the command is re-resolved)
+  rollback  go back to the last known-good build (a handoff, or a cold start if nothing serves)
   status    supervisor, app, generation, listeners, lock holder, last handoff, health
   history   past jobs (handoffs and maintenance): outcome, phases, pids, reasons
   maintenance run TYPE | cancel ID
@@ -40,9 +41,10 @@ Options:
   -h, --help     help (also: baton <command> --help)
   -V, --version  print the version
 
-Exit codes: 0 ok, 1 error; upgrade: 2 aborted, 3 another handoff or a critical
-maintenance job holds the lease; maintenance run: 2 failed, 3 skipped, 5 cancelled;
-health: 2 not OK; run: 4 crash loop.`,
+Exit codes: 0 ok, 1 error; upgrade and rollback: 2 aborted (the old process serves on),
+3 another handoff or a critical maintenance job holds the lease, 4 aborted and nothing
+serves (the restart policy retries); rollback: 5 no earlier known-good build;
+maintenance run: 2 failed, 3 skipped, 5 cancelled; health: 2 not OK; run: 4 crash loop.`,
   maintenance: `Usage: baton maintenance run TYPE [options]
        baton maintenance cancel JOB-ID [options]
 
@@ -129,7 +131,7 @@ admin socket <state-dir>/admin.sock. Signals: SIGHUP upgrade, SIGTERM/SIGINT sto
 Options:
   --config FILE       JSON config with the same options (flags win): command, listen, dataDir,
                       stateDir, name, metrics, handoff {deadlineS, drainGraceS, helloTimeoutS,
-                      readyTimeoutS, listenerSpares}, stopTimeoutS,
+                      readyTimeoutS, listenerSpares, listenerCopies, bakeS}, stopTimeoutS,
                       history {maxRecords, maxAgeS}, restart {maxRestarts, windowS},
                       healthIntervalS (periodic health check, logs health.changed; default 10, 0 = off)
   --listen ADDR       a listener, repeatable: [name=]tcp://HOST:PORT, tcp://[::1]:PORT,
@@ -161,8 +163,33 @@ Options:
 ${TARGET_HELP}
   -h, --help
 
+After a commit the new build bakes for handoff.bakeS (default 30 s): if it crashes or
+its health goes CRITICAL within that window, baton rolls back to the last known-good
+build by itself (a 'rollback' job in the history). A failed upgrade prints the last
+lines the new process wrote to stderr.
+
 Exit codes: 0 committed, 2 aborted (the old process serves on), 3 another handoff is
-running, 1 any other error (no supervisor, bad arguments).`,
+running, 4 aborted and nothing serves (the old process could not serve again and the
+cold start failed; the restart policy keeps trying: see baton status), 1 any other
+error (no supervisor, bad arguments).`,
+  rollback: `Usage: baton rollback [options]
+
+Goes back to the last known-good build: the newest build that lasted its bake window,
+other than the serving one. A handoff when a process serves (drain, seal, Begin, Ready,
+Commit, like an upgrade), a cold start when none does. The build it leaves is marked bad
+(no restart returns to it). Builds are told apart by their resolved command: deploy
+each release to its own directory behind a symlink (current -> releases/v7) and the
+previous release is still there to go back to; a deploy that overwrites files in place
+cannot be rolled back, and baton says so.
+
+Options:
+  --reason TEXT     why (recorded in the job; default "requested by an operator")
+  --json            print one JSON result object (no progress)
+${TARGET_HELP}
+  -h, --help
+
+Exit codes: 0 committed, 2 aborted (the serving process serves on), 3 another handoff
+is running, 4 aborted and nothing serves, 5 no earlier known-good build, 1 any other error.`,
   status: `Usage: baton status [options]
 
 Options:

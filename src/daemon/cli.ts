@@ -9,6 +9,7 @@ import { defaultStateDir, parseHostPort, readBoundedFileSync, readConfigFile, re
 import { adminSocketPath, Daemon, EXIT } from './daemon.js';
 import { BatonError, ConfigError, errorMessage } from '../os/errors.js';
 import type { JobRecord } from './jobs.js';
+import type { BuildRecord } from '../supervisor/builds.js';
 import type { PreviousShutdown } from './lifecycle.js';
 import { HELP, VERSION } from './cli-help.js';
 
@@ -133,18 +134,37 @@ async function cmdUpgrade(args: string[]): Promise<number> {
   const leaseWait = v['lease-wait'];
   if (leaseWait !== undefined && !/^\d+(\.\d+)?$/.test(leaseWait)) throw new UsageError(`baton upgrade: --lease-wait: expected a number of seconds ≥ 0 (got ${JSON.stringify(leaseWait)})`);
   const leaseWaitS = leaseWait === undefined ? undefined : Number(leaseWait);
-  const sock = targetSocket(v);
+  const body = { ...(deadlineS !== undefined && { deadlineS }), ...(drainGraceS !== undefined && { drainGraceS }), ...(readyTimeoutS !== undefined && { readyTimeoutS }), ...(leaseWaitS !== undefined && { leaseWaitS }) };
+  return handoffCommand('upgrade', '/v1/upgrade', body, v);
+}
+
+async function cmdRollback(args: string[]): Promise<number> {
+  const v = parse('rollback', args, { ...TARGET_OPTIONS, json: { type: 'boolean' }, reason: { type: 'string' } });
+  if (v.help) return help('rollback');
+  if (v.reason !== undefined && v.reason.length > 500) throw new UsageError('baton rollback: --reason: at most 500 characters');
+  return handoffCommand('rollback', '/v1/rollback', v.reason !== undefined ? { reason: v.reason } : {}, v);
+}
+
+/**
+ * `baton upgrade` and `baton rollback`: one handoff job with live progress, then the
+ * outcome. Exit 0 committed, 2 aborted with the old process serving, 3 refused (another
+ * handoff, the lease), 4 aborted and nothing serves (the restart policy is retrying),
+ * 5 rollback refused: no earlier known-good build.
+ */
+async function handoffCommand(name: 'upgrade' | 'rollback', route: string, body: Record<string, unknown>, v: { json?: boolean | undefined; [k: string]: unknown }): Promise<number> {
+  const sock = targetSocket(v as Parameters<typeof targetSocket>[0]);
   const tty = !v.json && process.stdout.isTTY === true;
   const started = Date.now();
   let phase = 'starting';
   let extra = '';
+  const verb = name === 'upgrade' ? 'upgrading' : 'rolling back';
   const render = (): void => {
-    if (tty) process.stdout.write(`\r\x1b[2Kupgrading: ${phase.padEnd(11)} ${((Date.now() - started) / 1000).toFixed(1)}s${extra}`);
+    if (tty) process.stdout.write(`\r\x1b[2K${verb}: ${phase.padEnd(11)} ${((Date.now() - started) / 1000).toFixed(1)}s${extra}`);
   };
   const ticker = tty ? setInterval(render, 200) : undefined;
   let reply: ClientReply;
   try {
-    reply = await adminRequest(sock, 'POST', '/v1/upgrade', { ...(deadlineS !== undefined && { deadlineS }), ...(drainGraceS !== undefined && { drainGraceS }), ...(readyTimeoutS !== undefined && { readyTimeoutS }), ...(leaseWaitS !== undefined && { leaseWaitS }) }, {
+    reply = await adminRequest(sock, 'POST', route, body, {
       onLine: (line) => {
         if (v.json) return;
         if (line.type === 'phase') phase = String(line.phase);
@@ -154,7 +174,7 @@ async function cmdUpgrade(args: string[]): Promise<number> {
         else if (line.type === 'phase') console.log(`phase ${String(line.phase)} +${String(line.elapsedMs)}ms`);
         else if (line.type === 'drained') console.log(`drained: ${String(line.openConnsRemaining)} connections left open`);
         else if (line.type === 'seal') console.log(`seal progress ${String(line.done)}/${String(line.total)}`);
-        else if (line.type === 'accepted') console.log(`upgrade ${String(line.jobId)} started`);
+        else if (line.type === 'accepted') console.log(`${name} ${String(line.jobId)} started`);
         else if (line.type === 'lease-wait') console.log(`waiting up to ${Number(line.waitMs) / 1000} s for maintenance job ${String(line.jobId)} (the lease)`);
       },
     });
@@ -163,24 +183,38 @@ async function cmdUpgrade(args: string[]): Promise<number> {
     if (tty) process.stdout.write('\r\x1b[2K');
   }
   const job = finalJob(reply, v.json);
+  const h = job.handoff;
   if (job.state === 'SUCCEEDED') {
-    if (!v.json) console.log(`committed: generation ${job.handoff?.generation} (pid ${job.handoff?.oldPid} -> ${job.handoff?.newPid}) in ${job.durationMs} ms  [${phaseLine(job)}]`);
+    if (!v.json) {
+      const rb = h?.rollback;
+      if (rb) console.log(`rolled back to ${buildLine(rb.to)} (from ${rb.from ? buildLine(rb.from) : 'an unrecorded build'}): ${rb.reason}`);
+      console.log(`committed: generation ${h?.generation} (pid ${h?.oldPid ?? 'none'} -> ${h?.newPid}) in ${job.durationMs} ms  [${phaseLine(job)}]`);
+    }
     return 0;
   }
   if (job.state === 'SKIPPED') {
-    if (!v.json) console.error(`baton upgrade: refused: ${job.reason} (${job.code})`);
+    if (!v.json) console.error(`baton ${name}: refused: ${job.reason} (${job.code})`);
+    if (job.code === 'E_NO_ROLLBACK_TARGET') return 5;
     return job.code === 'E_HANDOFF_IN_PROGRESS' || job.code === 'E_LEASE_HELD' ? 3 : 1;
   }
+  const restored = h?.restoredBy;
+  const nothingServes = h !== undefined && !h.newPid && restored?.outcome !== 'committed';
   if (!v.json) {
     console.error(`aborted: ${job.reason ?? 'unknown reason'} (${job.code ?? '-'})`);
-    const restored = job.handoff?.restoredBy;
+    if (h?.successorStderr) console.error(`the new process's stderr ended with:\n${h.successorStderr.split('\n').map((l) => `  | ${l}`).join('\n')}`);
     if (restored) {
       console.error(`the old process could not serve again (${restored.lostIncumbent}); cold start ${restored.outcome}: pid ${restored.pid ?? '-'}  [${phaseLine(job)}]`);
-    } else if (job.handoff) {
-      console.error(`the old process serves on: generation ${job.handoff.generation} (pid ${job.handoff.newPid ?? '-'})  [${phaseLine(job)}]`);
+    } else if (h?.newPid) {
+      console.error(`the old process serves on: generation ${h.generation} (pid ${h.newPid})  [${phaseLine(job)}]`);
     }
+    if (nothingServes) console.error(`NOTHING SERVES: no app process is running; the restart policy keeps trying (baton status shows it)`);
   }
-  return 2;
+  return nothingServes ? 4 : 2;
+}
+
+/** `build abc123 (node /srv/releases/v7/main.js), generation 7`. */
+function buildLine(b: { generation: number; buildId: string; resolved: string[] }): string {
+  return `${b.buildId ? `build ${b.buildId}` : 'build'} (${b.resolved.join(' ')}), generation ${b.generation}`;
 }
 
 async function cmdStatus(args: string[]): Promise<number> {
@@ -196,7 +230,9 @@ async function cmdStatus(args: string[]): Promise<number> {
   const rows: [string, string][] = [
     ['service', s.name],
     ['supervisor', `pid ${s.supervisor.pid}, up ${duration(s.supervisor.uptimeS * 1000)}${s.stopping ? ', stopping' : ''}`],
-    ['app', s.app ? `pid ${s.app.pid}, generation ${s.app.generation}` : 'not running'],
+    ['app', s.serving === false ? `DOWN: no app process is serving${s.app ? ` (generation ${s.app.generation}, pid ${s.app.pid}, exited)` : ''}; ${s.restartScheduled ? 'a restart is scheduled' : s.phase !== 'idle' ? 'a handoff is running' : 'nothing is retrying'}` : s.app ? `pid ${s.app.pid}, generation ${s.app.generation}` : 'not running'],
+    ['build', s.builds?.current ? buildState(s.builds.current) : 'none recorded'],
+    ['last good', s.builds?.lastGood ? buildLine(s.builds.lastGood) : 'none yet'],
     ['health', `${s.health.status} (${s.health.detail}${s.health.ms !== undefined ? `, ${s.health.ms} ms` : ''})`],
     ['handoff', s.phase === 'idle' ? 'none running' : `${s.phase} (${duration(s.phaseElapsedMs ?? 0)})`],
     ['listeners', s.listeners.map((l) => `${l.name}=${l.address}`).join(', ') || 'none'],
@@ -385,6 +421,15 @@ interface StatusBody {
   report?: { status: string; probes: ProbeLine[] };
   admin?: { socket: string; tcp: string | null };
   previousShutdown?: PreviousShutdown | null;
+  serving?: boolean;
+  restartScheduled?: boolean;
+  builds?: { current: BuildRecord | null; lastGood: BuildRecord | null };
+}
+
+/** The serving build and its verdict: baking (until when), good, or bad (why). */
+function buildState(b: BuildRecord): string {
+  const verdict = b.state === 'baking' ? `baking until ${b.bakeEndsAt ?? '?'}` : b.state === 'bad' ? `BAD: ${b.reason ?? 'no reason recorded'}` : 'good';
+  return `${buildLine(b)}: ${verdict}`;
 }
 
 /** The previous `baton run` on this state dir: how it was asked to stop and how long the stop took. */
@@ -416,7 +461,7 @@ async function cmdHistory(args: string[]): Promise<number> {
       j.trigger,
       (j.startedAt ?? j.createdAt).replace('T', ' ').slice(0, 19),
       j.durationMs !== undefined ? `${j.durationMs}ms` : '-',
-      j.handoff ? `${j.handoff.oldPid ?? ''}->${j.handoff.newPid ?? ''}` : j.maintenance ? `${j.maintenance.task}${j.maintenance.pid ? `@${j.maintenance.pid}` : ''}` : '-',
+      j.handoff ? `${j.handoff.oldPid ?? 'none'}->${j.handoff.newPid ?? 'none'}` : j.maintenance ? `${j.maintenance.task}${j.maintenance.pid ? `@${j.maintenance.pid}` : ''}` : '-',
       j.handoff ? String(j.handoff.generation) : '-',
       j.reason ?? '',
     ];
@@ -644,7 +689,7 @@ function phaseLine(j: JobRecord): string {
 
 function jobLine(j: JobRecord): string {
   const h = j.handoff;
-  const pids = h ? ` (pid ${h.oldPid ?? '-'} -> ${h.newPid ?? '-'}, generation ${h.generation})` : '';
+  const pids = h ? ` (pid ${h.oldPid ?? 'none'} -> ${h.newPid ?? 'none'}, generation ${h.generation})` : '';
   return `${j.state} ${j.trigger} ${j.id.slice(0, 8)} at ${j.endedAt ?? j.createdAt}${j.durationMs !== undefined ? ` in ${j.durationMs} ms` : ''}${pids}${j.reason ? `: ${j.reason}` : ''}`;
 }
 
@@ -665,6 +710,7 @@ function help(cmd: string): number {
 const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   run: cmdRun,
   upgrade: cmdUpgrade,
+  rollback: cmdRollback,
   status: cmdStatus,
   history: cmdHistory,
   maintenance: cmdMaintenance,

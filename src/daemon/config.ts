@@ -20,7 +20,7 @@ import { validateScheduleSpec, type ScheduleSpec } from './schedules.js';
  *   name           "app"                        (default "baton")
  *   metrics        "127.0.0.1:9464"
  *   adminListen    "127.0.0.1:7070"             (admin API on TCP too; tokens required)
- *   handoff        { "deadlineS": 300, "drainGraceS": 60, "helloTimeoutS": 5, "readyTimeoutS": 10, "listenerSpares": 4 }
+ *   handoff        { "deadlineS": 300, "drainGraceS": 60, "helloTimeoutS": 5, "readyTimeoutS": 10, "listenerSpares": 4, "bakeS": 30 }
  *                  (helloTimeoutS: how long a started app has to connect and say Hello;
  *                   raise it for apps with a slow start-up, or their upgrades abort.
  *                   readyTimeoutS: Begin → Ready budget: how long clients may wait for a
@@ -46,7 +46,7 @@ export interface RunConfig {
   metrics: { host: string; port: number } | undefined;
   /** The admin API on TCP as well as the Unix socket (every request needs a token). */
   adminListen: { host: string; port: number } | undefined;
-  handoff: { deadlineS: number | undefined; drainGraceS: number | undefined; helloTimeoutS: number | undefined; readyTimeoutS: number | undefined; listenerSpares: number | undefined; listenerCopies: boolean | undefined };
+  handoff: { deadlineS: number | undefined; drainGraceS: number | undefined; helloTimeoutS: number | undefined; readyTimeoutS: number | undefined; listenerSpares: number | undefined; listenerCopies: boolean | undefined; bakeS: number | undefined };
   stopTimeoutS: number;
   history: { maxRecords: number; maxAgeS: number };
   restart: { maxRestarts: number | undefined; windowS: number | undefined };
@@ -229,7 +229,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
   const adminText = flags.adminListen ?? str('adminListen', file.adminListen);
   const adminListen = adminText === undefined ? undefined : parseHostPort('adminListen', adminText, fail);
 
-  const handoffObj = obj('handoff', file.handoff, ['deadlineS', 'drainGraceS', 'helloTimeoutS', 'readyTimeoutS', 'listenerSpares', 'listenerCopies']);
+  const handoffObj = obj('handoff', file.handoff, ['deadlineS', 'drainGraceS', 'helloTimeoutS', 'readyTimeoutS', 'listenerSpares', 'listenerCopies', 'bakeS']);
   const historyObj = obj('history', file.history, ['maxRecords', 'maxAgeS']);
   const restartObj = obj('restart', file.restart, ['maxRestarts', 'windowS']);
 
@@ -249,6 +249,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
       readyTimeoutS: num('handoff.readyTimeoutS', handoffObj.readyTimeoutS, { min: 0.1, max: 3600 }),
       listenerSpares: num('handoff.listenerSpares', handoffObj.listenerSpares, { int: true, min: 0, max: 64 }),
       listenerCopies: bool('handoff.listenerCopies', handoffObj.listenerCopies),
+      bakeS: num('handoff.bakeS', handoffObj.bakeS, { min: 0, max: 86_400 }),
     },
     stopTimeoutS: num('stopTimeoutS', file.stopTimeoutS, { min: 1, max: 3600 }) ?? DEFAULT_STOP_TIMEOUT_S,
     history: {

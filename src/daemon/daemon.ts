@@ -232,6 +232,7 @@ export class Daemon {
         ...(cfg.handoff.drainGraceS !== undefined && { drainGraceMs: cfg.handoff.drainGraceS * 1000 }),
         ...(cfg.handoff.helloTimeoutS !== undefined && { helloMs: cfg.handoff.helloTimeoutS * 1000 }),
         ...(cfg.handoff.readyTimeoutS !== undefined && { readyMs: cfg.handoff.readyTimeoutS * 1000 }),
+        ...(cfg.handoff.bakeS !== undefined && { bakeMs: cfg.handoff.bakeS * 1000 }),
       },
       ...(cfg.handoff.listenerSpares !== undefined && { listenerSpares: cfg.handoff.listenerSpares }),
       ...(cfg.handoff.listenerCopies !== undefined && { listenerCopies: cfg.handoff.listenerCopies }),
@@ -264,6 +265,7 @@ export class Daemon {
         'GET /v1/status': () => this.status(),
         'GET /v1/history': (req) => this.history(req),
         'POST /v1/upgrade': (req, ctx) => this.upgradeRoute(req, ctx),
+        'POST /v1/rollback': (req, ctx) => this.rollbackRoute(req, ctx),
         'POST /v1/stop': (req, ctx) => this.stopRoute(req, ctx),
         'GET /v1/jobs': (req) => this.jobsRoute(req),
         'POST /v1/jobs': (req, ctx) => this.runJobRoute(req, ctx),
@@ -368,6 +370,22 @@ export class Daemon {
    * handoff runs (E_HANDOFF_IN_PROGRESS) or the supervisor is stopping (E_STOPPING).
    */
   async upgrade(trigger: JobTrigger, who: Requester | undefined, req: UpgradeRequest, ev: UpgradeEvents = {}): Promise<JobRecord> {
+    return this.handoffJob(trigger, who, () => this.sup.performHandoff(this.handoffSpec(req)), ev);
+  }
+
+  /**
+   * Goes back to the last known-good build (Supervisor.rollback): `baton rollback`
+   * (trigger admin), or by itself when the new build goes CRITICAL inside its bake
+   * window (trigger rollback). A handoff job whose `handoff.rollback` says from what to
+   * what and why; SKIPPED (E_NO_ROLLBACK_TARGET) when there is nothing to go back to.
+   */
+  async rollback(trigger: JobTrigger, who: Requester | undefined, reason: string, ev: UpgradeEvents = {}): Promise<JobRecord> {
+    this.log.warn({ event: 'daemon.rollback', trigger, reason }, `rolling back: ${reason}`);
+    return this.handoffJob(trigger, who, () => this.sup.rollback({ reason, automatic: trigger === 'rollback' }), ev);
+  }
+
+  /** One handoff job (upgrade or rollback): refusals, progress events, systemd status, the record. */
+  private async handoffJob(trigger: JobTrigger, who: Requester | undefined, start: () => Promise<HandoffResult>, ev: UpgradeEvents): Promise<JobRecord> {
     const job = this.jobs.create('handoff', trigger, who);
     // performHandoff enters its first phase synchronously, so `phase` tells whether one runs.
     if (this.stopPromise) return this.refused(job, new HandoffError('E_STOPPING', 'the supervisor is stopping'));
@@ -383,7 +401,7 @@ export class Daemon {
     const stopExtending = this.notifier?.startExtending(); // EXTEND_TIMEOUT_USEC while it runs
     this.sup.on('phase', onPhase).on('drained', onDrained).on('sealProgress', onSeal).on('lease-wait', onLeaseWait);
     this.notifyPhases = true;
-    const result = this.sup.performHandoff(this.handoffSpec(req));
+    const result = start();
     result.catch(() => undefined); // awaited below
     const started = this.jobs.start(job);
     const run = (async () => {
@@ -393,7 +411,7 @@ export class Daemon {
         this.log.info({ event: 'daemon.upgrade_done', jobId: job.id, outcome: r.outcome, reason: r.reason }, `upgrade ${r.outcome}${r.reason ? `: ${r.reason}` : ''}`);
         return await this.jobs.finishHandoff(job, r);
       } catch (err) {
-        if (err instanceof HandoffError && (err.code === 'E_HANDOFF_IN_PROGRESS' || err.code === 'E_LEASE_HELD')) return this.refused(job, err);
+        if (err instanceof HandoffError && ['E_HANDOFF_IN_PROGRESS', 'E_LEASE_HELD', 'E_NO_ROLLBACK_TARGET'].includes(err.code)) return this.refused(job, err);
         return this.jobs.finish(job, 'FAILED', { code: err instanceof BatonError ? err.code : 'E_INTERNAL', reason: errorMessage(err) });
       } finally {
         stopExtending?.();
@@ -575,6 +593,15 @@ export class Daemon {
     this.healthTimer.unref();
   }
 
+  /** A new build that is CRITICAL inside its bake window is rolled back (one check is enough: CRITICAL means it cannot serve). */
+  private rollbackIfCriticalWhileBaking(report: Pick<HealthReport, 'status' | 'probes'>): void {
+    const baking = this.sup.baking;
+    if (report.status !== 'CRITICAL' || !baking) return;
+    const critical = report.probes.filter((p) => p.status === 'CRITICAL').map((p) => `${p.name}: ${p.message}`);
+    const afterS = ((Date.now() - Date.parse(baking.committedAt)) / 1000).toFixed(1);
+    void this.rollback('rollback', undefined, `health CRITICAL ${afterS} s after generation ${baking.generation} committed, inside its bake window (${critical.join('; ') || 'no detail'})`);
+  }
+
   private handoffUnderWay(): boolean {
     return Boolean(this.stopPromise || this.upgrading) || this.sup.busy || this.sup.phase !== 'idle';
   }
@@ -587,6 +614,7 @@ export class Daemon {
     }));
     if (this.handoffUnderWay() || this.phaseStartedAt !== phaseMark) return; // a handoff came in meanwhile: this result may be its drain
     const probes = new Map(report.probes.map((p) => [p.name, { status: p.status, message: p.message, source: p.source }]));
+    this.rollbackIfCriticalWhileBaking(report);
     const prev = this.lastHealth;
     this.lastHealth = { status: report.status, probes };
     const changed: { name: string; source: string; previous: HealthStatus | null; status: HealthStatus | null; message: string }[] = [];
@@ -607,7 +635,8 @@ export class Daemon {
   }
 
   private async recordRestart(r: HandoffResult): Promise<void> {
-    const job = this.jobs.create('handoff', 'restart');
+    // A restart that went back to the last known-good build (the new one crashed in its bake window) is a rollback.
+    const job = this.jobs.create('handoff', r.rollback ? 'rollback' : 'restart');
     job.startedAt = new Date(r.startedAt).toISOString();
     await this.jobs.finishHandoff(job, r);
     void this.notifier?.status(this.servingStatus());
@@ -623,6 +652,10 @@ export class Daemon {
       name: this.cfg.name,
       supervisor: { pid: process.pid, startedAt: new Date(this.startedAt).toISOString(), uptimeS: Math.round((Date.now() - this.startedAt) / 1000), stateDir: this.cfg.stateDir, dataDir: this.cfg.dataDir },
       app: inc ? { pid: inc.pid, alive: inc.alive, generation: this.sup.generation } : null,
+      /** Something serves: an app process of ours is alive. When false the service is down. */
+      serving: Boolean(inc?.alive),
+      restartScheduled: this.sup.restartScheduled,
+      builds: { current: this.sup.builds.current() ?? null, lastGood: this.sup.builds.lastGood() ?? null },
       health,
       phase: this.sup.phase,
       phaseElapsedMs: this.sup.phase === 'idle' ? undefined : Date.now() - this.phaseStartedAt,
@@ -660,6 +693,15 @@ export class Daemon {
     }
     const job = await this.upgrade('admin', req.who, spec, { onEvent: (line) => ctx.stream(line) });
     const status = job.state === 'SKIPPED' ? (job.code === 'E_HANDOFF_IN_PROGRESS' || job.code === 'E_LEASE_HELD' ? 409 : 503) : 200;
+    return { status, body: { type: 'result', job }, audit: { job: job.id, state: job.state, code: job.code } };
+  }
+
+  private async rollbackRoute(req: AdminRequest, ctx: AdminContext): Promise<AdminReply> {
+    const reason = req.body.reason;
+    if (Object.keys(req.body).some((k) => k !== 'reason')) return errorReply(400, 'E_BAD_REQUEST', `"${Object.keys(req.body).find((k) => k !== 'reason')}": unknown field; known: reason`);
+    if (reason !== undefined && (typeof reason !== 'string' || reason.length > 500)) return errorReply(400, 'E_BAD_REQUEST', '"reason": expected a string of at most 500 characters');
+    const job = await this.rollback('admin', req.who, (reason as string | undefined) ?? 'requested by an operator', { onEvent: (line) => ctx.stream(line) });
+    const status = job.state === 'SKIPPED' ? (job.code === 'E_HANDOFF_IN_PROGRESS' || job.code === 'E_LEASE_HELD' ? 409 : job.code === 'E_NO_ROLLBACK_TARGET' ? 422 : 503) : 200;
     return { status, body: { type: 'result', job }, audit: { job: job.id, state: job.state, code: job.code } };
   }
 

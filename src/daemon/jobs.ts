@@ -15,7 +15,7 @@ import type { HandoffResult } from '../supervisor/results.js';
 export type JobKind = 'handoff' | 'maintenance';
 export type JobState = 'PENDING' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED' | 'SKIPPED';
 /** Why the job exists. */
-export type JobTrigger = 'cold-start' | 'admin' | 'signal' | 'restart' | 'schedule';
+export type JobTrigger = 'cold-start' | 'admin' | 'signal' | 'restart' | 'schedule' | 'rollback';
 
 export const TERMINAL_STATES: readonly JobState[] = ['SUCCEEDED', 'FAILED', 'CANCELLED', 'SKIPPED'];
 
@@ -80,6 +80,12 @@ export interface HandoffSummary {
   promoted?: boolean | undefined;
   phases: { phase: string; ms: number }[];
   restoredBy?: HandoffResult['restoredBy'];
+  /** The build it started (committed handoffs). */
+  build?: HandoffResult['build'];
+  /** It went back to an earlier build, and why. */
+  rollback?: HandoffResult['rollback'];
+  /** The failed successor's last stderr lines. */
+  successorStderr?: string | undefined;
 }
 
 export interface Retention {
@@ -216,5 +222,8 @@ export function summarize(r: HandoffResult): HandoffSummary {
     ...(r.promoted && { promoted: true }),
     phases: r.phases,
     ...(r.restoredBy && { restoredBy: r.restoredBy }),
+    ...(r.build && { build: r.build }),
+    ...(r.rollback && { rollback: r.rollback }),
+    ...(r.successorStderr && { successorStderr: r.successorStderr }),
   };
 }

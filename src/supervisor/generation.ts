@@ -6,7 +6,9 @@ import { listenerEnv, scrubInheritedEnv, stdioForListeners, type HeldListener } 
 import type { Logger } from '../os/log.js';
 import { isAlive, isGroupLeader, killGroup, processStartTime, waitForExit } from '../os/proc.js';
 import { ENV } from '../wire/roles.js';
+import { resolveCommand, type BuildInfo } from './builds.js';
 import { serveListenerCopies } from './listener-copies.js';
+import { StderrTail } from './stderr-tail.js';
 
 export interface ExitStatus {
   code: number | undefined;
@@ -25,6 +27,10 @@ export class AppProcess {
   private readonly groupLeader: boolean;
   /** Hello.features of this process (from its successor Hello, else its first incumbent session); undefined until known. */
   features: readonly string[] | undefined;
+  /** What it was started from (spawned processes; an adopted one: from the build records, if any). */
+  build: BuildInfo | undefined;
+  /** Its stderr's last lines (spawned processes only). */
+  stderr: StderrTail | undefined;
 
   constructor(
     readonly pid: number,
@@ -36,6 +42,13 @@ export class AppProcess {
   ) {
     this.groupLeader = child !== undefined || isGroupLeader(pid);
     this.exited = child ? childExit(child).then((s) => (this.exitStatus = s)) : pollExit(pid, startTime).then((s) => (this.exitStatus = s));
+  }
+
+  /** Its stderr's last lines, once its exit was seen and its stderr drained (≤ 500 ms more); '' if none. */
+  async stderrTail(): Promise<string> {
+    if (!this.stderr) return '';
+    if (this.exitStatus) await this.stderr.drained(500);
+    return this.stderr.text();
   }
 
   get alive(): boolean {
@@ -92,6 +105,8 @@ async function pollExit(pid: number, startTime: string | undefined): Promise<Exi
 
 export interface SpawnSpec {
   command: readonly string[];
+  /** The command resolved (builds.ts); computed from `command` when not given. */
+  resolved?: readonly string[];
   role: 'cold' | 'successor';
   generation: number;
   listeners: readonly HeldListener[];
@@ -135,7 +150,8 @@ export function spawnApp(spec: SpawnSpec): AppProcess {
   // loading execa costs ≈ 8 MiB of RSS in a process whose budget is 60 MB (BENCHMARKS.md).
   // Then Node's IPC channel (NODE_CHANNEL_FD), over which a Node app asks for fresh
   // listener copies after an abort (supervisor/listener-copies.ts); other apps ignore it.
-  const stdio: StdioOptions = ['ignore', spec.stdout, 'inherit', ...listenerFds, ...spareFds, 'pipe', ...(spec.listenerCopies ? ['ipc' as const] : [])];
+  // stderr through us: passed on to ours, and its tail kept for abort reasons (stderr-tail.ts).
+  const stdio: StdioOptions = ['ignore', spec.stdout, 'pipe', ...listenerFds, ...spareFds, 'pipe', ...(spec.listenerCopies ? ['ipc' as const] : [])];
   const child = spawn(file, args, {
     stdio,
     env,
@@ -151,6 +167,8 @@ export function spawnApp(spec: SpawnSpec): AppProcess {
   const control = child.stdio[controlFd] as Socket | undefined;
   if (spec.listenerCopies) serveListenerCopies(child, spec.listeners, spec.log);
   const app = new AppProcess(pid, processStartTime(pid), spec.generation, child, control);
+  app.stderr = child.stderr ? new StderrTail(child.stderr) : undefined;
+  app.build = { command: [...spec.command], resolved: spec.resolved ? [...spec.resolved] : resolveCommand(spec.command, spec.baseEnv), buildId: '' };
   spec.log.info(
     { event: 'app.spawned', pid, generation: spec.generation, role: spec.role, command: spec.command },
     `started generation ${spec.generation} (pid ${pid})`,

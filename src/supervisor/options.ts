@@ -33,6 +33,11 @@ export interface Timeouts {
   cancelGraceMs: number;
   /** How long a probe request may take (incumbent connection included). */
   probeMs: number;
+  /**
+   * Bake window after a commit: a new build that crashes (or is reported CRITICAL) inside
+   * it is rolled back to the last known-good build; one that lasts it is good. 0: none.
+   */
+  bakeMs: number;
 }
 
 export const DEFAULT_TIMEOUTS: Timeouts = {
@@ -49,6 +54,9 @@ export const DEFAULT_TIMEOUTS: Timeouts = {
   leaseWaitMs: 30_000,
   cancelGraceMs: 5_000,
   probeMs: 2_000,
+  // Long enough for a crash on the first real traffic and three health checks at the
+  // default 10 s interval; short enough that the next deploy rarely waits on it.
+  bakeMs: 30_000,
 };
 
 export interface RestartPolicy {
@@ -92,6 +100,10 @@ export interface SupervisorOptions {
 
 export interface HandoffSpec {
   command?: readonly string[];
+  /** Start this build (a restart of the build that served, or a rollback); overrides `command`. */
+  build?: { command: readonly string[]; resolved: readonly string[] };
+  /** This handoff goes back to an earlier build (see Supervisor.rollback). */
+  rollback?: RollbackInfo;
   deadlineMs?: number;
   drainGraceMs?: number;
   /** Begin → Ready budget for this handoff (default timeouts.readyMs). */
@@ -103,6 +115,22 @@ export interface HandoffSpec {
   crashMarkerDir?: string;
   /** A maintenance job holds the lease: wait this long for it before cancelling it (default timeouts.leaseWaitMs). */
   leaseWaitMs?: number;
+}
+
+/** A build as results name it. */
+export interface BuildRef {
+  generation: number;
+  buildId: string;
+  resolved: string[];
+}
+
+/** Why and from what to what a handoff rolled back. */
+export interface RollbackInfo {
+  reason: string;
+  /** Started by baton itself (crash or CRITICAL inside the bake window), not asked for. */
+  automatic: boolean;
+  from: BuildRef | undefined;
+  to: BuildRef;
 }
 
 /** Shutdown.reason (PROTOCOL.md 7.7): who asked for the stop. */

@@ -21,8 +21,10 @@ export interface RestartHost {
   setIncumbent(app: AppProcess | undefined): void;
   handoffRunning(): boolean;
   stopping(): boolean;
-  /** A cold start: a handoff from nobody. */
+  /** A cold start: a handoff from nobody (of the build that served, or the last known-good one). */
   performHandoff(): Promise<HandoffResult>;
+  /** A crash loop: switch to the last known-good build if the crashing one is not it (true: go on restarting). */
+  fallback(): boolean;
 }
 
 /** Watches the incumbent and restarts it under the restart policy. */
@@ -67,6 +69,13 @@ export class Restarter {
     if (!policy.enabled) return;
     const now = Date.now();
     this.restarts = this.restarts.filter((t) => now - t < policy.windowMs);
+    if (this.restarts.length >= policy.maxRestarts && this.host.fallback()) {
+      this.host.log.error(
+        { event: 'app.crash_loop_fallback', restarts: this.restarts.length, windowMs: policy.windowMs },
+        `app crashed ${this.restarts.length} times in ${policy.windowMs} ms; going back to the last known-good build`,
+      );
+      this.restarts = [];
+    }
     if (this.restarts.length >= policy.maxRestarts) {
       this.host.log.fatal(
         { event: 'app.crash_loop', restarts: this.restarts.length, windowMs: policy.windowMs },
@@ -85,14 +94,18 @@ export class Restarter {
       void this.host.performHandoff().then(
         (r) => {
           this.host.emit('restarted', r);
-          if (r.outcome !== 'committed') this.checkIncumbentLater();
+          if (r.outcome !== 'committed') this.retryLater();
         },
-        (err: unknown) => this.host.log.error({ event: 'app.restart_failed', err: errorMessage(err) }, 'restart failed'),
+        (err: unknown) => {
+          this.host.log.error({ event: 'app.restart_failed', err: errorMessage(err) }, 'restart failed');
+          this.retryLater();
+        },
       );
     }, delay);
   }
 
-  private checkIncumbentLater(): void {
+  /** A start outside the policy's own timer failed (e.g. the cold start after an abort): retry under the policy. */
+  retryLater(): void {
     // A failed cold start leaves no incumbent: schedule the next attempt through the same policy.
     this.host.setIncumbent(this.host.incumbent() ?? this.lastFailed);
     setImmediate(() => this.checkIncumbent());

@@ -1,4 +1,5 @@
 /** What a Supervisor reports (handoff and recovery results) and journals. */
+import type { RollbackInfo } from './options.js';
 import type { SupervisorPhase } from './phases.js';
 
 export type HandoffOutcome = 'committed' | 'aborted';
@@ -24,6 +25,12 @@ export interface HandoffResult {
    * back, and why the incumbent did not serve again (`lostIncumbent`).
    */
   restoredBy?: { handoffId: string; outcome: HandoffOutcome; pid: number | undefined; lostIncumbent: string };
+  /** The last lines the successor wrote to stderr, when it failed (aborted handoffs). */
+  successorStderr?: string;
+  /** The build the handoff started (its resolved command and announced build id). */
+  build?: { buildId: string; resolved: string[] };
+  /** This handoff was a rollback to an earlier build. */
+  rollback?: RollbackInfo;
 }
 
 export interface RecoveryReport {

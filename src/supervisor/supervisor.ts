@@ -8,6 +8,7 @@ import { crashConfigFromEnv, crashPoint, type CrashConfig } from '../os/crashpoi
 import { BatonError, HandoffError, ProtocolError, asBatonError, errorMessage } from '../os/errors.js';
 import { Lease, type JobResult, type JobSpec } from './lease.js';
 import { Restarter } from './restart-policy.js';
+import { BuildLedger, buildIdText, describeBuild, resolveCommand, sameBuild, type BuildInfo, type BuildRecord } from './builds.js';
 import { AppProcess, crashEnv, spawnApp, type ExitStatus } from './generation.js';
 import { Journal } from './journal.js';
 import { inspectLock, lockHolder } from '../os/lock.js';
@@ -19,7 +20,7 @@ import { SessionErrorCode } from '../wire/messages.js';
 import { isAlive } from '../os/proc.js';
 import { createLogger, type Logger } from '../os/log.js';
 import { PROTO_MAX, PROTO_MIN, type MessageOf, type RevisionMap } from '../wire/schema.js';
-import { DEFAULT_TIMEOUTS, type HandoffSpec, type ShutdownReason, type SupervisorOptions, type Timeouts } from './options.js';
+import { DEFAULT_TIMEOUTS, type BuildRef, type HandoffSpec, type RollbackInfo, type ShutdownReason, type SupervisorOptions, type Timeouts } from './options.js';
 import type { HandoffOutcome, HandoffResult, JournalRecord, RecoveryReport } from './results.js';
 
 /** How long an aborted successor that was told (Abort) before Begin gets to exit by itself before SIGTERM. */
@@ -40,6 +41,8 @@ interface Flight {
   id: string;
   /** Why the incumbent cannot serve again after an abort, in its own words (E_RESUME_FAILED). */
   resumeFailure?: string;
+  /** The failed successor's last stderr lines. */
+  successorStderr?: string;
   spec: HandoffSpec;
   startedAt: number;
   deadline: number;
@@ -96,6 +99,12 @@ export class Supervisor extends EventEmitter {
   private readonly lease: Lease;
   /** Old incumbents being made to exit after their Committed (see retire()). */
   private readonly retiring = new Set<Promise<void>>();
+  /** Which build each committed generation ran, and which have proven themselves (builds.ts). */
+  readonly builds: BuildLedger;
+  private buildsLoaded: Promise<void> | undefined;
+  /** The newest process that served (committed), alive or not: what a restart restarts. */
+  private lastServed: AppProcess | undefined;
+  private bakeTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly opts: SupervisorOptions) {
     super();
@@ -107,6 +116,7 @@ export class Supervisor extends EventEmitter {
     // Two fsyncs per write cost ≈ 20 ms of every handoff on this machine's disk.
     this.journal = new Journal<JournalRecord>(path.join(opts.stateDir, 'handoff.journal'), false);
     this.crash = opts.crash ?? crashConfigFromEnv();
+    this.builds = new BuildLedger(path.join(opts.stateDir, 'builds.json'), this.log);
     this.restarter = new Restarter({
       log: this.log,
       policy: () => this.opts.restart,
@@ -115,7 +125,8 @@ export class Supervisor extends EventEmitter {
       setIncumbent: (app) => (this.current = app),
       handoffRunning: () => this.flight !== undefined,
       stopping: () => this.stopping,
-      performHandoff: () => this.performHandoff(),
+      performHandoff: () => this.restartHandoff(),
+      fallback: () => this.crashLoopFallback(),
     });
     this.lease = new Lease({
       controlPath: this.controlPath,
@@ -140,6 +151,11 @@ export class Supervisor extends EventEmitter {
     return this.flight?.phase ?? 'idle';
   }
 
+  /** The restart policy will start the app again (nothing serves meanwhile). */
+  get restartScheduled(): boolean {
+    return this.restarter.scheduled;
+  }
+
   /** A handoff runs, or a restart of a crashed incumbent is scheduled. */
   get busy(): boolean {
     return this.flight !== undefined || this.restarter.scheduled;
@@ -156,6 +172,7 @@ export class Supervisor extends EventEmitter {
    */
   async recover(settleMs = 20_000): Promise<RecoveryReport | undefined> {
     await this.prepareDirs();
+    await this.loadBuilds();
     let record: JournalRecord | undefined;
     try {
       record = await this.journal.read();
@@ -195,6 +212,8 @@ export class Supervisor extends EventEmitter {
     const survivor = alive()[0];
     if (survivor) {
       this.current = new AppProcess(survivor.pid, survivor.startTime, survivor.generation, undefined, undefined);
+      this.current.build = this.buildRecord(survivor.generation);
+      this.lastServed = this.current;
       this.generation = survivor.generation;
       this.restarter.watch(this.current);
     }
@@ -213,7 +232,18 @@ export class Supervisor extends EventEmitter {
   /** Cold start of generation 1: a handoff from nobody. */
   async start(spec: HandoffSpec = {}): Promise<HandoffResult> {
     await this.prepareDirs();
+    await this.loadBuilds();
     return this.performHandoff(spec);
+  }
+
+  private loadBuilds(): Promise<void> {
+    this.buildsLoaded ??= this.builds.load();
+    return this.buildsLoaded;
+  }
+
+  /** The build record of a committed generation, if it is still in the records. */
+  private buildRecord(generation: number): BuildRecord | undefined {
+    return this.builds.list().find((r) => r.generation === generation);
   }
 
   private async prepareDirs(): Promise<void> {
@@ -277,8 +307,12 @@ export class Supervisor extends EventEmitter {
       this.current = undefined;
       const exit = f.incumbent.exit;
       const lostIncumbent = f.resumeFailure ?? `it exited (code ${exit?.code ?? '-'}, signal ${exit?.signal ?? '-'})`;
-      const restart = await this.performHandoff({ command: spec.command });
+      // The build that was serving, not the one this handoff failed to start.
+      const served = f.incumbent.build ?? this.buildRecord(f.incumbent.generation);
+      const restart = await this.performHandoff(served ? { build: served } : {});
       result.restoredBy = { handoffId: restart.id, outcome: restart.outcome, pid: restart.newPid, lostIncumbent };
+      // Nothing serves: the restart policy keeps trying (with backoff, and the last known-good build).
+      if (restart.outcome !== 'committed') this.restarter.retryLater();
     }
     return result;
   }
@@ -301,7 +335,10 @@ export class Supervisor extends EventEmitter {
   private commit(f: Flight, note: string | undefined): HandoffResult {
     this.endPhase(f);
     this.current = f.successor;
+    this.lastServed = f.successor;
     this.generation = f.successor!.generation;
+    // A rollback goes to a build that has proven itself: no bake window for it.
+    this.bake(f.successor!, f.spec.rollback ? 0 : this.timeouts.bakeMs);
     this.restarter.watch(f.successor!);
     if (f.incumbent) this.retire(f.incumbent);
     return this.finish(f, 'committed', note);
@@ -327,8 +364,9 @@ export class Supervisor extends EventEmitter {
     f.resumeFailure = 'it had answered Commit with Committed before the successor died, so it exits';
     await successor.terminate(0);
     if (f.incumbent) await this.retire(f.incumbent);
+    const withStderr = await this.withSuccessorStderr(f, reason);
     this.endPhase(f);
-    return this.finish(f, 'aborted', reason, 'E_SUCCESSOR_LOST');
+    return this.finish(f, 'aborted', withStderr, 'E_SUCCESSOR_LOST');
   }
 
   /**
@@ -425,9 +463,11 @@ export class Supervisor extends EventEmitter {
   };
 
   private async stepSpawn(f: Flight): Promise<void> {
-    const command = f.spec.command ?? this.command();
+    const build = f.spec.build;
+    const command = build ? this.commandFor(build) : (f.spec.command ?? this.command());
     f.successor = spawnApp({
       command,
+      ...(build && { resolved: build.resolved }),
       role: f.incumbent ? 'successor' : 'cold',
       generation: this.generation + 1,
       listeners: this.opts.listeners,
@@ -587,6 +627,7 @@ export class Supervisor extends EventEmitter {
     ch.setVersion(version);
     ch.startHeartbeats(() => f.phase);
     if (hello.features) proc.features = hello.features;
+    if (proc.build && role === 'successor') proc.build.buildId = buildIdText(hello.buildId);
   }
 
   /**
@@ -686,6 +727,104 @@ export class Supervisor extends EventEmitter {
   }
 
   /**
+   * How to start `build`: its own command while that still resolves to the same files,
+   * else the resolved command (the symlink now names a newer release).
+   */
+  private commandFor(build: { command: readonly string[]; resolved: readonly string[] }): readonly string[] {
+    const now = resolveCommand(build.command, this.opts.env ?? process.env);
+    return sameBuild({ resolved: now }, { resolved: [...build.resolved] }) ? build.command : build.resolved;
+  }
+
+  // ---- builds: bake, restart, rollback (builds.ts) ----------------------------------
+
+  /** A generation committed: its build is recorded and bakes for `bakeMs`, then is good. */
+  private bake(app: AppProcess, bakeMs: number): void {
+    if (!app.build) return;
+    clearTimeout(this.bakeTimer);
+    const record = this.builds.committed(app.build, app.generation, app.pid, bakeMs);
+    if (bakeMs <= 0) return;
+    this.log.info({ event: 'build.baking', generation: app.generation, pid: app.pid, build: describeBuild(record), bakeMs }, `generation ${app.generation} bakes for ${bakeMs} ms`);
+    this.bakeTimer = setTimeout(() => {
+      this.bakeTimer = undefined;
+      if (this.current !== app || !app.alive) return; // a crash is judged by the restart (restartHandoff)
+      if (this.builds.settle(app.generation, 'good')) {
+        this.log.info({ event: 'build.proven', generation: app.generation, build: describeBuild(record) }, `${describeBuild(record)} lasted its bake window: known good`);
+        this.emit('build-proven', record);
+      }
+    }, bakeMs);
+    this.bakeTimer.unref();
+  }
+
+  /** The serving generation's build record while its bake window runs. */
+  get baking(): BuildRecord | undefined {
+    const rec = this.current?.alive ? this.buildRecord(this.current.generation) : undefined;
+    return rec?.state === 'baking' ? rec : undefined;
+  }
+
+  /**
+   * The restart policy's start: the build that served last, unless it has not proven
+   * itself (it crashed inside its bake window, or was judged bad), in which case the
+   * last known-good build: that restart is a rollback (`result.rollback`).
+   */
+  private restartHandoff(): Promise<HandoffResult> {
+    const served = this.lastServed;
+    const rec = served && this.buildRecord(served.generation);
+    if (served && rec?.state === 'baking') {
+      const exit = served.exit;
+      const ranS = ((Date.now() - Date.parse(rec.committedAt)) / 1000).toFixed(1);
+      this.condemn(rec, `it exited (code ${exit?.code ?? '-'}, signal ${exit?.signal ?? '-'}) ${ranS} s after its commit, inside its bake window`);
+    }
+    if (rec?.state === 'bad') {
+      const good = this.builds.lastGood(rec);
+      if (good) return this.performHandoff({ build: good, rollback: rollbackInfo(rec.reason ?? 'it was judged bad', true, rec, good) });
+    }
+    const build = rec ?? served?.build;
+    return this.performHandoff(build ? { build } : {});
+  }
+
+  /**
+   * A crash loop: when the build that keeps crashing is not the last known-good one,
+   * it is judged bad and the restarts go on with the good one (true); the restart
+   * policy gives up only when that fails too.
+   */
+  private crashLoopFallback(): boolean {
+    const rec = this.lastServed && this.buildRecord(this.lastServed.generation);
+    if (!rec || !this.builds.lastGood(rec)) return false;
+    this.condemn(rec, 'it crash-looped');
+    return true;
+  }
+
+  private condemn(rec: BuildRecord, reason: string): void {
+    this.builds.condemn(rec.generation, reason);
+    this.log.error({ event: 'build.bad', generation: rec.generation, build: describeBuild(rec), reason }, `${describeBuild(rec)} is bad: ${reason}`);
+  }
+
+  /**
+   * Goes back to the last known-good build other than the serving one: a handoff if a
+   * process serves, else a cold start. The build it leaves is judged bad (no restart
+   * returns to it). Refused with E_NO_ROLLBACK_TARGET when there is nothing to go back to.
+   */
+  async rollback(opts: { reason: string; automatic?: boolean }): Promise<HandoffResult> {
+    await this.loadBuilds();
+    const serving = this.current?.alive ? this.current : this.lastServed;
+    const rec = serving && this.buildRecord(serving.generation);
+    const from = rec ?? serving?.build;
+    const target = this.builds.lastGood(from);
+    if (!target) throw new HandoffError('E_NO_ROLLBACK_TARGET', this.noRollbackTarget(from));
+    if (this.flight) throw new HandoffError('E_HANDOFF_IN_PROGRESS', `handoff ${this.flight.id} is already running (phase ${this.flight.phase})`);
+    if (rec) this.condemn(rec, `rolled back: ${opts.reason}`);
+    return this.performHandoff({ build: target, rollback: rollbackInfo(opts.reason, opts.automatic ?? false, rec, target) });
+  }
+
+  private noRollbackTarget(from: BuildInfo | undefined): string {
+    const good = this.builds.list().filter((r) => r.state === 'good');
+    if (from && good.length > 0 && good.every((r) => sameBuild(r, from))) {
+      return `every known-good build resolves to the same files as the serving one (${from.resolved.join(' ')}): a deploy that replaces files in place cannot be rolled back; deploy each release to its own directory and point a symlink at it`;
+    }
+    return good.length === 0 ? 'no build has proven itself yet (a build is known good once it lasts its bake window)' : 'no known-good build other than the serving one';
+  }
+
+  /**
    * Every failure before the point of no return ends here (invariant 5): the successor
    * is told, killed and reaped; then the incumbent re-takes the lock and serves. If the
    * incumbent died, the successor is promoted instead when it can be; else a cold start.
@@ -707,9 +846,22 @@ export class Supervisor extends EventEmitter {
       const exitWaitMs = f.beginSent ? SERVING_ABORT_EXIT_WAIT_MS : told ? ABORT_EXIT_WAIT_MS : 0;
       await f.successor.terminate(this.timeouts.killGraceMs, exitWaitMs);
     }
+    const withStderr = await this.withSuccessorStderr(f, reason);
     await this.resumeIncumbent(f);
     this.endPhase(f);
-    return this.finish(f, 'aborted', reason, err.code);
+    return this.finish(f, 'aborted', withStderr, err.code);
+  }
+
+  /**
+   * The failed successor's last stderr lines go into the result (successorStderr) and
+   * its last line into the reason: the exception it died of, not only its exit code.
+   */
+  private async withSuccessorStderr(f: Flight, reason: string): Promise<string> {
+    const tail = await f.successor?.stderrTail();
+    if (!tail) return reason;
+    f.successorStderr = tail;
+    const last = tail.split('\n').pop()!.trim();
+    return `${reason}; its stderr ends: ${last.length > 300 ? `${last.slice(0, 300)}…` : last}`;
   }
 
   private async resumeIncumbent(f: Flight): Promise<void> {
@@ -784,6 +936,9 @@ export class Supervisor extends EventEmitter {
       // Who serves now: never a dead process (an abort that lost the incumbent: nobody, until restoredBy).
       newPid: outcome === 'committed' ? f.successor?.pid : f.incumbent?.alive ? f.incumbent.pid : undefined,
       generation: this.generation,
+      ...(outcome === 'committed' && f.successor?.build && { build: { buildId: f.successor.build.buildId, resolved: f.successor.build.resolved } }),
+      ...(f.successorStderr && { successorStderr: f.successorStderr }),
+      ...(f.spec.rollback && { rollback: f.spec.rollback }),
     };
     this.lastHandoff = result;
     this.log.info({ event: 'handoff.end', ...result }, `handoff ${outcome}${reason ? `: ${reason}` : ''}`);
@@ -840,6 +995,7 @@ export class Supervisor extends EventEmitter {
   private async stopApp(timeoutMs: number, reason: ShutdownReason): Promise<void> {
     this.stopping = true;
     this.restarter.cancel();
+    clearTimeout(this.bakeTimer);
     // Old incumbents still exiting after their Committed: none outlives the supervisor's stop.
     await Promise.all(this.retiring);
     // The incumbent's connection must be free for Shutdown: a running job is cancelled at once.
@@ -870,4 +1026,12 @@ export class Supervisor extends EventEmitter {
 /** A wait the supervisor depends on: keeps the process alive (an unref'd timer could let it exit mid-recovery). */
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+function buildRef(b: BuildRecord | BuildInfo, generation: number): BuildRef {
+  return { generation, buildId: b.buildId, resolved: [...b.resolved] };
+}
+
+function rollbackInfo(reason: string, automatic: boolean, from: BuildRecord | undefined, to: BuildRecord): RollbackInfo {
+  return { reason, automatic, from: from && buildRef(from, from.generation), to: buildRef(to, to.generation) };
 }

@@ -82,6 +82,14 @@ export class CliWorld {
     return { child, out, dir, stateDir, dataDir, port };
   }
 
+  /** `baton stop`, which must answer "stopped" and make `baton run` exit 0. */
+  async stop(d: DaemonHandle): Promise<void> {
+    const r = await this.baton(['stop', '--state-dir', d.stateDir]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain('stopped');
+    expect(await exitOf(d.child)).toEqual({ code: 0, signal: null });
+  }
+
   async status(d: DaemonHandle): Promise<Status> {
     const r = await this.baton(['status', '--json', '--state-dir', d.stateDir]);
     if (r.code !== 0) throw new Error(`baton status failed (${r.code}): ${r.stderr}`);

@@ -1,0 +1,48 @@
+import type { Readable } from 'node:stream';
+
+/** How much of an app's stderr is kept for abort reasons: the last lines of an exception. */
+const TAIL_BYTES = 4096;
+const TAIL_LINES = 20;
+
+/**
+ * Passes an app's stderr through to the supervisor's own (with backpressure: a slow
+ * journal slows the app's writes, as an inherited stderr would) and keeps its last
+ * TAIL_BYTES, so a successor that dies or fails during a handoff can be reported with
+ * the exception it printed rather than only an exit code.
+ */
+export class StderrTail {
+  private chunks: Buffer[] = [];
+  private bytes = 0;
+
+  private readonly ended: Promise<void>;
+
+  constructor(stream: Readable, sink: NodeJS.WritableStream = process.stderr) {
+    this.ended = new Promise((resolve) => stream.once('close', resolve));
+    stream.on('data', (chunk: Buffer) => this.keep(chunk));
+    stream.on('error', () => undefined); // the app's end closing early is its exit, reported elsewhere
+    stream.pipe(sink, { end: false });
+  }
+
+  private keep(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.bytes += chunk.length;
+    while (this.bytes - this.chunks[0]!.length >= TAIL_BYTES) this.bytes -= this.chunks.shift()!.length;
+  }
+
+  /** Resolves once the app's end closed (all it wrote is read), or after `ms`. */
+  async drained(ms: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.ended, new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
+    clearTimeout(timer);
+  }
+
+  /** The last lines (at most TAIL_LINES, TAIL_BYTES), trimmed; '' if it printed nothing. */
+  text(): string {
+    const all = Buffer.concat(this.chunks).toString('utf8');
+    const tail = all.length > TAIL_BYTES ? all.slice(-TAIL_BYTES) : all;
+    // pino lines and terminal colours are kept as they are, control characters are not.
+    // eslint-disable-next-line no-control-regex
+    const clean = tail.replace(/\u001b\[[0-9;]*m/g, '').replace(/[\u0000-\u0008\u000b-\u001f\u007f]/g, '');
+    return clean.split('\n').filter((l) => l.trim() !== '').slice(-TAIL_LINES).join('\n');
+  }
+}
