@@ -250,6 +250,11 @@ describe('safe deploys: a broken build never takes the service down', () => {
     const markers = [1, 2, 3].map((i) => path.join(d.dir, `fail-start-${i}`));
     rel.deploy({ name: 'v1', pre: `for m in ${markers.join(' ')}; do if [ -e "$m" ]; then rm -f "$m"; echo "v1: cannot read /etc/app.conf" >&2; exit 1; fi; done` });
     rel.deploy({ name: 'broken', env: { KV_FAIL_AFTER_BEGIN: '1' } });
+    // First without failures: the cold start after the abort starts the build that served (v1), not the broken one.
+    const first = await upgrade(d);
+    expect(first.code, first.stdout + first.stderr).toBe(2);
+    expect(first.stderr).toMatch(/the old process could not serve again .*; cold start committed: pid (\d+)/);
+    expect((await status(d)).builds.current).toMatchObject({ buildId: 'v1', resolved: [rel.script('v1')] });
     for (const m of markers) writeFileSync(m, '');
     const r = await upgrade(d);
     expect(r.code, r.stdout + r.stderr).toBe(4);
@@ -265,6 +270,29 @@ describe('safe deploys: a broken build never takes the service down', () => {
     expect(back.builds.current).toMatchObject({ buildId: 'v1', resolved: [rel.script('v1')] });
     const restart = (await history(d)).find((j) => j.trigger === 'restart' && j.state === 'SUCCEEDED');
     expect(restart?.handoff?.newPid).toBe(back.app?.pid);
+    await worlds.w.stop(d);
+  });
+
+  it('a good build that starts crash-looping falls back to the previous good build before the restart policy gives up', { timeout: 120_000 }, async () => {
+    const { d, rel } = await startOnV1({ handoff: { bakeS: 0 }, restart: { maxRestarts: 2, windowS: 60 } });
+    const crash = path.join(d.dir, 'v2-crashes');
+    rel.deploy({ name: 'v2', pre: `if [ -e ${crash} ]; then echo "v2: config schema mismatch" >&2; exit 1; fi` });
+    expect((await upgrade(d)).code).toBe(0);
+    const v2 = await status(d);
+    expect(v2.builds.current).toMatchObject({ buildId: 'v2', state: 'good' });
+    // From now on v2 cannot start; its serving process dies.
+    writeFileSync(crash, '');
+    process.kill(v2.app!.pid, 'SIGKILL');
+    const back = await pollUntil(async () => {
+      const s = await status(d);
+      return s.serving && s.builds.current?.buildId === 'v1' ? s : undefined;
+    }, 'the previous good build to serve', 60_000, 200);
+    expect(back.app?.generation).toBeGreaterThan(2);
+    const jobs = await history(d);
+    const rollback = jobs.find((j) => j.trigger === 'rollback');
+    expect(rollback).toMatchObject({ state: 'SUCCEEDED', handoff: { rollback: { automatic: true, reason: 'it crash-looped', from: { buildId: 'v2' }, to: { buildId: 'v1' } } } });
+    expect(jobs.filter((j) => j.trigger === 'restart' && j.state === 'FAILED').length).toBeGreaterThanOrEqual(2);
+    expect(d.child.exitCode).toBeNull(); // baton did not give up
     await worlds.w.stop(d);
   });
 });
