@@ -188,7 +188,8 @@ describe('safe deploys: a broken build never takes the service down', () => {
     const { d, rel } = await startOnV1({ handoff: { bakeS: 1 } });
     await waitGood(d, 1);
     rel.deploy({ name: 'v2' });
-    expect((await upgrade(d)).code).toBe(0);
+    const up = await upgrade(d);
+    expect(up.code, up.stdout + up.stderr).toBe(0);
     await waitGood(d, 2);
     const v2Pid = (await status(d)).app!.pid;
     const load = new KvLoad(d.port, { conns: 8 });
@@ -214,7 +215,8 @@ describe('safe deploys: a broken build never takes the service down', () => {
   it('an in-place deploy cannot be rolled back, and baton says why', { timeout: 60_000 }, async () => {
     const { d, rel } = await startOnV1({ handoff: { bakeS: 0 } });
     rel.deploy({ name: 'v1', env: { KV_BUILD_ID: 'v1b' } }); // same directory, files replaced
-    expect((await upgrade(d)).code).toBe(0);
+    const up = await upgrade(d);
+    expect(up.code, up.stdout + up.stderr).toBe(0);
     const r = await worlds.w.baton(['rollback', '--state-dir', d.stateDir, '--json']);
     expect(r.code).toBe(5);
     const job = JSON.parse(r.stdout) as JobRecord;
@@ -231,7 +233,8 @@ describe('safe deploys: a broken build never takes the service down', () => {
     rel.deploy({ name: 'v2', env: { KV_PROBE_OVERRIDE: override } });
     const load = new KvLoad(d.port, { conns: 8 });
     try {
-      expect((await upgrade(d)).code).toBe(0);
+      const up = await upgrade(d);
+      expect(up.code, up.stdout + up.stderr).toBe(0);
       const job = await pollUntil(async () => (await history(d)).find((j) => j.trigger === 'rollback'), 'an automatic rollback', 30_000, 200);
       expect(job.state).toBe('SUCCEEDED');
       expect(job.handoff?.rollback).toMatchObject({ automatic: true, to: { buildId: 'v1' } });
@@ -277,7 +280,8 @@ describe('safe deploys: a broken build never takes the service down', () => {
     const { d, rel } = await startOnV1({ handoff: { bakeS: 0 }, restart: { maxRestarts: 2, windowS: 60 } });
     const crash = path.join(d.dir, 'v2-crashes');
     rel.deploy({ name: 'v2', pre: `if [ -e ${crash} ]; then echo "v2: config schema mismatch" >&2; exit 1; fi` });
-    expect((await upgrade(d)).code).toBe(0);
+    const up = await upgrade(d);
+    expect(up.code, up.stdout + up.stderr).toBe(0);
     const v2 = await status(d);
     expect(v2.builds.current).toMatchObject({ buildId: 'v2', state: 'good' });
     // From now on v2 cannot start; its serving process dies.

@@ -5,6 +5,7 @@ import { crashPoint } from '../os/crashpoints.js';
 import { BatonError, errorMessage } from '../os/errors.js';
 import { Incumbent } from './incumbent.js';
 import { waitForExit } from '../os/proc.js';
+import { DEFAULT_STALE_MS, DEFAULT_UPDATE_MS, ownerlessStaleMs } from '../os/lock.js';
 import type { MessageOf } from '../wire/schema.js';
 import { drive, type Machine, type Transitions } from '../wire/statemachine.js';
 import type { BeginInfo, DrainResult, Readiness } from './app.js';
@@ -117,8 +118,13 @@ export class Successor implements Machine<SuccessorState> {
   }
 }
 
-/** How long the successor waits for the data-dir lock after Begin (PROTOCOL.md 8.3). */
-export const SUCCESSOR_LOCK_WAIT_MS = 5_000;
+/**
+ * How long the successor waits for the data-dir lock after Begin (PROTOCOL.md 8.3): a
+ * second longer than an ownerless lock dir takes to count as abandoned (6 s), so a dir
+ * left by a process killed between its mkdir and its owner record (or mid-release)
+ * never fails a start that came just after it.
+ */
+export const SUCCESSOR_LOCK_WAIT_MS = ownerlessStaleMs(DEFAULT_STALE_MS, DEFAULT_UPDATE_MS) + 1_000;
 
 /**
  * Begin: take the lock, let the app open its data, send Ready. This runs beside the

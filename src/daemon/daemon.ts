@@ -431,7 +431,7 @@ export class Daemon {
 
   private async refused(job: JobRecord, err: unknown): Promise<JobRecord> {
     const code = err instanceof BatonError ? err.code : 'E_INTERNAL';
-    this.log.warn({ event: 'daemon.upgrade_refused', code, reason: errorMessage(err) }, `upgrade refused: ${errorMessage(err)}`);
+    this.log.warn({ event: 'daemon.handoff_refused', trigger: job.trigger, code, reason: errorMessage(err) }, `${job.trigger === 'admin' || job.trigger === 'signal' ? 'handoff' : job.trigger} refused: ${errorMessage(err)}`);
     job.startedAt = undefined;
     return this.jobs.finish(job, 'SKIPPED', { code, reason: errorMessage(err) });
   }

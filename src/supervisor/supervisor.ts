@@ -341,7 +341,8 @@ export class Supervisor extends EventEmitter {
     this.bake(f.successor!, f.spec.rollback ? 0 : this.timeouts.bakeMs);
     this.restarter.watch(f.successor!);
     if (f.incumbent) this.retire(f.incumbent);
-    return this.finish(f, 'committed', note);
+    const rb = f.spec.rollback;
+    return this.finish(f, 'committed', note ?? (rb && `rolled back to ${describeBuild(rb.to)} (generation ${rb.to.generation}): ${rb.reason}`));
   }
 
   /**
@@ -817,11 +818,14 @@ export class Supervisor extends EventEmitter {
   }
 
   private noRollbackTarget(from: BuildInfo | undefined): string {
-    const good = this.builds.list().filter((r) => r.state === 'good');
-    if (from && good.length > 0 && good.every((r) => sameBuild(r, from))) {
+    const all = this.builds.list();
+    const good = all.filter((r) => r.state === 'good');
+    if (from && all.length > 1 && all.every((r) => sameBuild(r, from))) {
       return `every known-good build resolves to the same files as the serving one (${from.resolved.join(' ')}): a deploy that replaces files in place cannot be rolled back; deploy each release to its own directory and point a symlink at it`;
     }
-    return good.length === 0 ? 'no build has proven itself yet (a build is known good once it lasts its bake window)' : 'no known-good build other than the serving one';
+    if (good.length === 0) return 'no build has proven itself yet (a build is known good once it lasts its bake window)';
+    const bad = all.filter((r) => r.state === 'bad' && !(from && sameBuild(r, from)));
+    return `no known-good build other than the serving one${from ? ` (${describeBuild(from)})` : ''}${bad.length ? `; the others are bad: ${[...new Set(bad.map((r) => `${describeBuild(r)}: ${r.reason ?? 'no reason'}`))].slice(-3).join('; ')}` : ''}`;
   }
 
   /**
