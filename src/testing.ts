@@ -1,8 +1,8 @@
 /**
- * `baton/testing`: prove that YOUR app survives handoffs, crashes at any named point
+ * `@baton-sh/baton/testing`: prove that YOUR app survives handoffs, crashes at any named point
  * and signals mid-handoff, from your own test suite (vitest, node:test, anything).
  *
- *   import { createHarness, checkDrainableConformance, CRASH_POINTS } from 'baton/testing';
+ *   import { createHarness, checkDrainableConformance, CRASH_POINTS } from '@baton-sh/baton/testing';
  *
  * - `createHarness({ command })`: your app under a real Supervisor in a temp dir on a
  *   free 127.0.0.1 port; `handoff`, `handoffWithCrash(point)`, `waitForPhase`,

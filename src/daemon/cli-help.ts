@@ -1,11 +1,12 @@
 import { readFileSync } from 'node:fs';
 
-/** `baton --version`: the package's version (dist/src/daemon/ → the package root). */
-export const VERSION = (() => {
+/** The package's name and version (dist/src/daemon/ → the package root): `baton --version`, the help's first line. */
+export const { PACKAGE, VERSION } = (() => {
   try {
-    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { name: string; version: string };
+    return { PACKAGE: pkg.name, VERSION: pkg.version };
   } catch {
-    return 'unknown';
+    return { PACKAGE: '@baton-sh/baton', VERSION: 'unknown' };
   }
 })();
 
@@ -19,7 +20,7 @@ export const TARGET_HELP = `  --state-dir DIR   the supervisor's state dir (defa
                     $BATON_TOKEN); required with --admin, optional on the socket`;
 
 export const HELP: Record<string, string> = {
-  main: `baton ${VERSION} — hand a live service over to a new process with no dropped connection
+  main: `baton ${VERSION} (npm package ${PACKAGE}) — hand a live service over to a new process with no dropped connection
 
 Usage: baton <command> [options]
 
