@@ -5,12 +5,13 @@
  * (it cold-starts the app, hands it off once and stops it).
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import ts from 'typescript';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { resolveRunConfig } from '../src/daemon/config.js';
-import { killTagged, newTag, ROOT, taggedPids } from './support/engine.js';
+import { killTagged, newTag, request, ROOT, taggedPids } from './support/engine.js';
+import { exitOf, Harness, pollUntil } from './support/harness.js';
 
 const README = path.join(ROOT, 'README.md');
 
@@ -31,9 +32,17 @@ const dir = mkdtempSync(path.join(WORK, 'readme-'));
 const rewrite = (code: string): string => code.replace(/(from\s+['"])\.\/dist\//g, '$1../../dist/');
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const h = new Harness();
+afterEach(() => h.cleanup());
+
+const examples = readmeExamples(readFileSync(README, 'utf8'));
+/** A README example as ES2022 JavaScript (runnable from `dir`). */
+const js = (name: string): string =>
+  ts.transpileModule(rewrite(examples.get(name)!), {
+    compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ESNext },
+  }).outputText;
 
 describe('README examples', () => {
-  const examples = readmeExamples(readFileSync(README, 'utf8'));
 
   it('its configuration file example is valid, every key read as shown', () => {
     const md = readFileSync(README, 'utf8');
@@ -80,10 +89,6 @@ describe('README examples', () => {
   });
 
   it('runs the supervisor example over the app example: one committed handoff, state carried over', { timeout: 60_000 }, async () => {
-    const js = (name: string): string =>
-      ts.transpileModule(rewrite(examples.get(name)!), {
-        compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ESNext },
-      }).outputText;
     // Under ROOT, whose package.json says "type": "module": .js is ESM.
     writeFileSync(path.join(dir, 'my-app.js'), js('app'));
     writeFileSync(path.join(dir, 'supervise.js'), js('supervisor'));
@@ -125,5 +130,37 @@ describe('README examples', () => {
     expect(handoff![1]).toBe(before![1]);
     expect(handoff![2]).toBe(after![1]);
     expect(after![1]).not.toBe(before![1]);
+  });
+});
+
+describe('the app example without baton (standalone)', () => {
+  const app = path.join(dir, 'standalone-app.js');
+  const start = (env: Record<string, string>) => {
+    const tag = newTag();
+    const child = h.node(app, [], { cwd: dir, env: { ...process.env, BATON_LOG_LEVEL: 'info', BATON_TEST_TAG: tag, ...env } });
+    let stderr = '';
+    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+    return { child, stderr: () => stderr };
+  };
+
+  it('creates its data dir and listens where BATON_LISTEN says', { timeout: 30_000 }, async () => {
+    writeFileSync(app, js('app'));
+    const dataDir = path.join(dir, 'standalone', 'not', 'there', 'data');
+    const p = start({ BATON_DATA_DIR: dataDir, BATON_LISTEN: 'http=tcp://127.0.0.1:0' });
+    // Port 0: the address bound is in the app's log line.
+    const port = await pollUntil(() => /"event":"app.standalone_listening".*"address":"tcp:\/\/127\.0\.0\.1:(\d+)"/.exec(p.stderr())?.[1], 'the standalone listener', 20_000, 50);
+    expect((await request(Number(port), 'GET', '/', '')).body).toBe(`pid ${p.child.pid} hits 1`);
+    expect((await request(Number(port), 'GET', '/', '')).body).toBe(`pid ${p.child.pid} hits 2`);
+    expect(existsSync(path.join(dataDir, '.baton.lock')), 'the data-dir lock in the created dir').toBe(true);
+    p.child.kill('SIGTERM');
+    await exitOf(p.child);
+  });
+
+  it('without BATON_LISTEN, listenFd fails and says how to give it one', { timeout: 30_000 }, async () => {
+    writeFileSync(app, js('app'));
+    const p = start({ BATON_DATA_DIR: path.join(dir, 'standalone-2') });
+    const exit = await exitOf(p.child);
+    expect(exit.code).not.toBe(0);
+    expect(p.stderr()).toContain('standalone (not started by baton): no listener named http; set BATON_LISTEN=http=tcp://127.0.0.1:8080 to have one');
   });
 });
