@@ -9,7 +9,7 @@
  *   `signalAt(phase, role, sig)`, `signal(role, sig)`, `checkInvariants({ readBack })`, `close()`.
  * - `checkDrainableConformance({ command })`: the Drainable contract, rule by rule.
  * - `CRASH_POINTS`: every named crash point with its meaning.
- * Linux only (process checks read /proc). See README "Testing your app with baton/testing".
+ * Linux only (process checks read /proc). See docs/testing.md.
  */
 export { createHarness, Harness, InvariantViolation, DEFAULT_PROBE, httpRequest } from './testing/harness.js';
 export type { HarnessOptions, AppProbe, ProbeRequest, Role, Signal, CrashHandoff, InvariantOptions, InvariantReport } from './testing/harness.js';

@@ -1,11 +1,13 @@
 /**
- * The README's examples are real code: every ```ts block that starts with
- * `// readme-example: NAME` is type-checked against the built declarations in dist/,
- * then the app example is compiled to `my-app.js` and the supervisor example is run
- * (it cold-starts the app, hands it off once and stops it).
+ * The README's front page says what it must, in order, and its examples (and those of
+ * docs/) are real code: every ```ts block that starts with `// example: NAME` is
+ * type-checked against the built declarations in dist/ (imported by the package's name,
+ * which resolves to this checkout), then the app example (README) is compiled to
+ * `my-app.js` and the supervisor example (docs/app.md) is run: it cold-starts the app,
+ * hands it off once and stops it. The app example also runs standalone.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import ts from 'typescript';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -14,38 +16,77 @@ import { killTagged, newTag, request, ROOT, taggedPids } from './support/engine.
 import { exitOf, Harness, pollUntil } from './support/harness.js';
 
 const README = path.join(ROOT, 'README.md');
+const DOCS = ['README.md', ...readdirSync(path.join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
 
-/** `// readme-example: NAME` blocks of README.md, by name. */
-function readmeExamples(markdown: string): Map<string, string> {
+/** `// example: NAME` blocks of README.md and docs/*.md, by name. */
+function docExamples(): Map<string, string> {
   const examples = new Map<string, string>();
-  for (const m of markdown.matchAll(/^```ts\n(\/\/ readme-example: ([\w-]+)\n[\s\S]*?)^```$/gm)) {
-    if (examples.has(m[2]!)) throw new Error(`README has two examples named ${m[2]}`);
-    examples.set(m[2]!, m[1]!);
+  for (const file of DOCS) {
+    for (const m of readFileSync(path.join(ROOT, file), 'utf8').matchAll(/^```ts\n(\/\/ example: ([\w-]+)\n[\s\S]*?)^```$/gm)) {
+      if (examples.has(m[2]!)) throw new Error(`two examples named ${m[2]} (the second in ${file})`);
+      examples.set(m[2]!, m[1]!);
+    }
   }
   return examples;
 }
 
-// Examples import `./dist/...` relative to the checkout root; ours live two levels down.
+// Under the checkout (whose package.json names the package and its exports), so that the
+// examples' `import … from '@baton-sh/baton'` resolves to dist/ as it would when installed.
 const WORK = path.join(ROOT, '.tmp');
 mkdirSync(WORK, { recursive: true });
 const dir = mkdtempSync(path.join(WORK, 'readme-'));
-const rewrite = (code: string): string => code.replace(/(from\s+['"])\.\/dist\//g, '$1../../dist/');
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const h = new Harness();
 afterEach(() => h.cleanup());
 
-const examples = readmeExamples(readFileSync(README, 'utf8'));
-/** A README example as ES2022 JavaScript (runnable from `dir`). */
+const examples = docExamples();
+/** An example as ES2022 JavaScript (runnable from `dir`). */
 const js = (name: string): string =>
-  ts.transpileModule(rewrite(examples.get(name)!), {
+  ts.transpileModule(examples.get(name)!, {
     compilerOptions: { target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ESNext },
   }).outputText;
 
-describe('README examples', () => {
+describe('README front page', () => {
+  const md = readFileSync(README, 'utf8');
 
-  it('its configuration file example is valid, every key read as shown', () => {
-    const md = readFileSync(README, 'utf8');
+  it('says what baton is, then how to set it up and run it (npm ci && npm run demo), then how to test it (npm test), then how to install it', () => {
+    const blocks = [...md.matchAll(/^```\n([\s\S]*?)^```$/gm)].map((m) => m[1]!.trim());
+    expect(blocks.slice(0, 3)).toEqual(['npm ci && npm run demo', 'npm test', 'npm install @baton-sh/baton']);
+    const beforeDemo = md.slice(0, md.indexOf('```'));
+    expect(beforeDemo).toMatch(/^# baton\n\nbaton hands a live, stateful Node service over from a running process to a new one/);
+    expect(md.indexOf('## Install')).toBeLessThan(md.indexOf('npm install @baton-sh/baton'));
+  });
+
+  it('runs the app example with the listener name the app asks for, and imports it by the package name', () => {
+    const app = examples.get('app')!;
+    expect(app).toContain("from '@baton-sh/baton';");
+    const asked = new Set([...app.matchAll(/listenFd\('([\w.-]+)'\)/g)].map((m) => m[1]));
+    const runLine = /^\$ baton run (.*) -- node my-app\.js/m.exec(md)?.[1];
+    expect(runLine, 'a `$ baton run … -- node my-app.js` line').toBeDefined();
+    const named = new Set([...runLine!.matchAll(/--listen (\w+)=/g)].map((m) => m[1]));
+    expect(named).toEqual(asked);
+    expect(md).toContain(`BATON_LISTEN=${[...asked][0]}=tcp://`);
+  });
+
+  it('links docs/ and every relative link of README.md and docs/ leads to a file of the checkout', () => {
+    expect(md).toContain('](docs/README.md)');
+    const broken: string[] = [];
+    for (const file of DOCS) {
+      const text = readFileSync(path.join(ROOT, file), 'utf8').replace(/^```[\s\S]*?^```$/gm, '');
+      for (const m of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+        const target = m[1]!.split('#')[0]!;
+        if (target !== '' && !/^[a-z]+:/.test(target) && !existsSync(path.join(ROOT, path.dirname(file), target))) broken.push(`${file}: ${m[1]}`);
+      }
+    }
+    expect(broken).toEqual([]);
+  });
+});
+
+describe('README and docs examples', () => {
+
+  it('the configuration file example of docs/cli.md is valid, every key read as shown', () => {
+    const md = readFileSync(path.join(ROOT, 'docs/cli.md'), 'utf8');
     const block = /\*\*Configuration file\*\*[\s\S]*?```json\n([\s\S]*?)^```$/m.exec(md)?.[1];
     expect(block, 'the ```json block after **Configuration file**').toBeDefined();
     const file = path.join(dir, 'baton.json');
@@ -65,7 +106,7 @@ describe('README examples', () => {
   it('type-checks them (strict) against the built declarations', () => {
     const files = [...examples].map(([name, code]) => {
       const file = path.join(dir, `${name}.mts`);
-      writeFileSync(file, rewrite(code));
+      writeFileSync(file, code);
       return file;
     });
     const program = ts.createProgram(files, {

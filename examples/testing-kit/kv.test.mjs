@@ -1,5 +1,5 @@
 // node --test examples/testing-kit/kv.test.mjs   (after `npm run build`)
-// The reference kv service under baton/testing, from node:test.
+// The reference kv service under @baton-sh/baton/testing, from node:test.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
