@@ -9,7 +9,7 @@
  * and that the runtime dependencies are exactly what dist/src imports.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import ts from 'typescript';
@@ -17,6 +17,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { killTagged, newTag, request, ROOT, taggedPids } from './support/engine.js';
 import { exitOf, Harness, pollUntil } from './support/harness.js';
 import { collect } from './support/cli.js';
+import { freePort } from '../bench/lib/scope.js';
 
 const PKG = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { name: string; version: string; dependencies: Record<string, string> };
 /** The packed tarball must stay under this (it was 4.3 MB with the test vectors and source maps; ≈ 0.3 MB without). */
@@ -42,7 +43,7 @@ beforeAll(() => {
   files = packed[0]!.files.map((f) => f.path);
   packedBytes = packed[0]!.size;
   proj = path.join(work, 'app');
-  run('mkdir', ['-p', proj], work);
+  mkdirSync(proj);
   writeFileSync(path.join(proj, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }));
   run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--loglevel=error', tarball], proj);
   installed = path.join(proj, 'node_modules', ...PKG.name.split('/'));
@@ -202,19 +203,6 @@ export async function harness(opts: HarnessOptions): Promise<[HandoffResult, Inv
   return [await h.handoff(), await h.checkInvariants()];
 }
 `;
-
-function freePort(): Promise<number> {
-  return import('node:net').then(
-    (net) =>
-      new Promise((resolve, reject) => {
-        const s = net.createServer().listen(0, '127.0.0.1', () => {
-          const { port } = s.address() as { port: number };
-          s.close(() => resolve(port));
-        });
-        s.on('error', reject);
-      }),
-  );
-}
 
 /**
  * Types declared in the package that a public signature of an entry point uses (a

@@ -25,6 +25,18 @@ const TARGET_OPTIONS = {
   help: { type: 'boolean', short: 'h' },
 } as const satisfies ParseArgsConfig['options'];
 
+/** The flags of `baton run`, which `baton unit` passes on. */
+const RUN_OPTIONS = {
+  config: { type: 'string' },
+  listen: { type: 'string', multiple: true },
+  'data-dir': { type: 'string' },
+  'state-dir': { type: 'string' },
+  name: { type: 'string' },
+  metrics: { type: 'string' },
+  'admin-listen': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const satisfies ParseArgsConfig['options'];
+
 function parse<O extends NonNullable<ParseArgsConfig['options']>>(cmd: string, args: string[], options: O) {
   try {
     return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
@@ -99,16 +111,7 @@ async function cmdRun(args: string[]): Promise<number> {
   const dd = args.indexOf('--');
   const flagArgs = dd >= 0 ? args.slice(0, dd) : args;
   const command = dd >= 0 ? args.slice(dd + 1) : [];
-  const v = parse('run', flagArgs, {
-    config: { type: 'string' },
-    listen: { type: 'string', multiple: true },
-    'data-dir': { type: 'string' },
-    'state-dir': { type: 'string' },
-    name: { type: 'string' },
-    metrics: { type: 'string' },
-    'admin-listen': { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  });
+  const v = parse('run', flagArgs, RUN_OPTIONS);
   if (v.help) return help('run');
   const cfg = resolveRunConfig({
     config: v.config,
@@ -129,7 +132,7 @@ async function cmdRun(args: string[]): Promise<number> {
 async function cmdUnit(args: string[]): Promise<number> {
   const dd = args.indexOf('--');
   const v = parse('unit', dd >= 0 ? args.slice(0, dd) : args, {
-    name: { type: 'string' },
+    ...RUN_OPTIONS,
     socket: { type: 'boolean' },
     user: { type: 'string' },
     group: { type: 'string' },
@@ -138,13 +141,6 @@ async function cmdUnit(args: string[]): Promise<number> {
     description: { type: 'string' },
     'out-dir': { type: 'string' },
     json: { type: 'boolean' },
-    config: { type: 'string' },
-    listen: { type: 'string', multiple: true },
-    'data-dir': { type: 'string' },
-    'state-dir': { type: 'string' },
-    metrics: { type: 'string' },
-    'admin-listen': { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
   });
   if (v.help) return help('unit');
   const units = buildUnits(

@@ -13,14 +13,13 @@ import { fileURLToPath } from 'node:url';
 import { ConfigError, errorMessage } from '../os/errors.js';
 import { parseListenAddresses, type ListenerSpec } from '../os/listeners.js';
 import { shebangNodeArgs } from '../os/shebang.js';
-import { readConfigFile } from './config.js';
+import { readConfigFile, type RunFlags } from './config.js';
 
 /** A unit that cannot be generated as asked; the message names the flag. */
 export class UnitError extends ConfigError {}
 
-/** What `baton unit` was given: its own flags and the `baton run` flags it passes on. */
-export interface UnitFlags {
-  name?: string | undefined;
+/** What `baton unit` was given: the `baton run` flags it passes on, and its own. */
+export interface UnitFlags extends Omit<RunFlags, 'command'> {
   socket?: boolean | undefined;
   user?: string | undefined;
   group?: string | undefined;
@@ -28,12 +27,6 @@ export interface UnitFlags {
   /** How ExecStart/ExecReload run baton: a path (e.g. /usr/local/bin/baton). Default: this node and this install's cli.js. */
   baton?: string | undefined;
   description?: string | undefined;
-  config?: string | undefined;
-  listen?: string[] | undefined;
-  dataDir?: string | undefined;
-  stateDir?: string | undefined;
-  metrics?: string | undefined;
-  adminListen?: string | undefined;
   /** The app command (after `--`). */
   command: string[];
 }
