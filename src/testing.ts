@@ -1,15 +1,15 @@
 /**
- * `baton/testing`: prove that YOUR app survives handoffs, crashes at any named point
+ * `@baton-sh/baton/testing`: prove that YOUR app survives handoffs, crashes at any named point
  * and signals mid-handoff, from your own test suite (vitest, node:test, anything).
  *
- *   import { createHarness, checkDrainableConformance, CRASH_POINTS } from 'baton/testing';
+ *   import { createHarness, checkDrainableConformance, CRASH_POINTS } from '@baton-sh/baton/testing';
  *
  * - `createHarness({ command })`: your app under a real Supervisor in a temp dir on a
  *   free 127.0.0.1 port; `handoff`, `handoffWithCrash(point)`, `waitForPhase`,
  *   `signalAt(phase, role, sig)`, `signal(role, sig)`, `checkInvariants({ readBack })`, `close()`.
  * - `checkDrainableConformance({ command })`: the Drainable contract, rule by rule.
  * - `CRASH_POINTS`: every named crash point with its meaning.
- * Linux only (process checks read /proc). See README "Testing your app with baton/testing".
+ * Linux only (process checks read /proc). See docs/testing.md.
  */
 export { createHarness, Harness, InvariantViolation, DEFAULT_PROBE, httpRequest } from './testing/harness.js';
 export type { HarnessOptions, AppProbe, ProbeRequest, Role, Signal, CrashHandoff, InvariantOptions, InvariantReport } from './testing/harness.js';

@@ -432,13 +432,14 @@ describe('configuration and arguments', () => {
   });
 
   it('has --help on every command and --version', async () => {
-    for (const cmd of ['run', 'upgrade', 'status', 'history', 'stop']) {
+    for (const cmd of ['run', 'upgrade', 'status', 'history', 'stop', 'unit']) {
       const r = await worlds.w.baton([cmd, '--help']);
       expect(r.code).toBe(0);
       expect(r.stdout).toContain(`Usage: baton ${cmd}`);
     }
     const main = await worlds.w.baton(['--help']);
     expect(main.stdout).toMatch(/Commands:\n {2}run/);
+    expect(main.stdout).toMatch(/^baton \d+\.\d+\.\d+ \(npm package @baton-sh\/baton\) — /);
     const version = await worlds.w.baton(['--version']);
     expect(version.stdout.trim()).toBe(JSON.parse(readFileSync(path.join(path.dirname(path.dirname(new URL(import.meta.url).pathname)), 'package.json'), 'utf8')).version);
     // The installed bin runs through its shebang (it carries node flags: `env -S`).

@@ -3,7 +3,7 @@
  * points, signals at a phase, the invariant check catching a broken end state), the
  * conformance check (primitive passes every rule; fixtures/sloppy and a misconfigured
  * primitive fail exactly the rule they break), and the node:test example of
- * examples/testing-kit run as a child process (it is the README's example).
+ * examples/testing-kit run as a child process (it is the example in docs/testing.md).
  */
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -223,8 +223,8 @@ describe('checkDrainableConformance', () => {
 describe('node:test example (examples/testing-kit/kv.test.mjs)', () => {
   const example = path.join(ROOT, 'examples/testing-kit/kv.test.mjs');
 
-  it('is the README example, verbatim', () => {
-    expect(readFileSync(path.join(ROOT, 'README.md'), 'utf8')).toContain(readFileSync(example, 'utf8'));
+  it('is the example in docs/testing.md, verbatim', () => {
+    expect(readFileSync(path.join(ROOT, 'docs/testing.md'), 'utf8')).toContain(readFileSync(example, 'utf8'));
   });
 
   it('passes under `node --test`, importing baton/testing by the package name', async () => {

@@ -1,9 +1,9 @@
 // node --test examples/testing-kit/kv.test.mjs   (after `npm run build`)
-// The reference kv service under baton/testing, from node:test.
+// The reference kv service under @baton-sh/baton/testing, from node:test.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { createHarness, httpRequest } from 'baton/testing';
+import { createHarness, httpRequest } from '@baton-sh/baton/testing';
 
 const app = fileURLToPath(new URL('../../dist/fixtures/kv/main.js', import.meta.url));
 const acked = new Map(); // every write the service acknowledged

@@ -4,6 +4,7 @@
  * so heartbeats, lock refreshes and protocol replies go on while the app's main
  * thread is blocked in drain or seal.
  */
+import { mkdirSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { AgentContext, JobProgressNote } from './agent.js';
 import type { CrashConfig } from '../os/crashpoints.js';
@@ -54,7 +55,9 @@ async function main(): Promise<void> {
   // The app's start-up work (BatonAppOptions.warmUp) ran while we booted; Hello waits for it.
   await rpc.call('warmedUp');
   if (data.role === 'standalone') {
-    // Not under baton: take the lock and let the app run; nobody will hand it off.
+    // Not under baton: take the lock and let the app run; nobody will hand it off. The data
+    // dir is created if missing (mkdir -p), as `baton run` does.
+    mkdirSync(data.dataDir, { recursive: true });
     await lock.acquire({ handoffId: 'standalone' });
     const info: BeginInfo = {
       role: 'standalone',

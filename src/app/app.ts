@@ -9,6 +9,7 @@ import { detectRole, ENV, type Role, type RoleInfo } from '../wire/roles.js';
 import type { RevisionMap } from '../wire/schema.js';
 import { fetchListenerCopies, type ListenerHandle } from './listener-copies.js';
 import { Rpc } from './worker-rpc.js';
+import { StandaloneListeners } from './standalone.js';
 import { LIVENESS_TIMEOUT_MS } from '../wire/channel.js';
 
 // ---- The typed app-facing API --------------------------------------------------
@@ -186,6 +187,8 @@ export class BatonApp {
   private readonly probes = new Map<string, ProbeFn>();
   private readonly runningTasks = new Map<string, AbortController>();
   private readonly events = new EventEmitter();
+  /** Standalone (not under baton): the listeners asked for are bound from BATON_LISTEN (standalone.ts). */
+  private readonly standalone: StandaloneListeners | undefined;
 
   constructor(
     private readonly opts: BatonAppOptions,
@@ -200,6 +203,7 @@ export class BatonApp {
     if (!dataDir) throw new BatonError('E_BAD_ENV', 'no data dir: pass dataDir or set BATON_DATA_DIR');
     this.dataDir = dataDir;
     this.listeners = info.role === 'standalone' ? new Map() : inheritedListeners(env);
+    this.standalone = info.role === 'standalone' ? new StandaloneListeners(env, this.log) : undefined;
     this.spares = Number(env[ENV.listenSpares] ?? '0');
     this.worker = new Worker(new URL('./agent-worker.js', import.meta.url), {
       workerData: {
@@ -283,8 +287,11 @@ export class BatonApp {
    * listener itself; each later call (after you closed the previous one to drain and
    * are resuming after an abort) gives a spare copy of the same socket, of which there
    * are `handoff.listenerSpares`. Prefer listenTarget, which has no such limit.
+   * Standalone (not started by baton), the listener is bound now from BATON_LISTEN
+   * (standalone.ts).
    */
   listenFd(name: string): number {
+    if (this.standalone) return this.standalone.listenFd(name, (n, fd, address) => this.listeners.set(n, { fd, address }));
     const names = [...this.listeners.keys()];
     const index = names.indexOf(name);
     if (index < 0) throw new BatonError('E_NO_LISTENER', `no inherited listener named ${name} (have: ${names.join(', ') || 'none'})`);

@@ -1,11 +1,12 @@
 import { readFileSync } from 'node:fs';
 
-/** `baton --version`: the package's version (dist/src/daemon/ → the package root). */
-export const VERSION = (() => {
+/** The package's name and version (dist/src/daemon/ → the package root): `baton --version`, the help's first line. */
+export const { PACKAGE, VERSION } = (() => {
   try {
-    return (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+    const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { name: string; version: string };
+    return { PACKAGE: pkg.name, VERSION: pkg.version };
   } catch {
-    return 'unknown';
+    return { PACKAGE: '@baton-sh/baton', VERSION: 'unknown' };
   }
 })();
 
@@ -19,7 +20,7 @@ export const TARGET_HELP = `  --state-dir DIR   the supervisor's state dir (defa
                     $BATON_TOKEN); required with --admin, optional on the socket`;
 
 export const HELP: Record<string, string> = {
-  main: `baton ${VERSION} — hand a live service over to a new process with no dropped connection
+  main: `baton ${VERSION} (npm package ${PACKAGE}) — hand a live service over to a new process with no dropped connection
 
 Usage: baton <command> [options]
 
@@ -36,6 +37,7 @@ Commands:
             maintenance tasks on a cron schedule, in an optional UTC window
   health    aggregated health: the app's probes and the supervisor's view
   stop      stop the app gracefully (drain, seal, exit), then the supervisor
+  unit      print a systemd service unit (and --socket units) for a baton run command line
 
 Options:
   -h, --help     help (also: baton <command> --help)
@@ -190,6 +192,39 @@ ${TARGET_HELP}
 
 Exit codes: 0 committed, 2 aborted (the serving process serves on), 3 another handoff
 is running, 4 aborted and nothing serves, 5 no earlier known-good build, 1 any other error.`,
+  unit: `Usage: baton unit --name NAME [options] [run options] -- COMMAND [ARGS...]
+
+Prints a systemd service unit that runs \`baton run [run options] -- COMMAND\`, with the
+settings baton needs: Type=notify, NotifyAccess=all, KillMode=mixed, ExecReload=baton
+upgrade (systemctl reload = a handoff), WatchdogSec, StateDirectory=NAME. With --socket,
+also a .socket unit per listener (systemd holds it; baton adopts it). Nothing is
+installed: redirect the output, or use --out-dir.
+
+  baton unit --name kv --user kv --listen http=tcp://127.0.0.1:8080 -- node /srv/kv/main.js
+
+The unit runs baton as this command does (this node, this install; --baton PATH to
+use another), a bare COMMAND is resolved on $PATH now, relative paths against the
+current directory (also the unit's WorkingDirectory). Defaults: --state-dir
+/var/lib/NAME/supervisor, --data-dir /var/lib/NAME/data.
+
+Options:
+  --name NAME         unit name (NAME.service) and baton run --name; required
+                      unless --config has "name"
+  --socket            socket activation: NAME.socket (NAME-LISTENER.socket for several
+                      listeners) from the --listen addresses, which need fixed ports
+  --user USER         User= (default: none, root); --group GROUP: Group=
+  --working-dir DIR   WorkingDirectory= (default: the current directory)
+  --baton PATH        the baton executable for ExecStart/ExecReload (e.g. /usr/local/bin/baton)
+  --description TEXT  Description=
+  --out-dir DIR       write the units into DIR (e.g. /etc/systemd/system) instead of
+                      printing them; an existing file is never replaced
+  --json              print {"units": [{"file", "content"}]} ({"written": [...]} with --out-dir)
+  -h, --help
+Run options (passed on to baton run, see baton run --help):
+  --config FILE, --listen ADDR..., --data-dir DIR, --state-dir DIR, --metrics HOST:PORT,
+  --admin-listen HOST:PORT
+
+Exit codes: 0 printed or written, 1 error (the message names the flag).`,
   status: `Usage: baton status [options]
 
 Options:

@@ -11,7 +11,8 @@ import { BatonError, ConfigError, errorMessage } from '../os/errors.js';
 import type { JobRecord } from './jobs.js';
 import type { BuildRecord } from '../supervisor/builds.js';
 import type { PreviousShutdown } from './lifecycle.js';
-import { HELP, VERSION } from './cli-help.js';
+import { HELP, PACKAGE, VERSION } from './cli-help.js';
+import { buildUnits, writeUnits } from './unit.js';
 
 class UsageError extends Error {}
 
@@ -22,6 +23,18 @@ const TARGET_OPTIONS = {
   config: { type: 'string' },
   admin: { type: 'string' },
   'token-file': { type: 'string' },
+  help: { type: 'boolean', short: 'h' },
+} as const satisfies ParseArgsConfig['options'];
+
+/** The flags of `baton run`, which `baton unit` passes on. */
+const RUN_OPTIONS = {
+  config: { type: 'string' },
+  listen: { type: 'string', multiple: true },
+  'data-dir': { type: 'string' },
+  'state-dir': { type: 'string' },
+  name: { type: 'string' },
+  metrics: { type: 'string' },
+  'admin-listen': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies ParseArgsConfig['options'];
 
@@ -99,16 +112,7 @@ async function cmdRun(args: string[]): Promise<number> {
   const dd = args.indexOf('--');
   const flagArgs = dd >= 0 ? args.slice(0, dd) : args;
   const command = dd >= 0 ? args.slice(dd + 1) : [];
-  const v = parse('run', flagArgs, {
-    config: { type: 'string' },
-    listen: { type: 'string', multiple: true },
-    'data-dir': { type: 'string' },
-    'state-dir': { type: 'string' },
-    name: { type: 'string' },
-    metrics: { type: 'string' },
-    'admin-listen': { type: 'string' },
-    help: { type: 'boolean', short: 'h' },
-  });
+  const v = parse('run', flagArgs, RUN_OPTIONS);
   if (v.help) return help('run');
   const cfg = resolveRunConfig({
     config: v.config,
@@ -123,6 +127,49 @@ async function cmdRun(args: string[]): Promise<number> {
   const daemon = new Daemon(cfg);
   await daemon.start();
   return daemon.done;
+}
+
+/** `baton unit`: prints (or writes) systemd units for a `baton run` command line (unit.ts). */
+async function cmdUnit(args: string[]): Promise<number> {
+  const dd = args.indexOf('--');
+  const v = parse('unit', dd >= 0 ? args.slice(0, dd) : args, {
+    ...RUN_OPTIONS,
+    socket: { type: 'boolean' },
+    user: { type: 'string' },
+    group: { type: 'string' },
+    'working-dir': { type: 'string' },
+    baton: { type: 'string' },
+    description: { type: 'string' },
+    'out-dir': { type: 'string' },
+    json: { type: 'boolean' },
+  });
+  if (v.help) return help('unit');
+  const units = buildUnits(
+    {
+      name: v.name,
+      socket: v.socket,
+      user: v.user,
+      group: v.group,
+      workingDir: v['working-dir'],
+      baton: v.baton,
+      description: v.description,
+      config: v.config,
+      listen: v.listen,
+      dataDir: v['data-dir'],
+      stateDir: v['state-dir'],
+      metrics: v.metrics,
+      adminListen: v['admin-listen'],
+      command: dd >= 0 ? args.slice(dd + 1) : [],
+    },
+    `${PACKAGE} ${VERSION}`,
+  );
+  if (v['out-dir'] !== undefined) {
+    const written = writeUnits(v['out-dir'], units);
+    if (v.json) console.log(JSON.stringify({ written }, null, 2));
+    else for (const p of written) console.log(`wrote ${p}`);
+  } else if (v.json) console.log(JSON.stringify({ units }, null, 2));
+  else process.stdout.write(units.map((u) => u.content).join('\n'));
+  return 0;
 }
 
 async function cmdUpgrade(args: string[]): Promise<number> {
@@ -718,6 +765,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
   schedules: cmdSchedules,
   health: cmdHealth,
   stop: cmdStop,
+  unit: cmdUnit,
 };
 
 export async function main(argv: string[]): Promise<number> {
