@@ -61,7 +61,8 @@ describe('README front page', () => {
   it('runs the app example with the listener name the app asks for, and imports it by the package name', () => {
     const app = examples.get('app')!;
     expect(app).toContain("from '@baton-sh/baton';");
-    const asked = new Set([...app.matchAll(/listenFd\('([\w.-]+)'\)/g)].map((m) => m[1]));
+    const asked = new Set([...app.matchAll(/listen(?:Fd|Target)\('([\w.-]+)'\)/g)].map((m) => m[1]));
+    expect(asked.size).toBeGreaterThan(0);
     const runLine = /^\$ baton run (.*) -- node my-app\.js/m.exec(md)?.[1];
     expect(runLine, 'a `$ baton run … -- node my-app.js` line').toBeDefined();
     const named = new Set([...runLine!.matchAll(/--listen (\w+)=/g)].map((m) => m[1]));
