@@ -221,9 +221,13 @@ describe.skipIf(!hasPython)('python sdk under baton run', () => {
     let err = '';
     child.stdout!.setEncoding('utf8').on('data', (s: string) => (out += s));
     child.stderr!.setEncoding('utf8').on('data', (s: string) => (err += s));
-    const disconnected = new Promise<void>((resolve) => child.once('disconnect', () => resolve()));
+    let disconnected = false;
+    child.once('disconnect', () => (disconnected = true));
     try {
-      await Promise.race([disconnected, exited.then(() => Promise.reject(new Error(`python exited: ${err}`)))]);
+      await pollUntil(() => {
+        if (child.exitCode !== null) throw new Error(`python exited: ${err}`);
+        return disconnected;
+      }, 'the app to close its Node IPC channel', 15_000);
       const first = await pollUntil(() => out.split('\n')[0] || undefined, 'the standalone app to report', 15_000);
       expect(JSON.parse(first)).toEqual({ role: 'standalone', begin: 'standalone', env: false });
       expect(await lockHolder(dataDir)).toMatchObject({ owner: { pid: child.pid, handoffId: 'standalone' }, alive: true });
