@@ -13,7 +13,7 @@
  * Every process carries the suite's BATON_TEST_TAG; every temp dir is removed. Skipped
  * without python3 >= 3.9.
  */
-import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -23,7 +23,7 @@ import type { JobRecord } from '../src/daemon/jobs.js';
 import { lockHolder } from '../src/os/lock.js';
 import { useCliWorlds, writeScript, type DaemonHandle } from './support/cli.js';
 import { healthz, Load, lostWrites, request, ROOT } from './support/engine.js';
-import { exitOf, Harness, pollUntil } from './support/harness.js';
+import { exitOf, Harness, LineReader, pollUntil } from './support/harness.js';
 
 const SDK = path.join(ROOT, 'sdk/python');
 const PEER = path.join(ROOT, 'fixtures/python-peer/peer.py');
@@ -212,31 +212,22 @@ describe.skipIf(!hasPython)('python sdk under baton run', () => {
       'baton.close()',
       "print(json.dumps({'released': True}), flush=True)",
     ].join('\n');
-    const child = spawn('python3', ['-c', script], {
+    const child = h.spawn('python3', ['-c', script], {
       stdio: ['pipe', 'pipe', 'pipe', 'ipc'],
       env: { ...process.env, ...PY_ENV, BATON_DATA_DIR: dataDir, BATON_TEST_TAG: worlds.tag },
     });
-    const exited = exitOf(child);
-    let out = '';
-    let err = '';
-    child.stdout!.setEncoding('utf8').on('data', (s: string) => (out += s));
-    child.stderr!.setEncoding('utf8').on('data', (s: string) => (err += s));
+    const out = new LineReader(child);
     let disconnected = false;
     child.once('disconnect', () => (disconnected = true));
-    try {
-      await pollUntil(() => {
-        if (child.exitCode !== null) throw new Error(`python exited: ${err}`);
-        return disconnected;
-      }, 'the app to close its Node IPC channel', 15_000);
-      const first = await pollUntil(() => out.split('\n')[0] || undefined, 'the standalone app to report', 15_000);
-      expect(JSON.parse(first)).toEqual({ role: 'standalone', begin: 'standalone', env: false });
-      expect(await lockHolder(dataDir)).toMatchObject({ owner: { pid: child.pid, handoffId: 'standalone' }, alive: true });
-      child.stdin!.write('\n');
-      expect(await exited).toEqual({ code: 0, signal: null });
-      expect(out.trim().split('\n')[1]).toBe('{"released": true}');
-      expect(await lockHolder(dataDir)).toBeUndefined();
-    } finally {
-      child.kill('SIGKILL');
-    }
+    await pollUntil(() => {
+      if (child.exitCode !== null) throw new Error(`python exited: ${out.stderr}`);
+      return disconnected;
+    }, 'the app to close its Node IPC channel', 15_000);
+    expect(await out.next((l) => typeof l === 'object' && 'role' in l, 'the standalone app to report', 15_000)).toEqual({ role: 'standalone', begin: 'standalone', env: false });
+    expect(await lockHolder(dataDir)).toMatchObject({ owner: { pid: child.pid, handoffId: 'standalone' }, alive: true });
+    child.stdin!.write('\n');
+    expect(await out.next((l) => typeof l === 'object' && 'released' in l, 'the lock to be released')).toEqual({ released: true });
+    expect(await exitOf(child)).toEqual({ code: 0, signal: null });
+    expect(await lockHolder(dataDir)).toBeUndefined();
   }, 60_000);
 });

@@ -61,6 +61,19 @@ class Peer:
         self.send({'type': 'HelloAck', 'handoffId': handoff_id, 'protoVersion': 1})
         return hello
 
+    def prepare(self, handoff_id: str) -> None:
+        """PrepareHandoff (5 s drain grace), the drain starts."""
+        self.send({'type': 'PrepareHandoff', 'handoffId': handoff_id, 'successorPid': 1,
+                   'deadlineMs': int(time.time() * 1000) + 60_000, 'drainGraceMs': 5_000})
+
+    def drain_and_seal(self, handoff_id: str) -> Dict[str, Any]:
+        """PrepareHandoff -> Drained, SealRequest -> SealProgress, SealComplete (returned)."""
+        self.prepare(handoff_id)
+        self.expect('Drained')
+        self.send({'type': 'SealRequest', 'handoffId': handoff_id})
+        self.expect('SealProgress')
+        return self.expect('SealComplete')
+
     def close(self) -> None:
         self.sock.close()
 

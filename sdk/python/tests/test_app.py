@@ -144,7 +144,7 @@ class Incumbent(AppCase):
     def test_handoff_drain_seal_commit_exits_0_after_on_exit(self):
         reasons = []
         app, s = self.incumbent(on_exit=reasons.append)
-        s.send({'type': 'PrepareHandoff', 'handoffId': 'h-1', 'successorPid': 1, 'deadlineMs': int(time.time() * 1000) + 60_000, 'drainGraceMs': 5_000})
+        s.prepare('h-1')
         self.assertEqual(s.expect('Drained'), {'type': 'Drained', 'handoffId': 'h-1', 'openConnsRemaining': 0, 'acceptClosed': True})
         self.assertAlmostEqual(self.drainable.deadlines[0] - time.monotonic(), 5.0, delta=0.5)
         s.send({'type': 'SealRequest', 'handoffId': 'h-1'})
@@ -161,11 +161,7 @@ class Incumbent(AppCase):
 
     def test_resume_after_abort_retakes_the_lock_and_a_late_commit_is_E_ABORTED(self):
         app, s = self.incumbent()
-        s.send({'type': 'PrepareHandoff', 'handoffId': 'h-1', 'successorPid': 1, 'deadlineMs': int(time.time() * 1000) + 60_000, 'drainGraceMs': 5_000})
-        s.expect('Drained')
-        s.send({'type': 'SealRequest', 'handoffId': 'h-1'})
-        s.expect('SealProgress')
-        s.expect('SealComplete')
+        s.drain_and_seal('h-1')
         s.send({'type': 'ResumeAfterAbort', 'handoffId': 'h-1'})
         s.expect('Resumed')
         self.assertEqual(self.drainable.calls[-3:], ['drain', 'seal', 'resume'])
@@ -178,11 +174,7 @@ class Incumbent(AppCase):
 
     def test_losing_the_supervisor_mid_handoff_resumes_on_its_own(self):
         app, s = self.incumbent()
-        s.send({'type': 'PrepareHandoff', 'handoffId': 'h-1', 'successorPid': 1, 'deadlineMs': int(time.time() * 1000) + 60_000, 'drainGraceMs': 5_000})
-        s.expect('Drained')
-        s.send({'type': 'SealRequest', 'handoffId': 'h-1'})
-        s.expect('SealProgress')
-        s.expect('SealComplete')
+        s.drain_and_seal('h-1')
         s.close()
         wait_for(lambda: self.drainable.calls[-1:] == ['resume'] and holder_pid(self.data_dir) == os.getpid(), 'the self-abort')
         self.attach('h-2').send({'type': 'ResumeAfterAbort', 'handoffId': 'h-2'})  # idempotent: already serving
@@ -190,7 +182,7 @@ class Incumbent(AppCase):
     def test_drain_or_seal_that_raise_resume_and_report_failed(self):
         app, s = self.incumbent()
         self.drainable.drain_error = RuntimeError('no drain')
-        s.send({'type': 'PrepareHandoff', 'handoffId': 'h-1', 'successorPid': 1, 'deadlineMs': int(time.time() * 1000) + 60_000, 'drainGraceMs': 5_000})
+        s.prepare('h-1')
         self.assertEqual(s.expect('DrainFailed')['error'], 'no drain')
         self.assertEqual(self.drainable.calls[-2:], ['drain', 'resume'])
         s.close()
@@ -199,7 +191,7 @@ class Incumbent(AppCase):
         err.partial_state = {'0': 3}
         self.drainable.seal_error = err
         s = self.attach('h-2')
-        s.send({'type': 'PrepareHandoff', 'handoffId': 'h-2', 'successorPid': 1, 'deadlineMs': int(time.time() * 1000) + 60_000, 'drainGraceMs': 5_000})
+        s.prepare('h-2')
         s.expect('Drained')
         s.send({'type': 'SealRequest', 'handoffId': 'h-2'})
         failed = s.expect('SealFailed')
@@ -210,7 +202,7 @@ class Incumbent(AppCase):
         app, s = self.incumbent()
         self.drainable.drain_error = RuntimeError('no drain')
         self.drainable.resume_error = RuntimeError('no listener left')
-        s.send({'type': 'PrepareHandoff', 'handoffId': 'h-1', 'successorPid': 1, 'deadlineMs': int(time.time() * 1000) + 60_000, 'drainGraceMs': 5_000})
+        s.prepare('h-1')
         err = s.expect('Error')
         self.assertEqual(err['code'], 'E_RESUME_FAILED')
         self.assertIn('no listener left', err['message'])
@@ -219,7 +211,7 @@ class Incumbent(AppCase):
     def test_heartbeats_flow_while_the_seal_keeps_its_thread_busy(self):
         app, s = self.incumbent()
         self.drainable.seal_busy_s = 4.5
-        s.send({'type': 'PrepareHandoff', 'handoffId': 'h-1', 'successorPid': 1, 'deadlineMs': int(time.time() * 1000) + 60_000, 'drainGraceMs': 5_000})
+        s.prepare('h-1')
         s.expect('Drained')
         before = s.heartbeats
         s.send({'type': 'SealRequest', 'handoffId': 'h-1'})
