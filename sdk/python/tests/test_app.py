@@ -86,6 +86,15 @@ class Successor(AppCase):
         self.assertLessEqual(self.drainable.deadlines[0] - time.monotonic(), 2.0)
         self.assertIsNone(holder_pid(self.data_dir))
 
+    def test_a_stall_point_holds_the_abort_there(self):
+        app, sup = self.successor(env_extra={'BATON_STALL_POINTS': 'successor.on_abort:800'})
+        self.in_thread(app.begin)
+        sup.hello('h-1')
+        t0 = time.monotonic()
+        sup.send({'type': 'Abort', 'handoffId': 'h-1', 'reason': 'test'})
+        self.assertEqual(self.exit_code(), 0)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.8)
+
     def test_fail_reports_E_OPEN_FAILED_and_exits_1(self):
         app, sup = self.successor()
 
