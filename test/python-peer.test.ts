@@ -1,6 +1,7 @@
 /**
  * A peer in another language (issue 7): fixtures/python-peer is an incumbent/successor
- * written in Python 3 with the standard library only, from protocol/PROTOCOL.md alone.
+ * written in Python 3 with the standard library only, from protocol/PROTOCOL.md alone; since
+ * issue 24 its protocol side is the Python SDK (sdk/python), so this suite is the SDK's too.
  *
  *  - its msgpack codec against the golden vectors (python3 -m unittest test_codec);
  *  - a real Supervisor runs it: cold start, handoffs Python → Python under keep-alive
@@ -8,7 +9,7 @@
  *    failed drain, a successor that dies at start) after which the Python incumbent
  *    serves again and the next handoff commits; World teardown proves no process is left.
  *
- * Skipped when python3 is not installed.
+ * Skipped when python3 (>= 3.9, the SDK's minimum) is not installed.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs';
@@ -28,7 +29,7 @@ process.env.BATON_LOG_LEVEL ??= 'warn';
 
 const PEER_DIR = path.join(ROOT, 'fixtures/python-peer');
 const PYTHON_PEER = ['python3', path.join(PEER_DIR, 'peer.py')];
-const python = spawnSync('python3', ['-c', 'import sys; print(sys.version_info >= (3, 8))'], { encoding: 'utf8' });
+const python = spawnSync('python3', ['-c', 'import sys; print(sys.version_info >= (3, 9))'], { encoding: 'utf8' });
 const hasPython = python.status === 0 && python.stdout.trim() === 'True';
 
 const worlds = useWorlds();
@@ -165,6 +166,7 @@ describe.skipIf(!hasPython)('python peer under a real supervisor', () => {
     { name: 'seal fails once (the lock is never released)', incumbentEnv: { PYPEER_SEAL_FAIL_ONCE: 'MARKER' }, code: 'E_SEAL_FAILED' },
     { name: 'drain fails once', incumbentEnv: { PYPEER_DRAIN_FAIL_ONCE: 'MARKER' }, code: 'E_DRAIN_FAILED' },
     { name: 'successor exits at start', spec: { successorEnv: { PYPEER_START_FAIL: '1' } }, code: 'E_PEER_DIED' },
+    { name: 'successor cannot open its data after Begin (its Error E_OPEN_FAILED)', spec: { successorEnv: { PYPEER_OPEN_FAIL: '1' } }, code: 'E_PEER_ERROR' },
   ];
   for (const c of aborts) {
     it(`abort: ${c.name} → ${c.code}; the Python incumbent resumes, serves, and the next handoff commits`, async () => {
