@@ -17,7 +17,7 @@ from .core import Core
 from .incumbent import Incumbent
 from .lock import LockHeld, is_alive
 
-LOCK_WAIT_S = 5.0  # Begin -> lock acquired (a live holder is waited for; a dead one is taken over at once)
+LOCK_WAIT_S = 7.0  # Begin -> lock acquired (PROTOCOL.md 9: longer than an ownerless lock dir takes to be abandoned, 6 s)
 INCUMBENT_EXIT_WAIT_S = 3.0  # after losing S post-Ready: how long to wait for the incumbent to be gone
 ABORT_DRAIN_S = 2.0  # an aborted successor that was sent Begin may serve: it drains this long at most (7.4)
 ABORT_DRAIN_SLACK_S = 0.2  # a drain that overruns its deadline is not waited for past this
