@@ -108,7 +108,7 @@ describe('safe deploys: a broken build never takes the service down', () => {
       for (let i = 1; i <= 6; i++) {
         const r = await upgrade(d);
         expect(r.code, `upgrade ${i}: ${r.stdout}${r.stderr}`).toBe(2);
-        expect(r.stderr).toMatch(/aborted: successor \(pid \d+\) exited \(code 1, signal -\) during (begin|await_ready); its stderr ends: .*migration 0042 failed/);
+        expect(r.stderr).toMatch(/aborted: successor \(pid \d+\) exited \(code 1, signal -\) during (begin|await_ready); its stderr says: .*migration 0042 failed/);
         expect(r.stderr).toMatch(/the new process's stderr ended with:\n(\s+\| .*\n)*\s+\| .*migration 0042 failed/);
         expect(r.stderr).toMatch(new RegExp(`the old process serves on: generation 1 \\(pid ${v1Pid}\\)`));
         expect((await status(d)).app?.pid).toBe(v1Pid);
@@ -235,7 +235,7 @@ describe('safe deploys: a broken build never takes the service down', () => {
     try {
       const up = await upgrade(d);
       expect(up.code, up.stdout + up.stderr).toBe(0);
-      const job = await pollUntil(async () => (await history(d)).find((j) => j.trigger === 'rollback'), 'an automatic rollback', 30_000, 200);
+      const job = await pollUntil(async () => (await history(d)).find((j) => j.trigger === 'rollback' && j.state !== 'PENDING' && j.state !== 'RUNNING'), 'an automatic rollback to finish', 30_000, 200);
       expect(job.state).toBe('SUCCEEDED');
       expect(job.handoff?.rollback).toMatchObject({ automatic: true, to: { buildId: 'v1' } });
       expect(job.handoff?.rollback?.reason).toMatch(/health CRITICAL .* inside its bake window \(override: cannot reach the payments database\)/);
@@ -298,5 +298,19 @@ describe('safe deploys: a broken build never takes the service down', () => {
     expect(jobs.filter((j) => j.trigger === 'restart' && j.state === 'FAILED').length).toBeGreaterThanOrEqual(2);
     expect(d.child.exitCode).toBeNull(); // baton did not give up
     await worlds.w.stop(d);
+  });
+
+  it('baton run restarted on a broken newest build starts the last known-good one instead, and says so', { timeout: 120_000 }, async () => {
+    const { d, rel } = await startOnV1({ handoff: { bakeS: 0 } });
+    rel.deploy({ name: 'broken', env: { KV_FAIL_AFTER_BEGIN: '1' } }); // deployed, not yet upgraded to
+    await worlds.w.stop(d);
+    const again = await worlds.w.startDaemon({ dir: d.dir, command: rel.command, extraArgs: ['--config', path.join(d.dir, 'baton.json')] });
+    const s = await status(again);
+    expect(s.serving).toBe(true);
+    expect(s.builds.current).toMatchObject({ buildId: 'v1', resolved: [rel.script('v1')], state: 'good' });
+    const start = (await history(again))[0]!;
+    expect(start).toMatchObject({ trigger: 'cold-start', state: 'SUCCEEDED', handoff: { rollback: { automatic: true, to: { buildId: 'v1' } } } });
+    expect(start.handoff?.rollback?.reason).toMatch(/the newest build did not start: .*migration 0042 failed/);
+    await worlds.w.stop(again);
   });
 });

@@ -113,8 +113,9 @@ export class BuildLedger {
     const list = await loadStateList<BuildRecord>(this.filePath, 'builds', isBuildRecord, (reason) =>
       this.log.error({ event: 'builds.unreadable', path: this.filePath, reason }, `build records unreadable (${reason}); starting with none`),
     );
-    // A record left 'baking' by a supervisor that died never finished its window: not proven.
-    this.records = (list ?? []).slice(-MAX_RECORDS).map((r) => (r.state === 'baking' ? { ...r, state: 'bad', reason: r.reason ?? 'its bake window was interrupted by a supervisor restart' } : r));
+    // A record left 'baking' by a supervisor that stopped or died stays baking: an adopted
+    // process finishes its window (Supervisor.recover), a restarted one gets a new one.
+    this.records = (list ?? []).slice(-MAX_RECORDS);
   }
 
   list(): readonly BuildRecord[] {

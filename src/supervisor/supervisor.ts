@@ -212,8 +212,11 @@ export class Supervisor extends EventEmitter {
     const survivor = alive()[0];
     if (survivor) {
       this.current = new AppProcess(survivor.pid, survivor.startTime, survivor.generation, undefined, undefined);
-      this.current.build = this.buildRecord(survivor.generation);
+      const rec = this.buildRecord(survivor.generation);
+      this.current.build = rec;
       this.lastServed = this.current;
+      // Its bake window goes on where the previous supervisor left it.
+      if (rec?.state === 'baking') this.bakeTimerFor(this.current, rec, Math.max(0, Date.parse(rec.bakeEndsAt ?? '') - Date.now() || 0));
       this.generation = survivor.generation;
       this.restarter.watch(this.current);
     }
@@ -233,7 +236,22 @@ export class Supervisor extends EventEmitter {
   async start(spec: HandoffSpec = {}): Promise<HandoffResult> {
     await this.prepareDirs();
     await this.loadBuilds();
-    return this.performHandoff(spec);
+    if (spec.build || spec.command) return this.performHandoff(spec);
+    // The newest build (the command as it resolves now), unless it was judged bad and a
+    // known-good build exists; and if the newest fails to start, the known-good one.
+    const newest = { resolved: resolveCommand(this.command(), this.opts.env ?? process.env) };
+    const known = [...this.builds.list()].reverse().find((r) => sameBuild(r, newest));
+    const good = this.builds.lastGood(newest);
+    if (known?.state === 'bad' && good) {
+      const why = `the newest build is bad (${known.reason ?? 'no reason recorded'})`;
+      this.log.warn({ event: 'build.skipped', build: describeBuild(known), lastGood: describeBuild(good) }, `${why}: starting ${describeBuild(good)} instead`);
+      return this.performHandoff({ ...spec, build: good, rollback: rollbackInfo(why, true, known, good) });
+    }
+    const first = await this.performHandoff(spec);
+    if (first.outcome === 'committed' || !good || this.stopping) return first;
+    const why = `the newest build did not start: ${first.reason ?? first.code ?? 'unknown reason'}`;
+    this.log.error({ event: 'build.start_fallback', lastGood: describeBuild(good), err: first.reason }, `${why}; starting ${describeBuild(good)} instead`);
+    return this.performHandoff({ ...spec, build: good, rollback: rollbackInfo(why, true, undefined, good) });
   }
 
   private loadBuilds(): Promise<void> {
@@ -745,6 +763,12 @@ export class Supervisor extends EventEmitter {
     const record = this.builds.committed(app.build, app.generation, app.pid, bakeMs);
     if (bakeMs <= 0) return;
     this.log.info({ event: 'build.baking', generation: app.generation, pid: app.pid, build: describeBuild(record), bakeMs }, `generation ${app.generation} bakes for ${bakeMs} ms`);
+    this.bakeTimerFor(app, record, bakeMs);
+  }
+
+  /** Judges `app`'s build good once it is still serving `ms` from now. */
+  private bakeTimerFor(app: AppProcess, record: BuildRecord, ms: number): void {
+    clearTimeout(this.bakeTimer);
     this.bakeTimer = setTimeout(() => {
       this.bakeTimer = undefined;
       if (this.current !== app || !app.alive) return; // a crash is judged by the restart (restartHandoff)
@@ -752,7 +776,7 @@ export class Supervisor extends EventEmitter {
         this.log.info({ event: 'build.proven', generation: app.generation, build: describeBuild(record) }, `${describeBuild(record)} lasted its bake window: known good`);
         this.emit('build-proven', record);
       }
-    }, bakeMs);
+    }, ms);
     this.bakeTimer.unref();
   }
 
@@ -864,8 +888,11 @@ export class Supervisor extends EventEmitter {
     const tail = await f.successor?.stderrTail();
     if (!tail) return reason;
     f.successorStderr = tail;
-    const last = tail.split('\n').pop()!.trim();
-    return `${reason}; its stderr ends: ${last.length > 300 ? `${last.slice(0, 300)}…` : last}`;
+    // The line that names the failure: Node ends an uncaught exception with its version
+    // line, Python with the exception after the traceback; else the last line.
+    const lines = tail.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !/^Node\.js v\d/.test(l));
+    const key = [...lines].reverse().find((l) => /\b\w*(Error|Exception)\b|\bfatal\b|\bpanic\b|failed/i.test(l)) ?? lines[lines.length - 1] ?? '';
+    return `${reason}; its stderr says: ${key.length > 300 ? `${key.slice(0, 300)}…` : key}`;
   }
 
   private async resumeIncumbent(f: Flight): Promise<void> {
