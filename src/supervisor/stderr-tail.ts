@@ -46,3 +46,13 @@ export class StderrTail {
     return clean.split('\n').filter((l) => l.trim() !== '').slice(-TAIL_LINES).join('\n');
   }
 }
+
+/**
+ * The line of a stderr tail that names the failure: Node ends an uncaught exception with
+ * its version line and Python puts the exception after the traceback, so the last line
+ * that looks like an error, else the last line; '' for an empty tail.
+ */
+export function keyLine(tail: string): string {
+  const lines = tail.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !/^Node\.js v\d/.test(l));
+  return [...lines].reverse().find((l) => /\b\w*(Error|Exception)\b|\bfatal\b|\bpanic\b|failed/i.test(l)) ?? lines[lines.length - 1] ?? '';
+}

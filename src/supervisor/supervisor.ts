@@ -8,6 +8,7 @@ import { crashConfigFromEnv, crashPoint, type CrashConfig } from '../os/crashpoi
 import { BatonError, HandoffError, ProtocolError, asBatonError, errorMessage } from '../os/errors.js';
 import { Lease, type JobResult, type JobSpec } from './lease.js';
 import { Restarter } from './restart-policy.js';
+import { keyLine } from './stderr-tail.js';
 import { BuildLedger, buildIdText, describeBuild, resolveCommand, sameBuild, type BuildInfo, type BuildRecord } from './builds.js';
 import { AppProcess, crashEnv, spawnApp, type ExitStatus } from './generation.js';
 import { Journal } from './journal.js';
@@ -888,10 +889,7 @@ export class Supervisor extends EventEmitter {
     const tail = await f.successor?.stderrTail();
     if (!tail) return reason;
     f.successorStderr = tail;
-    // The line that names the failure: Node ends an uncaught exception with its version
-    // line, Python with the exception after the traceback; else the last line.
-    const lines = tail.split('\n').map((l) => l.trim()).filter((l) => l !== '' && !/^Node\.js v\d/.test(l));
-    const key = [...lines].reverse().find((l) => /\b\w*(Error|Exception)\b|\bfatal\b|\bpanic\b|failed/i.test(l)) ?? lines[lines.length - 1] ?? '';
+    const key = keyLine(tail);
     return `${reason}; its stderr says: ${key.length > 300 ? `${key.slice(0, 300)}…` : key}`;
   }
 
