@@ -17,6 +17,7 @@ describe('stderr tail (abort reasons in the app\'s own words)', () => {
     expect(text.length).toBeLessThanOrEqual(4096);
     expect(text.endsWith('Error: the end')).toBe(true); // colours stripped
     expect(text).toContain('line 1999');
+    expect(tail.keptBytes).toBeLessThan(4096 + 100); // ~100 KB written, one chunk over the tail at most
   });
 
   it('names the failing line: a Node uncaught exception, a Python traceback, a plain last line', () => {
@@ -26,5 +27,6 @@ describe('stderr tail (abort reasons in the app\'s own words)', () => {
     expect(keyLine(python)).toBe("FileNotFoundError: [Errno 2] No such file or directory: '/etc/app.conf'");
     expect(keyLine('starting\nv1: cannot read /etc/app.conf\n')).toBe('v1: cannot read /etc/app.conf');
     expect(keyLine('')).toBe('');
+    expect(keyLine('segmentation fault in the codec\n\nNode.js v22.11.0\n')).toBe('segmentation fault in the codec');
   });
 });

@@ -29,6 +29,11 @@ export class StderrTail {
     while (this.bytes - this.chunks[0]!.length >= TAIL_BYTES) this.bytes -= this.chunks.shift()!.length;
   }
 
+  /** Bytes held (the tail and at most one chunk more): bounded whatever the app writes. */
+  get keptBytes(): number {
+    return this.bytes;
+  }
+
   /** Resolves once the app's end closed (all it wrote is read), or after `ms`. */
   async drained(ms: number): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
