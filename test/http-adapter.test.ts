@@ -173,7 +173,8 @@ describe('HttpListeners in this process', () => {
     };
     expect(await code(() => new HttpListeners(undefined).serve(ephemeral(['a'])))).toBe('E_HTTP_NO_HANDLER');
     expect(await code(() => new HttpListeners(undefined).resume())).toBe('E_HTTP_NOT_SERVING');
-    expect(await code(() => new HttpListeners(undefined, { names: [] }))).toBe('E_HTTP_BAD_NAMES');
+    expect(await code(() => new HttpListeners({ names: [] }))).toBe('E_HTTP_BAD_NAMES');
+    expect(await code(() => new HttpListeners(() => undefined, { names: ['a', 'a'] }))).toBe('E_HTTP_BAD_NAMES');
     expect(await code(() => new HttpListeners(() => undefined).serverFactory(() => undefined))).toBe('E_HTTP_HANDLER_TWICE');
     expect(await code(() => fastifyOptions(new HttpListeners(undefined), { server: http.createServer(), ready: async () => undefined }))).toBe('E_HTTP_NOT_OURS');
     const web = new HttpListeners(() => undefined);

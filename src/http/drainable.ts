@@ -9,9 +9,9 @@ export interface HttpAppParts {
   readiness(): Omit<Readiness, 'listeningOn'> | Promise<Omit<Readiness, 'listeningOn'>>;
   /**
    * After an aborted handoff, before the listeners serve again: re-read what a successor
-   * may have written and open for writes.
+   * may have written and open for writes. May return a promise (awaited); its value is not used.
    */
-  reopen?(): void | Promise<void>;
+  reopen?(): unknown;
   /** Shards and revisions for `snapshotState` (`openConns` comes from the listeners); default none. */
   snapshot?(): Omit<StateSnapshot, 'openConns'> | Promise<Omit<StateSnapshot, 'openConns'>>;
 }

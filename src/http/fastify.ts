@@ -14,7 +14,7 @@ export interface FastifyLike {
  * `warmUp` loads its plugins and routes (`app.ready()`) before this process says Hello,
  * off the handoff's write blackout.
  *
- *   const web = new HttpListeners();
+ *   const web = new HttpListeners({ idleGraceMs: 500 });
  *   const app = Fastify({ serverFactory: web.serverFactory });
  *   const baton = await startBaton({ drainable: httpDrainable(web, { seal, readiness }), ...fastifyOptions(web, app) });
  *

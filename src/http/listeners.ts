@@ -53,7 +53,8 @@ interface Conn {
  * a connection that stays idle past the grace, and reports what is left at the
  * deadline. `resume()` listens again on every listener (`listenTarget` gives a fresh
  * copy of each socket after an aborted handoff). A framework that makes its own server
- * takes `serverFactory` instead of a handler (fastify: `Fastify({ serverFactory: web.serverFactory })`).
+ * takes `serverFactory` instead of a handler (fastify: `new HttpListeners()`, then
+ * `Fastify({ serverFactory: web.serverFactory })`).
  */
 export class HttpListeners {
   private handler: HttpHandler | undefined;
@@ -67,14 +68,16 @@ export class HttpListeners {
   private readonly idleGraceMs: number;
   /** Drains so far and connections a drain ended because they stayed idle. */
   readonly stats = { drains: 0, closedIdleInDrain: 0 };
+  private readonly opts: HttpListenersOptions;
 
-  constructor(
-    handler?: HttpHandler,
-    private readonly opts: HttpListenersOptions = {},
-  ) {
-    this.handler = handler;
-    this.idleGraceMs = opts.idleGraceMs ?? DEFAULT_IDLE_GRACE_MS;
-    if (opts.names) this.names = checkNames(opts.names);
+  /** With a request handler; or without one (options only) for a framework that takes `serverFactory`. */
+  constructor(handler?: HttpHandler, opts?: HttpListenersOptions);
+  constructor(opts?: HttpListenersOptions);
+  constructor(handlerOrOpts?: HttpHandler | HttpListenersOptions, opts: HttpListenersOptions = {}) {
+    this.handler = typeof handlerOrOpts === 'function' ? handlerOrOpts : undefined;
+    this.opts = typeof handlerOrOpts === 'object' ? handlerOrOpts : opts;
+    this.idleGraceMs = this.opts.idleGraceMs ?? DEFAULT_IDLE_GRACE_MS;
+    if (this.opts.names) this.names = checkNames(this.opts.names);
   }
 
   /**
