@@ -36,4 +36,4 @@ export { SCHEMA, PROTOCOL_VERSION, PROTO_MIN, PROTO_MAX, MAX_FRAME_LENGTH } from
 export type { Message, MessageOf, MessageType, RevisionMap } from './wire/schema.js';
 export { CRASH_POINTS, CRASH_POINT_NAMES } from './os/crashpoints.js';
 export type { CrashPoint, CrashConfig } from './os/crashpoints.js';
-export { BatonError, ProtocolError, LockError, HandoffError, ConfigError } from './os/errors.js';
+export { BatonError, ProtocolError, LockError, HandoffError, ConfigError, HttpAdapterError } from './os/errors.js';

@@ -57,7 +57,7 @@ afterAll(async () => {
 
 describe('the npm package', () => {
   it('holds the built code, LICENSE and the docs; no test vectors, no source maps; small', () => {
-    expect(files).toEqual(expect.arrayContaining(['package.json', 'README.md', 'LICENSE', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/testing.js', 'dist/src/cli.js', 'protocol/PROTOCOL.md', 'protocol/schema.json']));
+    expect(files).toEqual(expect.arrayContaining(['package.json', 'README.md', 'LICENSE', 'dist/src/index.js', 'dist/src/index.d.ts', 'dist/src/testing.js', 'dist/src/http.js', 'dist/src/http.d.ts', 'dist/src/cli.js', 'protocol/PROTOCOL.md', 'protocol/schema.json']));
     expect(files.filter((f) => f.startsWith('protocol/vectors/'))).toEqual([]);
     expect(files.filter((f) => f.endsWith('.map'))).toEqual([]);
     expect(files.filter((f) => !/^(dist\/src\/|docs\/|protocol\/)/.test(f) && f.includes('/'))).toEqual([]);
@@ -99,7 +99,7 @@ describe('the npm package', () => {
   });
 
   it('names every type its public signatures use from an entry point', () => {
-    expect(unreachableTypes(installed, ['dist/src/index.d.ts', 'dist/src/testing.d.ts'])).toEqual([]);
+    expect(unreachableTypes(installed, ['dist/src/index.d.ts', 'dist/src/testing.d.ts', 'dist/src/http.d.ts'])).toEqual([]);
   });
 
   it('type-checks a TypeScript app against the installed package and runs it standalone and under the installed baton', { timeout: 90_000 }, async () => {
@@ -183,9 +183,10 @@ serve(baton.listenFd('http'));
 await baton.ready();
 `;
 
-/** Types a user names: the ones a public signature uses, from both entry points. */
-const TYPES = `import type { SealProgress, TaskHandler, ProbeFn, Urgency, BatonApp, HandoffResult, ShutdownRequestedEvent } from '${PKG.name}';
+/** Types a user names: the ones a public signature uses, from the entry points. */
+const TYPES = `import type { SealProgress, TaskHandler, ProbeFn, Urgency, BatonApp, HandoffResult, ShutdownRequestedEvent, Drainable } from '${PKG.name}';
 import { createHarness, type HarnessOptions, type InvariantReport } from '${PKG.name}/testing';
+import { HttpListeners, httpDrainable, HttpAdapterError, type HttpAppParts } from '${PKG.name}/http';
 
 export const urgency: Urgency = 'high';
 export const probe: ProbeFn = () => ({ status: 'OK', message: 'fine' });
@@ -198,6 +199,13 @@ export function register(b: BatonApp): void {
   b.registerTask('compaction', task).registerProbe('disk', probe);
   b.on('shutdown-requested', (e: ShutdownRequestedEvent) => void e.reason);
 }
+export const web = new HttpListeners((_req, res) => res.end('hi'), { idleGraceMs: 100 });
+const parts: HttpAppParts = {
+  seal: () => ({ lastRevisionPerShard: {}, dataDirFingerprint: new Uint8Array(32) }),
+  readiness: () => ({ healthzOk: true, advertisedRevisionPerShard: {} }),
+};
+export const drainable: Drainable = httpDrainable(web, parts);
+export const listenFailed = (err: unknown): boolean => err instanceof HttpAdapterError && err.code === 'E_HTTP_LISTEN';
 export async function harness(opts: HarnessOptions): Promise<[HandoffResult, InvariantReport]> {
   const h = await createHarness(opts);
   return [await h.handoff(), await h.checkInvariants()];

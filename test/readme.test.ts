@@ -2,9 +2,10 @@
  * The README's front page says what it must, in order, and its examples (and those of
  * docs/) are real code: every ```ts block that starts with `// example: NAME` is
  * type-checked against the built declarations in dist/ (imported by the package's name,
- * which resolves to this checkout), then the app example (README) is compiled to
- * `my-app.js` and the supervisor example (docs/app.md) is run: it cold-starts the app,
- * hands it off once and stops it. The app example also runs standalone.
+ * which resolves to this checkout), then the app example (README), and its fastify
+ * twin (docs/app.md), is compiled to `my-app.js` and the supervisor example (docs/app.md)
+ * is run over it: it cold-starts the app, hands it off once and stops it. The app example
+ * also runs standalone.
  */
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -61,7 +62,8 @@ describe('README front page', () => {
   it('runs the app example with the listener name the app asks for, and imports it by the package name', () => {
     const app = examples.get('app')!;
     expect(app).toContain("from '@baton-sh/baton';");
-    const asked = new Set([...app.matchAll(/listen(?:Fd|Target)\('([\w.-]+)'\)/g)].map((m) => m[1]));
+    // listenFd('http') / listenTarget('http'), or HttpListeners' names: ['http'].
+    const asked = new Set([...app.matchAll(/listen(?:Fd|Target)\('([\w.-]+)'\)|names: \['([\w.-]+)'\]/g)].map((m) => m[1] ?? m[2]));
     expect(asked.size).toBeGreaterThan(0);
     const runLine = /^\$ baton run (.*) -- node my-app\.js/m.exec(md)?.[1];
     expect(runLine, 'a `$ baton run … -- node my-app.js` line').toBeDefined();
@@ -100,8 +102,8 @@ describe('README and docs examples', () => {
     expect(cfg.listenText).toEqual(['http=tcp://127.0.0.1:8080', `unix:${dir}/app.sock`]);
   });
 
-  it('has the app and supervisor examples', () => {
-    expect([...examples.keys()].sort()).toEqual(['app', 'supervisor']);
+  it('has the app, supervisor and fastify examples', () => {
+    expect([...examples.keys()].sort()).toEqual(['app', 'fastify', 'supervisor']);
   });
 
   it('type-checks them (strict) against the built declarations', () => {
@@ -130,14 +132,16 @@ describe('README and docs examples', () => {
     expect(problems.join('')).toBe('');
   });
 
-  it('runs the supervisor example over the app example: one committed handoff, state carried over', { timeout: 60_000 }, async () => {
+  it.each(['app', 'fastify'])('runs the supervisor example over the %s example: one committed handoff, state carried over', { timeout: 60_000 }, async (name) => {
     // Under ROOT, whose package.json says "type": "module": .js is ESM.
-    writeFileSync(path.join(dir, 'my-app.js'), js('app'));
-    writeFileSync(path.join(dir, 'supervise.js'), js('supervisor'));
+    const cwd = path.join(dir, `supervise-${name}`);
+    mkdirSync(cwd);
+    writeFileSync(path.join(cwd, 'my-app.js'), js(name));
+    writeFileSync(path.join(cwd, 'supervise.js'), js('supervisor'));
 
     const tag = newTag();
     const child = spawn(process.execPath, ['supervise.js'], {
-      cwd: dir,
+      cwd,
       env: { ...process.env, PORT: '0', BATON_LOG_LEVEL: 'warn', BATON_TEST_TAG: tag },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -25,6 +25,9 @@ export class HandoffError extends BatonError {}
 /** Bad configuration or arguments; the message names the field. */
 export class ConfigError extends BatonError {}
 
+/** A misuse or failure of `@baton-sh/baton/http` (E_HTTP_*: E_HTTP_LISTEN, E_HTTP_NO_HANDLER, …). */
+export class HttpAdapterError extends BatonError {}
+
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }

@@ -1,0 +1,249 @@
+import http from 'node:http';
+import net from 'node:net';
+import type { BatonApp, DrainResult } from '../app/app.js';
+import { errorMessage, HttpAdapterError } from '../os/errors.js';
+
+/** A request listener, as `http.createServer` takes it. */
+export type HttpHandler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
+
+/** What HttpListeners needs of a `BatonApp`: its listeners and `listenTarget`. */
+export type ListenerSource = Pick<BatonApp, 'listeners' | 'listenTarget'>;
+
+export interface HttpListenersOptions {
+  /**
+   * Listener names to serve. Default: every listener the supervisor passed (`baton run
+   * --listen NAME=…`); standalone, where nothing is passed, `['http']`.
+   */
+  names?: readonly string[];
+  /** During a drain, end a keep-alive connection once it has been idle this long (default 500 ms). */
+  idleGraceMs?: number;
+  /** The servers' keep-alive timeout outside drains (default 5000 ms, Node's). */
+  keepAliveTimeoutMs?: number;
+  /** Further `http.createServer` options for the servers it makes. */
+  serverOptions?: http.ServerOptions;
+}
+
+export const DEFAULT_IDLE_GRACE_MS = 500;
+export const DEFAULT_KEEP_ALIVE_TIMEOUT_MS = 5_000;
+/** How long a connection the drain ended may stay half-closed before it is destroyed. */
+const END_LINGER_MS = 2_000;
+/** Shortest pause between two scans of the connections during a drain. */
+const SCAN_MIN_MS = 20;
+
+interface Conn {
+  /** Requests on this connection whose response has not finished. */
+  busy: number;
+  idleSince: number;
+  /** When the drain ended it (one whose client never closes its side is destroyed later). */
+  endedAt?: number;
+}
+
+/**
+ * One `http.Server` per listener baton passes, and the HTTP half of a `Drainable`:
+ *
+ *   const web = new HttpListeners((req, res) => res.end('hi'));
+ *   const baton = await startBaton({ drainable: httpDrainable(web, { seal, readiness }) });
+ *   await baton.begin();
+ *   await web.serve(baton);   // every listener, on baton.listenTarget(name)
+ *   await baton.ready();
+ *
+ * `drain(deadline)` stops accepting without `http.Server#close` (which resets idle
+ * keep-alive connections: a client reusing one at that moment sees a failed request),
+ * answers the next request on each keep-alive connection with `Connection: close`, ends
+ * a connection that stays idle past the grace, and reports what is left at the
+ * deadline. `resume()` listens again on every listener (`listenTarget` gives a fresh
+ * copy of each socket after an aborted handoff). A framework that makes its own server
+ * takes `serverFactory` instead of a handler (fastify: `new HttpListeners()`, then
+ * `Fastify({ serverFactory: web.serverFactory })`).
+ */
+export class HttpListeners {
+  private handler: HttpHandler | undefined;
+  /** One per listener name, in `names` order; made once and listened on again after an abort. */
+  private readonly made: http.Server[] = [];
+  private names: readonly string[] | undefined;
+  private baton: ListenerSource | undefined;
+  private readonly conns = new Map<net.Socket, Conn>();
+  private waiters: (() => void)[] = [];
+  private isDraining = false;
+  private readonly idleGraceMs: number;
+  /** Drains so far and connections a drain ended because they stayed idle. */
+  readonly stats = { drains: 0, closedIdleInDrain: 0 };
+  private readonly opts: HttpListenersOptions;
+
+  /** With a request handler; or without one (options only) for a framework that takes `serverFactory`. */
+  constructor(handler?: HttpHandler, opts?: HttpListenersOptions);
+  constructor(opts?: HttpListenersOptions);
+  constructor(handlerOrOpts?: HttpHandler | HttpListenersOptions, opts: HttpListenersOptions = {}) {
+    this.handler = typeof handlerOrOpts === 'function' ? handlerOrOpts : undefined;
+    this.opts = typeof handlerOrOpts === 'object' ? handlerOrOpts : opts;
+    this.idleGraceMs = this.opts.idleGraceMs ?? DEFAULT_IDLE_GRACE_MS;
+    if (this.opts.names) this.names = checkNames(this.opts.names);
+  }
+
+  /**
+   * For a framework that makes the server from its request handler (fastify's
+   * `serverFactory`): takes the framework's handler and gives the first listener's
+   * server; the servers of further listeners run the same handler.
+   */
+  readonly serverFactory = (handler: HttpHandler): http.Server => {
+    if (this.handler) throw new HttpAdapterError('E_HTTP_HANDLER_TWICE', 'HttpListeners: it has a request handler already (passed to the constructor, or serverFactory called before)');
+    this.handler = handler;
+    return this.server(0);
+  };
+
+  /** True from `drain` until `resume`: every response carries `Connection: close`. */
+  get draining(): boolean {
+    return this.isDraining;
+  }
+
+  /** Open client connections over every server. */
+  get openConns(): number {
+    return this.conns.size;
+  }
+
+  /** Names of the listeners being served now (`Readiness.listeningOn`). */
+  get listeningOn(): string[] {
+    return (this.names ?? []).filter((_, i) => this.made[i]?.listening);
+  }
+
+  /** The servers made so far, by listener name. */
+  get servers(): ReadonlyMap<string, http.Server> {
+    return new Map((this.names ?? []).flatMap((name, i) => (this.made[i] ? [[name, this.made[i]] as const] : [])));
+  }
+
+  /** Whether `server` is one of the servers this made (fastifyOptions checks the app's). */
+  owns(server: unknown): boolean {
+    return this.made.some((s) => s === server);
+  }
+
+  /** Serves on every listener (`baton.listenTarget(name)`); resolves once all of them listen. */
+  async serve(baton: ListenerSource): Promise<void> {
+    if (this.baton) throw new HttpAdapterError('E_HTTP_SERVING', 'HttpListeners.serve: it serves already (after an aborted handoff, resume() listens again)');
+    this.baton = baton;
+    this.names ??= baton.listeners.size > 0 ? [...baton.listeners.keys()] : ['http'];
+    await this.listenAll();
+  }
+
+  /** After an aborted handoff: listens again on every listener (fresh copies of the sockets). */
+  async resume(): Promise<void> {
+    if (!this.baton) throw new HttpAdapterError('E_HTTP_NOT_SERVING', 'HttpListeners.resume: serve(baton) was never called');
+    await this.listenAll();
+  }
+
+  private async listenAll(): Promise<void> {
+    if (!this.handler) throw new HttpAdapterError('E_HTTP_NO_HANDLER', 'HttpListeners: no request handler (pass one to the constructor, or give serverFactory to the framework)');
+    this.isDraining = false;
+    const names = this.names!;
+    await Promise.all(names.map((name, i) => listen(this.server(i), name, this.baton!.listenTarget(name))));
+  }
+
+  /** The server of listener `i`, made on first use. */
+  private server(i: number): http.Server {
+    const made = this.made[i];
+    if (made) return made;
+    const server = http.createServer({ keepAliveTimeout: this.opts.keepAliveTimeoutMs ?? DEFAULT_KEEP_ALIVE_TIMEOUT_MS, ...this.opts.serverOptions }, (req, res) => this.handle(req, res));
+    server.on('connection', (socket: net.Socket) => {
+      this.conns.set(socket, { busy: 0, idleSince: Date.now() });
+      socket.once('close', () => {
+        this.conns.delete(socket);
+        this.changed();
+      });
+    });
+    this.made[i] = server;
+    return server;
+  }
+
+  private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const conn = this.conns.get(req.socket);
+    if (conn) conn.busy++;
+    res.once('close', () => {
+      if (conn) {
+        conn.busy--;
+        conn.idleSince = Date.now();
+      }
+      this.changed();
+    });
+    // Draining: this response is the connection's last; Node closes it after the response.
+    if (this.isDraining) res.setHeader('Connection', 'close');
+    this.handler!(req, res);
+  }
+
+  /**
+   * Stops accepting (net.Server#close on this process's copy of each listener: the socket
+   * stays open in the supervisor and the kernel backlog holds new connections for the
+   * successor); lets in-flight requests finish; answers the next request on each
+   * keep-alive connection with `Connection: close`; ends a connection idle past the
+   * grace; reports what is left at the deadline.
+   */
+  async drain(deadline: Date): Promise<DrainResult> {
+    this.isDraining = true;
+    this.stats.drains++;
+    // Not http.Server#close: that also resets idle keep-alive connections.
+    for (const server of this.made) if (server.listening) net.Server.prototype.close.call(server);
+    for (;;) {
+      const now = Date.now();
+      if (this.conns.size === 0 || now >= deadline.getTime()) break;
+      let nextCheck = this.idleGraceMs;
+      for (const [socket, c] of this.conns) {
+        if (c.endedAt !== undefined) {
+          if (now - c.endedAt >= END_LINGER_MS) socket.destroy();
+          else nextCheck = Math.min(nextCheck, END_LINGER_MS - (now - c.endedAt));
+          continue;
+        }
+        if (c.busy > 0) continue;
+        const idle = now - c.idleSince;
+        if (idle >= this.idleGraceMs) {
+          c.endedAt = now;
+          this.stats.closedIdleInDrain++;
+          socket.end();
+        } else {
+          nextCheck = Math.min(nextCheck, this.idleGraceMs - idle);
+        }
+      }
+      // A scan is O(connections): rescan on a timer (at most every SCAN_MIN_MS), not on
+      // every close, or 10,000 closing connections cost 10,000² steps.
+      await this.waitForChange(Math.max(1, Math.min(Math.max(nextCheck, SCAN_MIN_MS), deadline.getTime() - now)));
+    }
+    return { openConnsRemaining: this.conns.size, acceptClosed: true };
+  }
+
+  /** Wakes a drain waiting for the last connection to go (the only change it must see at once). */
+  private changed(): void {
+    if (this.conns.size > 0) return;
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  private waitForChange(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(resolve, ms);
+      this.waiters.push(() => {
+        clearTimeout(t);
+        resolve();
+      });
+    });
+  }
+}
+
+function checkNames(names: readonly string[]): readonly string[] {
+  if (names.length === 0 || new Set(names).size !== names.length) {
+    throw new HttpAdapterError('E_HTTP_BAD_NAMES', `HttpListeners: names must be one or more distinct listener names (got ${JSON.stringify(names)})`);
+  }
+  return [...names];
+}
+
+/** `server.listen(target)`, resolved once it listens; a failure names the listener. */
+function listen(server: http.Server, name: string, target: object): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const failed = (err: Error): void => {
+      server.off('listening', listening);
+      reject(new HttpAdapterError('E_HTTP_LISTEN', `cannot listen on listener ${name}: ${errorMessage(err)}`, { name }, { cause: err }));
+    };
+    const listening = (): void => {
+      server.off('error', failed);
+      resolve();
+    };
+    server.once('error', failed);
+    server.once('listening', listening);
+    server.listen(target);
+  });
+}
