@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { AdminClientError, adminRequest, type AdminTarget, type ClientReply } from './admin.js';
+import { AdminClientError, adminRequest, type AdminTarget, type ClientReply } from './admin-client.js';
 import { defaultStateDir, parseHostPort, readBoundedFileSync, readConfigFile, resolveRunConfig } from './config.js';
 import { adminSocketPath, Daemon, EXIT } from './daemon.js';
 import { BatonError, ConfigError, errorMessage } from '../os/errors.js';

@@ -1,7 +1,9 @@
 import { lstat, rm } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
-import { AdminServer, AdminTokens, adminSocketLive, errorReply, type AdminContext, type AdminReply, type AdminRequest } from './admin.js';
+import { AdminServer, errorReply, type AdminContext, type AdminReply, type AdminRequest } from './admin.js';
+import { AdminTokens } from './admin-auth.js';
+import { adminSocketLive } from './admin-client.js';
 import type { RunConfig } from './config.js';
 import { BatonError, ConfigError, HandoffError, errorMessage } from '../os/errors.js';
 import { ensureSecureDir, setAside, tightenDir, UnsafePathError } from '../os/secure-fs.js';
