@@ -1,4 +1,4 @@
-import { lstat, rm } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import http from 'node:http';
 import path from 'node:path';
 import { AdminServer, errorReply, type AdminContext, type AdminReply, type AdminRequest } from './admin.js';
@@ -6,11 +6,9 @@ import { AdminTokens } from './admin-auth.js';
 import { adminSocketLive } from './admin-client.js';
 import type { RunConfig } from './config.js';
 import { BatonError, ConfigError, HandoffError, errorMessage } from '../os/errors.js';
-import { ensureSecureDir, setAside, tightenDir, UnsafePathError } from '../os/secure-fs.js';
-import { Journal } from '../supervisor/journal.js';
 import { MAX_PARAMS_BYTES, MAX_PARAMS_DEPTH, safeJson, valueDepth } from '../os/json-limits.js';
 import { JobStore, type JobRecord, type JobTrigger, type Requester } from './jobs.js';
-import { adoptSystemdListeners, bindListeners, type HeldListener } from '../os/listeners.js';
+import { adoptSystemdListeners, type HeldListener } from '../os/listeners.js';
 import { LifecycleLog, MAX_LIFECYCLE_RECORDS } from './lifecycle.js';
 import { lockHolder } from '../os/lock.js';
 import { HeapCompactor } from '../supervisor/memory.js';
@@ -27,6 +25,9 @@ import { ScheduleRunLog, type RunSummary } from './schedule-runs.js';
 import { ScheduleError } from './schedule-error.js';
 import { ScheduleStore, type Schedule, type ScheduleTask } from './schedules.js';
 import { Scheduler } from './scheduler.js';
+import { adminSocketPath, adminTokensDir, prepareStateDir } from './state-dir.js';
+import { installFaultPolicy } from './fault-policy.js';
+import { bindOrTakeOver } from './takeover.js';
 
 /**
  * `baton run`: the long-lived supervisor process. Order at start: (config was
@@ -38,72 +39,9 @@ import { Scheduler } from './scheduler.js';
 
 export const EXIT = { ok: 0, error: 1, crashLoop: 4 } as const;
 
-export function adminSocketPath(stateDir: string): string {
-  return path.join(stateDir, 'admin.sock');
-}
-
-/** Per-role admin tokens: <stateDir>/tokens/{read,write,admin}.token (admin.ts AdminTokens). */
-export function adminTokensDir(stateDir: string): string {
-  return path.join(stateDir, 'tokens');
-}
-
-/**
- * Creates the state dir 0700 and checks every component of its path (secure-fs.ts
- * ensureSecureDir: lstat from / down, root's or ours, no link we did not make, nothing
- * writable by others but sticky dirs); refuses a state dir others may write; tightens
- * one others may only read, through an O_NOFOLLOW descriptor. Entries baton makes inside
- * it that are directories (control/, tokens/) must be ours and not links.
- */
-export async function prepareStateDir(dir: string, log: Logger): Promise<void> {
-  ensureSecureDir(dir, '"stateDir":');
-  const was = tightenDir(dir);
-  if (was !== undefined) log.warn({ event: 'daemon.state_dir_mode', dir, mode: was.toString(8) }, `state dir ${dir} was mode ${was.toString(8)}; set to 0700`);
-  const control = path.join(dir, 'control');
-  const st = await lstat(control).catch(() => undefined);
-  const me = process.getuid?.();
-  if (st && (st.isSymbolicLink() || !st.isDirectory() || (me !== undefined && st.uid !== me))) {
-    throw new UnsafePathError('E_UNSAFE_PATH', `${control} is ${st.isSymbolicLink() ? 'a symbolic link' : !st.isDirectory() ? 'not a directory' : `owned by uid ${st.uid}`}; refusing to use it (remove it to have a new one made)`, { path: control });
-  }
-}
-
-/**
- * What `baton run` does with an error nobody caught (an unhandled rejection, an uncaught
- * exception): it logs it (`daemon.fault`, with the stack) and keeps supervising. Exiting
- * would orphan the app — it serves on without a supervisor, nobody restarts it, and the
- * next `baton run` has to take its listeners back with a gap — which is worse than
- * going on with one failed request or timer callback behind. Requests cannot get here
- * (admin.ts answers every failure), so a fault is a bug, not an attack. A storm (more
- * than `maxPerMinute` faults in 60 s) means the supervisor may be broken for good:
- * `onStorm` runs once (the daemon stops the app gracefully and exits 1).
- */
-export function installFaultPolicy(log: Logger, opts: { onStorm: () => void; maxPerMinute?: number }): () => void {
-  const max = opts.maxPerMinute ?? 20;
-  const times: number[] = [];
-  let stormed = false;
-  const fault = (kind: 'unhandledRejection' | 'uncaughtException', err: unknown): void => {
-    const now = Date.now();
-    times.push(now);
-    while (times.length > 0 && times[0]! < now - 60_000) times.shift();
-    try {
-      log.error({ event: 'daemon.fault', kind, err: errorMessage(err), stack: err instanceof Error ? err.stack : undefined, inLastMinute: times.length }, `${kind}: ${errorMessage(err)}; the supervisor keeps running`);
-    } catch {
-      // logging must not turn one fault into another
-    }
-    if (times.length > max && !stormed) {
-      stormed = true;
-      log.fatal({ event: 'daemon.fault_storm', inLastMinute: times.length, max }, `${times.length} uncaught errors in a minute: stopping`);
-      opts.onStorm();
-    }
-  };
-  const onRejection = (reason: unknown): void => fault('unhandledRejection', reason);
-  const onException = (err: Error): void => fault('uncaughtException', err);
-  process.on('unhandledRejection', onRejection);
-  process.on('uncaughtException', onException);
-  return () => {
-    process.off('unhandledRejection', onRejection);
-    process.off('uncaughtException', onException);
-  };
-}
+/** The state dir's paths and the fault policy, for the CLI and the tests that import them from here. */
+export { adminSocketPath, adminTokensDir, prepareStateDir } from './state-dir.js';
+export { installFaultPolicy } from './fault-policy.js';
 
 /** What an upgrade request may set (POST /v1/upgrade body, baton upgrade flags), in seconds. */
 const UPGRADE_FIELDS = ['deadlineS', 'drainGraceS', 'readyTimeoutS', 'leaseWaitS'] as const;
@@ -213,7 +151,7 @@ export class Daemon {
       if (cfg.listen.length) this.log.warn({ event: 'daemon.listen_ignored', listen: cfg.listenText }, 'systemd passed listening sockets (LISTEN_FDS); ignoring --listen/"listen"');
       this.listeners = adopted;
     } else if (cfg.listen.length) {
-      this.listeners = await this.bindOrTakeOver();
+      this.listeners = await bindOrTakeOver(cfg, this.log);
     }
     this.log.info({ event: 'daemon.listeners', listeners: this.listeners.map((l) => `${l.name}=${l.address}`), systemd: Boolean(adopted) }, 'listeners held');
 
@@ -436,51 +374,6 @@ export class Daemon {
     this.log.warn({ event: 'daemon.handoff_refused', trigger: job.trigger, code, reason: errorMessage(err) }, `${job.trigger === 'admin' || job.trigger === 'signal' ? 'handoff' : job.trigger} refused: ${errorMessage(err)}`);
     job.startedAt = undefined;
     return this.jobs.finish(job, 'SKIPPED', { code, reason: errorMessage(err) });
-  }
-
-  /**
-   * Binds the listeners. A supervisor that bound them itself and was killed leaves its
-   * incumbent serving on them, and JS has no way to take the sockets back from it
-   * (ARCHITECTURE.md, open problems). When a port is taken and the journal names a live
-   * app of that supervisor, that app is stopped gracefully (Shutdown: drain, seal, exit)
-   * and the listeners bound again: the service comes back supervised after a short gap
-   * (refused connections for a cold start), instead of a start that fails forever while
-   * an orphan serves unsupervised. systemd socket activation avoids the gap.
-   */
-  private async bindOrTakeOver(): Promise<HeldListener[]> {
-    const cfg = this.cfg;
-    try {
-      return bindListeners(cfg.listen);
-    } catch (err) {
-      if (!(err instanceof BatonError) || err.details?.errno !== 'EADDRINUSE') throw err;
-      // A journal that cannot be read says nothing about who holds the port: say so (not
-      // "another program holds it"), and set it aside so the next start is not misled too.
-      const journalPath = path.join(cfg.stateDir, 'handoff.journal');
-      const unreadable = await new Journal(journalPath).read().then(
-        () => undefined,
-        (e: unknown) => errorMessage(e),
-      );
-      if (unreadable !== undefined) {
-        const aside = await setAside(journalPath, 'corrupt').catch(() => undefined);
-        this.log.error({ event: 'daemon.journal_unreadable', path: journalPath, err: unreadable, setAsideAs: aside }, `journal unreadable: ${unreadable}`);
-        throw new ConfigError(
-          'E_BIND_FAILED',
-          `${err.message}; the journal of an earlier supervisor on state dir ${cfg.stateDir} cannot be read (${unreadable})${aside ? `; it was set aside as ${aside}` : ''}, so an app that supervisor started may still hold the address: find the process listening on it and stop it, then start again`,
-          err.details,
-        );
-      }
-      const previous = new Supervisor({ command: cfg.command, listeners: [], dataDir: cfg.dataDir, stateDir: cfg.stateDir, log: this.log, restart: { enabled: false } });
-      const survivor = (await previous.recover())?.survivor;
-      if (!survivor) {
-        throw new ConfigError('E_BIND_FAILED', `${err.message}; no app of an earlier baton supervisor on state dir ${cfg.stateDir} is alive, so another program holds it`, err.details);
-      }
-      this.log.warn(
-        { event: 'daemon.takeover', pid: survivor.pid, generation: survivor.generation, address: err.details?.address },
-        `${String(err.details?.address)} is held by generation ${survivor.generation} (pid ${survivor.pid}) of a supervisor that died; stopping it gracefully to bind the listeners again`,
-      );
-      await previous.stop(cfg.stopTimeoutS * 1000);
-      return bindListeners(cfg.listen);
-    }
   }
 
   // ---- maintenance jobs ------------------------------------------------------------
