@@ -1,5 +1,4 @@
 import { rm } from 'node:fs/promises';
-import http from 'node:http';
 import path from 'node:path';
 import { AdminServer, errorReply, type AdminContext, type AdminReply, type AdminRequest } from './admin.js';
 import { AdminTokens } from './admin-auth.js';
@@ -17,7 +16,6 @@ import { Supervisor } from '../supervisor/supervisor.js';
 import { URGENCIES, type JobProgressSnapshot, type JobResult, type Urgency } from '../supervisor/lease.js';
 import type { HandoffSpec, ShutdownReason } from '../supervisor/options.js';
 import type { HandoffResult } from '../supervisor/results.js';
-import { type ProbeEntry } from '../supervisor/probes.js';
 import { type SupervisorPhase } from '../supervisor/phases.js';
 import type { SupervisorMetrics } from './metrics.js';
 import { SystemdNotifier } from './systemd.js';
@@ -28,6 +26,8 @@ import { Scheduler } from './scheduler.js';
 import { adminSocketPath, adminTokensDir, prepareStateDir } from './state-dir.js';
 import { installFaultPolicy } from './fault-policy.js';
 import { bindOrTakeOver } from './takeover.js';
+import { aggregateHealth, probeHealth, type HealthReport } from './health.js';
+import { HealthWatch } from './health-watch.js';
 
 /**
  * `baton run`: the long-lived supervisor process. Order at start: (config was
@@ -77,14 +77,12 @@ export class Daemon {
   private phaseStartedAt = Date.now();
   /** STATUS=upgrading: PHASE lines only for upgrades (not cold starts and restarts). */
   private notifyPhases = false;
-  /** Periodic health check (healthIntervalS): the timer, the check in flight, the last result. */
-  private healthTimer: NodeJS.Timeout | undefined;
+  /** The periodic health check (health-watch.ts). */
+  private readonly healthWatch: HealthWatch;
   /** A full GC shortly after each handoff (src/memory.ts). */
   private readonly compactor: HeapCompactor;
-  private healthCheck: Promise<void> | undefined;
   /** Uninstalls the process-level fault policy (installFaultPolicy). */
   private removeFaultPolicy: (() => void) | undefined;
-  private lastHealth: { status: HealthStatus; probes: Map<string, { status: HealthStatus; message: string; source: string }> } | undefined;
 
   constructor(
     private readonly cfg: RunConfig,
@@ -92,6 +90,15 @@ export class Daemon {
   ) {
     this.log = createLogger('baton', { service: cfg.name });
     this.compactor = new HeapCompactor(this.log);
+    this.healthWatch = new HealthWatch({
+      log: this.log,
+      intervalS: cfg.healthIntervalS,
+      baking: () => this.sup.baking,
+      health: () => this.health(),
+      handoffUnderWay: () => this.handoffUnderWay(),
+      phaseStartedAt: () => this.phaseStartedAt,
+      rollback: (trigger, who, reason) => this.rollback(trigger, who, reason),
+    });
     this.done = new Promise((r) => (this.finished = r));
   }
 
@@ -288,7 +295,7 @@ export class Daemon {
     // Lifecycle notice to the app (StartupCompleted), off the start-up path.
     void this.sup.notifyStartup(Date.now() - t0, components);
     this.startScheduler();
-    this.watchHealth();
+    this.healthWatch.start();
   }
 
   private servingStatus(): string {
@@ -433,100 +440,14 @@ export class Daemon {
     return this.jobs.finish(job, 'SKIPPED', { code, reason });
   }
 
-  /** Aggregated health: the supervisor's own checks, the app's probes, the supervisor's view. */
-  async health(): Promise<HealthReport> {
-    const inc = this.sup.incumbent;
-    const probes: (ProbeEntry & { source: 'supervisor' | 'app'; stale?: boolean })[] = [];
-    if (!inc?.alive) {
-      probes.push({ name: 'app', source: 'supervisor', status: 'CRITICAL', message: 'no app running' });
-    } else {
-      const http = await probeHealth(this.listeners);
-      probes.push({ name: 'http', source: 'supervisor', status: http.status, message: http.detail, ...(http.ms !== undefined && { ms: http.ms }) });
-      const app = await this.sup.probe();
-      if (app) {
-        for (const e of app) probes.push({ ...e, source: 'app' });
-      } else if (this.sup.lastProbes) {
-        // A handoff holds the incumbent's connection: the newest answer, marked stale.
-        for (const e of this.sup.lastProbes.entries) probes.push({ ...e, source: 'app', stale: true });
-      }
-    }
-    const status = worst(probes.map((p) => p.status));
-    this.metrics?.probes(probes, status);
-    const holder = await lockHolder(this.cfg.dataDir).catch(() => undefined);
-    return {
-      status,
-      checkedAt: new Date().toISOString(),
-      probes,
-      supervisor: {
-        generation: this.sup.generation,
-        appPid: inc?.pid ?? null,
-        phase: this.sup.phase,
-        lease: this.sup.leaseHolder() ?? null,
-        lock: holder ? { pid: holder.owner.pid, alive: holder.alive, since: holder.owner.acquiredAt } : null,
-        lastHandoff: this.jobs.lastOf('handoff') ?? null,
-        runningJob: this.sup.runningJob ?? null,
-      },
-    };
-  }
-
-  /**
-   * Every healthIntervalS (0 = off): a health check that logs `health.changed` when the
-   * aggregate or any probe's status changes (messages alone do not count: they carry
-   * counters), and refreshes the probe gauges. No check starts while a handoff runs or
-   * waits for the lease, a restart is scheduled or we stop: the app cannot be asked then
-   * and /healthz fails on purpose while it drains. A check already in flight holds the
-   * incumbent's connection for one probe round trip (the app answers within 10 ms), so it
-   * never holds up an upgrade for longer than that; its result is dropped if one started.
-   */
-  private watchHealth(): void {
-    const everyS = this.cfg.healthIntervalS;
-    if (!(everyS > 0)) return;
-    this.healthTimer = setInterval(() => {
-      if (this.healthCheck || this.handoffUnderWay()) return;
-      this.healthCheck = this.checkHealth().finally(() => (this.healthCheck = undefined));
-    }, everyS * 1000);
-    this.healthTimer.unref();
-  }
-
-  /** A new build that is CRITICAL inside its bake window is rolled back (one check is enough: CRITICAL means it cannot serve). */
-  private rollbackIfCriticalWhileBaking(report: Pick<HealthReport, 'status' | 'probes'>): void {
-    const baking = this.sup.baking;
-    if (report.status !== 'CRITICAL' || !baking) return;
-    const critical = report.probes.filter((p) => p.status === 'CRITICAL').map((p) => `${p.name}: ${p.message}`);
-    const afterS = ((Date.now() - Date.parse(baking.committedAt)) / 1000).toFixed(1);
-    void this.rollback('rollback', undefined, `health CRITICAL ${afterS} s after generation ${baking.generation} committed, inside its bake window (${critical.join('; ') || 'no detail'})`);
-  }
 
   private handoffUnderWay(): boolean {
     return Boolean(this.stopPromise || this.upgrading) || this.sup.busy || this.sup.phase !== 'idle';
   }
 
-  private async checkHealth(): Promise<void> {
-    const phaseMark = this.phaseStartedAt; // moves on every handoff phase
-    const report: Pick<HealthReport, 'status' | 'probes'> = await this.health().catch((err: unknown) => ({
-      status: 'UNKNOWN' as const,
-      probes: [{ name: 'health', source: 'supervisor' as const, status: 'UNKNOWN' as const, message: `health check failed: ${errorMessage(err)}` }],
-    }));
-    if (this.handoffUnderWay() || this.phaseStartedAt !== phaseMark) return; // a handoff came in meanwhile: this result may be its drain
-    const probes = new Map(report.probes.map((p) => [p.name, { status: p.status, message: p.message, source: p.source }]));
-    this.rollbackIfCriticalWhileBaking(report);
-    const prev = this.lastHealth;
-    this.lastHealth = { status: report.status, probes };
-    const changed: { name: string; source: string; previous: HealthStatus | null; status: HealthStatus | null; message: string }[] = [];
-    for (const [name, p] of probes) {
-      const before = prev?.probes.get(name);
-      if (before?.status !== p.status) changed.push({ name, source: p.source, previous: before?.status ?? null, status: p.status, message: p.message });
-    }
-    for (const [name, p] of prev?.probes ?? []) {
-      if (!probes.has(name)) changed.push({ name, source: p.source, previous: p.status, status: null, message: `no longer reported (was: ${p.message})` });
-    }
-    this.log.debug({ event: 'health.checked', status: report.status }, `health ${report.status}`);
-    if (prev && prev.status === report.status && changed.length === 0) return;
-    const what = changed.map((c) => `${c.name} ${c.status ?? 'gone'}${c.message ? ` (${c.message})` : ''}`).join('; ');
-    this.log[report.status === 'OK' ? 'info' : 'warn'](
-      { event: 'health.changed', previous: prev?.status ?? null, status: report.status, changed },
-      `health ${prev?.status ?? 'first check'} -> ${report.status}${what ? `: ${what}` : ''}`,
-    );
+  /** Aggregated health: the supervisor's own checks, the app's probes, the supervisor's view. */
+  private health(): Promise<HealthReport> {
+    return aggregateHealth({ sup: this.sup, listeners: this.listeners, jobs: this.jobs, metrics: this.metrics, dataDir: this.cfg.dataDir });
   }
 
   private async recordRestart(r: HandoffResult): Promise<void> {
@@ -776,9 +697,8 @@ export class Daemon {
   }
 
   private async cleanup(): Promise<void> {
-    if (this.healthTimer) clearInterval(this.healthTimer);
     this.compactor.close();
-    await this.healthCheck;
+    await this.healthWatch.close();
     await this.admin?.close().catch(() => undefined);
     await this.metrics?.close().catch(() => undefined);
     for (const l of this.listeners) l.close();
@@ -791,64 +711,4 @@ export class Daemon {
     this.removeFaultPolicy?.();
     this.removeFaultPolicy = undefined;
   }
-}
-
-/**
- * GET /healthz on the first TCP listener (else the first unix one with a path), 500 ms
- * budget. OK on 2xx, CRITICAL on another status, UNKNOWN when it cannot tell.
- */
-export async function probeHealth(listeners: readonly HeldListener[], budgetMs = 500): Promise<{ status: 'OK' | 'CRITICAL' | 'UNKNOWN'; detail: string; ms?: number }> {
-  const tcp = listeners.find((l) => l.spec.kind === 'tcp' && l.address.startsWith('tcp://'));
-  const unix = listeners.find((l) => l.spec.kind === 'unix' && l.spec.path);
-  const target: http.RequestOptions | undefined = tcp
-    ? { host: loopbackFor(tcp.spec.host!), port: Number(tcp.address.split(':').pop()) }
-    : unix
-      ? { socketPath: unix.spec.path! }
-      : undefined;
-  if (!target) return { status: 'UNKNOWN', detail: 'no listener to probe' };
-  const t0 = Date.now();
-  return new Promise((resolve) => {
-    const req = http.request({ ...target, method: 'GET', path: '/healthz', agent: false, timeout: budgetMs }, (res) => {
-      res.resume();
-      const ms = Date.now() - t0;
-      const ok = (res.statusCode ?? 0) >= 200 && (res.statusCode ?? 0) < 300;
-      resolve({ status: ok ? 'OK' : 'CRITICAL', detail: `GET /healthz ${res.statusCode}`, ms });
-    });
-    const timer = setTimeout(() => req.destroy(new Error(`no answer within ${budgetMs} ms`)), budgetMs);
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${budgetMs} ms`)));
-    req.on('error', (err) => resolve({ status: 'UNKNOWN', detail: `GET /healthz: ${errorMessage(err)}` }));
-    req.on('close', () => clearTimeout(timer));
-    req.end();
-  });
-}
-
-export interface HealthReport {
-  status: 'OK' | 'DEGRADED' | 'CRITICAL' | 'UNKNOWN';
-  checkedAt: string;
-  probes: (ProbeEntry & { source: 'supervisor' | 'app'; stale?: boolean })[];
-  supervisor: {
-    generation: number;
-    appPid: number | null;
-    phase: string;
-    lease: string | null;
-    lock: { pid: number; alive: boolean; since: string } | null;
-    lastHandoff: JobRecord | null;
-    runningJob: unknown;
-  };
-}
-
-const SEVERITY = { OK: 0, DEGRADED: 1, UNKNOWN: 2, CRITICAL: 3 } as const;
-type HealthStatus = keyof typeof SEVERITY;
-
-/** The worst status (OK < DEGRADED < UNKNOWN < CRITICAL); OK for none. */
-export function worst(statuses: readonly (keyof typeof SEVERITY)[]): keyof typeof SEVERITY {
-  let w: keyof typeof SEVERITY = 'OK';
-  for (const s of statuses) if (SEVERITY[s] > SEVERITY[w]) w = s;
-  return w;
-}
-
-function loopbackFor(host: string): string {
-  if (host === '0.0.0.0') return '127.0.0.1';
-  if (host === '::') return '::1';
-  return host;
 }
