@@ -4,30 +4,32 @@ import { AdminServer, errorReply, type AdminContext, type AdminReply, type Admin
 import { AdminTokens } from './admin-auth.js';
 import { adminSocketLive } from './admin-client.js';
 import type { RunConfig } from './config.js';
-import { BatonError, ConfigError, HandoffError, errorMessage } from '../os/errors.js';
+import { BatonError, ConfigError, errorMessage } from '../os/errors.js';
 import { MAX_PARAMS_BYTES, MAX_PARAMS_DEPTH, safeJson, valueDepth } from '../os/json-limits.js';
-import { JobStore, type JobRecord, type JobTrigger, type Requester } from './jobs.js';
+import { JobStore } from './jobs.js';
 import { adoptSystemdListeners, type HeldListener } from '../os/listeners.js';
 import { LifecycleLog, MAX_LIFECYCLE_RECORDS } from './lifecycle.js';
 import { lockHolder } from '../os/lock.js';
 import { HeapCompactor } from '../supervisor/memory.js';
 import { createLogger, type Logger } from '../os/log.js';
 import { Supervisor } from '../supervisor/supervisor.js';
-import { URGENCIES, type JobProgressSnapshot, type JobResult, type Urgency } from '../supervisor/lease.js';
-import type { HandoffSpec, ShutdownReason } from '../supervisor/options.js';
+import { URGENCIES, type Urgency } from '../supervisor/lease.js';
+import type { ShutdownReason } from '../supervisor/options.js';
 import type { HandoffResult } from '../supervisor/results.js';
 import { type SupervisorPhase } from '../supervisor/phases.js';
 import type { SupervisorMetrics } from './metrics.js';
 import { SystemdNotifier } from './systemd.js';
 import { ScheduleRunLog, type RunSummary } from './schedule-runs.js';
 import { ScheduleError } from './schedule-error.js';
-import { ScheduleStore, type Schedule, type ScheduleTask } from './schedules.js';
+import { ScheduleStore, type Schedule } from './schedules.js';
 import { Scheduler } from './scheduler.js';
 import { adminSocketPath, adminTokensDir, prepareStateDir } from './state-dir.js';
 import { installFaultPolicy } from './fault-policy.js';
 import { bindOrTakeOver } from './takeover.js';
 import { aggregateHealth, probeHealth, type HealthReport } from './health.js';
 import { HealthWatch } from './health-watch.js';
+import { handoffSpec, HandoffJobs, isUpgradeField, servingStatus, UPGRADE_FIELDS, type UpgradeRequest } from './handoff-jobs.js';
+import { MaintenanceJobs } from './maintenance-jobs.js';
 
 /**
  * `baton run`: the long-lived supervisor process. Order at start: (config was
@@ -43,17 +45,6 @@ export const EXIT = { ok: 0, error: 1, crashLoop: 4 } as const;
 export { adminSocketPath, adminTokensDir, prepareStateDir } from './state-dir.js';
 export { installFaultPolicy } from './fault-policy.js';
 
-/** What an upgrade request may set (POST /v1/upgrade body, baton upgrade flags), in seconds. */
-const UPGRADE_FIELDS = ['deadlineS', 'drainGraceS', 'readyTimeoutS', 'leaseWaitS'] as const;
-type UpgradeRequest = { [K in (typeof UPGRADE_FIELDS)[number]]?: number };
-function isUpgradeField(k: string): k is (typeof UPGRADE_FIELDS)[number] {
-  return (UPGRADE_FIELDS as readonly string[]).includes(k);
-}
-
-interface UpgradeEvents {
-  onEvent?: (line: Record<string, unknown>) => void;
-}
-
 export class Daemon {
   private readonly log: Logger;
   private readonly startedAt = Date.now();
@@ -68,15 +59,15 @@ export class Daemon {
   private admin: AdminServer | undefined;
   private notifier: SystemdNotifier | undefined;
   private metrics: SupervisorMetrics | undefined;
-  private upgrading: Promise<unknown> | undefined;
   private stopPromise: Promise<void> | undefined;
   private exitCode: number = EXIT.ok;
   private finished!: (code: number) => void;
   /** Resolves with the process exit code. */
   readonly done: Promise<number>;
   private phaseStartedAt = Date.now();
-  /** STATUS=upgrading: PHASE lines only for upgrades (not cold starts and restarts). */
-  private notifyPhases = false;
+  /** Upgrades, rollbacks and restarts as jobs (handoff-jobs.ts); maintenance runs (maintenance-jobs.ts). */
+  private readonly handoffs: HandoffJobs;
+  private readonly maintenance: MaintenanceJobs;
   /** The periodic health check (health-watch.ts). */
   private readonly healthWatch: HealthWatch;
   /** A full GC shortly after each handoff (src/memory.ts). */
@@ -90,6 +81,22 @@ export class Daemon {
   ) {
     this.log = createLogger('baton', { service: cfg.name });
     this.compactor = new HeapCompactor(this.log);
+    this.handoffs = new HandoffJobs({
+      log: this.log,
+      compactor: this.compactor,
+      sup: () => this.sup,
+      jobs: () => this.jobs,
+      notifier: () => this.notifier,
+      stopping: () => Boolean(this.stopPromise),
+    });
+    this.maintenance = new MaintenanceJobs({
+      log: this.log,
+      sup: () => this.sup,
+      jobs: () => this.jobs,
+      metrics: () => this.metrics,
+      stopping: () => Boolean(this.stopPromise),
+      upgrading: () => Boolean(this.handoffs.upgrading),
+    });
     this.healthWatch = new HealthWatch({
       log: this.log,
       intervalS: cfg.healthIntervalS,
@@ -97,7 +104,7 @@ export class Daemon {
       health: () => this.health(),
       handoffUnderWay: () => this.handoffUnderWay(),
       phaseStartedAt: () => this.phaseStartedAt,
-      rollback: (trigger, who, reason) => this.rollback(trigger, who, reason),
+      rollback: (trigger, who, reason) => this.handoffs.rollback(trigger, who, reason),
     });
     this.done = new Promise((r) => (this.finished = r));
   }
@@ -190,14 +197,14 @@ export class Daemon {
     });
     this.sup.on('phase', (phase: SupervisorPhase) => {
       this.phaseStartedAt = Date.now();
-      if (this.notifyPhases) void this.notifier?.status(`upgrading: ${phase}`);
+      if (this.handoffs.notifyPhases) void this.notifier?.status(`upgrading: ${phase}`);
     });
     this.sup.on('crash-loop', (n: number) => void this.crashLoop(n));
     this.sup.on('incumbent-exit', (app: { pid: number }, exit: { code?: number; signal?: string } | undefined) => {
       this.log.error({ event: 'daemon.app_exited', pid: app.pid, ...exit }, `app (pid ${app.pid}) exited outside a handoff; restarting`);
       void this.notifier?.status(`app exited (pid ${app.pid}); restarting`);
     });
-    this.sup.on('restarted', (r: HandoffResult) => void this.recordRestart(r));
+    this.sup.on('restarted', (r: HandoffResult) => void this.handoffs.recordRestart(r));
 
     // The admin API object exists before the app starts so its TCP listener (adminListen)
     // is bound now: a taken port fails the start with nothing running. It answers 503
@@ -262,7 +269,7 @@ export class Daemon {
     } else {
       const job = this.jobs.create('handoff', 'cold-start');
       await this.jobs.start(job);
-      const result = await this.sup.start(this.handoffSpec({}));
+      const result = await this.sup.start(handoffSpec({}));
       await this.jobs.finishHandoff(job, result);
       if (result.outcome !== 'committed') {
         throw new BatonError('E_START_FAILED', `generation 1 did not start: ${result.reason ?? 'unknown reason'}`);
@@ -273,7 +280,7 @@ export class Daemon {
 
     process.on('SIGHUP', () => {
       this.log.info({ event: 'daemon.signal', signal: 'SIGHUP' }, 'SIGHUP: upgrading');
-      void this.upgrade('signal', undefined, {});
+      void this.handoffs.upgrade('signal', undefined, {});
     });
     for (const sig of ['SIGTERM', 'SIGINT'] as const) {
       process.on(sig, () => {
@@ -283,7 +290,7 @@ export class Daemon {
       });
     }
     const inc = this.sup.incumbent;
-    await this.notifier?.ready(this.servingStatus(), process.pid);
+    await this.notifier?.ready(servingStatus(this.sup), process.pid);
     this.notifier?.startWatchdog();
     const components = ['listeners', 'journal', 'app', 'admin', ...(this.admin.tcpAddress ? ['admin-tcp'] : [])];
     const startupMs = Date.now() - t0;
@@ -298,164 +305,14 @@ export class Daemon {
     this.healthWatch.start();
   }
 
-  private servingStatus(): string {
-    const inc = this.sup.incumbent;
-    return inc ? `serving generation ${this.sup.generation} (pid ${inc.pid})` : 'no app running';
-  }
-
-  private handoffSpec(req: UpgradeRequest): HandoffSpec {
-    return {
-      ...(req.leaseWaitS !== undefined && { leaseWaitMs: req.leaseWaitS * 1000 }),
-      ...(req.readyTimeoutS !== undefined && { readyMs: req.readyTimeoutS * 1000 }),
-      ...(req.deadlineS !== undefined && { deadlineMs: req.deadlineS * 1000 }),
-      ...(req.drainGraceS !== undefined && { drainGraceMs: req.drainGraceS * 1000 }),
-    };
-  }
-
-  /**
-   * One upgrade (a handoff job). Refused at once — a SKIPPED job — when another
-   * handoff runs (E_HANDOFF_IN_PROGRESS) or the supervisor is stopping (E_STOPPING).
-   */
-  async upgrade(trigger: JobTrigger, who: Requester | undefined, req: UpgradeRequest, ev: UpgradeEvents = {}): Promise<JobRecord> {
-    return this.handoffJob(trigger, who, () => this.sup.performHandoff(this.handoffSpec(req)), ev);
-  }
-
-  /**
-   * Goes back to the last known-good build (Supervisor.rollback): `baton rollback`
-   * (trigger admin), or by itself when the new build goes CRITICAL inside its bake
-   * window (trigger rollback). A handoff job whose `handoff.rollback` says from what to
-   * what and why; SKIPPED (E_NO_ROLLBACK_TARGET) when there is nothing to go back to.
-   */
-  async rollback(trigger: JobTrigger, who: Requester | undefined, reason: string, ev: UpgradeEvents = {}): Promise<JobRecord> {
-    this.log.warn({ event: 'daemon.rollback', trigger, reason }, `rolling back: ${reason}`);
-    return this.handoffJob(trigger, who, () => this.sup.rollback({ reason, automatic: trigger === 'rollback' }), ev);
-  }
-
-  /** One handoff job (upgrade or rollback): refusals, progress events, systemd status, the record. */
-  private async handoffJob(trigger: JobTrigger, who: Requester | undefined, start: () => Promise<HandoffResult>, ev: UpgradeEvents): Promise<JobRecord> {
-    const job = this.jobs.create('handoff', trigger, who);
-    // performHandoff enters its first phase synchronously, so `phase` tells whether one runs.
-    if (this.stopPromise) return this.refused(job, new HandoffError('E_STOPPING', 'the supervisor is stopping'));
-    if (this.upgrading || this.sup.phase !== 'idle') {
-      return this.refused(job, new HandoffError('E_HANDOFF_IN_PROGRESS', `a handoff is already running (phase ${this.sup.phase})`));
-    }
-    const onPhase = (phase: string): void => ev.onEvent?.({ type: 'phase', phase, elapsedMs: Date.now() - Date.parse(job.createdAt) });
-    const onDrained = (m: { openConnsRemaining: number }): void => ev.onEvent?.({ type: 'drained', openConnsRemaining: m.openConnsRemaining });
-    const onSeal = (done: number, total: number): void => ev.onEvent?.({ type: 'seal', done, total });
-    const onLeaseWait = (jobId: string, waitMs: number): void => ev.onEvent?.({ type: 'lease-wait', jobId, waitMs });
-    ev.onEvent?.({ type: 'accepted', jobId: job.id });
-    void this.notifier?.reloading('upgrading');
-    const stopExtending = this.notifier?.startExtending(); // EXTEND_TIMEOUT_USEC while it runs
-    this.sup.on('phase', onPhase).on('drained', onDrained).on('sealProgress', onSeal).on('lease-wait', onLeaseWait);
-    this.notifyPhases = true;
-    const result = start();
-    result.catch(() => undefined); // awaited below
-    const started = this.jobs.start(job);
-    const run = (async () => {
-      try {
-        await started;
-        const r = await result;
-        this.log.info({ event: 'daemon.upgrade_done', jobId: job.id, outcome: r.outcome, reason: r.reason }, `upgrade ${r.outcome}${r.reason ? `: ${r.reason}` : ''}`);
-        return await this.jobs.finishHandoff(job, r);
-      } catch (err) {
-        if (err instanceof HandoffError && ['E_HANDOFF_IN_PROGRESS', 'E_LEASE_HELD', 'E_NO_ROLLBACK_TARGET'].includes(err.code)) return this.refused(job, err);
-        return this.jobs.finish(job, 'FAILED', { code: err instanceof BatonError ? err.code : 'E_INTERNAL', reason: errorMessage(err) });
-      } finally {
-        stopExtending?.();
-        this.notifyPhases = false;
-        this.sup.off('phase', onPhase).off('drained', onDrained).off('sealProgress', onSeal).off('lease-wait', onLeaseWait);
-        void this.notifier?.ready(this.servingStatus());
-        this.compactor.afterHandoff();
-      }
-    })();
-    this.upgrading = run;
-    try {
-      return await run;
-    } finally {
-      if (this.upgrading === run) this.upgrading = undefined;
-    }
-  }
-
-  private async refused(job: JobRecord, err: unknown): Promise<JobRecord> {
-    const code = err instanceof BatonError ? err.code : 'E_INTERNAL';
-    this.log.warn({ event: 'daemon.handoff_refused', trigger: job.trigger, code, reason: errorMessage(err) }, `${job.trigger === 'admin' || job.trigger === 'signal' ? 'handoff' : job.trigger} refused: ${errorMessage(err)}`);
-    job.startedAt = undefined;
-    return this.jobs.finish(job, 'SKIPPED', { code, reason: errorMessage(err) });
-  }
-
-  // ---- maintenance jobs ------------------------------------------------------------
-
-  /**
-   * One maintenance run (a job of kind 'maintenance'), inside the incumbent. Lease policy
-   * (ARCHITECTURE.md "One lease"): SKIPPED at once when a handoff runs or waits, a
-   * restart is scheduled, another job runs, or the supervisor stops.
-   */
-  async runMaintenance(
-    trigger: JobTrigger,
-    who: Requester | undefined,
-    req: { task: string; urgency: Urgency; reason?: string | undefined; params?: Record<string, unknown> | undefined; schedule?: string | undefined },
-    ev: UpgradeEvents = {},
-  ): Promise<JobRecord> {
-    const job = this.jobs.create('maintenance', trigger, who);
-    job.maintenance = {
-      task: req.task,
-      urgency: req.urgency,
-      ...(req.reason && { requestReason: req.reason }),
-      ...(req.params && Object.keys(req.params).length > 0 && { params: req.params }),
-      ...(req.schedule && { schedule: req.schedule }),
-    };
-    // No line before the job starts: a refusal is then a plain 409/503 reply, not a 200 stream.
-    if (this.stopPromise) return this.skipJob(job, 'E_STOPPING', 'the supervisor is stopping');
-    if (this.upgrading) return this.skipJob(job, 'E_LEASE_HELD', `lease held by ${this.sup.leaseHolder() ?? 'a handoff (an upgrade is starting)'}`);
-    let started: Promise<void> = Promise.resolve();
-    const onStart = (r: { id: string; pid: number; generation: number }): void => {
-      if (r.id !== job.id) return;
-      Object.assign(job.maintenance!, { pid: r.pid, generation: r.generation });
-      started = this.jobs.start(job);
-      ev.onEvent?.({ type: 'started', jobId: job.id, task: req.task, pid: r.pid, generation: r.generation });
-    };
-    const onProgress = (id: string, p: JobProgressSnapshot): void => {
-      if (id !== job.id) return;
-      job.maintenance!.progress = { done: p.done, total: p.total, counters: p.counters, at: new Date(p.at).toISOString() };
-      ev.onEvent?.({ type: 'progress', done: p.done, total: p.total, counters: p.counters });
-    };
-    this.sup.on('job-start', onStart).on('job-progress', onProgress);
-    let r: JobResult;
-    try {
-      r = await this.sup.runJob({ id: job.id, task: req.task, urgency: req.urgency, ...(req.reason !== undefined && { reason: req.reason }), ...(req.params && { params: req.params }) });
-    } finally {
-      this.sup.off('job-start', onStart).off('job-progress', onProgress);
-    }
-    await started;
-    if (r.outcome === 'skipped') return this.skipJob(job, r.code ?? 'E_LEASE_HELD', r.reason ?? 'skipped');
-    Object.assign(job.maintenance!, { result: r.result, ...(r.appDurationMs !== undefined && { appDurationMs: r.appDurationMs }) });
-    const state = r.outcome === 'succeeded' ? 'SUCCEEDED' : r.outcome === 'cancelled' ? 'CANCELLED' : 'FAILED';
-    return this.jobs.finish(job, state, { ...(r.code !== undefined && { code: r.code }), ...(r.reason !== undefined && { reason: r.reason }) });
-  }
-
-  private async skipJob(job: JobRecord, code: string, reason: string): Promise<JobRecord> {
-    this.log.warn({ event: 'daemon.job_skipped', jobId: job.id, task: job.maintenance?.task, code, reason }, `maintenance ${job.maintenance?.task} skipped: ${reason}`);
-    job.startedAt = undefined;
-    this.metrics?.jobSkipped(job.maintenance?.task ?? '-', code);
-    return this.jobs.finish(job, 'SKIPPED', { code, reason });
-  }
-
 
   private handoffUnderWay(): boolean {
-    return Boolean(this.stopPromise || this.upgrading) || this.sup.busy || this.sup.phase !== 'idle';
+    return Boolean(this.stopPromise || this.handoffs.upgrading) || this.sup.busy || this.sup.phase !== 'idle';
   }
 
   /** Aggregated health: the supervisor's own checks, the app's probes, the supervisor's view. */
   private health(): Promise<HealthReport> {
     return aggregateHealth({ sup: this.sup, listeners: this.listeners, jobs: this.jobs, metrics: this.metrics, dataDir: this.cfg.dataDir });
-  }
-
-  private async recordRestart(r: HandoffResult): Promise<void> {
-    // A restart that went back to the last known-good build (the new one crashed in its bake window) is a rollback.
-    const job = this.jobs.create('handoff', r.rollback ? 'rollback' : 'restart');
-    job.startedAt = new Date(r.startedAt).toISOString();
-    await this.jobs.finishHandoff(job, r);
-    void this.notifier?.status(this.servingStatus());
   }
 
   // ---- admin routes --------------------------------------------------------------
@@ -507,7 +364,7 @@ export class Daemon {
       if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > 86_400) return errorReply(400, 'E_BAD_REQUEST', `"${k}": expected a number of seconds in ${k === 'leaseWaitS' ? '[0' : '(0'}, 86400] (got ${JSON.stringify(v)})`);
       spec[k] = v;
     }
-    const job = await this.upgrade('admin', req.who, spec, { onEvent: (line) => ctx.stream(line) });
+    const job = await this.handoffs.upgrade('admin', req.who, spec, { onEvent: (line) => ctx.stream(line) });
     const status = job.state === 'SKIPPED' ? (job.code === 'E_HANDOFF_IN_PROGRESS' || job.code === 'E_LEASE_HELD' ? 409 : 503) : 200;
     return { status, body: { type: 'result', job }, audit: { job: job.id, state: job.state, code: job.code } };
   }
@@ -516,7 +373,7 @@ export class Daemon {
     const reason = req.body.reason;
     if (Object.keys(req.body).some((k) => k !== 'reason')) return errorReply(400, 'E_BAD_REQUEST', `"${Object.keys(req.body).find((k) => k !== 'reason')}": unknown field; known: reason`);
     if (reason !== undefined && (typeof reason !== 'string' || reason.length > 500)) return errorReply(400, 'E_BAD_REQUEST', '"reason": expected a string of at most 500 characters');
-    const job = await this.rollback('admin', req.who, (reason as string | undefined) ?? 'requested by an operator', { onEvent: (line) => ctx.stream(line) });
+    const job = await this.handoffs.rollback('admin', req.who, (reason as string | undefined) ?? 'requested by an operator', { onEvent: (line) => ctx.stream(line) });
     const status = job.state === 'SKIPPED' ? (job.code === 'E_HANDOFF_IN_PROGRESS' || job.code === 'E_LEASE_HELD' ? 409 : job.code === 'E_NO_ROLLBACK_TARGET' ? 422 : 503) : 200;
     return { status, body: { type: 'result', job }, audit: { job: job.id, state: job.state, code: job.code } };
   }
@@ -548,7 +405,7 @@ export class Daemon {
     // Bounded: params are kept in jobs.json and sent to the app; a deep value there would fail every later read of the history.
     if (params !== undefined && valueDepth(params, MAX_PARAMS_DEPTH) > MAX_PARAMS_DEPTH) return errorReply(400, 'E_BAD_REQUEST', `"params": nested deeper than ${MAX_PARAMS_DEPTH} levels`);
     if (params !== undefined && Buffer.byteLength(safeJson(params) ?? '') > MAX_PARAMS_BYTES) return errorReply(400, 'E_BAD_REQUEST', `"params": at most ${MAX_PARAMS_BYTES} bytes of JSON`);
-    const job = await this.runMaintenance('admin', req.who, { task, urgency: urgency as Urgency, reason: reason as string | undefined, params: params as Record<string, unknown> | undefined }, { onEvent: (line) => ctx.stream(line) });
+    const job = await this.maintenance.run('admin', req.who, { task, urgency: urgency as Urgency, reason: reason as string | undefined, params: params as Record<string, unknown> | undefined }, { onEvent: (line) => ctx.stream(line) });
     const status = job.state === 'SKIPPED' ? (job.code === 'E_LEASE_HELD' ? 409 : 503) : 200;
     return { status, body: { type: 'result', job }, audit: { job: job.id, task, state: job.state, code: job.code } };
   }
@@ -580,17 +437,10 @@ export class Daemon {
       store: this.schedules,
       runs: this.scheduleRuns,
       log: this.log,
-      runTask: (t, name) => this.runMaintenance('schedule', undefined, { task: t.task, urgency: t.urgency ?? 'normal', reason: `schedule ${name}`, params: t.params, schedule: name }),
-      skipTask: (t, name, code, reason) => this.skipScheduledTask(t, name, code, reason),
+      runTask: (t, name) => this.maintenance.run('schedule', undefined, { task: t.task, urgency: t.urgency ?? 'normal', reason: `schedule ${name}`, params: t.params, schedule: name }),
+      skipTask: (t, name, code, reason) => this.maintenance.skipScheduledTask(t, name, code, reason),
     });
     this.scheduler.start();
-  }
-
-  /** A scheduled task that does not run (outside the window, overlap, halted): a SKIPPED job in the history. */
-  private skipScheduledTask(t: ScheduleTask, schedule: string, code: string, reason: string): Promise<JobRecord> {
-    const job = this.jobs.create('maintenance', 'schedule');
-    job.maintenance = { task: t.task, urgency: t.urgency ?? 'normal', ...(t.params && { params: t.params }), schedule };
-    return this.skipJob(job, code, reason);
   }
 
   /** A schedule as the API shows it: its record, next fire (ISO, null when disabled), whether it runs, its last run. */
@@ -666,9 +516,9 @@ export class Daemon {
       const t0 = Date.now();
       void this.notifier?.stopping('stopping');
       this.scheduler?.stop(); // no new fires; a run in progress sees E_STOPPING for its next task
-      if (this.upgrading) {
+      if (this.handoffs.upgrading) {
         this.log.info({ event: 'shutdown.wait_upgrade' }, 'waiting for the running upgrade to end before stopping');
-        await this.upgrading.catch(() => undefined);
+        await this.handoffs.upgrading.catch(() => undefined);
       }
       await this.sup.stop(timeoutMs, reason);
       await this.scheduler?.idle();
