@@ -54,28 +54,12 @@ export class HandoffJobs {
 
   constructor(private readonly host: HandoffJobsHost) {}
 
-  private get log(): Logger {
-    return this.host.log;
-  }
-
-  private get sup(): Supervisor {
-    return this.host.sup();
-  }
-
-  private get jobs(): JobStore {
-    return this.host.jobs();
-  }
-
-  private get notifier(): SystemdNotifier | undefined {
-    return this.host.notifier();
-  }
-
   /**
    * One upgrade (a handoff job). Refused at once — a SKIPPED job — when another
    * handoff runs (E_HANDOFF_IN_PROGRESS) or the supervisor is stopping (E_STOPPING).
    */
   async upgrade(trigger: JobTrigger, who: Requester | undefined, req: UpgradeRequest, ev: UpgradeEvents = {}): Promise<JobRecord> {
-    return this.handoffJob(trigger, who, () => this.sup.performHandoff(handoffSpec(req)), ev);
+    return this.handoffJob(trigger, who, () => this.host.sup().performHandoff(handoffSpec(req)), ev);
   }
 
   /**
@@ -85,44 +69,44 @@ export class HandoffJobs {
    * what and why; SKIPPED (E_NO_ROLLBACK_TARGET) when there is nothing to go back to.
    */
   async rollback(trigger: JobTrigger, who: Requester | undefined, reason: string, ev: UpgradeEvents = {}): Promise<JobRecord> {
-    this.log.warn({ event: 'daemon.rollback', trigger, reason }, `rolling back: ${reason}`);
-    return this.handoffJob(trigger, who, () => this.sup.rollback({ reason, automatic: trigger === 'rollback' }), ev);
+    this.host.log.warn({ event: 'daemon.rollback', trigger, reason }, `rolling back: ${reason}`);
+    return this.handoffJob(trigger, who, () => this.host.sup().rollback({ reason, automatic: trigger === 'rollback' }), ev);
   }
 
   /** One handoff job (upgrade or rollback): refusals, progress events, systemd status, the record. */
   private async handoffJob(trigger: JobTrigger, who: Requester | undefined, start: () => Promise<HandoffResult>, ev: UpgradeEvents): Promise<JobRecord> {
-    const job = this.jobs.create('handoff', trigger, who);
+    const job = this.host.jobs().create('handoff', trigger, who);
     // performHandoff enters its first phase synchronously, so `phase` tells whether one runs.
     if (this.host.stopping()) return this.refused(job, new HandoffError('E_STOPPING', 'the supervisor is stopping'));
-    if (this.upgrading || this.sup.phase !== 'idle') {
-      return this.refused(job, new HandoffError('E_HANDOFF_IN_PROGRESS', `a handoff is already running (phase ${this.sup.phase})`));
+    if (this.upgrading || this.host.sup().phase !== 'idle') {
+      return this.refused(job, new HandoffError('E_HANDOFF_IN_PROGRESS', `a handoff is already running (phase ${this.host.sup().phase})`));
     }
     const onPhase = (phase: string): void => ev.onEvent?.({ type: 'phase', phase, elapsedMs: Date.now() - Date.parse(job.createdAt) });
     const onDrained = (m: { openConnsRemaining: number }): void => ev.onEvent?.({ type: 'drained', openConnsRemaining: m.openConnsRemaining });
     const onSeal = (done: number, total: number): void => ev.onEvent?.({ type: 'seal', done, total });
     const onLeaseWait = (jobId: string, waitMs: number): void => ev.onEvent?.({ type: 'lease-wait', jobId, waitMs });
     ev.onEvent?.({ type: 'accepted', jobId: job.id });
-    void this.notifier?.reloading('upgrading');
-    const stopExtending = this.notifier?.startExtending(); // EXTEND_TIMEOUT_USEC while it runs
-    this.sup.on('phase', onPhase).on('drained', onDrained).on('sealProgress', onSeal).on('lease-wait', onLeaseWait);
+    void this.host.notifier()?.reloading('upgrading');
+    const stopExtending = this.host.notifier()?.startExtending(); // EXTEND_TIMEOUT_USEC while it runs
+    this.host.sup().on('phase', onPhase).on('drained', onDrained).on('sealProgress', onSeal).on('lease-wait', onLeaseWait);
     this.notifyPhases = true;
     const result = start();
     result.catch(() => undefined); // awaited below
-    const started = this.jobs.start(job);
+    const started = this.host.jobs().start(job);
     const run = (async () => {
       try {
         await started;
         const r = await result;
-        this.log.info({ event: 'daemon.upgrade_done', jobId: job.id, outcome: r.outcome, reason: r.reason }, `upgrade ${r.outcome}${r.reason ? `: ${r.reason}` : ''}`);
-        return await this.jobs.finishHandoff(job, r);
+        this.host.log.info({ event: 'daemon.upgrade_done', jobId: job.id, outcome: r.outcome, reason: r.reason }, `upgrade ${r.outcome}${r.reason ? `: ${r.reason}` : ''}`);
+        return await this.host.jobs().finishHandoff(job, r);
       } catch (err) {
         if (err instanceof HandoffError && ['E_HANDOFF_IN_PROGRESS', 'E_LEASE_HELD', 'E_NO_ROLLBACK_TARGET'].includes(err.code)) return this.refused(job, err);
-        return this.jobs.finish(job, 'FAILED', { code: err instanceof BatonError ? err.code : 'E_INTERNAL', reason: errorMessage(err) });
+        return this.host.jobs().finish(job, 'FAILED', { code: err instanceof BatonError ? err.code : 'E_INTERNAL', reason: errorMessage(err) });
       } finally {
         stopExtending?.();
         this.notifyPhases = false;
-        this.sup.off('phase', onPhase).off('drained', onDrained).off('sealProgress', onSeal).off('lease-wait', onLeaseWait);
-        void this.notifier?.ready(servingStatus(this.sup));
+        this.host.sup().off('phase', onPhase).off('drained', onDrained).off('sealProgress', onSeal).off('lease-wait', onLeaseWait);
+        void this.host.notifier()?.ready(servingStatus(this.host.sup()));
         this.host.compactor.afterHandoff();
       }
     })();
@@ -136,16 +120,16 @@ export class HandoffJobs {
 
   private async refused(job: JobRecord, err: unknown): Promise<JobRecord> {
     const code = err instanceof BatonError ? err.code : 'E_INTERNAL';
-    this.log.warn({ event: 'daemon.handoff_refused', trigger: job.trigger, code, reason: errorMessage(err) }, `${job.trigger === 'admin' || job.trigger === 'signal' ? 'handoff' : job.trigger} refused: ${errorMessage(err)}`);
+    this.host.log.warn({ event: 'daemon.handoff_refused', trigger: job.trigger, code, reason: errorMessage(err) }, `${job.trigger === 'admin' || job.trigger === 'signal' ? 'handoff' : job.trigger} refused: ${errorMessage(err)}`);
     job.startedAt = undefined;
-    return this.jobs.finish(job, 'SKIPPED', { code, reason: errorMessage(err) });
+    return this.host.jobs().finish(job, 'SKIPPED', { code, reason: errorMessage(err) });
   }
 
   async recordRestart(r: HandoffResult): Promise<void> {
     // A restart that went back to the last known-good build (the new one crashed in its bake window) is a rollback.
-    const job = this.jobs.create('handoff', r.rollback ? 'rollback' : 'restart');
+    const job = this.host.jobs().create('handoff', r.rollback ? 'rollback' : 'restart');
     job.startedAt = new Date(r.startedAt).toISOString();
-    await this.jobs.finishHandoff(job, r);
-    void this.notifier?.status(servingStatus(this.sup));
+    await this.host.jobs().finishHandoff(job, r);
+    void this.host.notifier()?.status(servingStatus(this.host.sup()));
   }
 }

@@ -31,18 +31,6 @@ export interface MaintenanceJobsHost {
 export class MaintenanceJobs {
   constructor(private readonly host: MaintenanceJobsHost) {}
 
-  private get log(): Logger {
-    return this.host.log;
-  }
-
-  private get sup(): Supervisor {
-    return this.host.sup();
-  }
-
-  private get jobs(): JobStore {
-    return this.host.jobs();
-  }
-
   /**
    * One maintenance run (a job of kind 'maintenance'), inside the incumbent. Lease policy
    * (ARCHITECTURE.md "One lease"): SKIPPED at once when a handoff runs or waits, a
@@ -54,7 +42,7 @@ export class MaintenanceJobs {
     req: MaintenanceRequest,
     ev: UpgradeEvents = {},
   ): Promise<JobRecord> {
-    const job = this.jobs.create('maintenance', trigger, who);
+    const job = this.host.jobs().create('maintenance', trigger, who);
     job.maintenance = {
       task: req.task,
       urgency: req.urgency,
@@ -64,12 +52,12 @@ export class MaintenanceJobs {
     };
     // No line before the job starts: a refusal is then a plain 409/503 reply, not a 200 stream.
     if (this.host.stopping()) return this.skipJob(job, 'E_STOPPING', 'the supervisor is stopping');
-    if (this.host.upgrading()) return this.skipJob(job, 'E_LEASE_HELD', `lease held by ${this.sup.leaseHolder() ?? 'a handoff (an upgrade is starting)'}`);
+    if (this.host.upgrading()) return this.skipJob(job, 'E_LEASE_HELD', `lease held by ${this.host.sup().leaseHolder() ?? 'a handoff (an upgrade is starting)'}`);
     let started: Promise<void> = Promise.resolve();
     const onStart = (r: { id: string; pid: number; generation: number }): void => {
       if (r.id !== job.id) return;
       Object.assign(job.maintenance!, { pid: r.pid, generation: r.generation });
-      started = this.jobs.start(job);
+      started = this.host.jobs().start(job);
       ev.onEvent?.({ type: 'started', jobId: job.id, task: req.task, pid: r.pid, generation: r.generation });
     };
     const onProgress = (id: string, p: JobProgressSnapshot): void => {
@@ -77,30 +65,30 @@ export class MaintenanceJobs {
       job.maintenance!.progress = { done: p.done, total: p.total, counters: p.counters, at: new Date(p.at).toISOString() };
       ev.onEvent?.({ type: 'progress', done: p.done, total: p.total, counters: p.counters });
     };
-    this.sup.on('job-start', onStart).on('job-progress', onProgress);
+    this.host.sup().on('job-start', onStart).on('job-progress', onProgress);
     let r: JobResult;
     try {
-      r = await this.sup.runJob({ id: job.id, task: req.task, urgency: req.urgency, ...(req.reason !== undefined && { reason: req.reason }), ...(req.params && { params: req.params }) });
+      r = await this.host.sup().runJob({ id: job.id, task: req.task, urgency: req.urgency, ...(req.reason !== undefined && { reason: req.reason }), ...(req.params && { params: req.params }) });
     } finally {
-      this.sup.off('job-start', onStart).off('job-progress', onProgress);
+      this.host.sup().off('job-start', onStart).off('job-progress', onProgress);
     }
     await started;
     if (r.outcome === 'skipped') return this.skipJob(job, r.code ?? 'E_LEASE_HELD', r.reason ?? 'skipped');
     Object.assign(job.maintenance!, { result: r.result, ...(r.appDurationMs !== undefined && { appDurationMs: r.appDurationMs }) });
     const state = r.outcome === 'succeeded' ? 'SUCCEEDED' : r.outcome === 'cancelled' ? 'CANCELLED' : 'FAILED';
-    return this.jobs.finish(job, state, { ...(r.code !== undefined && { code: r.code }), ...(r.reason !== undefined && { reason: r.reason }) });
+    return this.host.jobs().finish(job, state, { ...(r.code !== undefined && { code: r.code }), ...(r.reason !== undefined && { reason: r.reason }) });
   }
 
   private async skipJob(job: JobRecord, code: string, reason: string): Promise<JobRecord> {
-    this.log.warn({ event: 'daemon.job_skipped', jobId: job.id, task: job.maintenance?.task, code, reason }, `maintenance ${job.maintenance?.task} skipped: ${reason}`);
+    this.host.log.warn({ event: 'daemon.job_skipped', jobId: job.id, task: job.maintenance?.task, code, reason }, `maintenance ${job.maintenance?.task} skipped: ${reason}`);
     job.startedAt = undefined;
     this.host.metrics()?.jobSkipped(job.maintenance?.task ?? '-', code);
-    return this.jobs.finish(job, 'SKIPPED', { code, reason });
+    return this.host.jobs().finish(job, 'SKIPPED', { code, reason });
   }
 
   /** A scheduled task that does not run (outside the window, overlap, halted): a SKIPPED job in the history. */
   skipScheduledTask(t: ScheduleTask, schedule: string, code: string, reason: string): Promise<JobRecord> {
-    const job = this.jobs.create('maintenance', 'schedule');
+    const job = this.host.jobs().create('maintenance', 'schedule');
     job.maintenance = { task: t.task, urgency: t.urgency ?? 'normal', ...(t.params && { params: t.params }), schedule };
     return this.skipJob(job, code, reason);
   }
