@@ -1,15 +1,10 @@
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { lstatSync, mkdirSync, type Stats } from 'node:fs';
-import { chmod, open, rm } from 'node:fs/promises';
+import { chmod, rm } from 'node:fs/promises';
 import http from 'node:http';
-import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
-import { BatonError, ConfigError, errorMessage } from '../os/errors.js';
+import { BatonError, errorMessage } from '../os/errors.js';
+import { requiredRole, roleAllows, type AdminRole, type AdminTokens } from './admin-auth.js';
 import { AuditLog, type AuditLimits } from './audit.js';
 import { ConnectionGuard, isLoopback } from './conn-guard.js';
 import { jsonTextDepth, MAX_JSON_DEPTH, safeJson } from '../os/json-limits.js';
-import { readStateFile, setAside, tightenDir, UnsafePathError } from '../os/secure-fs.js';
 import type { Requester } from './jobs.js';
 import type { Logger } from '../os/log.js';
 
@@ -23,7 +18,7 @@ import type { Logger } from '../os/log.js';
  * requester's pid/uid in the audit log is what the client *claims* (headers
  * x-baton-client-pid/-uid/-user, sent by the baton CLI), marked `verified: false`.
  *
- * Roles read < write < admin (ROLE_OVERRIDES / requiredRole below), enforced on every
+ * Roles read < write < admin (admin-auth.ts: ROLE_OVERRIDES / requiredRole), enforced on every
  * route. A request with `Authorization: Bearer <token>` has the role of that token
  * (files `<stateDir>/tokens/<role>.token`); one without a token is `admin` on the Unix
  * socket (the file permission is the boundary) and refused (401) on TCP.
@@ -77,145 +72,9 @@ export function errorReply(status: number, code: string, message: string): Admin
   return { status, body: { error: { code, message } } };
 }
 
-// ---------------------------------------------------------------- roles and tokens
-
-export const ADMIN_ROLES = ['read', 'write', 'admin'] as const;
-export type AdminRole = (typeof ADMIN_ROLES)[number];
-const RANK: Record<AdminRole, number> = { read: 0, write: 1, admin: 2 };
-
-/**
- * Routes that need more than the rule in requiredRole gives them. `stop` ends the
- * service (an upgrade keeps it serving), so it is admin; a monitoring token (read) or a
- * deploy token (write) cannot take the service down.
- */
-export const ROLE_OVERRIDES: Readonly<Record<string, AdminRole>> = {
-  'POST /v1/stop': 'admin',
-};
-
-/**
- * The role a route ("METHOD /pattern", as in AdminServerOptions.routes) needs: its
- * override, else read for GET/HEAD and write for every other method, so a route added
- * later is guarded the day it exists.
- */
-export function requiredRole(routeKey: string): AdminRole {
-  const o = ROLE_OVERRIDES[routeKey];
-  if (o) return o;
-  const method = routeKey.slice(0, routeKey.indexOf(' '));
-  return method === 'GET' || method === 'HEAD' ? 'read' : 'write';
-}
-
-export function roleAllows(have: AdminRole, need: AdminRole): boolean {
-  return RANK[have] >= RANK[need];
-}
-
-const TOKEN_RE = /^[\x21-\x7e]{32,512}$/;
-
-/**
- * The per-role tokens: `<dir>/<role>.token` (dir 0700, files 0600), 32 random bytes as
- * hex, made at start when absent (an operator may also write their own: 32..512
- * printable characters). Only SHA-256 digests stay in memory; a presented token is
- * hashed and compared with every role's digest in constant time (timingSafeEqual on
- * equal-length digests, no early exit). Read at start: to rotate a token, replace its
- * file and restart `baton run`. Tokens are never logged.
- */
-export class AdminTokens {
-  private constructor(
-    readonly dir: string,
-    private readonly digests: ReadonlyMap<AdminRole, Buffer>,
-  ) {}
-
-  static async ensure(dir: string, log: Logger): Promise<AdminTokens> {
-    prepareTokensDir(dir, log);
-    const digests = new Map<AdminRole, Buffer>();
-    const seen = new Map<string, AdminRole>();
-    for (const role of ADMIN_ROLES) {
-      const file = tokenPath(dir, role);
-      // O_NOFOLLOW | O_NONBLOCK + fstat: a link, a FIFO, a device, another user's file or one
-      // others may read is never read (nor chmod-ed): it is set aside and a new token made.
-      let read = await readStateFile(file, MAX_TOKEN_FILE_BYTES, { private: true });
-      if (read.kind === 'untrusted') {
-        const aside = await setAside(file, 'untrusted');
-        log.warn({ event: 'admin.token_untrusted', role, file, setAsideAs: aside, reason: read.reason }, `token file ${file} ${read.reason}: it cannot be trusted; set aside as ${aside}, making a new ${role} token`);
-        read = { kind: 'missing' };
-      }
-      let created = false;
-      if (read.kind === 'missing') {
-        created = await createToken(file);
-        read = await readStateFile(file, MAX_TOKEN_FILE_BYTES, { private: true });
-        if (read.kind !== 'ok') throw new UnsafePathError('E_UNSAFE_PATH', `token file ${file}: ${read.kind === 'untrusted' ? read.reason : 'vanished'} right after it was made`, { path: file });
-      }
-      const token = read.text.trim();
-      if (!TOKEN_RE.test(token)) {
-        throw new ConfigError('E_CONFIG', `${file}: expected a token of 32..512 printable characters without spaces (baton writes 64 hex digits); delete the file to have a new one made`, { field: 'tokens' });
-      }
-      const digest = sha256(token);
-      const dup = seen.get(digest.toString('hex'));
-      if (dup) throw new ConfigError('E_CONFIG', `${file}: the same token as ${tokenPath(dir, dup)}; every role needs its own token`, { field: 'tokens' });
-      seen.set(digest.toString('hex'), role);
-      digests.set(role, digest);
-      if (created) log.info({ event: 'admin.token_created', role, file }, `made the ${role} token ${file}`);
-    }
-    return new AdminTokens(dir, digests);
-  }
-
-  /** The role of a presented token, or undefined when it is none of ours. */
-  roleOf(token: string): AdminRole | undefined {
-    const d = sha256(token);
-    let found: AdminRole | undefined;
-    for (const role of ADMIN_ROLES) if (timingSafeEqual(d, this.digests.get(role)!) && found === undefined) found = role;
-    return found;
-  }
-}
-
-/** A token file is 32..512 characters and a newline: anything much larger is not one. */
-const MAX_TOKEN_FILE_BYTES = 1024;
-
-/**
- * The tokens dir: made 0700 when absent; refused when it is a link, not a directory or
- * not ours; tightened to 0700 (through an O_NOFOLLOW descriptor) when others may read it.
- */
-function prepareTokensDir(dir: string, log: Logger): void {
-  let st: Stats;
-  try {
-    st = lstatSync(dir);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    mkdirSync(dir, { mode: 0o700 });
-    st = lstatSync(dir);
-  }
-  const me = process.getuid?.();
-  if (st.isSymbolicLink()) throw new UnsafePathError('E_UNSAFE_PATH', `token dir ${dir} is a symbolic link; refusing to use it (remove it to have a new one made)`, { path: dir });
-  if (!st.isDirectory()) throw new UnsafePathError('E_UNSAFE_PATH', `token dir ${dir} is not a directory; refusing to use it`, { path: dir });
-  if (me !== undefined && st.uid !== me) throw new UnsafePathError('E_UNSAFE_PATH', `token dir ${dir} is owned by uid ${st.uid}, not by this user (uid ${me}); refusing to use it`, { path: dir });
-  const was = tightenDir(dir);
-  if (was !== undefined) log.warn({ event: 'admin.tokens_dir_mode', dir, mode: was.toString(8) }, `token dir ${dir} was mode ${was.toString(8)}; set to 0700 (every token file in it is checked)`);
-}
-
-export function tokenPath(dir: string, role: AdminRole): string {
-  return path.join(dir, `${role}.token`);
-}
-
-/** Creates the token file when absent ('wx': an existing token is never overwritten). */
-async function createToken(file: string): Promise<boolean> {
-  let fh;
-  try {
-    fh = await open(file, 'wx', 0o600);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw err;
-  }
-  try {
-    await fh.writeFile(`${randomBytes(32).toString('hex')}\n`);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  return true;
-}
-
-function sha256(text: string): Buffer {
-  return createHash('sha256').update(text, 'utf8').digest();
-}
+/** The roles and tokens (admin-auth.ts) and the client (admin-client.ts), for the tests and benches that import them from here. */
+export { ADMIN_ROLES, AdminTokens, requiredRole, roleAllows, ROLE_OVERRIDES, tokenPath, type AdminRole } from './admin-auth.js';
+export { AdminClientError, adminRequest, adminSocketLive, type AdminTarget, type ClientReply } from './admin-client.js';
 
 // ---------------------------------------------------------------- server
 
@@ -572,134 +431,8 @@ function unknownRequester(): Requester {
   return { verified: false };
 }
 
-
 function toJson(v: unknown): string {
   return JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? x.toString() : x));
-}
-
-// ---------------------------------------------------------------- client (the CLI)
-
-export class AdminClientError extends BatonError {}
-
-export interface ClientReply {
-  status: number;
-  body: Record<string, unknown>;
-}
-
-/** Where a client sends admin requests: the Unix socket (default) or a TCP listener, with an optional token. */
-export interface AdminTarget {
-  socketPath?: string | undefined;
-  tcp?: { host: string; port: number } | undefined;
-  /** Sent as "Authorization: Bearer <token>"; required on TCP. */
-  token?: string | undefined;
-}
-
-/**
- * One request to the admin API (a socket path, or an AdminTarget). For NDJSON replies,
- * `onLine` gets every line but the last; the last line is the returned body. A progress
- * line (a `type` other than "result") is passed on as soon as it arrives, not when the
- * next one does, so a live display does not lag one step behind. Connect
- * failures are E_NOT_RUNNING (no socket / nobody listening).
- */
-export function adminRequest(
-  target: string | AdminTarget,
-  method: string,
-  urlPath: string,
-  body?: unknown,
-  opts: { onLine?: (line: Record<string, unknown>) => void; timeoutMs?: number } = {},
-): Promise<ClientReply> {
-  return new Promise((resolve, reject) => {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const t: AdminTarget = typeof target === 'string' ? { socketPath: target } : target;
-    const where = t.tcp ? `tcp://${t.tcp.host.includes(':') ? `[${t.tcp.host}]` : t.tcp.host}:${t.tcp.port}` : t.socketPath;
-    const req = http.request(
-      {
-        ...(t.tcp ? { host: t.tcp.host, port: t.tcp.port } : { socketPath: t.socketPath }),
-        method,
-        path: urlPath,
-        headers: {
-          'content-type': 'application/json',
-          ...(t.token !== undefined && { authorization: `Bearer ${t.token}` }),
-          ...(payload !== undefined && { 'content-length': Buffer.byteLength(payload) }),
-          'x-baton-client-pid': String(process.pid),
-          'x-baton-client-uid': String(process.getuid?.() ?? ''),
-          'x-baton-client-user': safeUser(),
-        },
-        timeout: opts.timeoutMs ?? 0,
-      },
-      (res) => {
-        res.setEncoding('utf8');
-        let buf = '';
-        let last: Record<string, unknown> | undefined;
-        let lastProgress: Record<string, unknown> | undefined;
-        const ndjson = String(res.headers['content-type'] ?? '').startsWith('application/x-ndjson');
-        const take = (line: string): void => {
-          if (line.trim() === '') return;
-          let parsed: Record<string, unknown>;
-          try {
-            parsed = JSON.parse(line) as Record<string, unknown>;
-          } catch {
-            parsed = { error: { code: 'E_BAD_REPLY', message: `unparseable reply line: ${line.slice(0, 200)}` } };
-          }
-          if (last !== undefined) opts.onLine?.(last);
-          last = undefined;
-          if (ndjson && typeof parsed.type === 'string' && parsed.type !== 'result') {
-            lastProgress = parsed;
-            opts.onLine?.(parsed);
-          } else {
-            last = parsed;
-          }
-        };
-        res.on('data', (chunk: string) => {
-          buf += chunk;
-          let nl: number;
-          while ((nl = buf.indexOf('\n')) >= 0) {
-            take(buf.slice(0, nl));
-            buf = buf.slice(nl + 1);
-          }
-        });
-        res.on('end', () => {
-          take(buf);
-          last ??= lastProgress;
-          if (last === undefined) return reject(new AdminClientError('E_BAD_REPLY', `empty reply from the supervisor (HTTP ${res.statusCode})`));
-          resolve({ status: res.statusCode ?? 0, body: last });
-        });
-        res.on('error', reject);
-        res.on('aborted', () => reject(new AdminClientError('E_CONNECTION_LOST', 'the supervisor closed the connection before the reply was complete')));
-      },
-    );
-    req.on('timeout', () => req.destroy(new AdminClientError('E_TIMEOUT', `no reply from the supervisor within ${opts.timeoutMs} ms`)));
-    req.on('error', (err: NodeJS.ErrnoException) => {
-      if (err instanceof AdminClientError) return reject(err);
-      if (err.code === 'ENOENT' || err.code === 'ECONNREFUSED') {
-        return reject(new AdminClientError('E_NOT_RUNNING', t.tcp ? `no supervisor answers at ${where}` : `no supervisor is running for this state dir (nothing answers at ${where})`));
-      }
-      if (err.code === 'EACCES') return reject(new AdminClientError('E_ACCESS', `permission denied on ${where}: the admin socket is only for the user baton runs as (and root)`));
-      if (err.code === 'ECONNRESET') return reject(new AdminClientError('E_CONNECTION_LOST', 'the supervisor closed the connection'));
-      reject(new AdminClientError('E_ADMIN', `admin request failed: ${errorMessage(err)}`));
-    });
-    req.end(payload);
-  });
-}
-
-/** Is a supervisor answering on this admin socket? (A stale socket file refuses.) */
-export function adminSocketLive(socketPath: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(socketPath);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
-
-function safeUser(): string {
-  try {
-    return os.userInfo().username;
-  } catch {
-    return '';
-  }
 }
 
 /** The request target as a URL, or undefined when it is not a plain absolute path. */

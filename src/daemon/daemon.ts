@@ -1,30 +1,32 @@
-import { lstat, rm } from 'node:fs/promises';
-import http from 'node:http';
+import { rm } from 'node:fs/promises';
 import path from 'node:path';
-import { AdminServer, AdminTokens, adminSocketLive, errorReply, type AdminContext, type AdminReply, type AdminRequest } from './admin.js';
+import { AdminServer } from './admin.js';
+import { AdminRoutes } from './admin-routes.js';
+import { AdminTokens } from './admin-auth.js';
+import { adminSocketLive } from './admin-client.js';
 import type { RunConfig } from './config.js';
-import { BatonError, ConfigError, HandoffError, errorMessage } from '../os/errors.js';
-import { ensureSecureDir, setAside, tightenDir, UnsafePathError } from '../os/secure-fs.js';
-import { Journal } from '../supervisor/journal.js';
-import { MAX_PARAMS_BYTES, MAX_PARAMS_DEPTH, safeJson, valueDepth } from '../os/json-limits.js';
-import { JobStore, type JobRecord, type JobTrigger, type Requester } from './jobs.js';
-import { adoptSystemdListeners, bindListeners, type HeldListener } from '../os/listeners.js';
-import { LifecycleLog, MAX_LIFECYCLE_RECORDS } from './lifecycle.js';
-import { lockHolder } from '../os/lock.js';
+import { BatonError, ConfigError, errorMessage } from '../os/errors.js';
+import { JobStore } from './jobs.js';
+import { adoptSystemdListeners, type HeldListener } from '../os/listeners.js';
+import { LifecycleLog } from './lifecycle.js';
 import { HeapCompactor } from '../supervisor/memory.js';
 import { createLogger, type Logger } from '../os/log.js';
 import { Supervisor } from '../supervisor/supervisor.js';
-import { URGENCIES, type JobProgressSnapshot, type JobResult, type Urgency } from '../supervisor/lease.js';
-import type { HandoffSpec, ShutdownReason } from '../supervisor/options.js';
+import type { ShutdownReason } from '../supervisor/options.js';
 import type { HandoffResult } from '../supervisor/results.js';
-import { type ProbeEntry } from '../supervisor/probes.js';
 import { type SupervisorPhase } from '../supervisor/phases.js';
 import type { SupervisorMetrics } from './metrics.js';
 import { SystemdNotifier } from './systemd.js';
-import { ScheduleRunLog, type RunSummary } from './schedule-runs.js';
-import { ScheduleError } from './schedule-error.js';
-import { ScheduleStore, type Schedule, type ScheduleTask } from './schedules.js';
+import { ScheduleRunLog } from './schedule-runs.js';
+import { ScheduleStore } from './schedules.js';
 import { Scheduler } from './scheduler.js';
+import { adminSocketPath, adminTokensDir, prepareStateDir } from './state-dir.js';
+import { installFaultPolicy } from './fault-policy.js';
+import { bindOrTakeOver } from './takeover.js';
+import { aggregateHealth, type HealthReport } from './health.js';
+import { HealthWatch } from './health-watch.js';
+import { handoffSpec, HandoffJobs, servingStatus } from './handoff-jobs.js';
+import { MaintenanceJobs } from './maintenance-jobs.js';
 
 /**
  * `baton run`: the long-lived supervisor process. Order at start: (config was
@@ -36,83 +38,9 @@ import { Scheduler } from './scheduler.js';
 
 export const EXIT = { ok: 0, error: 1, crashLoop: 4 } as const;
 
-export function adminSocketPath(stateDir: string): string {
-  return path.join(stateDir, 'admin.sock');
-}
-
-/** Per-role admin tokens: <stateDir>/tokens/{read,write,admin}.token (admin.ts AdminTokens). */
-export function adminTokensDir(stateDir: string): string {
-  return path.join(stateDir, 'tokens');
-}
-
-/**
- * Creates the state dir 0700 and checks every component of its path (secure-fs.ts
- * ensureSecureDir: lstat from / down, root's or ours, no link we did not make, nothing
- * writable by others but sticky dirs); refuses a state dir others may write; tightens
- * one others may only read, through an O_NOFOLLOW descriptor. Entries baton makes inside
- * it that are directories (control/, tokens/) must be ours and not links.
- */
-export async function prepareStateDir(dir: string, log: Logger): Promise<void> {
-  ensureSecureDir(dir, '"stateDir":');
-  const was = tightenDir(dir);
-  if (was !== undefined) log.warn({ event: 'daemon.state_dir_mode', dir, mode: was.toString(8) }, `state dir ${dir} was mode ${was.toString(8)}; set to 0700`);
-  const control = path.join(dir, 'control');
-  const st = await lstat(control).catch(() => undefined);
-  const me = process.getuid?.();
-  if (st && (st.isSymbolicLink() || !st.isDirectory() || (me !== undefined && st.uid !== me))) {
-    throw new UnsafePathError('E_UNSAFE_PATH', `${control} is ${st.isSymbolicLink() ? 'a symbolic link' : !st.isDirectory() ? 'not a directory' : `owned by uid ${st.uid}`}; refusing to use it (remove it to have a new one made)`, { path: control });
-  }
-}
-
-/**
- * What `baton run` does with an error nobody caught (an unhandled rejection, an uncaught
- * exception): it logs it (`daemon.fault`, with the stack) and keeps supervising. Exiting
- * would orphan the app — it serves on without a supervisor, nobody restarts it, and the
- * next `baton run` has to take its listeners back with a gap — which is worse than
- * going on with one failed request or timer callback behind. Requests cannot get here
- * (admin.ts answers every failure), so a fault is a bug, not an attack. A storm (more
- * than `maxPerMinute` faults in 60 s) means the supervisor may be broken for good:
- * `onStorm` runs once (the daemon stops the app gracefully and exits 1).
- */
-export function installFaultPolicy(log: Logger, opts: { onStorm: () => void; maxPerMinute?: number }): () => void {
-  const max = opts.maxPerMinute ?? 20;
-  const times: number[] = [];
-  let stormed = false;
-  const fault = (kind: 'unhandledRejection' | 'uncaughtException', err: unknown): void => {
-    const now = Date.now();
-    times.push(now);
-    while (times.length > 0 && times[0]! < now - 60_000) times.shift();
-    try {
-      log.error({ event: 'daemon.fault', kind, err: errorMessage(err), stack: err instanceof Error ? err.stack : undefined, inLastMinute: times.length }, `${kind}: ${errorMessage(err)}; the supervisor keeps running`);
-    } catch {
-      // logging must not turn one fault into another
-    }
-    if (times.length > max && !stormed) {
-      stormed = true;
-      log.fatal({ event: 'daemon.fault_storm', inLastMinute: times.length, max }, `${times.length} uncaught errors in a minute: stopping`);
-      opts.onStorm();
-    }
-  };
-  const onRejection = (reason: unknown): void => fault('unhandledRejection', reason);
-  const onException = (err: Error): void => fault('uncaughtException', err);
-  process.on('unhandledRejection', onRejection);
-  process.on('uncaughtException', onException);
-  return () => {
-    process.off('unhandledRejection', onRejection);
-    process.off('uncaughtException', onException);
-  };
-}
-
-/** What an upgrade request may set (POST /v1/upgrade body, baton upgrade flags), in seconds. */
-const UPGRADE_FIELDS = ['deadlineS', 'drainGraceS', 'readyTimeoutS', 'leaseWaitS'] as const;
-type UpgradeRequest = { [K in (typeof UPGRADE_FIELDS)[number]]?: number };
-function isUpgradeField(k: string): k is (typeof UPGRADE_FIELDS)[number] {
-  return (UPGRADE_FIELDS as readonly string[]).includes(k);
-}
-
-interface UpgradeEvents {
-  onEvent?: (line: Record<string, unknown>) => void;
-}
+/** The state dir's paths and the fault policy, for the CLI and the tests that import them from here. */
+export { adminSocketPath, adminTokensDir, prepareStateDir } from './state-dir.js';
+export { installFaultPolicy } from './fault-policy.js';
 
 export class Daemon {
   private readonly log: Logger;
@@ -128,23 +56,21 @@ export class Daemon {
   private admin: AdminServer | undefined;
   private notifier: SystemdNotifier | undefined;
   private metrics: SupervisorMetrics | undefined;
-  private upgrading: Promise<unknown> | undefined;
   private stopPromise: Promise<void> | undefined;
   private exitCode: number = EXIT.ok;
   private finished!: (code: number) => void;
   /** Resolves with the process exit code. */
   readonly done: Promise<number>;
   private phaseStartedAt = Date.now();
-  /** STATUS=upgrading: PHASE lines only for upgrades (not cold starts and restarts). */
-  private notifyPhases = false;
-  /** Periodic health check (healthIntervalS): the timer, the check in flight, the last result. */
-  private healthTimer: NodeJS.Timeout | undefined;
+  /** Upgrades, rollbacks and restarts as jobs (handoff-jobs.ts); maintenance runs (maintenance-jobs.ts). */
+  private readonly handoffs: HandoffJobs;
+  private readonly maintenance: MaintenanceJobs;
+  /** The periodic health check (health-watch.ts). */
+  private readonly healthWatch: HealthWatch;
   /** A full GC shortly after each handoff (src/memory.ts). */
   private readonly compactor: HeapCompactor;
-  private healthCheck: Promise<void> | undefined;
   /** Uninstalls the process-level fault policy (installFaultPolicy). */
   private removeFaultPolicy: (() => void) | undefined;
-  private lastHealth: { status: HealthStatus; probes: Map<string, { status: HealthStatus; message: string; source: string }> } | undefined;
 
   constructor(
     private readonly cfg: RunConfig,
@@ -152,6 +78,31 @@ export class Daemon {
   ) {
     this.log = createLogger('baton', { service: cfg.name });
     this.compactor = new HeapCompactor(this.log);
+    this.handoffs = new HandoffJobs({
+      log: this.log,
+      compactor: this.compactor,
+      sup: () => this.sup,
+      jobs: () => this.jobs,
+      notifier: () => this.notifier,
+      stopping: () => Boolean(this.stopPromise),
+    });
+    this.maintenance = new MaintenanceJobs({
+      log: this.log,
+      sup: () => this.sup,
+      jobs: () => this.jobs,
+      metrics: () => this.metrics,
+      stopping: () => Boolean(this.stopPromise),
+      upgrading: () => Boolean(this.handoffs.upgrading),
+    });
+    this.healthWatch = new HealthWatch({
+      log: this.log,
+      intervalS: cfg.healthIntervalS,
+      baking: () => this.sup.baking,
+      health: () => this.health(),
+      handoffUnderWay: () => this.handoffUnderWay(),
+      phaseStartedAt: () => this.phaseStartedAt,
+      rollback: (trigger, who, reason) => this.handoffs.rollback(trigger, who, reason),
+    });
     this.done = new Promise((r) => (this.finished = r));
   }
 
@@ -211,7 +162,7 @@ export class Daemon {
       if (cfg.listen.length) this.log.warn({ event: 'daemon.listen_ignored', listen: cfg.listenText }, 'systemd passed listening sockets (LISTEN_FDS); ignoring --listen/"listen"');
       this.listeners = adopted;
     } else if (cfg.listen.length) {
-      this.listeners = await this.bindOrTakeOver();
+      this.listeners = await bindOrTakeOver(cfg, this.log);
     }
     this.log.info({ event: 'daemon.listeners', listeners: this.listeners.map((l) => `${l.name}=${l.address}`), systemd: Boolean(adopted) }, 'listeners held');
 
@@ -243,14 +194,14 @@ export class Daemon {
     });
     this.sup.on('phase', (phase: SupervisorPhase) => {
       this.phaseStartedAt = Date.now();
-      if (this.notifyPhases) void this.notifier?.status(`upgrading: ${phase}`);
+      if (this.handoffs.notifyPhases) void this.notifier?.status(`upgrading: ${phase}`);
     });
     this.sup.on('crash-loop', (n: number) => void this.crashLoop(n));
     this.sup.on('incumbent-exit', (app: { pid: number }, exit: { code?: number; signal?: string } | undefined) => {
       this.log.error({ event: 'daemon.app_exited', pid: app.pid, ...exit }, `app (pid ${app.pid}) exited outside a handoff; restarting`);
       void this.notifier?.status(`app exited (pid ${app.pid}); restarting`);
     });
-    this.sup.on('restarted', (r: HandoffResult) => void this.recordRestart(r));
+    this.sup.on('restarted', (r: HandoffResult) => void this.handoffs.recordRestart(r));
 
     // The admin API object exists before the app starts so its TCP listener (adminListen)
     // is bound now: a taken port fails the start with nothing running. It answers 503
@@ -261,28 +212,25 @@ export class Daemon {
       log: this.log,
       tokens,
       tcp: cfg.adminListen,
-      routes: {
-        'GET /v1/status': () => this.status(),
-        'GET /v1/history': (req) => this.history(req),
-        'POST /v1/upgrade': (req, ctx) => this.upgradeRoute(req, ctx),
-        'POST /v1/rollback': (req, ctx) => this.rollbackRoute(req, ctx),
-        'POST /v1/stop': (req, ctx) => this.stopRoute(req, ctx),
-        'GET /v1/jobs': (req) => this.jobsRoute(req),
-        'POST /v1/jobs': (req, ctx) => this.runJobRoute(req, ctx),
-        'GET /v1/jobs/:id': (req) => this.jobRoute(req),
-        'POST /v1/jobs/:id/cancel': (req) => this.cancelJobRoute(req),
-        'GET /v1/health': () => this.healthRoute(),
-        'GET /v1/schedules': () => this.schedulesRoute(),
-        'POST /v1/schedules': (req) => this.scheduleChange(req, 'create'),
-        'GET /v1/schedules/:name': (req) => this.scheduleRoute(req),
-        'PUT /v1/schedules/:name': (req) => this.scheduleChange(req, 'replace'),
-        'PATCH /v1/schedules/:name': (req) => this.scheduleChange(req, 'patch'),
-        'DELETE /v1/schedules/:name': (req) => this.scheduleChange(req, 'delete'),
-        'POST /v1/schedules/:name/enable': (req) => this.scheduleChange(req, 'enable'),
-        'POST /v1/schedules/:name/disable': (req) => this.scheduleChange(req, 'disable'),
-        'POST /v1/schedules/:name/run': (req) => this.runScheduleRoute(req),
-        'GET /v1/lifecycle': (req) => this.lifecycleRoute(req),
-      },
+      routes: new AdminRoutes({
+        cfg,
+        log: this.log,
+        startedAt: this.startedAt,
+        sup: this.sup,
+        jobs: this.jobs,
+        lifecycle: this.lifecycle,
+        schedules: this.schedules,
+        scheduleRuns: this.scheduleRuns,
+        handoffs: this.handoffs,
+        maintenance: this.maintenance,
+        listeners: () => this.listeners,
+        scheduler: () => this.scheduler,
+        adminTcpAddress: () => this.admin?.tcpAddress,
+        phaseStartedAt: () => this.phaseStartedAt,
+        stopping: () => Boolean(this.stopPromise),
+        health: () => this.health(),
+        stop: (timeoutMs, reason) => this.stop(timeoutMs, reason),
+      }).table(),
     });
     // The admin socket is bound before the app starts (it answers 503 E_STARTING until
     // generation 1 serves): a socket that cannot be bound fails the start with nothing running.
@@ -315,7 +263,7 @@ export class Daemon {
     } else {
       const job = this.jobs.create('handoff', 'cold-start');
       await this.jobs.start(job);
-      const result = await this.sup.start(this.handoffSpec({}));
+      const result = await this.sup.start(handoffSpec({}));
       await this.jobs.finishHandoff(job, result);
       if (result.outcome !== 'committed') {
         throw new BatonError('E_START_FAILED', `generation 1 did not start: ${result.reason ?? 'unknown reason'}`);
@@ -326,7 +274,7 @@ export class Daemon {
 
     process.on('SIGHUP', () => {
       this.log.info({ event: 'daemon.signal', signal: 'SIGHUP' }, 'SIGHUP: upgrading');
-      void this.upgrade('signal', undefined, {});
+      void this.handoffs.upgrade('signal', undefined, {});
     });
     for (const sig of ['SIGTERM', 'SIGINT'] as const) {
       process.on(sig, () => {
@@ -336,7 +284,7 @@ export class Daemon {
       });
     }
     const inc = this.sup.incumbent;
-    await this.notifier?.ready(this.servingStatus(), process.pid);
+    await this.notifier?.ready(servingStatus(this.sup), process.pid);
     this.notifier?.startWatchdog();
     const components = ['listeners', 'journal', 'app', 'admin', ...(this.admin.tcpAddress ? ['admin-tcp'] : [])];
     const startupMs = Date.now() - t0;
@@ -348,411 +296,17 @@ export class Daemon {
     // Lifecycle notice to the app (StartupCompleted), off the start-up path.
     void this.sup.notifyStartup(Date.now() - t0, components);
     this.startScheduler();
-    this.watchHealth();
+    this.healthWatch.start();
   }
 
-  private servingStatus(): string {
-    const inc = this.sup.incumbent;
-    return inc ? `serving generation ${this.sup.generation} (pid ${inc.pid})` : 'no app running';
-  }
-
-  private handoffSpec(req: UpgradeRequest): HandoffSpec {
-    return {
-      ...(req.leaseWaitS !== undefined && { leaseWaitMs: req.leaseWaitS * 1000 }),
-      ...(req.readyTimeoutS !== undefined && { readyMs: req.readyTimeoutS * 1000 }),
-      ...(req.deadlineS !== undefined && { deadlineMs: req.deadlineS * 1000 }),
-      ...(req.drainGraceS !== undefined && { drainGraceMs: req.drainGraceS * 1000 }),
-    };
-  }
-
-  /**
-   * One upgrade (a handoff job). Refused at once — a SKIPPED job — when another
-   * handoff runs (E_HANDOFF_IN_PROGRESS) or the supervisor is stopping (E_STOPPING).
-   */
-  async upgrade(trigger: JobTrigger, who: Requester | undefined, req: UpgradeRequest, ev: UpgradeEvents = {}): Promise<JobRecord> {
-    return this.handoffJob(trigger, who, () => this.sup.performHandoff(this.handoffSpec(req)), ev);
-  }
-
-  /**
-   * Goes back to the last known-good build (Supervisor.rollback): `baton rollback`
-   * (trigger admin), or by itself when the new build goes CRITICAL inside its bake
-   * window (trigger rollback). A handoff job whose `handoff.rollback` says from what to
-   * what and why; SKIPPED (E_NO_ROLLBACK_TARGET) when there is nothing to go back to.
-   */
-  async rollback(trigger: JobTrigger, who: Requester | undefined, reason: string, ev: UpgradeEvents = {}): Promise<JobRecord> {
-    this.log.warn({ event: 'daemon.rollback', trigger, reason }, `rolling back: ${reason}`);
-    return this.handoffJob(trigger, who, () => this.sup.rollback({ reason, automatic: trigger === 'rollback' }), ev);
-  }
-
-  /** One handoff job (upgrade or rollback): refusals, progress events, systemd status, the record. */
-  private async handoffJob(trigger: JobTrigger, who: Requester | undefined, start: () => Promise<HandoffResult>, ev: UpgradeEvents): Promise<JobRecord> {
-    const job = this.jobs.create('handoff', trigger, who);
-    // performHandoff enters its first phase synchronously, so `phase` tells whether one runs.
-    if (this.stopPromise) return this.refused(job, new HandoffError('E_STOPPING', 'the supervisor is stopping'));
-    if (this.upgrading || this.sup.phase !== 'idle') {
-      return this.refused(job, new HandoffError('E_HANDOFF_IN_PROGRESS', `a handoff is already running (phase ${this.sup.phase})`));
-    }
-    const onPhase = (phase: string): void => ev.onEvent?.({ type: 'phase', phase, elapsedMs: Date.now() - Date.parse(job.createdAt) });
-    const onDrained = (m: { openConnsRemaining: number }): void => ev.onEvent?.({ type: 'drained', openConnsRemaining: m.openConnsRemaining });
-    const onSeal = (done: number, total: number): void => ev.onEvent?.({ type: 'seal', done, total });
-    const onLeaseWait = (jobId: string, waitMs: number): void => ev.onEvent?.({ type: 'lease-wait', jobId, waitMs });
-    ev.onEvent?.({ type: 'accepted', jobId: job.id });
-    void this.notifier?.reloading('upgrading');
-    const stopExtending = this.notifier?.startExtending(); // EXTEND_TIMEOUT_USEC while it runs
-    this.sup.on('phase', onPhase).on('drained', onDrained).on('sealProgress', onSeal).on('lease-wait', onLeaseWait);
-    this.notifyPhases = true;
-    const result = start();
-    result.catch(() => undefined); // awaited below
-    const started = this.jobs.start(job);
-    const run = (async () => {
-      try {
-        await started;
-        const r = await result;
-        this.log.info({ event: 'daemon.upgrade_done', jobId: job.id, outcome: r.outcome, reason: r.reason }, `upgrade ${r.outcome}${r.reason ? `: ${r.reason}` : ''}`);
-        return await this.jobs.finishHandoff(job, r);
-      } catch (err) {
-        if (err instanceof HandoffError && ['E_HANDOFF_IN_PROGRESS', 'E_LEASE_HELD', 'E_NO_ROLLBACK_TARGET'].includes(err.code)) return this.refused(job, err);
-        return this.jobs.finish(job, 'FAILED', { code: err instanceof BatonError ? err.code : 'E_INTERNAL', reason: errorMessage(err) });
-      } finally {
-        stopExtending?.();
-        this.notifyPhases = false;
-        this.sup.off('phase', onPhase).off('drained', onDrained).off('sealProgress', onSeal).off('lease-wait', onLeaseWait);
-        void this.notifier?.ready(this.servingStatus());
-        this.compactor.afterHandoff();
-      }
-    })();
-    this.upgrading = run;
-    try {
-      return await run;
-    } finally {
-      if (this.upgrading === run) this.upgrading = undefined;
-    }
-  }
-
-  private async refused(job: JobRecord, err: unknown): Promise<JobRecord> {
-    const code = err instanceof BatonError ? err.code : 'E_INTERNAL';
-    this.log.warn({ event: 'daemon.handoff_refused', trigger: job.trigger, code, reason: errorMessage(err) }, `${job.trigger === 'admin' || job.trigger === 'signal' ? 'handoff' : job.trigger} refused: ${errorMessage(err)}`);
-    job.startedAt = undefined;
-    return this.jobs.finish(job, 'SKIPPED', { code, reason: errorMessage(err) });
-  }
-
-  /**
-   * Binds the listeners. A supervisor that bound them itself and was killed leaves its
-   * incumbent serving on them, and JS has no way to take the sockets back from it
-   * (ARCHITECTURE.md, open problems). When a port is taken and the journal names a live
-   * app of that supervisor, that app is stopped gracefully (Shutdown: drain, seal, exit)
-   * and the listeners bound again: the service comes back supervised after a short gap
-   * (refused connections for a cold start), instead of a start that fails forever while
-   * an orphan serves unsupervised. systemd socket activation avoids the gap.
-   */
-  private async bindOrTakeOver(): Promise<HeldListener[]> {
-    const cfg = this.cfg;
-    try {
-      return bindListeners(cfg.listen);
-    } catch (err) {
-      if (!(err instanceof BatonError) || err.details?.errno !== 'EADDRINUSE') throw err;
-      // A journal that cannot be read says nothing about who holds the port: say so (not
-      // "another program holds it"), and set it aside so the next start is not misled too.
-      const journalPath = path.join(cfg.stateDir, 'handoff.journal');
-      const unreadable = await new Journal(journalPath).read().then(
-        () => undefined,
-        (e: unknown) => errorMessage(e),
-      );
-      if (unreadable !== undefined) {
-        const aside = await setAside(journalPath, 'corrupt').catch(() => undefined);
-        this.log.error({ event: 'daemon.journal_unreadable', path: journalPath, err: unreadable, setAsideAs: aside }, `journal unreadable: ${unreadable}`);
-        throw new ConfigError(
-          'E_BIND_FAILED',
-          `${err.message}; the journal of an earlier supervisor on state dir ${cfg.stateDir} cannot be read (${unreadable})${aside ? `; it was set aside as ${aside}` : ''}, so an app that supervisor started may still hold the address: find the process listening on it and stop it, then start again`,
-          err.details,
-        );
-      }
-      const previous = new Supervisor({ command: cfg.command, listeners: [], dataDir: cfg.dataDir, stateDir: cfg.stateDir, log: this.log, restart: { enabled: false } });
-      const survivor = (await previous.recover())?.survivor;
-      if (!survivor) {
-        throw new ConfigError('E_BIND_FAILED', `${err.message}; no app of an earlier baton supervisor on state dir ${cfg.stateDir} is alive, so another program holds it`, err.details);
-      }
-      this.log.warn(
-        { event: 'daemon.takeover', pid: survivor.pid, generation: survivor.generation, address: err.details?.address },
-        `${String(err.details?.address)} is held by generation ${survivor.generation} (pid ${survivor.pid}) of a supervisor that died; stopping it gracefully to bind the listeners again`,
-      );
-      await previous.stop(cfg.stopTimeoutS * 1000);
-      return bindListeners(cfg.listen);
-    }
-  }
-
-  // ---- maintenance jobs ------------------------------------------------------------
-
-  /**
-   * One maintenance run (a job of kind 'maintenance'), inside the incumbent. Lease policy
-   * (ARCHITECTURE.md "One lease"): SKIPPED at once when a handoff runs or waits, a
-   * restart is scheduled, another job runs, or the supervisor stops.
-   */
-  async runMaintenance(
-    trigger: JobTrigger,
-    who: Requester | undefined,
-    req: { task: string; urgency: Urgency; reason?: string | undefined; params?: Record<string, unknown> | undefined; schedule?: string | undefined },
-    ev: UpgradeEvents = {},
-  ): Promise<JobRecord> {
-    const job = this.jobs.create('maintenance', trigger, who);
-    job.maintenance = {
-      task: req.task,
-      urgency: req.urgency,
-      ...(req.reason && { requestReason: req.reason }),
-      ...(req.params && Object.keys(req.params).length > 0 && { params: req.params }),
-      ...(req.schedule && { schedule: req.schedule }),
-    };
-    // No line before the job starts: a refusal is then a plain 409/503 reply, not a 200 stream.
-    if (this.stopPromise) return this.skipJob(job, 'E_STOPPING', 'the supervisor is stopping');
-    if (this.upgrading) return this.skipJob(job, 'E_LEASE_HELD', `lease held by ${this.sup.leaseHolder() ?? 'a handoff (an upgrade is starting)'}`);
-    let started: Promise<void> = Promise.resolve();
-    const onStart = (r: { id: string; pid: number; generation: number }): void => {
-      if (r.id !== job.id) return;
-      Object.assign(job.maintenance!, { pid: r.pid, generation: r.generation });
-      started = this.jobs.start(job);
-      ev.onEvent?.({ type: 'started', jobId: job.id, task: req.task, pid: r.pid, generation: r.generation });
-    };
-    const onProgress = (id: string, p: JobProgressSnapshot): void => {
-      if (id !== job.id) return;
-      job.maintenance!.progress = { done: p.done, total: p.total, counters: p.counters, at: new Date(p.at).toISOString() };
-      ev.onEvent?.({ type: 'progress', done: p.done, total: p.total, counters: p.counters });
-    };
-    this.sup.on('job-start', onStart).on('job-progress', onProgress);
-    let r: JobResult;
-    try {
-      r = await this.sup.runJob({ id: job.id, task: req.task, urgency: req.urgency, ...(req.reason !== undefined && { reason: req.reason }), ...(req.params && { params: req.params }) });
-    } finally {
-      this.sup.off('job-start', onStart).off('job-progress', onProgress);
-    }
-    await started;
-    if (r.outcome === 'skipped') return this.skipJob(job, r.code ?? 'E_LEASE_HELD', r.reason ?? 'skipped');
-    Object.assign(job.maintenance!, { result: r.result, ...(r.appDurationMs !== undefined && { appDurationMs: r.appDurationMs }) });
-    const state = r.outcome === 'succeeded' ? 'SUCCEEDED' : r.outcome === 'cancelled' ? 'CANCELLED' : 'FAILED';
-    return this.jobs.finish(job, state, { ...(r.code !== undefined && { code: r.code }), ...(r.reason !== undefined && { reason: r.reason }) });
-  }
-
-  private async skipJob(job: JobRecord, code: string, reason: string): Promise<JobRecord> {
-    this.log.warn({ event: 'daemon.job_skipped', jobId: job.id, task: job.maintenance?.task, code, reason }, `maintenance ${job.maintenance?.task} skipped: ${reason}`);
-    job.startedAt = undefined;
-    this.metrics?.jobSkipped(job.maintenance?.task ?? '-', code);
-    return this.jobs.finish(job, 'SKIPPED', { code, reason });
+  /** A handoff runs or waits for the lease, a restart is scheduled, or we stop: no health check starts (health-watch.ts). */
+  private handoffUnderWay(): boolean {
+    return Boolean(this.stopPromise || this.handoffs.upgrading) || this.sup.busy || this.sup.phase !== 'idle';
   }
 
   /** Aggregated health: the supervisor's own checks, the app's probes, the supervisor's view. */
-  async health(): Promise<HealthReport> {
-    const inc = this.sup.incumbent;
-    const probes: (ProbeEntry & { source: 'supervisor' | 'app'; stale?: boolean })[] = [];
-    if (!inc?.alive) {
-      probes.push({ name: 'app', source: 'supervisor', status: 'CRITICAL', message: 'no app running' });
-    } else {
-      const http = await probeHealth(this.listeners);
-      probes.push({ name: 'http', source: 'supervisor', status: http.status, message: http.detail, ...(http.ms !== undefined && { ms: http.ms }) });
-      const app = await this.sup.probe();
-      if (app) {
-        for (const e of app) probes.push({ ...e, source: 'app' });
-      } else if (this.sup.lastProbes) {
-        // A handoff holds the incumbent's connection: the newest answer, marked stale.
-        for (const e of this.sup.lastProbes.entries) probes.push({ ...e, source: 'app', stale: true });
-      }
-    }
-    const status = worst(probes.map((p) => p.status));
-    this.metrics?.probes(probes, status);
-    const holder = await lockHolder(this.cfg.dataDir).catch(() => undefined);
-    return {
-      status,
-      checkedAt: new Date().toISOString(),
-      probes,
-      supervisor: {
-        generation: this.sup.generation,
-        appPid: inc?.pid ?? null,
-        phase: this.sup.phase,
-        lease: this.sup.leaseHolder() ?? null,
-        lock: holder ? { pid: holder.owner.pid, alive: holder.alive, since: holder.owner.acquiredAt } : null,
-        lastHandoff: this.jobs.lastOf('handoff') ?? null,
-        runningJob: this.sup.runningJob ?? null,
-      },
-    };
-  }
-
-  /**
-   * Every healthIntervalS (0 = off): a health check that logs `health.changed` when the
-   * aggregate or any probe's status changes (messages alone do not count: they carry
-   * counters), and refreshes the probe gauges. No check starts while a handoff runs or
-   * waits for the lease, a restart is scheduled or we stop: the app cannot be asked then
-   * and /healthz fails on purpose while it drains. A check already in flight holds the
-   * incumbent's connection for one probe round trip (the app answers within 10 ms), so it
-   * never holds up an upgrade for longer than that; its result is dropped if one started.
-   */
-  private watchHealth(): void {
-    const everyS = this.cfg.healthIntervalS;
-    if (!(everyS > 0)) return;
-    this.healthTimer = setInterval(() => {
-      if (this.healthCheck || this.handoffUnderWay()) return;
-      this.healthCheck = this.checkHealth().finally(() => (this.healthCheck = undefined));
-    }, everyS * 1000);
-    this.healthTimer.unref();
-  }
-
-  /** A new build that is CRITICAL inside its bake window is rolled back (one check is enough: CRITICAL means it cannot serve). */
-  private rollbackIfCriticalWhileBaking(report: Pick<HealthReport, 'status' | 'probes'>): void {
-    const baking = this.sup.baking;
-    if (report.status !== 'CRITICAL' || !baking) return;
-    const critical = report.probes.filter((p) => p.status === 'CRITICAL').map((p) => `${p.name}: ${p.message}`);
-    const afterS = ((Date.now() - Date.parse(baking.committedAt)) / 1000).toFixed(1);
-    void this.rollback('rollback', undefined, `health CRITICAL ${afterS} s after generation ${baking.generation} committed, inside its bake window (${critical.join('; ') || 'no detail'})`);
-  }
-
-  private handoffUnderWay(): boolean {
-    return Boolean(this.stopPromise || this.upgrading) || this.sup.busy || this.sup.phase !== 'idle';
-  }
-
-  private async checkHealth(): Promise<void> {
-    const phaseMark = this.phaseStartedAt; // moves on every handoff phase
-    const report: Pick<HealthReport, 'status' | 'probes'> = await this.health().catch((err: unknown) => ({
-      status: 'UNKNOWN' as const,
-      probes: [{ name: 'health', source: 'supervisor' as const, status: 'UNKNOWN' as const, message: `health check failed: ${errorMessage(err)}` }],
-    }));
-    if (this.handoffUnderWay() || this.phaseStartedAt !== phaseMark) return; // a handoff came in meanwhile: this result may be its drain
-    const probes = new Map(report.probes.map((p) => [p.name, { status: p.status, message: p.message, source: p.source }]));
-    this.rollbackIfCriticalWhileBaking(report);
-    const prev = this.lastHealth;
-    this.lastHealth = { status: report.status, probes };
-    const changed: { name: string; source: string; previous: HealthStatus | null; status: HealthStatus | null; message: string }[] = [];
-    for (const [name, p] of probes) {
-      const before = prev?.probes.get(name);
-      if (before?.status !== p.status) changed.push({ name, source: p.source, previous: before?.status ?? null, status: p.status, message: p.message });
-    }
-    for (const [name, p] of prev?.probes ?? []) {
-      if (!probes.has(name)) changed.push({ name, source: p.source, previous: p.status, status: null, message: `no longer reported (was: ${p.message})` });
-    }
-    this.log.debug({ event: 'health.checked', status: report.status }, `health ${report.status}`);
-    if (prev && prev.status === report.status && changed.length === 0) return;
-    const what = changed.map((c) => `${c.name} ${c.status ?? 'gone'}${c.message ? ` (${c.message})` : ''}`).join('; ');
-    this.log[report.status === 'OK' ? 'info' : 'warn'](
-      { event: 'health.changed', previous: prev?.status ?? null, status: report.status, changed },
-      `health ${prev?.status ?? 'first check'} -> ${report.status}${what ? `: ${what}` : ''}`,
-    );
-  }
-
-  private async recordRestart(r: HandoffResult): Promise<void> {
-    // A restart that went back to the last known-good build (the new one crashed in its bake window) is a rollback.
-    const job = this.jobs.create('handoff', r.rollback ? 'rollback' : 'restart');
-    job.startedAt = new Date(r.startedAt).toISOString();
-    await this.jobs.finishHandoff(job, r);
-    void this.notifier?.status(this.servingStatus());
-  }
-
-  // ---- admin routes --------------------------------------------------------------
-
-  private async status(): Promise<AdminReply> {
-    const inc = this.sup.incumbent;
-    const holder = await lockHolder(this.cfg.dataDir).catch(() => undefined);
-    const health = inc?.alive ? await probeHealth(this.listeners) : { status: 'UNKNOWN', detail: 'no app running' };
-    const body = {
-      name: this.cfg.name,
-      supervisor: { pid: process.pid, startedAt: new Date(this.startedAt).toISOString(), uptimeS: Math.round((Date.now() - this.startedAt) / 1000), stateDir: this.cfg.stateDir, dataDir: this.cfg.dataDir },
-      app: inc ? { pid: inc.pid, alive: inc.alive, generation: this.sup.generation } : null,
-      /** Something serves: an app process of ours is alive. When false the service is down. */
-      serving: Boolean(inc?.alive),
-      restartScheduled: this.sup.restartScheduled,
-      builds: { current: this.sup.builds.current() ?? null, lastGood: this.sup.builds.lastGood() ?? null },
-      health,
-      phase: this.sup.phase,
-      phaseElapsedMs: this.sup.phase === 'idle' ? undefined : Date.now() - this.phaseStartedAt,
-      stopping: Boolean(this.stopPromise),
-      listeners: this.listeners.map((l) => ({ name: l.name, address: l.address })),
-      lock: holder ? { pid: holder.owner.pid, alive: holder.alive, since: holder.owner.acquiredAt } : null,
-      runningJob: this.jobs.running() ?? null,
-      lastHandoff: this.jobs.lastOf('handoff') ?? null,
-      lastMaintenance: this.jobs.lastOf('maintenance') ?? null,
-      admin: { socket: adminSocketPath(this.cfg.stateDir), tcp: this.admin?.tcpAddress ?? null, tokens: adminTokensDir(this.cfg.stateDir) },
-      /** How the previous `baton run` on this state dir ended (lifecycle.json). */
-      previousShutdown: this.lifecycle.previousShutdown ?? null,
-      report: await this.health().then(
-        (r) => ({ status: r.status, probes: r.probes }),
-        (err: unknown) => ({ status: 'UNKNOWN', probes: [{ name: 'health', status: 'UNKNOWN', message: errorMessage(err) }] }),
-      ),
-    };
-    return { status: 200, body };
-  }
-
-  private async history(req: AdminRequest): Promise<AdminReply> {
-    const raw = req.query.get('limit') ?? '20';
-    const limit = Number(raw);
-    if (!/^\d+$/.test(raw) || limit < 1 || limit > 10_000) return errorReply(400, 'E_BAD_REQUEST', `limit: expected an integer in 1..10000 (got ${JSON.stringify(raw)})`);
-    return { status: 200, body: { jobs: this.jobs.list(limit) } };
-  }
-
-  private async upgradeRoute(req: AdminRequest, ctx: AdminContext): Promise<AdminReply> {
-    const spec: UpgradeRequest = {};
-    for (const [k, v] of Object.entries(req.body)) {
-      if (!isUpgradeField(k)) return errorReply(400, 'E_BAD_REQUEST', `"${k}": unknown field; known: ${UPGRADE_FIELDS.join(', ')}`);
-      const min = k === 'leaseWaitS' ? 0 : Number.MIN_VALUE;
-      if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > 86_400) return errorReply(400, 'E_BAD_REQUEST', `"${k}": expected a number of seconds in ${k === 'leaseWaitS' ? '[0' : '(0'}, 86400] (got ${JSON.stringify(v)})`);
-      spec[k] = v;
-    }
-    const job = await this.upgrade('admin', req.who, spec, { onEvent: (line) => ctx.stream(line) });
-    const status = job.state === 'SKIPPED' ? (job.code === 'E_HANDOFF_IN_PROGRESS' || job.code === 'E_LEASE_HELD' ? 409 : 503) : 200;
-    return { status, body: { type: 'result', job }, audit: { job: job.id, state: job.state, code: job.code } };
-  }
-
-  private async rollbackRoute(req: AdminRequest, ctx: AdminContext): Promise<AdminReply> {
-    const reason = req.body.reason;
-    if (Object.keys(req.body).some((k) => k !== 'reason')) return errorReply(400, 'E_BAD_REQUEST', `"${Object.keys(req.body).find((k) => k !== 'reason')}": unknown field; known: reason`);
-    if (reason !== undefined && (typeof reason !== 'string' || reason.length > 500)) return errorReply(400, 'E_BAD_REQUEST', '"reason": expected a string of at most 500 characters');
-    const job = await this.rollback('admin', req.who, (reason as string | undefined) ?? 'requested by an operator', { onEvent: (line) => ctx.stream(line) });
-    const status = job.state === 'SKIPPED' ? (job.code === 'E_HANDOFF_IN_PROGRESS' || job.code === 'E_LEASE_HELD' ? 409 : job.code === 'E_NO_ROLLBACK_TARGET' ? 422 : 503) : 200;
-    return { status, body: { type: 'result', job }, audit: { job: job.id, state: job.state, code: job.code } };
-  }
-
-  private async jobsRoute(req: AdminRequest): Promise<AdminReply> {
-    const raw = req.query.get('limit') ?? '20';
-    const limit = Number(raw);
-    if (!/^\d+$/.test(raw) || limit < 1 || limit > 10_000) return errorReply(400, 'E_BAD_REQUEST', `limit: expected an integer in 1..10000 (got ${JSON.stringify(raw)})`);
-    const kind = req.query.get('kind') ?? undefined;
-    if (kind !== undefined && kind !== 'handoff' && kind !== 'maintenance') return errorReply(400, 'E_BAD_REQUEST', `kind: expected handoff or maintenance (got ${JSON.stringify(kind)})`);
-    return { status: 200, body: { jobs: this.jobs.list(limit, kind) } };
-  }
-
-  private async jobRoute(req: AdminRequest): Promise<AdminReply> {
-    const job = this.jobs.get(req.params.id ?? '');
-    if (!job) return errorReply(404, 'E_NO_SUCH_JOB', `no job ${JSON.stringify(req.params.id)} in the history`);
-    return { status: 200, body: { job } };
-  }
-
-  /** POST /v1/jobs {task, urgency?, reason?, params?}: runs now; NDJSON progress lines, then {"type":"result","job"}. */
-  private async runJobRoute(req: AdminRequest, ctx: AdminContext): Promise<AdminReply> {
-    const known = ['task', 'urgency', 'reason', 'params'];
-    for (const k of Object.keys(req.body)) if (!known.includes(k)) return errorReply(400, 'E_BAD_REQUEST', `"${k}": unknown field; known: ${known.join(', ')}`);
-    const { task, urgency = 'normal', reason, params } = req.body as { task?: unknown; urgency?: unknown; reason?: unknown; params?: unknown };
-    if (typeof task !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(task)) return errorReply(400, 'E_BAD_REQUEST', `"task": expected a task name (1-64 of [A-Za-z0-9._-]) (got ${JSON.stringify(task)})`);
-    if (typeof urgency !== 'string' || !URGENCIES.includes(urgency as Urgency)) return errorReply(400, 'E_BAD_REQUEST', `"urgency": expected one of ${URGENCIES.join(', ')} (got ${JSON.stringify(urgency)})`);
-    if (reason !== undefined && (typeof reason !== 'string' || reason.length > 1024)) return errorReply(400, 'E_BAD_REQUEST', '"reason": expected a string of at most 1024 characters');
-    if (params !== undefined && (typeof params !== 'object' || params === null || Array.isArray(params))) return errorReply(400, 'E_BAD_REQUEST', '"params": expected a JSON object');
-    // Bounded: params are kept in jobs.json and sent to the app; a deep value there would fail every later read of the history.
-    if (params !== undefined && valueDepth(params, MAX_PARAMS_DEPTH) > MAX_PARAMS_DEPTH) return errorReply(400, 'E_BAD_REQUEST', `"params": nested deeper than ${MAX_PARAMS_DEPTH} levels`);
-    if (params !== undefined && Buffer.byteLength(safeJson(params) ?? '') > MAX_PARAMS_BYTES) return errorReply(400, 'E_BAD_REQUEST', `"params": at most ${MAX_PARAMS_BYTES} bytes of JSON`);
-    const job = await this.runMaintenance('admin', req.who, { task, urgency: urgency as Urgency, reason: reason as string | undefined, params: params as Record<string, unknown> | undefined }, { onEvent: (line) => ctx.stream(line) });
-    const status = job.state === 'SKIPPED' ? (job.code === 'E_LEASE_HELD' ? 409 : 503) : 200;
-    return { status, body: { type: 'result', job }, audit: { job: job.id, task, state: job.state, code: job.code } };
-  }
-
-  private async cancelJobRoute(req: AdminRequest): Promise<AdminReply> {
-    const job = this.jobs.get(req.params.id ?? '');
-    if (!job) return errorReply(404, 'E_NO_SUCH_JOB', `no job ${JSON.stringify(req.params.id)} in the history`);
-    if (job.kind !== 'maintenance') return errorReply(409, 'E_NOT_CANCELLABLE', `job ${job.id} is a handoff; handoffs are not cancelled (they abort on their own deadline)`);
-    if (job.state !== 'RUNNING' && job.state !== 'PENDING') return errorReply(409, 'E_NOT_RUNNING', `job ${job.id} is already ${job.state}`);
-    const reason = typeof req.body.reason === 'string' ? req.body.reason.slice(0, 1024) : 'cancelled over the admin API';
-    if (!this.sup.cancelJob(job.id, reason)) return errorReply(409, 'E_NOT_RUNNING', `job ${job.id} is not running in the app`);
-    return { status: 202, body: { cancelling: true, job }, audit: { job: job.id, cancel: true } };
-  }
-
-  /** GET /v1/lifecycle?limit=N: this run's id, lifecycle records newest first, the previous run's shutdown. */
-  private async lifecycleRoute(req: AdminRequest): Promise<AdminReply> {
-    const raw = req.query.get('limit') ?? String(MAX_LIFECYCLE_RECORDS);
-    const limit = Number(raw);
-    if (!/^\d+$/.test(raw) || limit < 1 || limit > MAX_LIFECYCLE_RECORDS) return errorReply(400, 'E_BAD_REQUEST', `limit: expected an integer in 1..${MAX_LIFECYCLE_RECORDS} (got ${JSON.stringify(raw)})`);
-    return { status: 200, body: { runId: this.lifecycle.runId, previousShutdown: this.lifecycle.previousShutdown ?? null, records: this.lifecycle.list(limit) } };
+  private health(): Promise<HealthReport> {
+    return aggregateHealth({ sup: this.sup, listeners: this.listeners, jobs: this.jobs, metrics: this.metrics, dataDir: this.cfg.dataDir });
   }
 
   // ---- schedules -------------------------------------------------------------------
@@ -764,82 +318,10 @@ export class Daemon {
       store: this.schedules,
       runs: this.scheduleRuns,
       log: this.log,
-      runTask: (t, name) => this.runMaintenance('schedule', undefined, { task: t.task, urgency: t.urgency ?? 'normal', reason: `schedule ${name}`, params: t.params, schedule: name }),
-      skipTask: (t, name, code, reason) => this.skipScheduledTask(t, name, code, reason),
+      runTask: (t, name) => this.maintenance.run('schedule', undefined, { task: t.task, urgency: t.urgency ?? 'normal', reason: `schedule ${name}`, params: t.params, schedule: name }),
+      skipTask: (t, name, code, reason) => this.maintenance.skipScheduledTask(t, name, code, reason),
     });
     this.scheduler.start();
-  }
-
-  /** A scheduled task that does not run (outside the window, overlap, halted): a SKIPPED job in the history. */
-  private skipScheduledTask(t: ScheduleTask, schedule: string, code: string, reason: string): Promise<JobRecord> {
-    const job = this.jobs.create('maintenance', 'schedule');
-    job.maintenance = { task: t.task, urgency: t.urgency ?? 'normal', ...(t.params && { params: t.params }), schedule };
-    return this.skipJob(job, code, reason);
-  }
-
-  /** A schedule as the API shows it: its record, next fire (ISO, null when disabled), whether it runs, its last run. */
-  private scheduleView(s: Schedule): Schedule & { nextFireAt: string | null; running: boolean; lastRun: RunSummary | null } {
-    const next = this.scheduler?.nextFireAt(s.name);
-    return { ...s, nextFireAt: next !== undefined ? new Date(next).toISOString() : null, running: this.scheduler?.isRunning(s.name) ?? false, lastRun: this.scheduleRuns.get(s.name) ?? null };
-  }
-
-  private async schedulesRoute(): Promise<AdminReply> {
-    return { status: 200, body: { schedules: this.schedules.list().map((s) => this.scheduleView(s)) } };
-  }
-
-  private async scheduleRoute(req: AdminRequest): Promise<AdminReply> {
-    const s = this.schedules.get(req.params.name ?? '');
-    if (!s) return errorReply(404, 'E_NO_SUCH_SCHEDULE', `no schedule named ${JSON.stringify(req.params.name)}`);
-    return { status: 200, body: { schedule: this.scheduleView(s) } };
-  }
-
-  /** Create / replace / patch / delete / enable / disable: the store validates and persists; errors name the field. */
-  private async scheduleChange(req: AdminRequest, op: 'create' | 'replace' | 'patch' | 'delete' | 'enable' | 'disable'): Promise<AdminReply> {
-    const name = req.params.name ?? '';
-    try {
-      if ((op === 'delete' || op === 'enable' || op === 'disable') && Object.keys(req.body).length > 0) {
-        return errorReply(400, 'E_BAD_REQUEST', `${Object.keys(req.body)[0]}: unknown field; ${op} takes no body`);
-      }
-      const s =
-        op === 'create' ? await this.schedules.create(req.body)
-        : op === 'replace' ? await this.schedules.replace(name, req.body)
-        : op === 'patch' ? await this.schedules.patch(name, req.body)
-        : op === 'delete' ? await this.schedules.delete(name)
-        : await this.schedules.setEnabled(name, op === 'enable');
-      this.log.info({ event: `schedule.${op === 'create' ? 'created' : op === 'delete' ? 'deleted' : 'updated'}`, schedule: s.name, op, enabled: s.enabled, cron: s.cron }, `schedule ${s.name}: ${op}`);
-      const body = op === 'delete' ? { deleted: s.name } : { schedule: this.scheduleView(s) };
-      return { status: op === 'create' ? 201 : 200, body, audit: { schedule: s.name, op } };
-    } catch (err) {
-      if (!(err instanceof ScheduleError)) throw err;
-      const status = err.code === 'E_NO_SUCH_SCHEDULE' ? 404 : err.code === 'E_SCHEDULE_EXISTS' ? 409 : 400;
-      return { ...errorReply(status, err.code, err.message), audit: { schedule: name || undefined, op, code: err.code } };
-    }
-  }
-
-  /** POST /v1/schedules/:name/run: one fire now, with the same window, halt and overlap rules; waits for the run. */
-  private async runScheduleRoute(req: AdminRequest): Promise<AdminReply> {
-    const name = req.params.name ?? '';
-    if (Object.keys(req.body).length > 0) return errorReply(400, 'E_BAD_REQUEST', `${Object.keys(req.body)[0]}: unknown field; run takes no body`);
-    if (!this.schedules.get(name)) return errorReply(404, 'E_NO_SUCH_SCHEDULE', `no schedule named ${JSON.stringify(name)}`);
-    if (!this.scheduler || this.stopPromise) return errorReply(503, 'E_STOPPING', 'the supervisor is stopping');
-    const run = await this.scheduler.runNow(name);
-    return { status: 200, body: { run }, audit: { schedule: name, outcome: run.outcome, jobs: run.jobs.map((j) => `${j.task}:${j.state}`) } };
-  }
-
-  private async healthRoute(): Promise<AdminReply> {
-    return { status: 200, body: await this.health() };
-  }
-
-  private async stopRoute(req: AdminRequest, ctx: AdminContext): Promise<AdminReply> {
-    const t = req.body.timeoutS;
-    if (Object.keys(req.body).some((k) => k !== 'timeoutS')) return errorReply(400, 'E_BAD_REQUEST', 'unknown field; known: timeoutS');
-    if (t !== undefined && (typeof t !== 'number' || !Number.isFinite(t) || t <= 0 || t > 3600)) return errorReply(400, 'E_BAD_REQUEST', `"timeoutS": expected a number of seconds in (0, 3600] (got ${JSON.stringify(t)})`);
-    const timeoutS = (t as number | undefined) ?? this.cfg.stopTimeoutS;
-    this.log.info({ event: 'shutdown.requested', reason: 'admin', timeoutS }, 'stop requested over the admin socket');
-    if (!this.stopPromise) await this.lifecycle.record('shutdown.requested', { reason: 'admin', timeoutS });
-    ctx.stream({ type: 'stopping', timeoutS });
-    await this.stop(timeoutS * 1000, 'admin');
-    return { status: 200, body: { type: 'result', stopped: true }, audit: 'stopped' };
   }
 
   // ---- shutdown ------------------------------------------------------------------
@@ -850,9 +332,9 @@ export class Daemon {
       const t0 = Date.now();
       void this.notifier?.stopping('stopping');
       this.scheduler?.stop(); // no new fires; a run in progress sees E_STOPPING for its next task
-      if (this.upgrading) {
+      if (this.handoffs.upgrading) {
         this.log.info({ event: 'shutdown.wait_upgrade' }, 'waiting for the running upgrade to end before stopping');
-        await this.upgrading.catch(() => undefined);
+        await this.handoffs.upgrading.catch(() => undefined);
       }
       await this.sup.stop(timeoutMs, reason);
       await this.scheduler?.idle();
@@ -881,9 +363,8 @@ export class Daemon {
   }
 
   private async cleanup(): Promise<void> {
-    if (this.healthTimer) clearInterval(this.healthTimer);
     this.compactor.close();
-    await this.healthCheck;
+    await this.healthWatch.close();
     await this.admin?.close().catch(() => undefined);
     await this.metrics?.close().catch(() => undefined);
     for (const l of this.listeners) l.close();
@@ -896,64 +377,4 @@ export class Daemon {
     this.removeFaultPolicy?.();
     this.removeFaultPolicy = undefined;
   }
-}
-
-/**
- * GET /healthz on the first TCP listener (else the first unix one with a path), 500 ms
- * budget. OK on 2xx, CRITICAL on another status, UNKNOWN when it cannot tell.
- */
-export async function probeHealth(listeners: readonly HeldListener[], budgetMs = 500): Promise<{ status: 'OK' | 'CRITICAL' | 'UNKNOWN'; detail: string; ms?: number }> {
-  const tcp = listeners.find((l) => l.spec.kind === 'tcp' && l.address.startsWith('tcp://'));
-  const unix = listeners.find((l) => l.spec.kind === 'unix' && l.spec.path);
-  const target: http.RequestOptions | undefined = tcp
-    ? { host: loopbackFor(tcp.spec.host!), port: Number(tcp.address.split(':').pop()) }
-    : unix
-      ? { socketPath: unix.spec.path! }
-      : undefined;
-  if (!target) return { status: 'UNKNOWN', detail: 'no listener to probe' };
-  const t0 = Date.now();
-  return new Promise((resolve) => {
-    const req = http.request({ ...target, method: 'GET', path: '/healthz', agent: false, timeout: budgetMs }, (res) => {
-      res.resume();
-      const ms = Date.now() - t0;
-      const ok = (res.statusCode ?? 0) >= 200 && (res.statusCode ?? 0) < 300;
-      resolve({ status: ok ? 'OK' : 'CRITICAL', detail: `GET /healthz ${res.statusCode}`, ms });
-    });
-    const timer = setTimeout(() => req.destroy(new Error(`no answer within ${budgetMs} ms`)), budgetMs);
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${budgetMs} ms`)));
-    req.on('error', (err) => resolve({ status: 'UNKNOWN', detail: `GET /healthz: ${errorMessage(err)}` }));
-    req.on('close', () => clearTimeout(timer));
-    req.end();
-  });
-}
-
-export interface HealthReport {
-  status: 'OK' | 'DEGRADED' | 'CRITICAL' | 'UNKNOWN';
-  checkedAt: string;
-  probes: (ProbeEntry & { source: 'supervisor' | 'app'; stale?: boolean })[];
-  supervisor: {
-    generation: number;
-    appPid: number | null;
-    phase: string;
-    lease: string | null;
-    lock: { pid: number; alive: boolean; since: string } | null;
-    lastHandoff: JobRecord | null;
-    runningJob: unknown;
-  };
-}
-
-const SEVERITY = { OK: 0, DEGRADED: 1, UNKNOWN: 2, CRITICAL: 3 } as const;
-type HealthStatus = keyof typeof SEVERITY;
-
-/** The worst status (OK < DEGRADED < UNKNOWN < CRITICAL); OK for none. */
-export function worst(statuses: readonly (keyof typeof SEVERITY)[]): keyof typeof SEVERITY {
-  let w: keyof typeof SEVERITY = 'OK';
-  for (const s of statuses) if (SEVERITY[s] > SEVERITY[w]) w = s;
-  return w;
-}
-
-function loopbackFor(host: string): string {
-  if (host === '0.0.0.0') return '127.0.0.1';
-  if (host === '::') return '::1';
-  return host;
 }
