@@ -23,14 +23,35 @@ export interface SealResult {
   /** SHA-256 over the sealed shard heads: exactly 32 bytes. */
   dataDirFingerprint: Uint8Array;
 }
+/** What Ready says (sent by `ready()`); the supervisor commits only if it passes its checks. */
 export interface Readiness {
+  /**
+   * Names of the listeners this process accepts on now (`listenTarget(name)` names).
+   * Reported in the job history and logs; the supervisor does not require every name.
+   */
   listeningOn: string[];
+  /**
+   * The app's own verdict that it can serve (data open, dependencies reachable). It is
+   * trusted as said: `false` aborts the handoff (`E_READY_REJECTED`) and the old process
+   * serves on. baton does not call your `/healthz` to decide; it probes `/healthz` on the
+   * first listener only for `baton status`/`health`, where a missing route shows as not OK.
+   */
   healthzOk: boolean;
+  /**
+   * For each shard (any string key; a single store uses one key, e.g. `'0'`), the
+   * revision this process serves from: a number that grows with every acknowledged
+   * write. The supervisor rejects Ready (`E_READY_REJECTED`) if any shard is behind what
+   * the incumbent sealed (`BeginInfo.sealedRevisionPerShard`), so a successor that
+   * opened stale data never commits.
+   */
   advertisedRevisionPerShard: RevisionMap;
 }
+/** `snapshotState()`: a cheap, read-only view for diagnostics (logs, tests); nothing is decided on it. */
 export interface StateSnapshot {
   shardCount: number;
+  /** Connections open right now (what drain would have to finish). */
   openConns: number;
+  /** The newest acknowledged revision per shard (see Readiness.advertisedRevisionPerShard). */
   lastRevisionPerShard: RevisionMap;
 }
 export type SealProgress = (done: number, total: number) => void;
