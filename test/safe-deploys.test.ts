@@ -226,7 +226,7 @@ describe('safe deploys: a broken build never takes the service down', () => {
   });
 
   it('health CRITICAL inside the bake window rolls back by itself', { timeout: 120_000 }, async () => {
-    const { d, rel } = await startOnV1({ handoff: { bakeS: 3 }, healthIntervalS: 0.3 });
+    const { d, rel } = await startOnV1({ handoff: { bakeS: 6 }, healthIntervalS: 0.3 });
     await waitGood(d, 1);
     const override = path.join(d.dir, 'v2-health');
     writeFileSync(override, 'CRITICAL cannot reach the payments database');
