@@ -124,7 +124,20 @@ describe('maintenance jobs', () => {
     const failing = await maintenance(d, ['work', '--params', '{"steps":4,"stepMs":10,"fail":true}']);
     expect(failing.code).toBe(2);
     expect(failing.stderr).toContain('work failed on purpose at step 2');
-    await stopDaemon(d);
+    // A body field a route does not know is a 400 that names it, before anything is done.
+    const id = (unknown.body.job as JobRecord).id;
+    const cases: [string, Record<string, unknown>, string][] = [
+      [`/v1/jobs/${id}/cancel`, { reason: 'x', force: true }, '"force": unknown field; known: reason'],
+      [`/v1/jobs/${id}/cancel`, { reason: 42 }, '"reason": expected a string (got 42)'],
+      ['/v1/stop', { timeoutS: 5, now: true }, '"now": unknown field; known: timeoutS'],
+      ['/v1/rollback', { because: 'x' }, '"because": unknown field; known: reason'],
+    ];
+    for (const [url, body, message] of cases) {
+      const r = await api(d, 'POST', url, body);
+      expect(r.status, url).toBe(400);
+      expect(r.body).toMatchObject({ error: { code: 'E_BAD_REQUEST', message } });
+    }
+    await stopDaemon(d); // still running: the bad stop request did nothing
   });
 });
 

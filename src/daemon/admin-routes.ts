@@ -122,7 +122,8 @@ export class AdminRoutes {
 
   private async rollbackRoute(req: AdminRequest, ctx: AdminContext): Promise<AdminReply> {
     const reason = req.body.reason;
-    if (Object.keys(req.body).some((k) => k !== 'reason')) return errorReply(400, 'E_BAD_REQUEST', `"${Object.keys(req.body).find((k) => k !== 'reason')}": unknown field; known: reason`);
+    const unknown = unknownField(req.body, ['reason']);
+    if (unknown) return unknown;
     if (reason !== undefined && (typeof reason !== 'string' || reason.length > 500)) return errorReply(400, 'E_BAD_REQUEST', '"reason": expected a string of at most 500 characters');
     const job = await this.host.handoffs.rollback('admin', req.who, (reason as string | undefined) ?? 'requested by an operator', { onEvent: (line) => ctx.stream(line) });
     const status = job.state === 'SKIPPED' ? (job.code === 'E_HANDOFF_IN_PROGRESS' || job.code === 'E_LEASE_HELD' ? 409 : job.code === 'E_NO_ROLLBACK_TARGET' ? 422 : 503) : 200;
@@ -165,6 +166,9 @@ export class AdminRoutes {
     const job = this.host.jobs.get(req.params.id ?? '');
     if (!job) return errorReply(404, 'E_NO_SUCH_JOB', `no job ${JSON.stringify(req.params.id)} in the history`);
     if (job.kind !== 'maintenance') return errorReply(409, 'E_NOT_CANCELLABLE', `job ${job.id} is a handoff; handoffs are not cancelled (they abort on their own deadline)`);
+    const unknown = unknownField(req.body, ['reason']);
+    if (unknown) return unknown;
+    if (req.body.reason !== undefined && typeof req.body.reason !== 'string') return errorReply(400, 'E_BAD_REQUEST', `"reason": expected a string (got ${JSON.stringify(req.body.reason).slice(0, 80)})`);
     if (job.state !== 'RUNNING' && job.state !== 'PENDING') return errorReply(409, 'E_NOT_RUNNING', `job ${job.id} is already ${job.state}`);
     const reason = typeof req.body.reason === 'string' ? req.body.reason.slice(0, 1024) : 'cancelled over the admin API';
     if (!this.host.sup.cancelJob(job.id, reason)) return errorReply(409, 'E_NOT_RUNNING', `job ${job.id} is not running in the app`);
@@ -185,7 +189,8 @@ export class AdminRoutes {
 
   private async stopRoute(req: AdminRequest, ctx: AdminContext): Promise<AdminReply> {
     const t = req.body.timeoutS;
-    if (Object.keys(req.body).some((k) => k !== 'timeoutS')) return errorReply(400, 'E_BAD_REQUEST', 'unknown field; known: timeoutS');
+    const unknown = unknownField(req.body, ['timeoutS']);
+    if (unknown) return unknown;
     if (t !== undefined && (typeof t !== 'number' || !Number.isFinite(t) || t <= 0 || t > 3600)) return errorReply(400, 'E_BAD_REQUEST', `"timeoutS": expected a number of seconds in (0, 3600] (got ${JSON.stringify(t)})`);
     const timeoutS = (t as number | undefined) ?? this.host.cfg.stopTimeoutS;
     this.host.log.info({ event: 'shutdown.requested', reason: 'admin', timeoutS }, 'stop requested over the admin socket');
@@ -194,4 +199,11 @@ export class AdminRoutes {
     await this.host.stop(timeoutS * 1000, 'admin');
     return { status: 200, body: { type: 'result', stopped: true }, audit: 'stopped' };
   }
+}
+
+/** A 400 naming the first body field a route does not know, or undefined when there is none. */
+function unknownField(body: Record<string, unknown>, known: readonly string[]): AdminReply | undefined {
+  const field = Object.keys(body).find((k) => !known.includes(k));
+  if (field === undefined) return undefined;
+  return errorReply(400, 'E_BAD_REQUEST', `${JSON.stringify(field.slice(0, 64))}: unknown field; known: ${known.join(', ')}`);
 }
