@@ -90,7 +90,7 @@ function resolveProgram(program: string, env: NodeJS.ProcessEnv, cwd: string): s
 }
 
 /** The same build: the same resolved command (the build id is the app's word, not baton's). */
-export function sameBuild(a: Pick<BuildInfo, 'resolved'>, b: Pick<BuildInfo, 'resolved'>): boolean {
+export function sameBuild(a: { readonly resolved: readonly string[] }, b: { readonly resolved: readonly string[] }): boolean {
   return a.resolved.length === b.resolved.length && a.resolved.every((x, i) => x === b.resolved[i]);
 }
 
@@ -153,24 +153,24 @@ export class BuildLedger {
     return record;
   }
 
-  /** Marks a generation's build; false if no such record or it is not baking (a verdict is given once). */
-  settle(generation: number, state: 'good' | 'bad', reason?: string): boolean {
+  /** A baking generation lasted its window: its build is good. False if it is not baking (a verdict is given once). */
+  proven(generation: number): boolean {
     const r = this.records.find((x) => x.generation === generation);
-    if (!r || r.state !== 'baking') return false;
-    r.state = state;
-    r.bakeEndsAt = undefined;
-    if (reason !== undefined) r.reason = reason;
-    void this.persist();
+    if (r?.state !== 'baking') return false;
+    this.judge(r, 'good');
     return true;
   }
 
   /** Judges a generation's build bad whatever its state (a rollback left it, it crash-looped). */
   condemn(generation: number, reason: string): void {
     const r = this.records.find((x) => x.generation === generation);
-    if (!r) return;
-    r.state = 'bad';
+    if (r) this.judge(r, 'bad', reason);
+  }
+
+  private judge(r: BuildRecord, state: 'good' | 'bad', reason?: string): void {
+    r.state = state;
     r.bakeEndsAt = undefined;
-    r.reason = reason;
+    if (reason !== undefined) r.reason = reason;
     void this.persist();
   }
 

@@ -148,9 +148,9 @@ export function spawnApp(spec: SpawnSpec): AppProcess {
   };
   // node:child_process rather than execa: the supervisor only needs spawn + exit, and
   // loading execa costs ≈ 8 MiB of RSS in a process whose budget is 60 MB (BENCHMARKS.md).
-  // Then Node's IPC channel (NODE_CHANNEL_FD), over which a Node app asks for fresh
-  // listener copies after an abort (supervisor/listener-copies.ts); other apps ignore it.
-  // stderr through us: passed on to ours, and its tail kept for abort reasons (stderr-tail.ts).
+  // stderr through us: passed on to ours, its tail kept for abort reasons (stderr-tail.ts).
+  // After the control fd, Node's IPC channel (NODE_CHANNEL_FD), over which a Node app asks
+  // for fresh listener copies after an abort (listener-copies.ts); other apps ignore it.
   const stdio: StdioOptions = ['ignore', spec.stdout, 'pipe', ...listenerFds, ...spareFds, 'pipe', ...(spec.listenerCopies ? ['ipc' as const] : [])];
   const child = spawn(file, args, {
     stdio,

@@ -265,6 +265,11 @@ export class Supervisor extends EventEmitter {
     return this.builds.list().find((r) => r.generation === generation);
   }
 
+  /** The build record of the newest process that served. */
+  private servedRecord(): BuildRecord | undefined {
+    return this.lastServed && this.buildRecord(this.lastServed.generation);
+  }
+
   private async prepareDirs(): Promise<void> {
     await mkdir(path.join(this.opts.stateDir, 'control'), { recursive: true, mode: 0o700 });
     await mkdir(this.opts.dataDir, { recursive: true });
@@ -752,7 +757,7 @@ export class Supervisor extends EventEmitter {
    */
   private commandFor(build: { command: readonly string[]; resolved: readonly string[] }): readonly string[] {
     const now = resolveCommand(build.command, this.opts.env ?? process.env);
-    return sameBuild({ resolved: now }, { resolved: [...build.resolved] }) ? build.command : build.resolved;
+    return sameBuild({ resolved: now }, build) ? build.command : build.resolved;
   }
 
   // ---- builds: bake, restart, rollback (builds.ts) ----------------------------------
@@ -760,7 +765,6 @@ export class Supervisor extends EventEmitter {
   /** A generation committed: its build is recorded and bakes for `bakeMs`, then is good. */
   private bake(app: AppProcess, bakeMs: number): void {
     if (!app.build) return;
-    clearTimeout(this.bakeTimer);
     const record = this.builds.committed(app.build, app.generation, app.pid, bakeMs);
     if (bakeMs <= 0) return;
     this.log.info({ event: 'build.baking', generation: app.generation, pid: app.pid, build: describeBuild(record), bakeMs }, `generation ${app.generation} bakes for ${bakeMs} ms`);
@@ -773,7 +777,7 @@ export class Supervisor extends EventEmitter {
     this.bakeTimer = setTimeout(() => {
       this.bakeTimer = undefined;
       if (this.current !== app || !app.alive) return; // a crash is judged by the restart (restartHandoff)
-      if (this.builds.settle(app.generation, 'good')) {
+      if (this.builds.proven(app.generation)) {
         this.log.info({ event: 'build.proven', generation: app.generation, build: describeBuild(record) }, `${describeBuild(record)} lasted its bake window: known good`);
         this.emit('build-proven', record);
       }
@@ -794,7 +798,7 @@ export class Supervisor extends EventEmitter {
    */
   private restartHandoff(): Promise<HandoffResult> {
     const served = this.lastServed;
-    const rec = served && this.buildRecord(served.generation);
+    const rec = this.servedRecord();
     if (served && rec?.state === 'baking') {
       const exit = served.exit;
       const ranS = ((Date.now() - Date.parse(rec.committedAt)) / 1000).toFixed(1);
@@ -814,7 +818,7 @@ export class Supervisor extends EventEmitter {
    * policy gives up only when that fails too.
    */
   private crashLoopFallback(): boolean {
-    const rec = this.lastServed && this.buildRecord(this.lastServed.generation);
+    const rec = this.servedRecord();
     if (!rec || !this.builds.lastGood(rec)) return false;
     this.condemn(rec, 'it crash-looped');
     return true;
@@ -1057,10 +1061,10 @@ function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-function buildRef(b: BuildRecord | BuildInfo, generation: number): BuildRef {
-  return { generation, buildId: b.buildId, resolved: [...b.resolved] };
+function buildRef(r: BuildRecord): BuildRef {
+  return { generation: r.generation, buildId: r.buildId, resolved: [...r.resolved] };
 }
 
 function rollbackInfo(reason: string, automatic: boolean, from: BuildRecord | undefined, to: BuildRecord): RollbackInfo {
-  return { reason, automatic, from: from && buildRef(from, from.generation), to: buildRef(to, to.generation) };
+  return { reason, automatic, from: from && buildRef(from), to: buildRef(to) };
 }
