@@ -13,6 +13,7 @@ import type { JobStore } from './jobs.js';
 import { MAX_LIFECYCLE_RECORDS, type LifecycleLog } from './lifecycle.js';
 import type { MaintenanceJobs } from './maintenance-jobs.js';
 import { ScheduleRoutes, type ScheduleRoutesHost } from './schedule-routes.js';
+import type { SelfUpgrade } from './self-upgrade.js';
 import { adminSocketPath, adminTokensDir } from './state-dir.js';
 
 /** What the admin routes need from the Daemon (its parts exist once the admin server is made). */
@@ -25,6 +26,7 @@ export interface AdminRoutesHost extends ScheduleRoutesHost {
   readonly lifecycle: LifecycleLog;
   readonly handoffs: HandoffJobs;
   readonly maintenance: MaintenanceJobs;
+  readonly selfUpgrade: SelfUpgrade;
   listeners(): readonly HeldListener[];
   /** "tcp://HOST:PORT" of the admin TCP listener, if one is bound. */
   adminTcpAddress(): string | undefined;
@@ -49,6 +51,7 @@ export class AdminRoutes {
       'GET /v1/history': (req) => this.history(req),
       'POST /v1/upgrade': (req, ctx) => this.upgradeRoute(req, ctx),
       'POST /v1/rollback': (req, ctx) => this.rollbackRoute(req, ctx),
+      'POST /v1/supervisor/upgrade': (req, ctx) => this.selfUpgradeRoute(req, ctx),
       'POST /v1/stop': (req, ctx) => this.stopRoute(req, ctx),
       'GET /v1/jobs': (req) => this.jobsRoute(req),
       'POST /v1/jobs': (req, ctx) => this.runJobRoute(req, ctx),
@@ -130,12 +133,20 @@ export class AdminRoutes {
     return { status, body: { type: 'result', job }, audit: { job: job.id, state: job.state, code: job.code } };
   }
 
+  private async selfUpgradeRoute(req: AdminRequest, ctx: AdminContext): Promise<AdminReply> {
+    const unknown = unknownField(req.body, []);
+    if (unknown) return unknown;
+    const job = await this.host.selfUpgrade.run('admin', req.who, { onEvent: (line) => ctx.stream(line) });
+    const status = job.state === 'SKIPPED' ? 409 : 200;
+    return { status, body: { type: 'result', job }, audit: { job: job.id, state: job.state, code: job.code } };
+  }
+
   private async jobsRoute(req: AdminRequest): Promise<AdminReply> {
     const raw = req.query.get('limit') ?? '20';
     const limit = Number(raw);
     if (!/^\d+$/.test(raw) || limit < 1 || limit > 10_000) return errorReply(400, 'E_BAD_REQUEST', `limit: expected an integer in 1..10000 (got ${JSON.stringify(raw)})`);
     const kind = req.query.get('kind') ?? undefined;
-    if (kind !== undefined && kind !== 'handoff' && kind !== 'maintenance') return errorReply(400, 'E_BAD_REQUEST', `kind: expected handoff or maintenance (got ${JSON.stringify(kind)})`);
+    if (kind !== undefined && kind !== 'handoff' && kind !== 'maintenance' && kind !== 'supervisor') return errorReply(400, 'E_BAD_REQUEST', `kind: expected handoff, maintenance or supervisor (got ${JSON.stringify(kind)})`);
     return { status: 200, body: { jobs: this.host.jobs.list(limit, kind) } };
   }
 

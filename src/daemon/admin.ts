@@ -103,6 +103,8 @@ interface Auth {
 export class AdminServer {
   private readonly server: http.Server;
   private tcpServer: http.Server | undefined;
+  /** TCP servers closed by stopListening(), whose connections close() still ends. */
+  private readonly retiredTcp: http.Server[] = [];
   /** TCP requests that arrive before the Unix socket opens (start-up) get 503. */
   private serving = false;
   /** Whether listen() bound the socket path (only then does close() remove it). */
@@ -207,9 +209,31 @@ export class AdminServer {
     this.serving = true;
   }
 
+  /**
+   * Stops accepting (the socket path removed, the TCP port free) while the connections
+   * open now finish: a self-upgrade hands the admin surfaces to the new supervisor, and
+   * the request that asked for it still gets its answer. `listen()`/`listenTcp()` open
+   * them again (a failed self-upgrade).
+   */
+  async stopListening(): Promise<void> {
+    for (const s of [this.server, this.tcpServer]) if (s?.listening) s.close();
+    if (this.tcpServer) this.retiredTcp.push(this.tcpServer);
+    this.tcpServer = undefined;
+    if (this.unixBound) await rm(this.opts.socketPath, { force: true });
+    this.unixBound = false;
+    await new Promise((r) => setImmediate(r)); // the listening fds are closed on this turn of the loop
+  }
+
+  /** Connections open on the socket and TCP listeners (those stopListening() retired included). */
+  async openConnections(): Promise<number> {
+    const servers = [this.server, ...(this.tcpServer ? [this.tcpServer] : []), ...this.retiredTcp];
+    const counts = await Promise.all(servers.map((s) => new Promise<number>((r) => s.getConnections((err, n) => r(err ? 0 : n)))));
+    return counts.reduce((a, b) => a + b, 0);
+  }
+
   async close(): Promise<void> {
     // Let replies in flight (the answer to POST /v1/stop) finish; cut what is left after 1 s.
-    const servers = [this.server, ...(this.tcpServer ? [this.tcpServer] : [])];
+    const servers = [this.server, ...(this.tcpServer ? [this.tcpServer] : []), ...this.retiredTcp];
     const closed = Promise.all(servers.map((s) => new Promise<void>((resolve) => (s.listening ? s.close(() => resolve()) : resolve()))));
     for (const s of servers) s.closeIdleConnections();
     const timer = setTimeout(() => servers.forEach((s) => s.closeAllConnections()), 1_000);

@@ -128,7 +128,13 @@ Exit codes: 0 OK, 2 DEGRADED / UNKNOWN / CRITICAL, 1 error.`,
 
 Runs COMMAND under the supervisor: binds the listeners (or adopts systemd socket
 activation), starts generation 1, restarts a crashed app with backoff, serves the
-admin socket <state-dir>/admin.sock. Signals: SIGHUP upgrade, SIGTERM/SIGINT stop.
+admin socket <state-dir>/admin.sock. Signals: SIGHUP upgrade, SIGUSR2 upgrade baton
+itself (like baton upgrade --self), SIGTERM/SIGINT stop.
+
+A baton run started again after the previous one was killed takes the listeners back
+from the app it left serving (with python3 and Linux pidfd_getfd; see docs/cli.md) and
+re-adopts that app: nothing is refused and the app is not restarted. Without that it
+stops the app gracefully and starts it again (a short gap).
 
 Options:
   --config FILE       JSON config with the same options (flags win): command, listen, dataDir,
@@ -153,7 +159,16 @@ Exit codes: 0 stopped, 1 bad configuration or start-up failure, 4 the app crash-
 Asks the running supervisor for a handoff to a freshly started COMMAND and waits for
 the outcome. Shows a live progress line on a terminal, plain lines otherwise.
 
+With --self, upgrades baton itself instead: the running supervisor starts the baton now
+on disk with the same command line (so the configuration now on disk), hands it the
+listeners, the app's stderr and its state, and exits once the new one serves. The app
+is not restarted and no connection is touched. If the new supervisor fails to come up
+(a bad configuration, a crash), the old one serves on (exit 2). Configuration that
+cannot change live (a listener's address, a removed listener, the state or data dir)
+is refused naming the key. Same as SIGUSR2 to baton run.
+
 Options:
+  --self            upgrade the supervisor (baton itself), not the app
   --json            print one JSON result object (no progress)
   --deadline S      overall deadline of the handoff in seconds
   --drain-grace S   how long the old process may take to drain its connections
@@ -170,8 +185,8 @@ its health goes CRITICAL within that window, baton rolls back to the last known-
 build by itself (a 'rollback' job in the history). A failed upgrade prints the last
 lines the new process wrote to stderr.
 
-Exit codes: 0 committed, 2 aborted (the old process serves on), 3 another handoff is
-running, 4 aborted and nothing serves (the old process could not serve again and the
+Exit codes: 0 committed (--self: the new supervisor serves), 2 aborted (the old process,
+or with --self the old supervisor, serves on), 3 another handoff or a job is running, 4 aborted and nothing serves (the old process could not serve again and the
 cold start failed; the restart policy keeps trying: see baton status), 1 any other
 error (no supervisor, bad arguments).`,
   rollback: `Usage: baton rollback [options]

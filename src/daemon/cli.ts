@@ -12,6 +12,7 @@ import { BatonError, ConfigError, errorMessage } from '../os/errors.js';
 import type { JobRecord } from './jobs.js';
 import { HELP, PACKAGE, VERSION } from './cli-help.js';
 import { buildUnits, writeUnits } from './unit.js';
+import { HANDOVER_ENV, type HandoverMessage } from './handover.js';
 import { cmdSchedules } from './cli-schedules.js';
 import { buildLine, buildState, duration, jobLine, maintenanceLine, phaseLine, probeLine, progressText, shutdownLine, type HealthBody, type Progress, type StatusBody } from './cli-format.js';
 
@@ -35,7 +36,11 @@ async function cmdRun(args: string[]): Promise<number> {
   });
   const daemon = new Daemon(cfg);
   await daemon.start();
-  return daemon.done;
+  const code = await daemon.done;
+  // Handed over to a new supervisor: the app (our child) and its pipes keep this process
+  // up, and they are the new supervisor's now. Exit at once.
+  if (daemon.handedOver) process.exit(code);
+  return code;
 }
 
 /** `baton unit`: prints (or writes) systemd units for a `baton run` command line (unit.ts). */
@@ -82,8 +87,13 @@ async function cmdUnit(args: string[]): Promise<number> {
 }
 
 async function cmdUpgrade(args: string[]): Promise<number> {
-  const v = parse('upgrade', args, { ...TARGET_OPTIONS, json: { type: 'boolean' }, deadline: { type: 'string' }, 'drain-grace': { type: 'string' }, 'ready-timeout': { type: 'string' }, 'lease-wait': { type: 'string' } });
+  const v = parse('upgrade', args, { ...TARGET_OPTIONS, self: { type: 'boolean' }, json: { type: 'boolean' }, deadline: { type: 'string' }, 'drain-grace': { type: 'string' }, 'ready-timeout': { type: 'string' }, 'lease-wait': { type: 'string' } });
   if (v.help) return help('upgrade');
+  if (v.self) {
+    const handoffFlags = ['deadline', 'drain-grace', 'ready-timeout', 'lease-wait'].filter((k) => v[k as keyof typeof v] !== undefined);
+    if (handoffFlags.length) throw new UsageError(`baton upgrade --self: --${handoffFlags[0]} is about a handoff of the app; --self replaces the supervisor and takes none of them`);
+    return selfUpgradeCommand(v);
+  }
   const deadlineS = seconds('upgrade', 'deadline', v.deadline);
   const drainGraceS = seconds('upgrade', 'drain-grace', v['drain-grace']);
   const readyTimeoutS = seconds('upgrade', 'ready-timeout', v['ready-timeout']);
@@ -166,6 +176,32 @@ async function handoffCommand(name: 'upgrade' | 'rollback', route: string, body:
     if (nothingServes) console.error(`NOTHING SERVES: no app process is running; the restart policy keeps trying (baton status shows it)`);
   }
   return nothingServes ? 4 : 2;
+}
+
+/**
+ * `baton upgrade --self`: the supervisor replaced by the baton now on disk, the app
+ * untouched (self-upgrade.ts). Exit 0 the new supervisor serves, 2 aborted (the old one
+ * serves on), 3 refused (a handoff or a job runs).
+ */
+async function selfUpgradeCommand(v: { json?: boolean | undefined; [k: string]: unknown }): Promise<number> {
+  const reply = await adminRequest(targetSocket(v as Parameters<typeof targetSocket>[0]), 'POST', '/v1/supervisor/upgrade', {}, {
+    timeoutMs: 120_000,
+    onLine: (line) => {
+      if (!v.json && line.type === 'phase') console.log(`phase ${String(line.phase)} +${String(line.elapsedMs)}ms`);
+    },
+  });
+  const job = finalJob(reply, v.json);
+  const s = job.supervisor;
+  if (job.state === 'SUCCEEDED') {
+    if (!v.json) console.log(`supervisor upgraded: pid ${s?.oldPid} -> ${s?.newPid} (baton ${s?.version}) in ${job.durationMs ?? '?'} ms; ${s?.appPid ? `the app (pid ${s.appPid}, generation ${s.generation}) serves on, untouched` : 'no app was serving'}`);
+    return 0;
+  }
+  if (job.state === 'SKIPPED') {
+    if (!v.json) console.error(`baton upgrade --self: ${job.reason} (${job.code})`);
+    return 3;
+  }
+  if (!v.json) console.error(`aborted: ${job.reason ?? 'unknown reason'} (${job.code ?? '-'})`);
+  return 2;
 }
 
 async function cmdStatus(args: string[]): Promise<number> {
@@ -275,7 +311,7 @@ async function cmdJobs(args: string[]): Promise<number> {
   if (v.help) return help('jobs');
   const limit = v.limit ?? '20';
   if (!/^\d+$/.test(limit) || Number(limit) < 1 || Number(limit) > 10_000) throw new UsageError(`baton jobs: --limit: expected an integer in 1..10000 (got ${JSON.stringify(limit)})`);
-  if (v.kind !== undefined && v.kind !== 'maintenance' && v.kind !== 'handoff') throw new UsageError(`baton jobs: --kind: expected maintenance or handoff (got ${JSON.stringify(v.kind)})`);
+  if (v.kind !== undefined && v.kind !== 'maintenance' && v.kind !== 'handoff' && v.kind !== 'supervisor') throw new UsageError(`baton jobs: --kind: expected maintenance, handoff or supervisor (got ${JSON.stringify(v.kind)})`);
   const reply = await adminRequest(targetSocket(v), 'GET', `/v1/jobs?limit=${limit}${v.kind ? `&kind=${v.kind}` : ''}`, undefined, { timeoutMs: 10_000 });
   if (reply.status !== 200) fail(reply);
   if (v.json) {
@@ -342,15 +378,15 @@ async function cmdHistory(args: string[]): Promise<number> {
       j.trigger,
       (j.startedAt ?? j.createdAt).replace('T', ' ').slice(0, 19),
       j.durationMs !== undefined ? `${j.durationMs}ms` : '-',
-      j.handoff ? `${j.handoff.oldPid ?? 'none'}->${j.handoff.newPid ?? 'none'}` : j.maintenance ? `${j.maintenance.task}${j.maintenance.pid ? `@${j.maintenance.pid}` : ''}` : '-',
-      j.handoff ? String(j.handoff.generation) : '-',
+      j.handoff ? `${j.handoff.oldPid ?? 'none'}->${j.handoff.newPid ?? 'none'}` : j.maintenance ? `${j.maintenance.task}${j.maintenance.pid ? `@${j.maintenance.pid}` : ''}` : j.supervisor ? `${j.supervisor.oldPid}->${j.supervisor.newPid}` : '-',
+      j.handoff ? String(j.handoff.generation) : j.supervisor?.generation !== undefined ? String(j.supervisor.generation) : '-',
       j.reason ?? '',
     ];
     console.log(cells.map((c, i) => c.padEnd(WIDTHS[i]!)).join(' ').trimEnd());
   }
   return 0;
 }
-const WIDTHS = [8, 7, 9, 10, 19, 8, 13, 3, 0];
+const WIDTHS = [8, 10, 9, 10, 19, 8, 13, 3, 0];
 
 async function cmdStop(args: string[]): Promise<number> {
   const v = parse('stop', args, { ...TARGET_OPTIONS, timeout: { type: 'string' } });
@@ -411,6 +447,12 @@ export function runCli(argv: string[]): void {
       else if (err instanceof AdminClientError) console.error(`baton: ${err.message}`);
       else if (err instanceof BatonError) console.error(`baton: ${err.message} (${err.code})`);
       else console.error(`baton: ${errorMessage(err)}`);
+      // A new supervisor started by `baton upgrade --self` that cannot start says why to the
+      // old one (which serves on), so the operator reads it in the upgrade's answer.
+      if (argv[0] === 'run' && process.env[HANDOVER_ENV] !== undefined && process.connected) {
+        const failed: HandoverMessage = { baton: 'handover', type: 'failed', code: err instanceof BatonError ? err.code : err instanceof UsageError ? 'E_USAGE' : 'E_START_FAILED', message: errorMessage(err) };
+        process.send?.(failed, undefined, undefined, () => process.disconnect());
+      }
       process.exitCode = EXIT.error;
       if (argv[0] === 'run') setTimeout(() => process.exit(EXIT.error), 2_000).unref();
     },

@@ -26,6 +26,12 @@ import { bindOrTakeOver } from './takeover.js';
 import { aggregateHealth, type HealthReport } from './health.js';
 import { HealthWatch } from './health-watch.js';
 import { handoffSpec, HandoffJobs, servingStatus } from './handoff-jobs.js';
+import { adoptHandedListeners, checkDirsUnchanged, HANDOVER_ENV, HANDOVER_FIRST_FD, isHandoverMessage, parseHandoverEnv, reconcileListeners, type HandoverEnv, type HandoverMessage } from './handover.js';
+import { SelfUpgrade } from './self-upgrade.js';
+import { crashConfigFromEnv, crashPoint } from '../os/crashpoints.js';
+import { bindListeners } from '../os/listeners.js';
+import { VERSION } from './cli-help.js';
+import * as net from 'node:net';
 import { MaintenanceJobs } from './maintenance-jobs.js';
 
 /**
@@ -71,6 +77,16 @@ export class Daemon {
   private readonly compactor: HeapCompactor;
   /** Uninstalls the process-level fault policy (installFaultPolicy). */
   private removeFaultPolicy: (() => void) | undefined;
+  /** `baton upgrade --self` / SIGUSR2: this supervisor replaced by the `baton` now on disk (self-upgrade.ts). */
+  readonly selfUpgrade: SelfUpgrade;
+  /** Started by a supervisor handing over to us (handover.ts); cleared once we serve. */
+  private handover: HandoverEnv | undefined;
+  /** Makes the handed-over unix socket files ours (to unlink at our stop); called once we serve. */
+  private ownHandedListeners: (() => HeldListener[]) | undefined;
+  /** This supervisor handed over to a new one and exits, leaving the app, listeners and state to it. */
+  handedOver = false;
+  /** Signal handlers we installed, removed at clean-up. */
+  private readonly signalHandlers: [NodeJS.Signals, () => void][] = [];
 
   constructor(
     private readonly cfg: RunConfig,
@@ -103,6 +119,18 @@ export class Daemon {
       phaseStartedAt: () => this.phaseStartedAt,
       rollback: (trigger, who, reason) => this.handoffs.rollback(trigger, who, reason),
     });
+    this.selfUpgrade = new SelfUpgrade({
+      log: this.log,
+      sup: () => this.sup,
+      jobs: () => this.jobs,
+      listeners: () => this.listeners,
+      dirs: cfg,
+      busy: () => this.selfUpgradeRefusal(),
+      quiesce: () => this.quiesce(),
+      reopen: () => this.reopen(),
+      handedOver: () => void this.exitHandedOver(),
+    });
+    this.handover = parseHandoverEnv(env[HANDOVER_ENV]);
     this.done = new Promise((r) => (this.finished = r));
   }
 
@@ -117,9 +145,11 @@ export class Daemon {
         else setImmediate(() => this.finished(EXIT.error));
       },
     });
+    if (this.handover) checkDirsUnchanged(this.handover, cfg); // before anything is made in a new state dir
     await prepareStateDir(cfg.stateDir, this.log);
     const sockPath = adminSocketPath(cfg.stateDir);
-    if (await adminSocketLive(sockPath)) {
+    // A supervisor handing over to us still answers there until it says go.
+    if (!this.handover && (await adminSocketLive(sockPath))) {
       throw new BatonError('E_ALREADY_RUNNING', `another baton supervisor is running on state dir ${cfg.stateDir} (${sockPath} answers); use another --state-dir or --name`);
     }
     // From here on the state dir is ours: whatever fails the start, the app is stopped (a
@@ -127,6 +157,14 @@ export class Daemon {
     try {
       await this.startUp(t0, sockPath);
     } catch (err) {
+      if (this.handover) {
+        // A new supervisor that fails leaves everything to the old one, which serves on:
+        // the app is not stopped, the handed-over socket files are not unlinked. (runCli
+        // tells the old one why.)
+        this.scheduler?.stop();
+        await this.cleanup({ keepApp: true });
+        throw err;
+      }
       await this.abortStart(err);
       throw err;
     }
@@ -145,6 +183,7 @@ export class Daemon {
 
   private async startUp(t0: number, sockPath: string): Promise<void> {
     const cfg = this.cfg;
+    if (this.handover) await this.takeHandover(this.handover);
     // Before anything is started: an invalid schedules.json fails the start (exit 1) with
     // the file and field, instead of a supervisor that silently runs no maintenance.
     this.schedules = new ScheduleStore(path.join(cfg.stateDir, 'schedules.json'), this.log);
@@ -157,20 +196,22 @@ export class Daemon {
     await this.lifecycle.load();
     const tokens = await AdminTokens.ensure(adminTokensDir(cfg.stateDir), this.log);
 
-    const adopted = adoptSystemdListeners(this.env);
-    if (adopted) {
+    const adopted = this.handover ? undefined : adoptSystemdListeners(this.env);
+    if (this.handover) {
+      // Held since takeHandover.
+    } else if (adopted) {
       if (cfg.listen.length) this.log.warn({ event: 'daemon.listen_ignored', listen: cfg.listenText }, 'systemd passed listening sockets (LISTEN_FDS); ignoring --listen/"listen"');
       this.listeners = adopted;
     } else if (cfg.listen.length) {
       this.listeners = await bindOrTakeOver(cfg, this.log);
     }
-    this.log.info({ event: 'daemon.listeners', listeners: this.listeners.map((l) => `${l.name}=${l.address}`), systemd: Boolean(adopted) }, 'listeners held');
+    this.log.info({ event: 'daemon.listeners', listeners: this.listeners.map((l) => `${l.name}=${l.address}`), systemd: Boolean(adopted), handedOver: Boolean(this.handover) }, 'listeners held');
 
     this.jobs = new JobStore(path.join(cfg.stateDir, 'jobs.json'), cfg.history, this.log);
-    await this.jobs.load();
+    await this.jobs.load(this.handover ? { continuing: this.handover.jobId } : {});
 
     const appEnv = { ...this.env };
-    for (const k of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID']) delete appEnv[k];
+    for (const k of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID', HANDOVER_ENV]) delete appEnv[k];
     this.sup = new Supervisor({
       command: () => cfg.command, // re-evaluated per spawn; PATH lookup and symlinks resolve at exec time
       listeners: this.listeners,
@@ -222,6 +263,7 @@ export class Daemon {
         schedules: this.schedules,
         scheduleRuns: this.scheduleRuns,
         handoffs: this.handoffs,
+        selfUpgrade: this.selfUpgrade,
         maintenance: this.maintenance,
         listeners: () => this.listeners,
         scheduler: () => this.scheduler,
@@ -258,8 +300,14 @@ export class Daemon {
     }
 
     const recovered = await this.sup.recover();
+    const appStderr = this.handover?.appStderr ? HANDOVER_FIRST_FD + this.handover.listeners.length : undefined;
     if (recovered?.survivor) {
-      this.log.warn({ event: 'daemon.adopted', ...recovered }, `adopted generation ${recovered.survivor.generation} (pid ${recovered.survivor.pid}) after a supervisor restart`);
+      if (this.handover) {
+        this.log.info({ event: 'daemon.adopted', ...recovered, handover: true }, `took over generation ${recovered.survivor.generation} (pid ${recovered.survivor.pid}) from the supervisor before us (pid ${this.handover.fromPid})`);
+        if (appStderr !== undefined) this.sup.adoptIncumbentStderr(new net.Socket({ fd: appStderr, readable: true, writable: false }));
+      } else {
+        this.log.warn({ event: 'daemon.adopted', ...recovered }, `adopted generation ${recovered.survivor.generation} (pid ${recovered.survivor.pid}) after a supervisor restart`);
+      }
     } else {
       const job = this.jobs.create('handoff', 'cold-start');
       await this.jobs.start(job);
@@ -272,23 +320,29 @@ export class Daemon {
 
     this.admin.ready();
 
-    process.on('SIGHUP', () => {
+    this.onSignal('SIGHUP', () => {
       this.log.info({ event: 'daemon.signal', signal: 'SIGHUP' }, 'SIGHUP: upgrading');
       void this.handoffs.upgrade('signal', undefined, {});
     });
+    this.onSignal('SIGUSR2', () => {
+      this.log.info({ event: 'daemon.signal', signal: 'SIGUSR2' }, 'SIGUSR2: replacing this supervisor with the baton now on disk');
+      void this.selfUpgrade.run('signal', undefined);
+    });
     for (const sig of ['SIGTERM', 'SIGINT'] as const) {
-      process.on(sig, () => {
+      this.onSignal(sig, () => {
         this.log.info({ event: 'shutdown.requested', reason: 'signal', signal: sig, timeoutS: this.cfg.stopTimeoutS }, `${sig}: stopping`);
         if (!this.stopPromise) void this.lifecycle.record('shutdown.requested', { reason: 'signal', signal: sig, timeoutS: this.cfg.stopTimeoutS });
         void this.stop(this.cfg.stopTimeoutS * 1000, 'signal');
       });
     }
     const inc = this.sup.incumbent;
+    // MAINPID: after a self-upgrade systemd must watch us, not the supervisor that exits.
     await this.notifier?.ready(servingStatus(this.sup), process.pid);
     this.notifier?.startWatchdog();
     const components = ['listeners', 'journal', 'app', 'admin', ...(this.admin.tcpAddress ? ['admin-tcp'] : [])];
     const startupMs = Date.now() - t0;
-    await this.lifecycle.record('startup.completed', { durationMs: startupMs, components });
+    await this.lifecycle.record('startup.completed', { durationMs: startupMs, components, ...(this.handover && { handedOverBy: this.handover.fromPid }) });
+    if (this.handover) await this.finishHandover(this.handover, recovered?.survivor);
     this.log.info(
       { event: 'startup.completed', durationMs: startupMs, components, appPid: inc?.pid, generation: this.sup.generation, admin: sockPath, adminTcp: this.admin.tcpAddress },
       `serving generation ${this.sup.generation} (pid ${inc?.pid}); admin socket ${sockPath}`,
@@ -297,6 +351,109 @@ export class Daemon {
     void this.sup.notifyStartup(Date.now() - t0, components);
     this.startScheduler();
     this.healthWatch.start();
+  }
+
+  private onSignal(sig: NodeJS.Signals, handler: () => void): void {
+    process.on(sig, handler);
+    this.signalHandlers.push([sig, handler]);
+  }
+
+  // ---- supervisor self-upgrade (self-upgrade.ts: the old side; here: the new side) ----
+
+  /**
+   * The new side, before anything is loaded: hold the listeners handed to us, check the
+   * configuration now on disk against them (a listener that moved or went is refused,
+   * naming it; a new one is bound), say `prepared` and wait for `go` (the old supervisor
+   * is quiet then). If the old one is gone before that (it died), we carry on: the
+   * listeners are ours and the app is re-adopted from the journal.
+   */
+  private async takeHandover(h: HandoverEnv): Promise<void> {
+    const handed = adoptHandedListeners(h);
+    this.listeners = handed.listeners;
+    this.ownHandedListeners = handed.own;
+    const systemdListeners = h.listeners.some((l) => l.address.startsWith('fd:')) || this.cfg.listen.length === 0;
+    const { added } = reconcileListeners(h.listeners, this.cfg.listen, systemdListeners);
+    if (added.length) {
+      const fresh = bindListeners(added);
+      this.listeners = [...this.listeners, ...fresh];
+      const own = handed.own;
+      this.ownHandedListeners = () => [...own(), ...fresh];
+      this.log.info({ event: 'daemon.listener_added', listeners: fresh.map((l) => `${l.name}=${l.address}`) }, `bound ${fresh.map((l) => l.name).join(', ')}: the app gets ${fresh.length > 1 ? 'them' : 'it'} at its next handoff`);
+    }
+    const go = new Promise<void>((resolve) => {
+      process.on('message', (m: unknown) => {
+        if (isHandoverMessage(m) && m.type === 'go') resolve();
+      });
+      process.once('disconnect', () => resolve());
+    });
+    this.sendHandover({ baton: 'handover', type: 'prepared', pid: process.pid });
+    this.log.info({ event: 'self_upgrade.prepared', fromPid: h.fromPid, version: VERSION }, `ready to take over from pid ${h.fromPid}`);
+    const crash = crashConfigFromEnv(this.env);
+    crashPoint(crash, 'handover.new_after_prepared');
+    await go;
+    crashPoint(crash, 'handover.new_after_go');
+  }
+
+  /** The new side, serving: the job is finished here (jobs.json is ours now), then `serving` lets the old one exit. */
+  private async finishHandover(h: HandoverEnv, survivor: { pid: number; generation: number } | undefined): Promise<void> {
+    if (this.ownHandedListeners) this.listeners = this.ownHandedListeners();
+    this.ownHandedListeners = undefined;
+    const job = this.jobs.get(h.jobId);
+    const record = job
+      ? await this.jobs.finish(job, 'SUCCEEDED', { supervisor: { oldPid: h.fromPid, newPid: process.pid, version: VERSION, ...(survivor && { appPid: survivor.pid, generation: survivor.generation }) } })
+      : undefined;
+    this.sendHandover({ baton: 'handover', type: 'serving', pid: process.pid, version: VERSION, job: record });
+    this.log.info({ event: 'self_upgrade.serving', fromPid: h.fromPid, version: VERSION, appPid: survivor?.pid }, `took over from supervisor pid ${h.fromPid}${survivor ? `; the app (pid ${survivor.pid}) serves on` : ''}`);
+    this.handover = undefined;
+    if (process.connected) process.disconnect();
+  }
+
+  private sendHandover(m: HandoverMessage): void {
+    if (process.connected) process.send?.(m);
+  }
+
+  /** Why `baton upgrade --self` must wait, or undefined. */
+  private selfUpgradeRefusal(): string | undefined {
+    if (this.stopPromise) return 'the supervisor is stopping';
+    if (this.handoffs.upgrading) return 'a handoff is running';
+    if (this.sup.busy) return this.sup.phase !== 'idle' ? `a handoff is running (phase ${this.sup.phase})` : 'a restart of the app is scheduled';
+    const running = this.jobs.running();
+    if (running) return `${running.kind} job ${running.id} is running${running.maintenance ? ` (${running.maintenance.task})` : ''}`;
+    return undefined;
+  }
+
+  /** The old side, once the new supervisor is ready: quiet, state flushed, admin and metrics ports free. */
+  private async quiesce(): Promise<void> {
+    this.scheduler?.stop();
+    await this.scheduler?.idle();
+    this.scheduler = undefined;
+    await this.healthWatch.close();
+    await this.scheduleRuns.flushed();
+    await this.jobs.persist();
+    await this.admin?.stopListening();
+    await this.metrics?.close();
+  }
+
+  /** The old side after a failed handover: the admin socket, TCP and metrics listeners, schedules and health checks again. */
+  private async reopen(): Promise<void> {
+    try {
+      await this.admin?.listen({ ready: true });
+      await this.admin?.listenTcp();
+      if (this.cfg.metrics) await this.metrics?.serve(this.cfg.metrics.host, this.cfg.metrics.port, this.log);
+    } catch (err) {
+      this.log.error({ event: 'self_upgrade.reopen_failed', err: errorMessage(err) }, `after the failed self-upgrade, could not open the admin or metrics listener again: ${errorMessage(err)}`);
+    }
+    this.startScheduler();
+    this.healthWatch.start();
+  }
+
+  /** The old side, handed over: exit once the answer to the request is out, leaving the app, listeners and state files to the new supervisor. */
+  private async exitHandedOver(): Promise<void> {
+    this.handedOver = true;
+    const until = Date.now() + 2_000;
+    while (Date.now() < until && ((await this.admin?.openConnections()) ?? 0) > 0) await new Promise((r) => setTimeout(r, 20));
+    await this.cleanup({ keepApp: true, handedOver: true });
+    this.finished(EXIT.ok);
   }
 
   /** A handoff runs or waits for the lease, a restart is scheduled, or we stop: no health check starts (health-watch.ts). */
@@ -362,18 +519,24 @@ export class Daemon {
     })();
   }
 
-  private async cleanup(): Promise<void> {
+  /**
+   * `keepApp`: the app is not ours to end (a supervisor before or after us serves it), so
+   * its control socket stays. `handedOver`: the listeners' socket files and the state files
+   * belong to the new supervisor: nothing of them is unlinked or written.
+   */
+  private async cleanup(opts: { keepApp?: boolean; handedOver?: boolean } = {}): Promise<void> {
     this.compactor.close();
     await this.healthWatch.close();
     await this.admin?.close().catch(() => undefined);
     await this.metrics?.close().catch(() => undefined);
-    for (const l of this.listeners) l.close();
+    if (!opts.handedOver) for (const l of this.listeners) l.close();
     this.listeners = [];
-    await this.jobs?.persist();
+    if (!opts.handedOver) await this.jobs?.persist();
     await this.notifier?.close();
     // The incumbent's control socket outlives the app (it does not unlink it on exit). Once
     // no app of ours runs, nobody will connect to it again: remove it.
-    if (this.sup && !this.sup.incumbent?.alive) await rm(this.sup.controlPath, { force: true }).catch(() => undefined);
+    if (this.sup && !opts.keepApp && !this.sup.incumbent?.alive) await rm(this.sup.controlPath, { force: true }).catch(() => undefined);
+    for (const [sig, handler] of this.signalHandlers.splice(0)) process.off(sig, handler);
     this.removeFaultPolicy?.();
     this.removeFaultPolicy = undefined;
   }

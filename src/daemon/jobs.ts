@@ -12,7 +12,8 @@ import type { HandoffResult } from '../supervisor/results.js';
  * Lifecycle: PENDING → RUNNING → SUCCEEDED | FAILED | CANCELLED, or SKIPPED (refused
  * before it ran: another job holds the lease, outside a window, stopping).
  */
-export type JobKind = 'handoff' | 'maintenance';
+/** `supervisor`: baton replacing itself (`baton upgrade --self`), the app untouched. */
+export type JobKind = 'handoff' | 'maintenance' | 'supervisor';
 export type JobState = 'PENDING' | 'RUNNING' | 'SUCCEEDED' | 'FAILED' | 'CANCELLED' | 'SKIPPED';
 /** Why the job exists. */
 export type JobTrigger = 'cold-start' | 'admin' | 'signal' | 'restart' | 'schedule' | 'rollback';
@@ -51,6 +52,18 @@ export interface JobRecord {
   handoff?: HandoffSummary | undefined;
   /** kind 'maintenance': the task, its progress (live while RUNNING) and its result. */
   maintenance?: MaintenanceSummary | undefined;
+  /** kind 'supervisor': which supervisor handed over to which, and the app it kept. */
+  supervisor?: SupervisorSummary | undefined;
+}
+
+export interface SupervisorSummary {
+  oldPid: number;
+  newPid: number;
+  /** The new supervisor's version. */
+  version: string;
+  /** The app it re-adopted (unchanged pid), if one served. */
+  appPid?: number | undefined;
+  generation?: number | undefined;
 }
 
 export interface MaintenanceSummary {
@@ -116,7 +129,8 @@ export class JobStore {
     private readonly now: () => number = Date.now,
   ) {}
 
-  async load(): Promise<void> {
+  /** `continuing`: the id of a job a supervisor before us started and we finish (a self-upgrade's). */
+  async load(opts: { continuing?: string } = {}): Promise<void> {
     // Never refuse to start over the history: a bad file is kept aside and a new one begun.
     const jobs = await loadStateList<JobRecord>(
       this.filePath,
@@ -129,7 +143,7 @@ export class JobStore {
     this.jobs = jobs;
     let changed = false;
     for (const j of this.jobs) {
-      if (!TERMINAL_STATES.includes(j.state)) {
+      if (!TERMINAL_STATES.includes(j.state) && j.id !== opts.continuing) {
         Object.assign(j, { state: 'FAILED', endedAt: new Date().toISOString(), code: 'E_SUPERVISOR_RESTARTED', reason: 'the supervisor exited while this job was running' });
         changed = true;
       }

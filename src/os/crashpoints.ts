@@ -51,7 +51,20 @@ export const CRASH_POINTS = {
   'successor.on_abort': 'Abort received',
 } as const;
 
+/**
+ * The supervisor's own handover (`baton upgrade --self`), kept apart from CRASH_POINTS:
+ * those are dealt out over app handoffs (the chaos runner, the recovery suite), these are
+ * reached only during a self-upgrade. The new supervisor inherits the old one's env, so
+ * one selection reaches whichever side the point is on.
+ */
+export const HANDOVER_CRASH_POINTS = {
+  'handover.new_after_prepared': 'new supervisor said prepared, the old one not yet quiet',
+  'handover.new_after_go': 'new supervisor told go (the old one is quiet), before it serves',
+  'handover.old_after_go': 'old supervisor sent go, before the new one said serving',
+} as const;
+
 export type CrashPoint = keyof typeof CRASH_POINTS;
+export type HandoverCrashPoint = keyof typeof HANDOVER_CRASH_POINTS;
 export const CRASH_POINT_NAMES = Object.keys(CRASH_POINTS) as CrashPoint[];
 
 export const CRASH_ENV = 'BATON_CRASH_POINT';
@@ -84,7 +97,7 @@ export function crashConfigFromEnv(env: NodeJS.ProcessEnv = process.env): CrashC
 }
 
 /** Dies here (SIGKILL to the whole process, from any thread) if `name` is the selected point; stalls if asked to. */
-export function crashPoint(config: CrashConfig, name: CrashPoint): void {
+export function crashPoint(config: CrashConfig, name: CrashPoint | HandoverCrashPoint): void {
   const stallMs = config.stalls?.[name];
   if (stallMs) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, stallMs);
   if (config.point !== name) return;

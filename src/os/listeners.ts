@@ -43,6 +43,8 @@ export interface HeldListener {
    * passes it over the child-process IPC channel as a new fd in the child (SCM_RIGHTS).
    */
   readonly handle: object;
+  /** unix listeners whose socket file is ours to unlink on close: its inode. */
+  readonly ownedInode?: number | undefined;
   close(): void;
 }
 
@@ -245,6 +247,15 @@ function refuseLiveUnixSocket(spec: ListenerSpec): void {
   }
 }
 
+/**
+ * Holds a listening socket handle that came from elsewhere (taken back from a process,
+ * handed over by the supervisor before us). `publishedIno`: the unix socket file is ours
+ * to unlink on close, while the path is still that inode.
+ */
+export function adoptHandle(spec: ListenerSpec, handle: { fd: number; close(): void }, address: string, publishedIno?: number): HeldListener {
+  return toHeld({ spec, handle: handle as ServerHandle, address, ...(publishedIno !== undefined && { publishedIno }) });
+}
+
 function toHeld(b: BoundListener): HeldListener {
   let closed = false;
   return {
@@ -253,6 +264,7 @@ function toHeld(b: BoundListener): HeldListener {
     fd: b.handle.fd,
     address: b.address,
     handle: b.handle,
+    ownedInode: b.publishedIno,
     close: () => {
       if (closed) return;
       closed = true;
@@ -334,6 +346,11 @@ function listenViaHelper(fds: number[]): (string | null)[] {
 function probeUnixSocket(p: string): string {
   const r = spawnSync(process.execPath, ['-e', PROBE_HELPER, p], { encoding: 'utf8', timeout: 10_000, env: { PATH: process.env.PATH ?? '' } });
   return r.stdout || 'EPROBE';
+}
+
+/** Wraps an inherited listening fd (no bind, no listen); an errno number when it is not a socket. */
+export function createServerHandleFromFd(fd: number): { fd: number; close(): void } | number {
+  return createServerHandleFn()(null, 0, 0, fd);
 }
 
 // ---------------------------------------------------------------- systemd socket activation

@@ -16,7 +16,10 @@ export class StderrTail {
 
   private readonly ended: Promise<void>;
 
-  constructor(stream: Readable, sink: NodeJS.WritableStream = process.stderr) {
+  constructor(
+    private readonly stream: Readable,
+    sink: NodeJS.WritableStream = process.stderr,
+  ) {
     this.ended = new Promise((resolve) => stream.once('close', resolve));
     stream.on('data', (chunk: Buffer) => this.keep(chunk));
     stream.on('error', () => undefined); // the app's end closing early is its exit, reported elsewhere
@@ -39,6 +42,23 @@ export class StderrTail {
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([this.ended, new Promise<void>((r) => (timer = setTimeout(r, ms)))]);
     clearTimeout(timer);
+  }
+
+  /**
+   * The read end's fd, for a supervisor that takes over (self-upgrade): reading stops
+   * here (in libuv, not just in the stream, so nothing more is read into this process's
+   * buffers) until `resumeReading()`. Undefined when the stream has no fd.
+   */
+  stopReading(): number | undefined {
+    const handle = (this.stream as unknown as { _handle?: { fd?: number; readStop?: () => number } })._handle;
+    if (typeof handle?.fd !== 'number' || handle.fd < 0 || typeof handle.readStop !== 'function') return undefined;
+    handle.readStop();
+    return handle.fd;
+  }
+
+  /** Reading again after `stopReading()` (the new supervisor did not take over). */
+  resumeReading(): void {
+    (this.stream as unknown as { _handle?: { readStart?: () => number } })._handle?.readStart?.();
   }
 
   /** The last lines (at most TAIL_LINES, TAIL_BYTES), trimmed; '' if it printed nothing. */

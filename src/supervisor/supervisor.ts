@@ -2,13 +2,14 @@ import { EventEmitter } from 'node:events';
 import { randomUUID } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import { ControlChannel, type ChannelOptions } from '../wire/channel.js';
 import { negotiateVersion } from '../wire/codec.js';
 import { crashConfigFromEnv, crashPoint, type CrashConfig } from '../os/crashpoints.js';
 import { BatonError, HandoffError, ProtocolError, asBatonError, errorMessage } from '../os/errors.js';
 import { Lease, type JobResult, type JobSpec } from './lease.js';
 import { Restarter } from './restart-policy.js';
-import { keyLine } from './stderr-tail.js';
+import { keyLine, StderrTail } from './stderr-tail.js';
 import { BuildLedger, buildIdText, describeBuild, resolveCommand, sameBuild, type BuildInfo, type BuildRecord } from './builds.js';
 import { AppProcess, crashEnv, spawnApp, type ExitStatus } from './generation.js';
 import { Journal } from './journal.js';
@@ -157,6 +158,46 @@ export class Supervisor extends EventEmitter {
     return this.restarter.scheduled;
   }
 
+  /**
+   * Another supervisor takes over (self-upgrade, daemon/self-upgrade.ts): until the
+   * returned resume function is called, nothing here acts on the app: no restart (the
+   * new supervisor restarts it if it dies meanwhile), no handoff, no bake verdict, and
+   * the app's stderr is left unread for the new supervisor (its fd is returned).
+   * Refused (throws) while a handoff runs or a restart is scheduled.
+   */
+  handOver(): { stderrFd: number | undefined; resume: () => void } {
+    if (this.busy) throw new HandoffError('E_HANDOFF_IN_PROGRESS', this.flight ? `a handoff is running (phase ${this.flight.phase})` : 'a restart of the app is scheduled');
+    if (this.stopping) throw new HandoffError('E_STOPPING', 'supervisor is stopping');
+    this.stopping = true;
+    clearTimeout(this.bakeTimer);
+    const app = this.current;
+    const stderrFd = app?.stderr?.stopReading();
+    return {
+      stderrFd,
+      resume: () => {
+        this.stopping = false;
+        if (stderrFd !== undefined) app?.stderr?.resumeReading();
+        if (app && this.current === app) this.rearmBake(app);
+        this.restarter.checkIncumbent();
+      },
+    };
+  }
+
+  /**
+   * The adopted incumbent's stderr, handed over by the supervisor before us: passed on
+   * to ours and its tail kept, as for a process we spawned.
+   */
+  adoptIncumbentStderr(stream: Readable): void {
+    if (this.current && !this.current.stderr) this.current.stderr = new StderrTail(stream);
+    else stream.destroy();
+  }
+
+  /** Its bake window goes on where it was left (a restarted or taken-over supervisor). */
+  private rearmBake(app: AppProcess): void {
+    const rec = this.buildRecord(app.generation);
+    if (rec?.state === 'baking') this.bakeTimerFor(app, rec, Math.max(0, Date.parse(rec.bakeEndsAt ?? '') - Date.now() || 0));
+  }
+
   /** A handoff runs, or a restart of a crashed incumbent is scheduled. */
   get busy(): boolean {
     return this.flight !== undefined || this.restarter.scheduled;
@@ -213,11 +254,9 @@ export class Supervisor extends EventEmitter {
     const survivor = alive()[0];
     if (survivor) {
       this.current = new AppProcess(survivor.pid, survivor.startTime, survivor.generation, undefined, undefined);
-      const rec = this.buildRecord(survivor.generation);
-      this.current.build = rec;
+      this.current.build = this.buildRecord(survivor.generation);
       this.lastServed = this.current;
-      // Its bake window goes on where the previous supervisor left it.
-      if (rec?.state === 'baking') this.bakeTimerFor(this.current, rec, Math.max(0, Date.parse(rec.bakeEndsAt ?? '') - Date.now() || 0));
+      this.rearmBake(this.current);
       this.generation = survivor.generation;
       this.restarter.watch(this.current);
     }
