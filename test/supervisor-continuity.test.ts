@@ -7,6 +7,7 @@
  * request failed and no acknowledged write was lost.
  */
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import * as net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { JobRecord } from '../src/daemon/jobs.js';
@@ -46,6 +47,15 @@ async function verifyLoad(load: KvLoad): Promise<void> {
   const { lost, resurrected } = await load.verify();
   expect(lost, 'lost acknowledged writes').toEqual([]);
   expect(resurrected).toEqual([]);
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const srv = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = srv.address() as net.AddressInfo;
+      srv.close(() => resolve(port));
+    });
+  });
 }
 
 function fdCount(pid: number): number {
@@ -115,5 +125,168 @@ describe('baton upgrade --self', () => {
     await upgradeApp(d);
     expect((await status(d)).app!.pid).not.toBe(appPid);
     await stopSupervisor(d, supervisors[supervisors.length - 1]!);
+  });
+});
+
+describe('baton upgrade --self: what goes wrong', () => {
+  /** A supervisor on kv with load; returns what the rows check. */
+  async function world(env: Record<string, string> = {}, extraArgs: string[] = []): Promise<{ d: DaemonHandle; appPid: number; supPid: number; load: KvLoad }> {
+    const d = await startKv(extraArgs, env);
+    const s = await status(d);
+    return { d, appPid: s.app!.pid, supPid: s.supervisor.pid, load: new KvLoad(d.port, { conns: 8 }) };
+  }
+
+  /** The old supervisor serves on: its admin socket answers, the app is the same, and a handoff of the app commits. */
+  async function oldServesOn(d: DaemonHandle, supPid: number, appPid: number): Promise<void> {
+    const s = await status(d);
+    expect(s.supervisor.pid).toBe(supPid);
+    expect(s.app?.pid).toBe(appPid);
+    await upgradeApp(d);
+  }
+
+  for (const point of ['handover.new_after_prepared', 'handover.new_after_go'] as const) {
+    it(`the new supervisor dies at ${point}: exit 2, the old one serves on (admin reopened, the app untouched), no request fails`, { timeout: 120_000 }, async () => {
+      const { d, appPid, supPid, load } = await world({ BATON_CRASH_POINT: point });
+      try {
+        const r = await selfUpgrade(d);
+        expect(r.code, r.stdout + r.stderr).toBe(2);
+        const job = JSON.parse(r.stdout) as JobRecord;
+        expect(job).toMatchObject({ kind: 'supervisor', state: 'FAILED', code: 'E_SELF_UPGRADE_FAILED' });
+        expect(job.reason).toMatch(new RegExp(`the new supervisor \\(pid \\d+\\) exited \\(code -, signal SIGKILL\\) before it served; the old supervisor \\(pid ${supPid}\\) serves on`));
+        await oldServesOn(d, supPid, appPid);
+      } finally {
+        await verifyLoad(load);
+      }
+      await worlds.w.stop(d);
+    });
+  }
+
+  it('the old supervisor dies right after go (handover.old_after_go): the new one carries on and serves, the app untouched, no request fails', { timeout: 120_000 }, async () => {
+    const { d, appPid, supPid, load } = await world({ BATON_CRASH_POINT: 'handover.old_after_go' });
+    let newPid = 0;
+    try {
+      const r = await selfUpgrade(d);
+      expect(r.code, 'the request dies with the old supervisor').toBe(1);
+      expect(await exitOf(d.child)).toEqual({ code: null, signal: 'SIGKILL' });
+      const s = await pollUntil(async () => {
+        const st = await status(d).catch(() => undefined);
+        return st && st.supervisor.pid !== supPid ? st : undefined;
+      }, 'the new supervisor to answer', 30_000);
+      newPid = s.supervisor.pid;
+      expect(s.app?.pid).toBe(appPid);
+      const job = (await history(d)).find((j) => j.kind === 'supervisor');
+      expect(job).toMatchObject({ state: 'SUCCEEDED', supervisor: { oldPid: supPid, newPid, appPid } });
+      await upgradeApp(d);
+    } finally {
+      await verifyLoad(load);
+    }
+    await stopSupervisor(d, newPid);
+  });
+
+  it('a configuration that cannot apply live is refused naming the key (exit 2, the old one serves on); one that can applies: a new listener, a metrics listener', { timeout: 150_000 }, async () => {
+    const dir = h.tempDir('baton-continuity-');
+    const config = path.join(dir, 'baton.json');
+    const dirs = { dataDir: path.join(dir, 'data'), stateDir: path.join(dir, 'state') };
+    const write = (c: Record<string, unknown>): void => writeFileSync(config, JSON.stringify({ listen: ['l0=tcp://127.0.0.1:0'], ...dirs, ...c }));
+    write({ handoff: { readyTimeoutS: 10 } });
+    const d = await worlds.w.startDaemon({ dir, command: KV, listen: null, dirFlags: false, extraArgs: ['--config', config] });
+    const first = await status(d);
+    const appPid = first.app!.pid;
+    let supPid = first.supervisor.pid;
+    const load = new KvLoad(d.port, { conns: 8 });
+    const refused = async (pattern: RegExp): Promise<void> => {
+      const r = await selfUpgrade(d);
+      expect(r.code, r.stdout + r.stderr).toBe(2);
+      expect((JSON.parse(r.stdout) as JobRecord).reason).toMatch(pattern);
+      expect((await status(d)).supervisor.pid, 'the old supervisor serves on').toBe(supPid);
+    };
+    try {
+      write({ handoff: { readyTimeoutS: 'soon' } });
+      await refused(/the new supervisor failed: .*"handoff.readyTimeoutS"/);
+      write({ dataDir: path.join(dir, 'elsewhere') });
+      await refused(/"dataDir" changed from .* to .*elsewhere; the running app uses the old one/);
+      write({ listen: ['l0=tcp://127.0.0.1:1'] });
+      await refused(/"listen": listener l0 changed from tcp:\/\/127.0.0.1:\d+ to tcp:\/\/127.0.0.1:1; a listener's address cannot change/);
+      write({ listen: ['other=tcp://127.0.0.1:0'] });
+      await refused(/"listen": listener l0 \(tcp:\/\/127.0.0.1:\d+\) is gone from the configuration/);
+
+      const metricsPort = await freePort();
+      write({ listen: ['l0=tcp://127.0.0.1:0', 'second=tcp://127.0.0.1:0'], metrics: `127.0.0.1:${metricsPort}`, handoff: { readyTimeoutS: 5 } });
+      const added = await selfUpgrade(d);
+      expect(added.code, added.stdout + added.stderr).toBe(0);
+      supPid = (JSON.parse(added.stdout) as JobRecord).supervisor!.newPid;
+      const s = await status(d);
+      expect(s.supervisor.pid).toBe(supPid);
+      expect(s.listeners.map((l) => l.name)).toEqual(['l0', 'second']);
+      expect(s.listeners[0]!.address).toBe(first.listeners[0]!.address);
+      expect(s.app?.pid).toBe(appPid);
+      expect(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text()).toMatch(/^baton_/m);
+      // The new listener reaches the app at its next handoff.
+      await upgradeApp(d);
+      const second = Number(s.listeners[1]!.address.split(':').pop());
+      expect((await fetch(`http://127.0.0.1:${second}/healthz`)).status).toBe(200);
+    } finally {
+      await verifyLoad(load);
+    }
+    await stopSupervisor(d, supPid);
+  });
+});
+
+describe('baton run again after the supervisor was killed', () => {
+  it('idle: it takes the listeners back from the app it left serving and re-adopts it: no connection refused or reset, the app not restarted, every write readable, an upgrade then commits', { timeout: 120_000 }, async () => {
+    const d = await startKv();
+    const appPid = (await status(d)).app!.pid;
+    const load = new KvLoad(d.port, { conns: 16 });
+    let d2: DaemonHandle | undefined;
+    try {
+      await new Promise((r) => setTimeout(r, 500));
+      d.child.kill('SIGKILL');
+      await exitOf(d.child);
+      await new Promise((r) => setTimeout(r, 500)); // the orphan serves on, unsupervised
+      d2 = await worlds.w.startDaemon({ dir: d.dir, command: KV, listen: `tcp://127.0.0.1:${d.port}`, extraArgs: ['--name', 'continuity'] });
+      const s = await status(d2);
+      expect(s.supervisor.pid).toBe(d2.child.pid);
+      expect(s.app?.pid, 'the app was not restarted').toBe(appPid);
+      expect(d2.out.stderr + JSON.stringify(d2.out.lines)).toMatch(new RegExp(`"event":"daemon.listeners_reclaimed","appPid":${appPid}`));
+      await new Promise((r) => setTimeout(r, 500));
+      await upgradeApp(d2);
+      expect((await status(d2)).app?.pid).not.toBe(appPid);
+    } finally {
+      await verifyLoad(load);
+    }
+    await worlds.w.stop(d2!);
+  });
+
+  for (const point of ['supervisor.after_drained', 'supervisor.after_seal_complete'] as const) {
+    it(`mid-handoff (${point}): the restarted supervisor takes the listeners back from a survivor and adopts the one that serves; every acknowledged write is readable and an upgrade commits`, { timeout: 150_000 }, async () => {
+      const d = await startKv([], { BATON_CRASH_POINT: point });
+      const load = new KvLoad(d.port, { conns: 8 });
+      let d2: DaemonHandle | undefined;
+      try {
+        const r = await worlds.w.baton(['upgrade', '--state-dir', d.stateDir], {}, 60_000);
+        expect(r.code).toBe(1); // the supervisor died under it
+        expect(await exitOf(d.child)).toEqual({ code: null, signal: 'SIGKILL' });
+        d2 = await worlds.w.startDaemon({ dir: d.dir, command: KV, listen: `tcp://127.0.0.1:${d.port}`, extraArgs: ['--name', 'continuity'] });
+        expect(d2.out.stderr + JSON.stringify(d2.out.lines)).toMatch(/"event":"daemon.listeners_reclaimed"/);
+        expect(d2.out.stderr + JSON.stringify(d2.out.lines)).not.toMatch(/"event":"daemon.takeover"/);
+        await upgradeApp(d2);
+      } finally {
+        await verifyLoad(load);
+      }
+      await worlds.w.stop(d2!);
+    });
+  }
+
+  it('without the helper (no python3): it falls back to stopping the orphan gracefully and binding anew, and says why', { timeout: 90_000 }, async () => {
+    const d = await startKv();
+    const orphan = (await status(d)).app!.pid;
+    d.child.kill('SIGKILL');
+    await exitOf(d.child);
+    const d2 = await worlds.w.startDaemon({ dir: d.dir, command: KV, listen: `tcp://127.0.0.1:${d.port}`, extraArgs: ['--name', 'continuity'], env: { BATON_PYTHON: path.join(d.dir, 'no-python3') } });
+    const log = d2.out.stderr + JSON.stringify(d2.out.lines);
+    expect(log).toMatch(/"event":"daemon.reclaim_failed".*cannot run .*no-python3/);
+    expect(log).toMatch(new RegExp(`"event":"daemon.takeover","pid":${orphan}`));
+    expect((await status(d2)).app?.pid).not.toBe(orphan);
+    await worlds.w.stop(d2);
   });
 });

@@ -56,13 +56,13 @@ export class CliWorld {
    * `baton run --listen tcp://127.0.0.1:0 --data-dir D --state-dir S [extra] -- COMMAND`,
    * waiting until `baton status` answers with generation ≥ 1.
    */
-  async startDaemon(opts: { extraArgs?: string[]; env?: Record<string, string>; command?: string[]; dir?: string; listen?: string } = {}): Promise<DaemonHandle> {
+  async startDaemon(opts: { extraArgs?: string[]; env?: Record<string, string>; command?: string[]; dir?: string; /** null: no --listen (the config file's "listen") */ listen?: string | null; /** false: no --data-dir/--state-dir (the config file names them as dir/data and dir/state) */ dirFlags?: boolean } = {}): Promise<DaemonHandle> {
     const dir = opts.dir ?? this.h.tempDir('baton-cli-');
     const stateDir = path.join(dir, 'state');
     const dataDir = path.join(dir, 'data');
     const child = this.h.spawn(
       process.execPath,
-      [...CLI_NODE_ARGS, CLI, 'run', '--listen', opts.listen ?? 'tcp://127.0.0.1:0', '--data-dir', dataDir, '--state-dir', stateDir, ...(opts.extraArgs ?? []), '--', ...(opts.command ?? PRIMITIVE)],
+      [...CLI_NODE_ARGS, CLI, 'run', ...(opts.listen === null ? [] : ['--listen', opts.listen ?? 'tcp://127.0.0.1:0']), ...(opts.dirFlags === false ? [] : ['--data-dir', dataDir, '--state-dir', stateDir]), ...(opts.extraArgs ?? []), '--', ...(opts.command ?? PRIMITIVE)],
       { env: this.env(opts.env) },
     );
     const out = new LineReader(child);
