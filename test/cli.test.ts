@@ -150,19 +150,22 @@ describe('baton run / upgrade / status / history / stop', () => {
     await stopDaemon(d);
   });
 
-  it('baton run SIGKILLed, then started again: it takes its listener back from the orphaned app (graceful stop, cold start), no write lost', async () => {
+  it('baton run SIGKILLed, then started again without the python3 helper: it says why, stops the orphaned app gracefully and binds anew (cold start), no write lost', async () => {
     const d = await worlds.w.startDaemon();
     const orphan = (await worlds.w.status(d)).app!.pid;
     expect((await request(d.port, 'PUT', '/kv/before', 'takeover')).status).toBe(200);
     d.child.kill('SIGKILL');
     await exitOf(d.child);
     expect((await healthz(d.port)).pid).toBe(orphan); // still serving, unsupervised
-    const d2 = await worlds.w.startDaemon({ dir: d.dir, listen: `tcp://127.0.0.1:${d.port}` });
+    // (With the helper it takes the listeners back and re-adopts the app: test/supervisor-continuity.test.ts.)
+    const d2 = await worlds.w.startDaemon({ dir: d.dir, listen: `tcp://127.0.0.1:${d.port}`, env: { BATON_PYTHON: path.join(d.dir, 'no-python3') } });
     const now = await healthz(d.port);
     expect(now.pid).not.toBe(orphan);
     expect(isAlive(orphan)).toBe(false);
     expect(JSON.parse((await request(d.port, 'GET', '/kv/before')).body).value).toBe('takeover');
-    expect(d2.out.stderr + JSON.stringify(d2.out.lines)).toMatch(new RegExp(`"event":"daemon.takeover","pid":${orphan}`));
+    const log = d2.out.stderr + JSON.stringify(d2.out.lines);
+    expect(log).toMatch(/"event":"daemon.reclaim_failed".*cannot run .*no-python3/);
+    expect(log).toMatch(new RegExp(`"event":"daemon.takeover","pid":${orphan}`));
     await stopDaemon(d2);
 
     // A port held by another program (no earlier supervisor's app alive): exit 1, said so.

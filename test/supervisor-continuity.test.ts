@@ -276,17 +276,4 @@ describe('baton run again after the supervisor was killed', () => {
       await worlds.w.stop(d2!);
     });
   }
-
-  it('without the helper (no python3): it falls back to stopping the orphan gracefully and binding anew, and says why', { timeout: 90_000 }, async () => {
-    const d = await startKv();
-    const orphan = (await status(d)).app!.pid;
-    d.child.kill('SIGKILL');
-    await exitOf(d.child);
-    const d2 = await worlds.w.startDaemon({ dir: d.dir, command: KV, listen: `tcp://127.0.0.1:${d.port}`, extraArgs: ['--name', 'continuity'], env: { BATON_PYTHON: path.join(d.dir, 'no-python3') } });
-    const log = d2.out.stderr + JSON.stringify(d2.out.lines);
-    expect(log).toMatch(/"event":"daemon.reclaim_failed".*cannot run .*no-python3/);
-    expect(log).toMatch(new RegExp(`"event":"daemon.takeover","pid":${orphan}`));
-    expect((await status(d2)).app?.pid).not.toBe(orphan);
-    await worlds.w.stop(d2);
-  });
 });

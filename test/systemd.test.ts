@@ -12,6 +12,7 @@ import { userInfo } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { healthz, PRIMITIVE, ROOT } from './support/engine.js';
+import { isAlive } from '../src/os/proc.js';
 import { exitOf, Harness, LineReader, pollUntil } from './support/harness.js';
 import { CLI, CLI_NODE_ARGS, useCliWorlds, writeScript } from './support/cli.js';
 
@@ -89,6 +90,28 @@ describe.skipIf(!canNotify)('sd_notify', () => {
     expect(await exitOf(d.child)).toEqual({ code: 0, signal: null });
     await pollUntil(() => messages().length >= 16, 'STOPPING=1');
     expect(messages().slice(15)).toEqual([{ STOPPING: '1', STATUS: 'stopping' }]);
+    receiver.kill('SIGTERM');
+    await exitOf(receiver);
+  });
+});
+
+describe.skipIf(!canNotify)('sd_notify across baton upgrade --self', () => {
+  it('the new supervisor tells systemd its MAINPID with READY=1 before the old one exits, and pings the watchdog as itself', async () => {
+    const dir = h.tempDir('baton-sd-');
+    const { sock, receiver, received, messages } = await notifyReceiver(dir);
+    const d = await worlds.w.startDaemon({ dir, env: { NOTIFY_SOCKET: sock, WATCHDOG_USEC: '300000' } });
+    const app = await healthz(d.port);
+    await pollUntil(() => messages().length >= 1, 'READY=1');
+    const r = await worlds.w.baton(['upgrade', '--self', '--json', '--state-dir', d.stateDir]);
+    expect(r.code, r.stderr).toBe(0);
+    const newPid = (JSON.parse(r.stdout) as { supervisor: { newPid: number } }).supervisor.newPid;
+    expect(await exitOf(d.child)).toEqual({ code: 0, signal: null });
+    expect(messages().slice(1)).toEqual([{ READY: '1', MAINPID: String(newPid), STATUS: `serving generation 1 (pid ${app.pid})` }]);
+    const w0 = received().filter((m) => m.WATCHDOG === '1').length;
+    await pollUntil(() => received().filter((m) => m.WATCHDOG === '1').length >= w0 + 3, 'WATCHDOG=1 from the new supervisor', 10_000);
+    const stop = await worlds.w.baton(['stop', '--state-dir', d.stateDir]);
+    expect(stop.code).toBe(0);
+    await pollUntil(() => !isAlive(newPid) || undefined, 'the new supervisor to exit', 30_000);
     receiver.kill('SIGTERM');
     await exitOf(receiver);
   });

@@ -210,7 +210,7 @@ is running, 4 aborted and nothing serves, 5 no earlier known-good build, 1 any o
   unit: `Usage: baton unit --name NAME [options] [run options] -- COMMAND [ARGS...]
 
 Prints a systemd service unit that runs \`baton run [run options] -- COMMAND\`, with the
-settings baton needs: Type=notify, NotifyAccess=all, KillMode=mixed, ExecReload=baton
+settings baton needs: Type=notify, NotifyAccess=all, KillMode=process, ExecReload=baton
 upgrade (systemctl reload = a handoff), WatchdogSec, StateDirectory=NAME. With --socket,
 also a .socket unit per listener (systemd holds it; baton adopts it). Nothing is
 installed: redirect the output, or use --out-dir.

@@ -83,6 +83,8 @@ export class Daemon {
   private handover: HandoverEnv | undefined;
   /** Makes the handed-over unix socket files ours (to unlink at our stop); called once we serve. */
   private ownHandedListeners: (() => HeldListener[]) | undefined;
+  /** The listeners came from systemd (LISTEN_FDS), directly or through the supervisor before us. */
+  private listenersFromSystemd = false;
   /** This supervisor handed over to a new one and exits, leaving the app, listeners and state to it. */
   handedOver = false;
   /** Signal handlers we installed, removed at clean-up. */
@@ -125,6 +127,7 @@ export class Daemon {
       jobs: () => this.jobs,
       listeners: () => this.listeners,
       dirs: cfg,
+      listenersFromSystemd: () => this.listenersFromSystemd,
       busy: () => this.selfUpgradeRefusal(),
       quiesce: () => this.quiesce(),
       reopen: () => this.reopen(),
@@ -202,6 +205,7 @@ export class Daemon {
     } else if (adopted) {
       if (cfg.listen.length) this.log.warn({ event: 'daemon.listen_ignored', listen: cfg.listenText }, 'systemd passed listening sockets (LISTEN_FDS); ignoring --listen/"listen"');
       this.listeners = adopted;
+      this.listenersFromSystemd = true;
     } else if (cfg.listen.length) {
       this.listeners = await bindOrTakeOver(cfg, this.log);
     }
@@ -371,8 +375,8 @@ export class Daemon {
     const handed = adoptHandedListeners(h);
     this.listeners = handed.listeners;
     this.ownHandedListeners = handed.own;
-    const systemdListeners = h.listeners.some((l) => l.address.startsWith('fd:')) || this.cfg.listen.length === 0;
-    const { added } = reconcileListeners(h.listeners, this.cfg.listen, systemdListeners);
+    this.listenersFromSystemd = h.systemd;
+    const { added } = reconcileListeners(h.listeners, this.cfg.listen, h.systemd);
     if (added.length) {
       const fresh = bindListeners(added);
       this.listeners = [...this.listeners, ...fresh];

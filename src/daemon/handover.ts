@@ -11,7 +11,7 @@ import { adoptHandle, createServerHandleFromFd, formatAddress, type HeldListener
  * serving app's stderr read end when there is one. Described by BATON_HANDOVER (JSON):
  *
  *   { v: 1, fromPid, jobId, listeners: [{ name, address, spec, ino? }], appStderr: bool,
- *     stateDir, dataDir }
+ *     systemd: bool, stateDir, dataDir }
  *
  * Messages, each `{ baton: 'handover', type, ... }`:
  *   new → old  prepared   config read and valid, listeners held: ready to take over
@@ -41,6 +41,8 @@ export interface HandoverEnv {
   jobId: string;
   listeners: HandedListener[];
   appStderr: boolean;
+  /** The listeners came from systemd socket activation (the configured ones were ignored). */
+  systemd: boolean;
   /** The old supervisor's: ours must be the same (the journal, the admin socket, the lock are there). */
   stateDir: string;
   dataDir: string;
@@ -77,7 +79,7 @@ export function parseHandoverEnv(text: string | undefined): HandoverEnv | undefi
     if (typeof l?.name !== 'string' || typeof l.address !== 'string' || typeof s !== 'object' || s === null || s.name !== l.name || (s.kind !== 'tcp' && s.kind !== 'unix')) throw bad('a listener is malformed');
     if (l.ino !== undefined && !Number.isInteger(l.ino)) throw bad(`listener ${l.name}: ino is not an integer`);
   }
-  if (typeof v.appStderr !== 'boolean') throw bad('appStderr is not a boolean');
+  if (typeof v.appStderr !== 'boolean' || typeof v.systemd !== 'boolean') throw bad('appStderr or systemd is not a boolean');
   if (typeof v.stateDir !== 'string' || typeof v.dataDir !== 'string') throw bad('stateDir or dataDir is not a path');
   return v as HandoverEnv;
 }

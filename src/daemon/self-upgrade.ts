@@ -28,6 +28,8 @@ export interface SelfUpgradeHost {
   jobs(): JobStore;
   listeners(): readonly HeldListener[];
   readonly dirs: { stateDir: string; dataDir: string };
+  /** The listeners came from systemd socket activation. */
+  listenersFromSystemd(): boolean;
   /** Why a self-upgrade cannot start now (a handoff or job runs, stopping), or undefined. */
   busy(): string | undefined;
   /** No admin socket or TCP listener, no metrics listener, no scheduler or health check; state files flushed. */
@@ -129,6 +131,7 @@ export class SelfUpgrade {
       jobId,
       listeners: listeners.map((l) => ({ name: l.name, address: l.address, spec: l.spec, ...(l.ownedInode !== undefined && { ino: l.ownedInode }) })),
       appStderr: stderrFd !== undefined,
+      systemd: this.host.listenersFromSystemd(),
       stateDir: this.host.dirs.stateDir,
       dataDir: this.host.dirs.dataDir,
     };

@@ -2,8 +2,9 @@
  * `baton unit`: a ready systemd service unit (and, with `--socket`, socket units) for a
  * `baton run` command line. The settings are the ones baton relies on (README
  * "systemd", fixtures/systemd): Type=notify with NotifyAccess=all (sd_notify comes from
- * a systemd-notify child), KillMode=mixed (SIGTERM to baton only: it stops the app
- * gracefully), ExecReload=baton upgrade, WatchdogSec, StateDirectory for the state dir.
+ * a systemd-notify child), KillMode=process (SIGTERM to baton only: it stops the app
+ * gracefully; and a baton that dies leaves the app serving, for the restarted baton to
+ * re-adopt), ExecReload=baton upgrade, WatchdogSec, StateDirectory for the state dir.
  * Everything here is pure text from the options; the CLI prints or writes it.
  */
 import { accessSync, constants, existsSync, statSync, writeFileSync } from 'node:fs';
@@ -128,8 +129,10 @@ export function buildUnits(flags: UnitFlags, version: string, env: NodeJS.Proces
     `ExecStart=${run.map(quoteArg).join(' ')}`,
     '# systemctl reload waits for the handoff; it fails (and the old process serves on) if it aborts.',
     `ExecReload=${reload.map(quoteArg).join(' ')}`,
-    '# SIGTERM to baton only: it drains and seals the app, then exits. SIGKILL for all at the timeout.',
-    'KillMode=mixed',
+    '# Signals to baton only: on stop it drains and seals the app, then exits; if baton itself dies,',
+    '# the app serves on and the restarted baton re-adopts it (nothing refused, the app not restarted).',
+    '# baton upgrade --self (or SIGUSR2) replaces baton and tells systemd the new MAINPID.',
+    'KillMode=process',
     'TimeoutStopSec=60',
     'Restart=on-failure',
     'RestartSec=2',
