@@ -103,6 +103,9 @@ describe('baton upgrade --self', () => {
         expect(now).not.toBe(before);
         if (i === 1) expect(await exitOf(d.child)).toEqual({ code: 0, signal: null });
         await pollUntil(async () => !isAlive(before) || undefined, `supervisor ${before} to exit`, 10_000);
+        // On disk too (the old one writes no state file once it handed over): a crash now would still show it.
+        const onDisk = (JSON.parse(readFileSync(path.join(d.stateDir, 'jobs.json'), 'utf8')) as { jobs: JobRecord[] }).jobs.find((j) => j.id === job.id);
+        expect(onDisk?.state).toBe('SUCCEEDED');
         const s = await status(d);
         expect(s.supervisor.pid).toBe(now);
         expect(s.app).toMatchObject({ pid: appPid, generation: 1 });

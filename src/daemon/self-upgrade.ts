@@ -94,8 +94,8 @@ export class SelfUpgrade {
       const prepared = await channel.next(SELF_UPGRADE_TIMEOUTS.preparedMs, 'read its configuration');
       if (prepared.type !== 'prepared') throw new HandoverFailed('E_SELF_UPGRADE_PROTOCOL', `the new supervisor sent ${prepared.type} before prepared`);
       phase('handing-over');
+      quiet = true; // a quiesce that fails half-way is reopened too
       await this.host.quiesce();
-      quiet = true;
       channel.send({ baton: 'handover', type: 'go' });
       crashPoint(this.crash, 'handover.old_after_go');
       const serving = await channel.next(SELF_UPGRADE_TIMEOUTS.servingMs, 'take over');
