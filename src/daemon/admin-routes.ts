@@ -76,6 +76,7 @@ export class AdminRoutes {
       name: this.host.cfg.name,
       supervisor: { pid: process.pid, startedAt: new Date(this.host.startedAt).toISOString(), uptimeS: Math.round((Date.now() - this.host.startedAt) / 1000), stateDir: this.host.cfg.stateDir, dataDir: this.host.cfg.dataDir },
       app: inc ? { pid: inc.pid, alive: inc.alive, generation: this.host.sup.generation } : null,
+      mode: this.host.sup.socketActivation ? 'socket-activation' : 'protocol',
       /** Something serves: an app process of ours is alive. When false the service is down. */
       serving: Boolean(inc?.alive),
       restartScheduled: this.host.sup.restartScheduled,
