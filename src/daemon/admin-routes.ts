@@ -196,7 +196,9 @@ export class AdminRoutes {
     const timeoutS = (t as number | undefined) ?? this.host.cfg.stopTimeoutS;
     this.host.log.info({ event: 'shutdown.requested', reason: 'admin', timeoutS }, 'stop requested over the admin socket');
     if (!this.host.stopping()) await this.host.lifecycle.record('shutdown.requested', { reason: 'admin', timeoutS });
-    ctx.stream({ type: 'stopping', timeoutS });
+    // Socket activation: no drain or seal to ask for, only the server's stop signal.
+    const activation = this.host.cfg.activation;
+    ctx.stream({ type: 'stopping', timeoutS, ...(activation && { stopSignal: activation.stopSignal ?? 'SIGTERM' }) });
     await this.host.stop(timeoutS * 1000, 'admin');
     return { status: 200, body: { type: 'result', stopped: true }, audit: 'stopped' };
   }

@@ -361,7 +361,9 @@ async function cmdStop(args: string[]): Promise<number> {
   const timeoutS = seconds('stop', 'timeout', v.timeout);
   const reply = await adminRequest(targetSocket(v), 'POST', '/v1/stop', timeoutS !== undefined ? { timeoutS } : {}, {
     onLine: (line) => {
-      if (line.type === 'stopping') console.log(`stopping (the app has ${String(line.timeoutS)} s to drain, seal and exit)`);
+      if (line.type !== 'stopping') return;
+      if (line.stopSignal !== undefined) console.log(`stopping (the app gets ${String(line.stopSignal)} and has ${String(line.timeoutS)} s to exit)`);
+      else console.log(`stopping (the app has ${String(line.timeoutS)} s to drain, seal and exit)`);
     },
   });
   if (reply.body.stopped !== true) fail(reply);
