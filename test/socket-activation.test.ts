@@ -108,9 +108,9 @@ async function onlyServingGeneration(d: DaemonHandle, appPid: number, wrk?: Wrk)
 }
 
 /** A deployable gunicorn build behind a script (rewritten atomically, like a deploy). */
-function gunicornScript(file: string, env: Record<string, string> = {}): void {
+function gunicornScript(file: string, env: Record<string, string> = {}, args: string[] = []): void {
   const exports = Object.entries(env).map(([k, v]) => `export ${k}='${v}'`).join('\n');
-  writeScript(file, `${exports}\nexec ${GUNICORN.join(' ')}`);
+  writeScript(file, `${exports}\nexec ${[...GUNICORN, ...args].join(' ')}`);
 }
 
 describe('socket activation: unmodified servers', () => {
@@ -221,7 +221,7 @@ http {
     await w.stop(d);
   }, 180_000);
 
-  it('an upgrade to a broken build aborts (exit 2) with the old process serving on, the reason and history quoting its stderr; requests succeed throughout', async () => {
+  it('an upgrade to a broken build, or to one whose own /healthz fails, aborts (exit 2) with the old process serving on, the reason and history quoting its stderr; requests succeed throughout', async () => {
     const w = worlds.w;
     const dir = h.tempDir('baton-activation-');
     const app = path.join(dir, 'app.sh');
@@ -229,13 +229,15 @@ http {
     const d = await w.startDaemon({ dir, extraArgs: ['--socket-activation', '--ready-http', '/healthz'], command: [app] });
     const before = (await w.status(d)).app!.pid;
     const wrk = Wrk.start(d.port, 8);
-    gunicornScript(app, { APP_CRASH_ON_IMPORT: '1' }); // the broken build
+    // The broken build: with --preload the master imports the app and dies at once (without
+    // it, the master exits only once its workers failed to boot, seconds later on a busy machine).
+    gunicornScript(app, { APP_CRASH_ON_IMPORT: '1' }, ['--preload']);
     const { code, job } = await upgrade(d);
     expect(code).toBe(2);
     expect(job.state).toBe('FAILED');
     expect(job.code).toBe('E_PEER_DIED');
     expect(job.reason).toMatch(/new process \(pid \d+\) exited \(code \d+.*before it was ready; its stderr says: .*APP_CRASH_ON_IMPORT/);
-    expect(job.handoff?.successorStderr).toContain('RuntimeError: APP_CRASH_ON_IMPORT');
+    expect(job.handoff?.successorStderr).toContain('APP_CRASH_ON_IMPORT: this build is broken on purpose');
     expect(job.handoff?.newPid).toBe(before); // who serves now: the old one
     expect((await w.status(d)).app!.pid).toBe(before);
     expect((await gunicornServer(d.port)).master).toBe(before);
@@ -248,6 +250,15 @@ http {
     const [last] = await history(d);
     expect(last!.state).toBe('FAILED');
     expect(last!.reason).toContain('APP_CRASH_ON_IMPORT');
+
+    // A build that serves but whose /healthz says 503: only the new process is asked (its
+    // private listener), so the old one's 200s on the shared port cannot make it look ready.
+    gunicornScript(app, { APP_UNHEALTHY: '1' });
+    const unhealthy = await upgrade(d, ['--ready-timeout', '3']);
+    expect(unhealthy.code).toBe(2);
+    expect(unhealthy.job.code).toBe('E_READY_TIMEOUT');
+    expect(unhealthy.job.reason).toMatch(/not ready within 3000 ms of its start: GET http:\/\/127\.0\.0\.1:\d+\/healthz answered 503/);
+    expect((await gunicornServer(d.port)).master).toBe(before);
 
     gunicornScript(app); // fixed: the next upgrade commits
     const fixed = await upgrade(d);
@@ -306,8 +317,12 @@ http {
       .filter((l) => l.includes('"app.restart_scheduled"'))
       .map((l) => (JSON.parse(l) as { delayMs: number }).delayMs);
     expect(delays).toEqual([100, 200]);
+    // No protocol, so no maintenance tasks: refused at once, without a connection attempt.
+    const job = await w.baton(['maintenance', 'run', 'compaction', '--json', '--state-dir', d.stateDir]);
+    expect(job.code).toBe(2);
+    expect(JSON.parse(job.stdout)).toMatchObject({ state: 'FAILED', code: 'E_UNSUPPORTED' });
     const jobs = await history(d);
-    expect(jobs.slice(0, 2).map((j) => [j.trigger, j.state])).toEqual([
+    expect(jobs.filter((j) => j.kind === 'handoff').slice(0, 2).map((j) => [j.trigger, j.state])).toEqual([
       ['restart', 'SUCCEEDED'],
       ['restart', 'SUCCEEDED'],
     ]);

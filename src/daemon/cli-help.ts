@@ -242,7 +242,8 @@ Options:
   -h, --help
 Run options (passed on to baton run, see baton run --help):
   --config FILE, --listen ADDR..., --data-dir DIR, --state-dir DIR, --metrics HOST:PORT,
-  --admin-listen HOST:PORT
+  --admin-listen HOST:PORT, --socket-activation, --ready-after S, --ready-cmd CMD,
+  --ready-http PATH, --stop-signal SIG, --stop-grace S
 
 Exit codes: 0 printed or written, 1 error (the message names the flag).`,
   status: `Usage: baton status [options]
