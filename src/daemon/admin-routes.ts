@@ -79,6 +79,7 @@ export class AdminRoutes {
       name: this.host.cfg.name,
       supervisor: { pid: process.pid, startedAt: new Date(this.host.startedAt).toISOString(), uptimeS: Math.round((Date.now() - this.host.startedAt) / 1000), stateDir: this.host.cfg.stateDir, dataDir: this.host.cfg.dataDir },
       app: inc ? { pid: inc.pid, alive: inc.alive, generation: this.host.sup.generation } : null,
+      mode: this.host.sup.socketActivation ? 'socket-activation' : 'protocol',
       /** Something serves: an app process of ours is alive. When false the service is down. */
       serving: Boolean(inc?.alive),
       restartScheduled: this.host.sup.restartScheduled,
@@ -206,7 +207,9 @@ export class AdminRoutes {
     const timeoutS = (t as number | undefined) ?? this.host.cfg.stopTimeoutS;
     this.host.log.info({ event: 'shutdown.requested', reason: 'admin', timeoutS }, 'stop requested over the admin socket');
     if (!this.host.stopping()) await this.host.lifecycle.record('shutdown.requested', { reason: 'admin', timeoutS });
-    ctx.stream({ type: 'stopping', timeoutS });
+    // Socket activation: no drain or seal to ask for, only the server's stop signal.
+    const activation = this.host.cfg.activation;
+    ctx.stream({ type: 'stopping', timeoutS, ...(activation && { stopSignal: activation.stopSignal ?? 'SIGTERM' }) });
     await this.host.stop(timeoutS * 1000, 'admin');
     return { status: 200, body: { type: 'result', stopped: true }, audit: 'stopped' };
   }

@@ -33,8 +33,26 @@ export const RUN_OPTIONS = {
   name: { type: 'string' },
   metrics: { type: 'string' },
   'admin-listen': { type: 'string' },
+  'socket-activation': { type: 'boolean' },
+  'ready-after': { type: 'string' },
+  'ready-cmd': { type: 'string' },
+  'ready-http': { type: 'string' },
+  'stop-signal': { type: 'string' },
+  'stop-grace': { type: 'string' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies ParseArgsConfig['options'];
+
+/** The socket-activation flags of `baton run` as RunFlags (config.ts validates them). */
+export function activationFlags(v: { 'socket-activation'?: boolean | undefined; 'ready-after'?: string | undefined; 'ready-cmd'?: string | undefined; 'ready-http'?: string | undefined; 'stop-signal'?: string | undefined; 'stop-grace'?: string | undefined }) {
+  return {
+    socketActivation: v['socket-activation'],
+    readyAfter: v['ready-after'],
+    readyCmd: v['ready-cmd'],
+    readyHttp: v['ready-http'],
+    stopSignal: v['stop-signal'],
+    stopGrace: v['stop-grace'],
+  };
+}
 
 /** The values parseArgs gives for these options (named, so the declaration of parse can be emitted). */
 type Flags<O extends NonNullable<ParseArgsConfig['options']>> = ReturnType<typeof parseArgs<{ args: string[]; options: O; strict: true; allowPositionals: false }>>['values'];

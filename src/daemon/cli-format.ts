@@ -54,6 +54,8 @@ export interface StatusBody {
   name: string;
   supervisor: { pid: number; uptimeS: number; stateDir: string };
   app: { pid: number; generation: number } | null;
+  /** How the app is run: the handoff protocol, or socket activation (an unmodified server). */
+  mode?: 'protocol' | 'socket-activation';
   health: { status: string; detail: string; ms?: number };
   phase: string;
   phaseElapsedMs?: number;

@@ -153,6 +153,26 @@ Options:
                       needs a token (<state-dir>/tokens/{read,write,admin}.token)
   -h, --help
 
+Socket activation, for an unmodified server ("socketActivation" in --config):
+  --socket-activation COMMAND gets the listeners as fds 3.. with LISTEN_FDS, LISTEN_FDNAMES
+                      and LISTEN_PID (systemd's convention; it is exec'd through
+                      sh -c 'LISTEN_PID=$$ exec "$0" "$@"' so LISTEN_PID is its own pid)
+                      and speaks no protocol. An upgrade starts the new process on the
+                      same sockets, waits until it is ready, then sends the old one
+                      --stop-signal; a new process that exits or is not ready within
+                      handoff.readyTimeoutS (10 s) is stopped and the old one serves on.
+                      NOT given in this mode: no drain, no seal, no data-dir lock (both
+                      processes serve at once for a while): for stateless servers or ones
+                      that coordinate their own state. --data-dir is optional.
+  --ready-after S     ready once it has been up S seconds (default 1)
+  --ready-cmd CMD     and once \`sh -c CMD\` exits 0 (retried; env BATON_APP_PID)
+  --ready-http PATH   and once GET PATH answers 2xx on a private listener only the new
+                      process gets (the last fd, named baton-ready; the server must
+                      serve every fd it is given, as gunicorn does)
+  --stop-signal SIG   the server's graceful stop (default SIGTERM; nginx: SIGQUIT)
+  --stop-grace S      SIGKILL the old process this long after it (default 30)
+  See docs/socket-activation.md.
+
 Exit codes: 0 stopped, 1 bad configuration or start-up failure, 4 the app crash-looped.`,
   upgrade: `Usage: baton upgrade [options]
 
@@ -237,7 +257,8 @@ Options:
   -h, --help
 Run options (passed on to baton run, see baton run --help):
   --config FILE, --listen ADDR..., --data-dir DIR, --state-dir DIR, --metrics HOST:PORT,
-  --admin-listen HOST:PORT
+  --admin-listen HOST:PORT, --socket-activation, --ready-after S, --ready-cmd CMD,
+  --ready-http PATH, --stop-signal SIG, --stop-grace S
 
 Exit codes: 0 printed or written, 1 error (the message names the flag).`,
   status: `Usage: baton status [options]

@@ -5,7 +5,7 @@
  * help texts in cli-help.ts.
  */
 import { AdminClientError, adminRequest, type ClientReply } from './admin-client.js';
-import { fail, finalJob, help, parse, RUN_OPTIONS, seconds, targetSocket, TARGET_OPTIONS, UsageError } from './cli-args.js';
+import { activationFlags, fail, finalJob, help, parse, RUN_OPTIONS, seconds, targetSocket, TARGET_OPTIONS, UsageError } from './cli-args.js';
 import { resolveRunConfig } from './config.js';
 import { Daemon, EXIT } from './daemon.js';
 import { BatonError, ConfigError, errorMessage } from '../os/errors.js';
@@ -32,6 +32,7 @@ async function cmdRun(args: string[]): Promise<number> {
     name: v.name,
     metrics: v.metrics,
     adminListen: v['admin-listen'],
+    ...activationFlags(v),
     command,
   });
   const daemon = new Daemon(cfg);
@@ -73,6 +74,7 @@ async function cmdUnit(args: string[]): Promise<number> {
       stateDir: v['state-dir'],
       metrics: v.metrics,
       adminListen: v['admin-listen'],
+      ...activationFlags(v),
       command: dd >= 0 ? args.slice(dd + 1) : [],
     },
     `${PACKAGE} ${VERSION}`,
@@ -218,6 +220,7 @@ async function cmdStatus(args: string[]): Promise<number> {
     ['service', s.name],
     ['supervisor', `pid ${s.supervisor.pid}, up ${duration(s.supervisor.uptimeS * 1000)}${s.stopping ? ', stopping' : ''}`],
     ['app', s.serving === false ? `DOWN: no app process is serving${s.app ? ` (generation ${s.app.generation}, pid ${s.app.pid}, exited)` : ''}; ${s.restartScheduled ? 'a restart is scheduled' : s.phase !== 'idle' ? 'a handoff is running' : 'nothing is retrying'}` : s.app ? `pid ${s.app.pid}, generation ${s.app.generation}` : 'not running'],
+    ...(s.mode === 'socket-activation' ? [['mode', 'socket activation (no drain, seal or lock pass)'] as [string, string]] : []),
     ['build', s.builds?.current ? buildState(s.builds.current) : 'none recorded'],
     ['last good', s.builds?.lastGood ? buildLine(s.builds.lastGood) : 'none yet'],
     ['health', `${s.health.status} (${s.health.detail}${s.health.ms !== undefined ? `, ${s.health.ms} ms` : ''})`],
@@ -394,7 +397,9 @@ async function cmdStop(args: string[]): Promise<number> {
   const timeoutS = seconds('stop', 'timeout', v.timeout);
   const reply = await adminRequest(targetSocket(v), 'POST', '/v1/stop', timeoutS !== undefined ? { timeoutS } : {}, {
     onLine: (line) => {
-      if (line.type === 'stopping') console.log(`stopping (the app has ${String(line.timeoutS)} s to drain, seal and exit)`);
+      if (line.type !== 'stopping') return;
+      if (line.stopSignal !== undefined) console.log(`stopping (the app gets ${String(line.stopSignal)} and has ${String(line.timeoutS)} s to exit)`);
+      else console.log(`stopping (the app has ${String(line.timeoutS)} s to drain, seal and exit)`);
     },
   });
   if (reply.body.stopped !== true) fail(reply);

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { ConfigError, errorMessage } from '../os/errors.js';
 import { parseListenAddress, type ListenerSpec } from '../os/listeners.js';
 import { ScheduleError } from './schedule-error.js';
+import type { ActivationOptions } from '../supervisor/options.js';
 import { validateScheduleSpec, type ScheduleSpec } from './schedules.js';
 
 /**
@@ -34,6 +35,10 @@ import { validateScheduleSpec, type ScheduleSpec } from './schedules.js';
  *   schedules      [{ "name", "cron", "window"?, "tasks", ... }]  (initial schedules: used only
  *                  while <stateDir>/schedules.json does not exist; that file is the truth)
  *   healthIntervalS 10                          (periodic health check; 0 = off)
+ *   socketActivation true | { "readyAfterS": 1, "readyCmd": "curl -fs ...", "readyHttp": "/healthz",
+ *                  "stopSignal": "SIGTERM", "stopGraceS": 30 }
+ *                  (an unmodified server gets the listeners the systemd way and speaks no
+ *                   protocol: docs/socket-activation.md; dataDir is then optional)
  */
 export interface RunConfig {
   command: string[];
@@ -54,7 +59,33 @@ export interface RunConfig {
   schedules: ScheduleSpec[] | undefined;
   /** Seconds between periodic health checks (health.changed log events); 0 = off. */
   healthIntervalS: number;
+  /** Socket-activation mode (docs/socket-activation.md); undefined: protocol mode. */
+  activation: ActivationConfig | undefined;
 }
+
+/** `socketActivation` / `--socket-activation` and its flags, validated (absent fields: the defaults of supervisor/options.ts). */
+export interface ActivationConfig {
+  readyAfterS: number | undefined;
+  readyCmd: string | undefined;
+  readyHttp: string | undefined;
+  stopSignal: NodeJS.Signals | undefined;
+  stopGraceS: number | undefined;
+}
+
+/** The Supervisor's options for socket-activation mode (seconds to ms; absent fields keep the defaults). */
+export function activationOptions(a: ActivationConfig): Partial<ActivationOptions> {
+  return {
+    ...(a.readyAfterS !== undefined && { readyAfterMs: a.readyAfterS * 1000 }),
+    ...(a.readyCmd !== undefined && { readyCmd: a.readyCmd }),
+    ...(a.readyHttp !== undefined && { readyHttp: a.readyHttp }),
+    ...(a.stopSignal !== undefined && { stopSignal: a.stopSignal }),
+    ...(a.stopGraceS !== undefined && { stopGraceMs: a.stopGraceS * 1000 }),
+  };
+}
+
+/** Signals that cannot ask a server to stop (they stop, continue or report a child). */
+const NOT_STOP_SIGNALS = new Set(['SIGSTOP', 'SIGCONT', 'SIGTSTP', 'SIGTTIN', 'SIGTTOU', 'SIGCHLD']);
+const ACTIVATION_KEYS = ['readyAfterS', 'readyCmd', 'readyHttp', 'stopSignal', 'stopGraceS'] as const;
 
 /** What `baton run` flags can set; undefined = not given. */
 export interface RunFlags {
@@ -66,6 +97,13 @@ export interface RunFlags {
   metrics?: string | undefined;
   adminListen?: string | undefined;
   command?: string[] | undefined;
+  /** --socket-activation and its flags (strings as given). */
+  socketActivation?: boolean | undefined;
+  readyAfter?: string | undefined;
+  readyCmd?: string | undefined;
+  readyHttp?: string | undefined;
+  stopSignal?: string | undefined;
+  stopGrace?: string | undefined;
 }
 
 /** Job history retention: 500 records and 24 h (issue 8), whichever prunes first. */
@@ -84,7 +122,7 @@ const NAME_RE = /^[A-Za-z0-9_.-]{1,64}$/;
 /** sun_path limit (108 bytes with the NUL) minus the longest name we put in the state dir. */
 const MAX_STATE_DIR_BYTES = 107 - '/control/incumbent.sock'.length;
 
-const TOP_KEYS = ['command', 'listen', 'dataDir', 'stateDir', 'name', 'metrics', 'adminListen', 'handoff', 'stopTimeoutS', 'history', 'restart', 'healthIntervalS', 'schedules'] as const;
+const TOP_KEYS = ['command', 'listen', 'dataDir', 'stateDir', 'name', 'metrics', 'adminListen', 'handoff', 'stopTimeoutS', 'history', 'restart', 'healthIntervalS', 'schedules', 'socketActivation'] as const;
 
 /**
  * The state dir (admin socket, journal, history, audit log): explicit, else systemd's
@@ -212,22 +250,30 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
     }
   });
 
+  const activation = activationConfig(flags, file.socketActivation, fail, unknown);
+
   // dirs
   const dataDirRaw = flags.dataDir !== undefined ? path.resolve(flags.dataDir) : fromFile(str('dataDir', file.dataDir));
-  if (dataDirRaw === undefined) return fail('dataDir', 'a directory for the app data (--data-dir DIR or "dataDir")');
-  const dataDir = dataDirRaw;
-  checkDirUsable('dataDir', dataDir, fail);
+  // Socket activation has no data-dir lock: the data dir is optional there.
+  if (dataDirRaw === undefined && !activation) return fail('dataDir', 'a directory for the app data (--data-dir DIR or "dataDir")');
+  if (dataDirRaw !== undefined) checkDirUsable('dataDir', dataDirRaw, fail);
   const stateDir = flags.stateDir !== undefined ? path.resolve(flags.stateDir) : (fromFile(str('stateDir', file.stateDir)) ?? defaultStateDir(name, env));
   checkDirUsable('stateDir', stateDir, fail);
   if (Buffer.byteLength(stateDir) > MAX_STATE_DIR_BYTES) {
     fail('stateDir', `a path of at most ${MAX_STATE_DIR_BYTES} bytes (Unix socket paths inside it are limited to 107 bytes)`, stateDir);
   }
+  const dataDir = dataDirRaw ?? stateDir;
 
   // metrics
   const metricsText = flags.metrics ?? str('metrics', file.metrics);
   const metrics = metricsText === undefined ? undefined : parseHostPort('metrics', metricsText, fail);
   const adminText = flags.adminListen ?? str('adminListen', file.adminListen);
   const adminListen = adminText === undefined ? undefined : parseHostPort('adminListen', adminText, fail);
+
+  if (activation?.readyAfterS !== undefined) {
+    const readyTimeoutS = num('handoff.readyTimeoutS', isObject(file.handoff) ? file.handoff.readyTimeoutS : undefined, { min: 0.1, max: 3600 }) ?? 10;
+    if (activation.readyAfterS >= readyTimeoutS) fail('socketActivation.readyAfterS', `less than handoff.readyTimeoutS (${readyTimeoutS} s), the time a new process has to be ready`, activation.readyAfterS);
+  }
 
   const handoffObj = obj('handoff', file.handoff, ['deadlineS', 'drainGraceS', 'helloTimeoutS', 'readyTimeoutS', 'listenerSpares', 'listenerCopies', 'bakeS']);
   const historyObj = obj('history', file.history, ['maxRecords', 'maxAgeS']);
@@ -262,6 +308,54 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
     },
     schedules: initialSchedules(file.schedules, src),
     healthIntervalS: healthInterval(num('healthIntervalS', file.healthIntervalS, { min: 0, max: 86_400 }), fail),
+    activation,
+  };
+}
+
+/**
+ * Socket-activation mode from `--socket-activation` and its flags (which win) and the
+ * file's `socketActivation` (true, or an object of ACTIVATION_KEYS). A flag of this mode
+ * without the mode is an error rather than silently ignored.
+ */
+function activationConfig(
+  flags: RunFlags,
+  raw: unknown,
+  fail: (field: string, expected: string, got?: unknown) => never,
+  unknown: (field: string, known: readonly string[]) => never,
+): ActivationConfig | undefined {
+  if (raw !== undefined && typeof raw !== 'boolean' && !isObject(raw)) fail('socketActivation', `true, false or an object with keys ${ACTIVATION_KEYS.join(', ')}`, raw);
+  const fileObj = isObject(raw) ? raw : {};
+  for (const k of Object.keys(fileObj)) if (!(ACTIVATION_KEYS as readonly string[]).includes(k)) unknown(`socketActivation.${k}`, ACTIVATION_KEYS);
+  const on = flags.socketActivation === true || raw === true || isObject(raw);
+  const given = ([['ready-after', flags.readyAfter], ['ready-cmd', flags.readyCmd], ['ready-http', flags.readyHttp], ['stop-signal', flags.stopSignal], ['stop-grace', flags.stopGrace]] as const).find(([, v]) => v !== undefined);
+  if (!on) {
+    if (given) fail(given[0], `only with --socket-activation (or "socketActivation" in the config file)`, given[1]);
+    return undefined;
+  }
+  const secs = (field: string, flag: string | undefined, v: unknown, min: number, max: number): number | undefined => {
+    const n = flag !== undefined ? (/^\d+(\.\d+)?$/.test(flag) ? Number(flag) : NaN) : v;
+    if (n === undefined) return undefined;
+    if (typeof n !== 'number' || !Number.isFinite(n) || n < min || n > max) return fail(field, `a number of seconds in ${min}..${max}`, flag ?? v);
+    return n;
+  };
+  const text = (field: string, v: unknown): string | undefined => {
+    if (v === undefined) return undefined;
+    if (typeof v !== 'string' || v.trim() === '' || v.length > 4096) return fail(field, 'a non-empty string of at most 4096 characters', v);
+    return v;
+  };
+  const readyHttp = text('socketActivation.readyHttp', flags.readyHttp ?? fileObj.readyHttp);
+  if (readyHttp !== undefined && !/^\/[!-~]*$/.test(readyHttp)) fail('socketActivation.readyHttp', 'a URL path starting with "/" (no spaces), e.g. /healthz', readyHttp);
+  const sigText = text('socketActivation.stopSignal', flags.stopSignal ?? fileObj.stopSignal);
+  const stopSignal = sigText === undefined ? undefined : (sigText.toUpperCase().startsWith('SIG') ? sigText.toUpperCase() : `SIG${sigText.toUpperCase()}`);
+  if (stopSignal !== undefined && (!(stopSignal in os.constants.signals) || NOT_STOP_SIGNALS.has(stopSignal))) {
+    fail('socketActivation.stopSignal', 'a signal name that stops a server, e.g. SIGTERM, SIGQUIT (nginx), SIGINT, SIGWINCH (Apache)', sigText);
+  }
+  return {
+    readyAfterS: secs('socketActivation.readyAfterS', flags.readyAfter, fileObj.readyAfterS, 0, 3600),
+    readyCmd: text('socketActivation.readyCmd', flags.readyCmd ?? fileObj.readyCmd),
+    readyHttp,
+    stopSignal: stopSignal as NodeJS.Signals | undefined,
+    stopGraceS: secs('socketActivation.stopGraceS', flags.stopGrace, fileObj.stopGraceS, 0.1, 86_400),
   };
 }
 

@@ -4,7 +4,7 @@ import { AdminServer } from './admin.js';
 import { AdminRoutes } from './admin-routes.js';
 import { AdminTokens } from './admin-auth.js';
 import { adminSocketLive } from './admin-client.js';
-import type { RunConfig } from './config.js';
+import { activationOptions, type RunConfig } from './config.js';
 import { BatonError, ConfigError, errorMessage } from '../os/errors.js';
 import { JobStore } from './jobs.js';
 import { adoptSystemdListeners, type HeldListener } from '../os/listeners.js';
@@ -236,6 +236,8 @@ export class Daemon {
         ...(cfg.restart.maxRestarts !== undefined && { maxRestarts: cfg.restart.maxRestarts }),
         ...(cfg.restart.windowS !== undefined && { windowMs: cfg.restart.windowS * 1000 }),
       },
+      // Socket activation (docs/socket-activation.md): an unmodified server, no control protocol.
+      ...(cfg.activation && { activation: activationOptions(cfg.activation) }),
     });
     this.sup.on('phase', (phase: SupervisorPhase) => {
       this.phaseStartedAt = Date.now();

@@ -1,5 +1,5 @@
 import path from 'node:path';
-import type { RunConfig } from './config.js';
+import { activationOptions, type RunConfig } from './config.js';
 import { BatonError, ConfigError, errorMessage } from '../os/errors.js';
 import { bindListeners, type HeldListener } from '../os/listeners.js';
 import { reclaimListeners } from '../os/listener-reclaim.js';
@@ -44,7 +44,9 @@ export async function bindOrTakeOver(cfg: RunConfig, log: Logger): Promise<HeldL
     }
     const reclaimed = await reclaimFromSurvivors(cfg, journalPath, log);
     if (reclaimed) return reclaimed;
-    const previous = new Supervisor({ command: cfg.command, listeners: [], dataDir: cfg.dataDir, stateDir: cfg.stateDir, log, restart: { enabled: false } });
+    // In socket-activation mode the orphan is stopped with its own stop signal (no protocol to ask it with).
+    const activation = cfg.activation && { activation: activationOptions(cfg.activation) };
+    const previous = new Supervisor({ command: cfg.command, listeners: [], dataDir: cfg.dataDir, stateDir: cfg.stateDir, log, restart: { enabled: false }, ...activation });
     const survivor = (await previous.recover())?.survivor;
     if (!survivor) {
       throw new ConfigError('E_BIND_FAILED', `${err.message}; no app of an earlier baton supervisor on state dir ${cfg.stateDir} is alive, so another program holds it`, err.details);

@@ -94,6 +94,16 @@ export function buildUnits(flags: UnitFlags, version: string, env: NodeJS.Proces
     ...(flags.socket ? [] : (flags.listen ?? []).flatMap((l) => ['--listen', l])),
     ...(flags.metrics ? ['--metrics', flags.metrics] : []),
     ...(flags.adminListen ? ['--admin-listen', flags.adminListen] : []),
+    ...(flags.socketActivation ? ['--socket-activation'] : []),
+    ...(
+      [
+        ['--ready-after', flags.readyAfter],
+        ['--ready-cmd', flags.readyCmd],
+        ['--ready-http', flags.readyHttp],
+        ['--stop-signal', flags.stopSignal],
+        ['--stop-grace', flags.stopGrace],
+      ] as const
+    ).flatMap(([flag, v]) => (v === undefined ? [] : [flag, v])),
     '--',
     ...command,
   ];

@@ -60,13 +60,14 @@ export class AppProcess {
   }
 
   /**
-   * Waits `exitWaitMs` for it to exit by itself, then SIGTERM, then SIGKILL after
-   * `graceMs`; resolves once it is gone (and reaped, if ours), its process group swept.
+   * Waits `exitWaitMs` for it to exit by itself, then `stopSignal` (SIGTERM; a
+   * socket-activated server's own graceful-stop signal), then SIGKILL after `graceMs`;
+   * resolves once it is gone (and reaped, if ours), its process group swept.
    */
-  async terminate(graceMs: number, exitWaitMs = 0): Promise<ExitStatus | undefined> {
+  async terminate(graceMs: number, exitWaitMs = 0, stopSignal: NodeJS.Signals = 'SIGTERM'): Promise<ExitStatus | undefined> {
     if (this.exitStatus) return this.exitStatus;
     if (!(exitWaitMs > 0 && (await this.exitWithin(exitWaitMs)))) {
-      this.signal('SIGTERM');
+      this.signal(stopSignal);
       if (!(await this.exitWithin(graceMs))) this.signal('SIGKILL');
     }
     const status = await this.exited;
@@ -74,6 +75,11 @@ export class AppProcess {
     // generation baton ended leaves nothing behind, like systemd's control-group kill.
     if (this.groupLeader) killGroup(this.pid);
     return status;
+  }
+
+  /** Once it exited: SIGKILLs what is left of its process group (a server's orphaned workers). */
+  sweepGroup(): void {
+    if (this.exitStatus && this.groupLeader) killGroup(this.pid);
   }
 
   private async exitWithin(ms: number): Promise<boolean> {
@@ -146,13 +152,33 @@ export function spawnApp(spec: SpawnSpec): AppProcess {
     [ENV.generation]: String(spec.generation),
     ...spec.extraEnv,
   };
-  // node:child_process rather than execa: the supervisor only needs spawn + exit, and
-  // loading execa costs ≈ 8 MiB of RSS in a process whose budget is 60 MB (BENCHMARKS.md).
-  // stderr through us: passed on to ours, its tail kept for abort reasons (stderr-tail.ts).
   // After the control fd, Node's IPC channel (NODE_CHANNEL_FD), over which a Node app asks
   // for fresh listener copies after an abort (listener-copies.ts); other apps ignore it.
   const stdio: StdioOptions = ['ignore', spec.stdout, 'pipe', ...listenerFds, ...spareFds, 'pipe', ...(spec.listenerCopies ? ['ipc' as const] : [])];
-  const child = spawn(file, args, {
+  return startProcess(file, args, stdio, env, spec, (child) => {
+    if (spec.listenerCopies) serveListenerCopies(child, spec.listeners, spec.log);
+    return child.stdio[controlFd] as Socket | undefined;
+  });
+}
+
+/**
+ * Spawns one generation with `stdio` and `env` as given (protocol mode: spawnApp; socket
+ * activation: activation.ts) and wraps it as an AppProcess: its stderr through us with
+ * its tail kept, its build, the `app.spawned` log line. `attach` runs on the child
+ * before it is wrapped and returns its control socket, if any.
+ */
+export function startProcess(
+  file: string,
+  args: readonly string[],
+  stdio: StdioOptions,
+  env: NodeJS.ProcessEnv,
+  spec: Pick<SpawnSpec, 'command' | 'resolved' | 'role' | 'generation' | 'baseEnv' | 'log'>,
+  attach: (child: ChildProcess) => Socket | undefined = () => undefined,
+): AppProcess {
+  // node:child_process rather than execa: the supervisor only needs spawn + exit, and
+  // loading execa costs ≈ 8 MiB of RSS in a process whose budget is 60 MB (BENCHMARKS.md).
+  // stderr through us: passed on to ours, its tail kept for abort reasons (stderr-tail.ts).
+  const child = spawn(file, [...args], {
     stdio,
     env,
     // Its own process group: a Ctrl-C at baton's terminal (SIGINT to the foreground group)
@@ -164,8 +190,7 @@ export function spawnApp(spec: SpawnSpec): AppProcess {
   child.on('error', (err) => (spawnError ??= err));
   const pid = child.pid;
   if (pid === undefined) throw new BatonError('E_SPAWN_FAILED', `could not start ${file}${spawnError ? `: ${spawnError.message}` : ''}`);
-  const control = child.stdio[controlFd] as Socket | undefined;
-  if (spec.listenerCopies) serveListenerCopies(child, spec.listeners, spec.log);
+  const control = attach(child);
   const app = new AppProcess(pid, processStartTime(pid), spec.generation, child, control);
   app.stderr = child.stderr ? new StderrTail(child.stderr) : undefined;
   app.build = { command: [...spec.command], resolved: spec.resolved ? [...spec.resolved] : resolveCommand(spec.command, spec.baseEnv), buildId: '' };

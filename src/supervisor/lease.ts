@@ -185,6 +185,10 @@ export class Lease {
     }
     const app = this.host.incumbent();
     if (!app?.alive) return skip('E_NO_APP', 'no app is running');
+    // An app known to run no tasks (a socket-activated server speaks no protocol at all) is not connected to.
+    if (app.features && !app.features.includes('jobs')) {
+      return this.endJob({ ...base, outcome: 'failed', code: 'E_UNSUPPORTED', reason: `the app (pid ${app.pid}) does not run maintenance tasks (it listed no "jobs" in its Hello.features, or speaks no control protocol: socket activation)`, startedAt: Date.now(), pid: app.pid, generation: this.host.generation(), endedAt: Date.now() });
+    }
     const job: JobFlight = {
       spec: full,
       startedAt: Date.now(),

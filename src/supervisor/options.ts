@@ -96,7 +96,39 @@ export interface SupervisorOptions {
   phaseGate?: (phase: SupervisorPhase, handoffId: string) => Promise<void>;
   /** This supervisor's own crash point (tests); default from BATON_CRASH_POINT. */
   crash?: CrashConfig;
+  /**
+   * Socket-activation mode (activation.ts): the app is an unmodified server that gets the
+   * listeners the systemd way and speaks no control protocol. Absent: protocol mode.
+   */
+  activation?: Partial<ActivationOptions>;
 }
+
+/** How a socket-activated app is judged ready and stopped (docs/socket-activation.md). */
+export interface ActivationOptions {
+  /** A new process is ready once it has been alive this long (and the checks below pass). */
+  readyAfterMs: number;
+  /** Run with `sh -c` until it exits 0 (env BATON_APP_PID, BATON_GENERATION); none: not checked. */
+  readyCmd: string | undefined;
+  /**
+   * `GET` this path on a private listener only the new process gets (the last fd, named
+   * `baton-ready`) until it answers 2xx; none: no private listener, not checked.
+   */
+  readyHttp: string | undefined;
+  /** The app's graceful-stop signal: sent to the old process after the new one is ready, and on stop. */
+  stopSignal: NodeJS.Signals;
+  /** After the stop signal, SIGKILL (process group included) past this. */
+  stopGraceMs: number;
+}
+
+export const DEFAULT_ACTIVATION: ActivationOptions = {
+  // Like Server::Starter's default: a server that is still up after a second has bound its
+  // inherited socket and got past its start-up errors, for most servers.
+  readyAfterMs: 1_000,
+  readyCmd: undefined,
+  readyHttp: undefined,
+  stopSignal: 'SIGTERM',
+  stopGraceMs: 30_000,
+};
 
 export interface HandoffSpec {
   command?: readonly string[];

@@ -63,6 +63,9 @@ export class Restarter {
     const app = this.host.incumbent();
     if (!app || app.alive || this.host.handoffRunning() || this.host.stopping() || this.restartTimer) return;
     this.host.log.error({ event: 'app.exited', pid: app.pid, generation: app.generation, ...app.exit }, 'incumbent exited');
+    // What it left behind (a server's workers, orphaned) would go on accepting on the shared
+    // listeners beside the next generation: no process outlives its generation.
+    app.sweepGroup();
     this.host.setIncumbent(undefined);
     this.host.emit('incumbent-exit', app, app.exit);
     const policy = { ...DEFAULT_RESTART, ...this.host.policy() };

@@ -12,6 +12,7 @@ import { Restarter } from './restart-policy.js';
 import { keyLine, StderrTail } from './stderr-tail.js';
 import { BuildLedger, buildIdText, describeBuild, resolveCommand, sameBuild, type BuildInfo, type BuildRecord } from './builds.js';
 import { AppProcess, crashEnv, spawnApp, type ExitStatus } from './generation.js';
+import { ActivationHandoff, ACTIVATION_NEXT_PHASE } from './activation.js';
 import { Journal } from './journal.js';
 import { inspectLock, lockHolder } from '../os/lock.js';
 import { connectUnix } from '../os/unix-connect.js';
@@ -22,7 +23,7 @@ import { SessionErrorCode } from '../wire/messages.js';
 import { isAlive } from '../os/proc.js';
 import { createLogger, type Logger } from '../os/log.js';
 import { PROTO_MAX, PROTO_MIN, type MessageOf, type RevisionMap } from '../wire/schema.js';
-import { DEFAULT_TIMEOUTS, type BuildRef, type HandoffSpec, type RollbackInfo, type ShutdownReason, type SupervisorOptions, type Timeouts } from './options.js';
+import { DEFAULT_ACTIVATION, DEFAULT_TIMEOUTS, type BuildRef, type HandoffSpec, type RollbackInfo, type ShutdownReason, type SupervisorOptions, type Timeouts } from './options.js';
 import type { HandoffOutcome, HandoffResult, JournalRecord, RecoveryReport } from './results.js';
 
 /** How long an aborted successor that was told (Abort) before Begin gets to exit by itself before SIGTERM. */
@@ -107,6 +108,8 @@ export class Supervisor extends EventEmitter {
   /** The newest process that served (committed), alive or not: what a restart restarts. */
   private lastServed: AppProcess | undefined;
   private bakeTimer: NodeJS.Timeout | undefined;
+  /** Socket-activation mode (activation.ts): its handoff table and stop in place of the protocol's; undefined in protocol mode. */
+  private readonly activation: ActivationHandoff | undefined;
 
   constructor(private readonly opts: SupervisorOptions) {
     super();
@@ -142,6 +145,25 @@ export class Supervisor extends EventEmitter {
       stopping: () => this.stopping,
       channelOptions: (peer) => this.channelOptions(peer),
     });
+    // ---- socket activation (activation.ts) ----
+    const activation = opts.activation && { ...DEFAULT_ACTIVATION, ...opts.activation };
+    this.activation = activation && new ActivationHandoff({
+      log: this.log,
+      options: activation,
+      timeouts: this.timeouts,
+      listeners: opts.listeners,
+      stdout: opts.appStdout ?? 'inherit',
+      generation: () => this.generation,
+      baseEnv: () => this.opts.env ?? process.env,
+      commandOf: (spec) => (spec.build ? { command: this.commandFor(spec.build), resolved: spec.build.resolved } : { command: spec.command ?? this.command() }),
+      emit: (event, ...args) => this.emit(event, ...args),
+    });
+    // ---- end socket activation ----
+  }
+
+  /** The app is an unmodified server run in socket-activation mode (activation.ts). */
+  get socketActivation(): boolean {
+    return this.activation !== undefined;
   }
 
   /** The serving generation, if any. */
@@ -222,6 +244,9 @@ export class Supervisor extends EventEmitter {
       this.log.error({ event: 'recovery.journal_unreadable', err: errorMessage(err) }, 'journal unreadable; starting fresh');
     }
     if (!record) return undefined;
+    // Socket activation: no lock to settle on. The journaled old process is kept while it
+    // lives (it served; the new one was never confirmed), else the new one.
+    if (this.activation) settleMs = 0;
     this.log.warn(
       { event: 'recovery.start', handoffId: record.handoffId, phase: record.phase },
       record.phase === 'idle' ? 'previous supervisor died while idle: re-adopting its incumbent' : 'recovering an interrupted handoff',
@@ -254,6 +279,7 @@ export class Supervisor extends EventEmitter {
     const survivor = alive()[0];
     if (survivor) {
       this.current = new AppProcess(survivor.pid, survivor.startTime, survivor.generation, undefined, undefined);
+      if (this.activation) this.current.features = []; // speaks no protocol: never asked for probes or jobs
       this.current.build = this.buildRecord(survivor.generation);
       this.lastServed = this.current;
       this.rearmBake(this.current);
@@ -381,10 +407,12 @@ export class Supervisor extends EventEmitter {
   }
 
   private async run(f: Flight): Promise<HandoffResult> {
+    // Socket activation runs its own table (activation.ts); everything around it is shared.
+    const [next, steps] = this.activation ? [ACTIVATION_NEXT_PHASE, this.activation.steps] : [NEXT_PHASE, this.steps];
     try {
-      for (let phase = NEXT_PHASE.idle; phase; phase = NEXT_PHASE[phase]) {
+      for (let phase = next.idle; phase; phase = next[phase]) {
         await this.enter(f, phase);
-        await this.steps[phase](f);
+        await steps[phase](f);
       }
     } catch (err) {
       if (!f.pointOfNoReturn) return this.abort(f, asBatonError(err));
@@ -903,14 +931,16 @@ export class Supervisor extends EventEmitter {
    */
   private async abort(f: Flight, err: BatonError): Promise<HandoffResult> {
     const reason = err.message;
-    if (f.incumbent && !f.incumbent.alive && f.successor?.alive && !f.promoted && f.phase !== 'committing') {
+    if (!this.activation && f.incumbent && !f.incumbent.alive && f.successor?.alive && !f.promoted && f.phase !== 'committing') {
       const promoted = await this.promote(f, err);
       if (promoted) return promoted;
     }
     await this.enter(f, 'aborting');
     this.log.warn({ event: 'handoff.abort', handoffId: f.id, code: err.code, reason }, `aborting: ${reason}`);
     crashPoint(this.crash, 'supervisor.during_abort');
-    if (f.successor) {
+    if (f.successor && this.activation) {
+      await this.activation.stopFailed(f.successor); // its own graceful stop: it may already serve
+    } else if (f.successor) {
       // Told first (or, with its channel gone, on its own: 7.5), it stops serving, releases the
       // lock and exits by itself; the signals are for one that does not. One that was sent
       // Begin may be serving: it gets the time to finish its requests (no reset connection).
@@ -1074,6 +1104,12 @@ export class Supervisor extends EventEmitter {
     await this.lease.release('the supervisor is stopping');
     const app = this.current;
     if (!app?.alive) return;
+    if (this.activation) {
+      // No protocol to ask it with: its graceful-stop signal, SIGKILL past the timeout.
+      this.log.info({ event: 'supervisor.stop_signal', pid: app.pid, reason, timeoutMs }, `stopping the app (${reason})`);
+      await this.activation.stop(app, timeoutMs);
+      return;
+    }
     try {
       const socket = await connectUnix(this.controlPath, this.timeouts.helloMs);
       const ch = new ControlChannel(socket, this.channelOptions('incumbent'));
