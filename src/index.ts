@@ -1,6 +1,6 @@
 /**
  * baton's public API.
- * - App side: `startBaton`, the `Drainable` contract and its result types.
+ * - App side: `startBaton`, the `Drainable` contract and its result types, `verifyOpened`.
  * - Supervisor side: `Supervisor`, listeners, the lock inspection helpers.
  * - Protocol: codec and schema, for tools and other-language peers' tests.
  * Every type a public signature uses is exported here or from testing.ts, so a
@@ -11,6 +11,7 @@ export type { Drainable, DrainResult, SealResult, SealProgress, Readiness, State
 export type { TaskHandler, TaskProgress, TaskInfo, Urgency, ProbeFn, ProbeResult, ProbeStatus, ProbeReportEntry } from './app/app.js';
 export type { StartupCompletedEvent, ShutdownRequestedEvent, ShutdownCompletedEvent, ShutdownReason } from './app/app.js';
 export type { ListenTarget } from './app/app.js';
+export { verifyOpened } from './app/verify-opened.js';
 export { detectRole, ENV } from './wire/roles.js';
 export type { Role, RoleInfo } from './wire/roles.js';
 export { Supervisor } from './supervisor/supervisor.js';
@@ -36,4 +37,4 @@ export { SCHEMA, PROTOCOL_VERSION, PROTO_MIN, PROTO_MAX, MAX_FRAME_LENGTH } from
 export type { Message, MessageOf, MessageType, RevisionMap } from './wire/schema.js';
 export { CRASH_POINTS, CRASH_POINT_NAMES } from './os/crashpoints.js';
 export type { CrashPoint, CrashConfig } from './os/crashpoints.js';
-export { BatonError, ProtocolError, LockError, HandoffError, ConfigError, HttpAdapterError } from './os/errors.js';
+export { BatonError, ProtocolError, LockError, HandoffError, ConfigError, HttpAdapterError, SealMismatchError } from './os/errors.js';

@@ -9,7 +9,6 @@ import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { ListenTarget } from '../src/app/app.js';
 import { HttpAdapterError } from '../src/os/errors.js';
 import { fastifyOptions } from '../src/http/fastify.js';
 import { HttpListeners, type ListenerSource } from '../src/http/listeners.js';
@@ -90,7 +89,7 @@ describe('the drain under a supervisor', () => {
 function ephemeral(names: string[]): ListenerSource {
   return {
     listeners: new Map(names.map((n) => [n, { fd: -1, address: '' }])),
-    listenTarget: () => ({ port: 0, host: '127.0.0.1' }) as unknown as ListenTarget,
+    listenTarget: () => ({ port: 0, host: '127.0.0.1' }),
   };
 }
 const portOf = (server: http.Server): number => (server.address() as net.AddressInfo).port;
@@ -149,6 +148,36 @@ describe('HttpListeners in this process', () => {
     expect(await rawGet(again)).toMatch(/Connection: keep-alive/);
     again.destroy();
     await web.drain(new Date(Date.now() + 1_000));
+  });
+
+  it('a request in flight when the drain starts is its connection\'s last: answered with Connection: close and closed at once, not after the idle grace', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const web = new HttpListeners((_req, res) => void gate.then(() => res.end('late')), { idleGraceMs: 10_000 });
+    await web.serve(ephemeral(['a']));
+    const s = await connect(portOf([...web.servers.values()][0]!));
+    const answer = rawGet(s);
+    await new Promise((r) => setTimeout(r, 50)); // the request is in
+    const drained = web.drain(new Date(Date.now() + 3_000));
+    release();
+    expect(await answer).toMatch(/Connection: close/);
+    await closed(s);
+    expect(await drained).toEqual({ openConnsRemaining: 0, acceptClosed: true });
+    expect(web.stats.closedIdleInDrain).toBe(0);
+  });
+
+  it('prepare makes one server per listener ahead, not listening; serve listens on those same servers', async () => {
+    const web = new HttpListeners((_req, res) => res.end('ok'));
+    const source = ephemeral(['a', 'b']);
+    web.prepare(source);
+    const made = [...web.servers.values()];
+    expect([...web.servers.keys()]).toEqual(['a', 'b']);
+    expect(made.map((m) => m.listening)).toEqual([false, false]);
+    expect(web.listeningOn).toEqual([]);
+    await web.serve(source);
+    expect([...web.servers.values()].every((m, i) => m === made[i])).toBe(true);
+    expect(web.listeningOn).toEqual(['a', 'b']);
+    await web.drain(new Date());
   });
 
   it('counts a connection held past the deadline', async () => {

@@ -1,13 +1,20 @@
 import http from 'node:http';
 import net from 'node:net';
-import type { BatonApp, DrainResult } from '../app/app.js';
+import type { DrainResult, ListenTarget } from '../app/app.js';
 import { errorMessage, HttpAdapterError } from '../os/errors.js';
 
 /** A request listener, as `http.createServer` takes it. */
 export type HttpHandler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
 
-/** What HttpListeners needs of a `BatonApp`: its listeners and `listenTarget`. */
-export type ListenerSource = Pick<BatonApp, 'listeners' | 'listenTarget'>;
+/**
+ * Where HttpListeners gets its sockets: a `BatonApp` (its listeners by name, and
+ * `listenTarget`); or, for a private server (a warm-up, a port of the app's own), any
+ * object with the same two members whose `listenTarget` gives `net.Server#listen` options.
+ */
+export interface ListenerSource {
+  readonly listeners: ReadonlyMap<string, unknown>;
+  listenTarget(name: string): ListenTarget | net.ListenOptions;
+}
 
 export interface HttpListenersOptions {
   /**
@@ -63,6 +70,8 @@ export class HttpListeners {
   private names: readonly string[] | undefined;
   private baton: ListenerSource | undefined;
   private readonly conns = new Map<net.Socket, Conn>();
+  /** Responses not finished yet: a drain marks those not yet sent as their connection's last. */
+  private readonly inFlight = new Set<http.ServerResponse>();
   private waiters: (() => void)[] = [];
   private isDraining = false;
   private readonly idleGraceMs: number;
@@ -116,11 +125,21 @@ export class HttpListeners {
     return this.made.some((s) => s === server);
   }
 
+  /**
+   * Makes the servers now, one per listener, so that `serve` only listens: a successor
+   * calls it before `begin()`, which keeps the servers' making out of the handoff's write
+   * blackout. Optional (`serve` makes what is missing).
+   */
+  prepare(baton: ListenerSource): void {
+    this.names ??= namesOf(baton);
+    this.names.forEach((_, i) => this.server(i));
+  }
+
   /** Serves on every listener (`baton.listenTarget(name)`); resolves once all of them listen. */
   async serve(baton: ListenerSource): Promise<void> {
     if (this.baton) throw new HttpAdapterError('E_HTTP_SERVING', 'HttpListeners.serve: it serves already (after an aborted handoff, resume() listens again)');
     this.baton = baton;
-    this.names ??= baton.listeners.size > 0 ? [...baton.listeners.keys()] : ['http'];
+    this.names ??= namesOf(baton);
     await this.listenAll();
   }
 
@@ -156,7 +175,9 @@ export class HttpListeners {
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
     const conn = this.conns.get(req.socket);
     if (conn) conn.busy++;
+    this.inFlight.add(res);
     res.once('close', () => {
+      this.inFlight.delete(res);
       if (conn) {
         conn.busy--;
         conn.idleSince = Date.now();
@@ -180,6 +201,8 @@ export class HttpListeners {
     this.stats.drains++;
     // Not http.Server#close: that also resets idle keep-alive connections.
     for (const server of this.made) if (server.listening) net.Server.prototype.close.call(server);
+    // A request in flight now: its answer is its connection's last too (no idle grace to wait out).
+    for (const res of this.inFlight) if (!res.headersSent) res.setHeader('Connection', 'close');
     for (;;) {
       const now = Date.now();
       if (this.conns.size === 0 || now >= deadline.getTime()) break;
@@ -222,6 +245,11 @@ export class HttpListeners {
       });
     });
   }
+}
+
+/** Every listener the supervisor passed; standalone (none passed), `http`. */
+function namesOf(baton: ListenerSource): readonly string[] {
+  return baton.listeners.size > 0 ? [...baton.listeners.keys()] : ['http'];
 }
 
 function checkNames(names: readonly string[]): readonly string[] {

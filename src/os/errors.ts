@@ -28,6 +28,28 @@ export class ConfigError extends BatonError {}
 /** A misuse or failure of `@baton-sh/baton/http` (E_HTTP_*: E_HTTP_LISTEN, E_HTTP_NO_HANDLER, …). */
 export class HttpAdapterError extends BatonError {}
 
+/**
+ * What a successor opened is not what the incumbent sealed (`verifyOpened`, code
+ * E_SEAL_MISMATCH): `field` names the first value that differs (`lastRevisionPerShard.<shard>`
+ * or `dataDirFingerprint`), `sealed` and `opened` are both values as text (revisions in
+ * decimal, fingerprints in hex, `none` where one side has none). Also in `details`.
+ */
+export class SealMismatchError extends BatonError {
+  declare readonly details: { field: string; sealed: string; opened: string };
+  constructor(field: string, sealed: string, opened: string, message: string) {
+    super('E_SEAL_MISMATCH', message, { field, sealed, opened });
+  }
+  get field(): string {
+    return this.details.field;
+  }
+  get sealed(): string {
+    return this.details.sealed;
+  }
+  get opened(): string {
+    return this.details.opened;
+  }
+}
+
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
