@@ -64,11 +64,7 @@ async function status(d: DaemonHandle): Promise<StatusJson> {
   return (await worlds.w.status(d)) as unknown as StatusJson;
 }
 
-async function history(d: DaemonHandle): Promise<JobRecord[]> {
-  const r = await worlds.w.baton(['history', '--json', '--limit', '50', '--state-dir', d.stateDir]);
-  expect(r.code, r.stderr).toBe(0);
-  return (JSON.parse(r.stdout) as { jobs: JobRecord[] }).jobs;
-}
+const history = (d: DaemonHandle): Promise<JobRecord[]> => worlds.w.history(d);
 
 /** Starts `baton run` on release v1 with `config`; waits until v1 has lasted its bake window when one is set. */
 async function startOnV1(config: Record<string, unknown>, v1: Release = { name: 'v1' }): Promise<{ d: DaemonHandle; rel: Releases }> {

@@ -88,11 +88,7 @@ async function upgrade(d: DaemonHandle, extra: string[] = []): Promise<{ code: n
   return { code: r.code, job: JSON.parse(r.stdout) as JobRecord, stderr: r.stderr };
 }
 
-async function history(d: DaemonHandle): Promise<JobRecord[]> {
-  const r = await worlds.w.baton(['history', '--json', '--limit', '50', '--state-dir', d.stateDir]);
-  expect(r.code, r.stderr).toBe(0);
-  return (JSON.parse(r.stdout) as { jobs: JobRecord[] }).jobs;
-}
+const history = (d: DaemonHandle): Promise<JobRecord[]> => worlds.w.history(d);
 
 /** Every tagged process but the supervisor belongs to the serving app's process group: nothing of another generation is left. */
 async function onlyServingGeneration(d: DaemonHandle, appPid: number, wrk?: Wrk): Promise<void> {

@@ -30,11 +30,7 @@ async function status(d: DaemonHandle): Promise<StatusJson> {
   return (await worlds.w.status(d)) as unknown as StatusJson;
 }
 
-async function history(d: DaemonHandle): Promise<JobRecord[]> {
-  const r = await worlds.w.baton(['history', '--json', '--limit', '100', '--state-dir', d.stateDir]);
-  expect(r.code, r.stderr).toBe(0);
-  return (JSON.parse(r.stdout) as { jobs: JobRecord[] }).jobs;
-}
+const history = (d: DaemonHandle): Promise<JobRecord[]> => worlds.w.history(d);
 
 function selfUpgrade(d: DaemonHandle): ReturnType<typeof worlds.w.baton> {
   return worlds.w.baton(['upgrade', '--self', '--json', '--state-dir', d.stateDir], {}, 120_000);

@@ -8,6 +8,7 @@ import { writeFileSync, renameSync, chmodSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, expect } from 'vitest';
 import { shebangNodeArgs } from '../../bench/lib/shebang.js';
+import type { JobRecord } from '../../src/daemon/jobs.js';
 import { killTagged, newTag, PRIMITIVE, ROOT, taggedPids } from './engine.js';
 import { exitOf, Harness, LineReader, pollUntil } from './harness.js';
 
@@ -88,6 +89,13 @@ export class CliWorld {
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toContain('stopped');
     expect(await exitOf(d.child)).toEqual({ code: 0, signal: null });
+  }
+
+  /** `baton history --json`: the job records, newest first. */
+  async history(d: DaemonHandle, limit = 100): Promise<JobRecord[]> {
+    const r = await this.baton(['history', '--json', '--limit', String(limit), '--state-dir', d.stateDir]);
+    expect(r.code, r.stderr).toBe(0);
+    return (JSON.parse(r.stdout) as { jobs: JobRecord[] }).jobs;
   }
 
   async status(d: DaemonHandle): Promise<Status> {
