@@ -6,52 +6,19 @@
  * said and its exit code, which process and which build serve, the history, and that
  * no request failed and no acknowledged write was lost.
  */
-import { existsSync, mkdirSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isAlive } from '../src/os/proc.js';
 import type { BuildRecord } from '../src/supervisor/builds.js';
 import type { JobRecord } from '../src/daemon/jobs.js';
-import { useCliWorlds, writeScript, type DaemonHandle } from './support/cli.js';
+import { useCliWorlds, type DaemonHandle } from './support/cli.js';
 import { Harness, pollUntil } from './support/harness.js';
-import { KV, KvLoad } from './support/kv-load.js';
+import { KvLoad } from './support/kv-load.js';
+import { Releases, type Release } from './support/releases.js';
 
 const h = new Harness();
 const worlds = useCliWorlds(h);
-
-interface Release {
-  name: string;
-  /** Env of this build (its knobs: KV_FAIL_AFTER_BEGIN, ...). */
-  env?: Record<string, string>;
-  /** Shell lines run before the app starts. */
-  pre?: string;
-}
-
-/** A deploy layout: releases/<name>/app.sh, and `current` pointing at one of them. */
-class Releases {
-  constructor(readonly dir: string) {
-    mkdirSync(path.join(dir, 'releases'), { recursive: true });
-  }
-
-  get command(): string[] {
-    return [path.join(this.dir, 'current', 'app.sh')];
-  }
-
-  script(name: string): string {
-    return path.join(this.dir, 'releases', name, 'app.sh');
-  }
-
-  /** Writes a release and points `current` at it (atomically, like a deploy tool). */
-  deploy(r: Release): void {
-    mkdirSync(path.join(this.dir, 'releases', r.name), { recursive: true });
-    const env = { KV_BUILD_ID: r.name, ...r.env };
-    const exports = Object.entries(env).map(([k, v]) => `export ${k}='${v}'`).join('\n');
-    writeScript(this.script(r.name), `${exports}\n${r.pre ?? ''}\nexec ${process.execPath} ${KV[1]}`);
-    const tmp = path.join(this.dir, 'current.tmp');
-    symlinkSync(path.join('releases', r.name), tmp);
-    renameSync(tmp, path.join(this.dir, 'current'));
-  }
-}
 
 interface StatusJson {
   app: { pid: number; alive: boolean; generation: number } | null;

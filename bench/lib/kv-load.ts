@@ -39,6 +39,12 @@ export interface KvLoadOptions {
   deleteShare?: number;
   /** Share of operations that are GETs (default 0.45); the rest are PUTs. */
   readShare?: number;
+  /**
+   * Pause between one connection's requests, in ms (default 0: back to back). A paced
+   * load for tests where the load is a witness, not the subject: it keeps each
+   * keep-alive connection busy through a handoff without taking the machine's CPU.
+   */
+  pauseMs?: number;
 }
 
 interface AckWindow {
@@ -59,6 +65,7 @@ export class KvLoad extends LoadLoops {
   private readonly latencies: number[] = [];
   private readonly deleteShare: number;
   private readonly readShare: number;
+  private readonly pauseMs: number;
 
   constructor(
     private readonly port: number,
@@ -67,6 +74,7 @@ export class KvLoad extends LoadLoops {
     super();
     this.deleteShare = opts.deleteShare ?? 0.1;
     this.readShare = opts.readShare ?? 0.45;
+    this.pauseMs = opts.pauseMs ?? 0;
     for (let i = 0; i < opts.conns; i++) this.loops.push(this.loop(i));
   }
 
@@ -135,6 +143,7 @@ export class KvLoad extends LoadLoops {
       }
       this.requests++;
       this.latencies.push(performance.now() - t0);
+      if (this.pauseMs > 0 && this.running) await new Promise((resolve) => setTimeout(resolve, this.pauseMs));
     }
     agent.destroy();
   }
