@@ -204,6 +204,8 @@ describe('baton upgrade --self: what goes wrong', () => {
       await refused(/the new supervisor failed: .*"handoff.readyTimeoutS"/);
       write({ dataDir: path.join(dir, 'elsewhere') });
       await refused(/"dataDir" changed from .* to .*elsewhere; the running app uses the old one/);
+      write({ socketActivation: true });
+      await refused(/"socketActivation" changed to true; the running app was started in the other mode/);
       write({ listen: ['l0=tcp://127.0.0.1:1'] });
       await refused(/"listen": listener l0 changed from tcp:\/\/127.0.0.1:\d+ to tcp:\/\/127.0.0.1:1; a listener's address cannot change/);
       write({ listen: ['other=tcp://127.0.0.1:0'] });

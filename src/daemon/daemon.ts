@@ -26,7 +26,7 @@ import { bindOrTakeOver } from './takeover.js';
 import { aggregateHealth, type HealthReport } from './health.js';
 import { HealthWatch } from './health-watch.js';
 import { handoffSpec, HandoffJobs, servingStatus } from './handoff-jobs.js';
-import { adoptHandedListeners, checkDirsUnchanged, HANDOVER_ENV, HANDOVER_FIRST_FD, isHandoverMessage, parseHandoverEnv, reconcileListeners, type HandoverEnv, type HandoverMessage } from './handover.js';
+import { adoptHandedListeners, checkFixedConfig, HANDOVER_ENV, HANDOVER_FIRST_FD, isHandoverMessage, parseHandoverEnv, reconcileListeners, type HandoverEnv, type HandoverMessage } from './handover.js';
 import { SelfUpgrade } from './self-upgrade.js';
 import { crashConfigFromEnv, crashPoint } from '../os/crashpoints.js';
 import { bindListeners } from '../os/listeners.js';
@@ -126,7 +126,7 @@ export class Daemon {
       sup: () => this.sup,
       jobs: () => this.jobs,
       listeners: () => this.listeners,
-      dirs: cfg,
+      fixedConfig: cfg,
       listenersFromSystemd: () => this.listenersFromSystemd,
       busy: () => this.selfUpgradeRefusal(),
       quiesce: () => this.quiesce(),
@@ -148,7 +148,7 @@ export class Daemon {
         else setImmediate(() => this.finished(EXIT.error));
       },
     });
-    if (this.handover) checkDirsUnchanged(this.handover, cfg); // before anything is made in a new state dir
+    if (this.handover) checkFixedConfig(this.handover, cfg); // before anything is made in a new state dir
     await prepareStateDir(cfg.stateDir, this.log);
     const sockPath = adminSocketPath(cfg.stateDir);
     // A supervisor handing over to us still answers there until it says go.

@@ -46,6 +46,8 @@ export interface HandoverEnv {
   /** The old supervisor's: ours must be the same (the journal, the admin socket, the lock are there). */
   stateDir: string;
   dataDir: string;
+  /** The app runs in socket-activation mode (no protocol): the mode cannot change under it. */
+  socketActivation: boolean;
 }
 
 export type HandoverMessage =
@@ -81,6 +83,7 @@ export function parseHandoverEnv(text: string | undefined): HandoverEnv | undefi
   }
   if (typeof v.appStderr !== 'boolean' || typeof v.systemd !== 'boolean') throw bad('appStderr or systemd is not a boolean');
   if (typeof v.stateDir !== 'string' || typeof v.dataDir !== 'string') throw bad('stateDir or dataDir is not a path');
+  if (typeof v.socketActivation !== 'boolean') throw bad('socketActivation is not a boolean');
   return v as HandoverEnv;
 }
 
@@ -111,10 +114,13 @@ export function adoptHandedListeners(env: HandoverEnv): { listeners: HeldListene
  * afresh by the caller (it reaches the app at its next handoff). Listeners adopted from
  * systemd (the configured list was ignored) are kept as they are.
  */
-/** The state and data dirs cannot move under a running app: refused naming the key. */
-export function checkDirsUnchanged(h: HandoverEnv, cfg: { stateDir: string; dataDir: string }): void {
+/** The state and data dirs cannot move under a running app, nor can its mode change: refused naming the key. */
+export function checkFixedConfig(h: HandoverEnv, cfg: { stateDir: string; dataDir: string; activation: unknown }): void {
   for (const key of ['stateDir', 'dataDir'] as const) {
     if (h[key] !== cfg[key]) throw new ConfigError('E_CONFIG_NOT_LIVE', `"${key}" changed from ${h[key]} to ${cfg[key]}; the running app uses the old one, so this needs a restart (baton stop, then baton run)`, { field: key });
+  }
+  if (h.socketActivation !== Boolean(cfg.activation)) {
+    throw new ConfigError('E_CONFIG_NOT_LIVE', `"socketActivation" changed to ${String(Boolean(cfg.activation))}; the running app was started in the other mode, so this needs a restart (baton stop, then baton run)`, { field: 'socketActivation' });
   }
 }
 

@@ -27,7 +27,8 @@ export interface SelfUpgradeHost {
   sup(): Supervisor;
   jobs(): JobStore;
   listeners(): readonly HeldListener[];
-  readonly dirs: { stateDir: string; dataDir: string };
+  /** What cannot change under a running app (checked by the new supervisor: checkFixedConfig). */
+  readonly fixedConfig: { stateDir: string; dataDir: string; activation: unknown };
   /** The listeners came from systemd socket activation. */
   listenersFromSystemd(): boolean;
   /** Why a self-upgrade cannot start now (a handoff or job runs, stopping), or undefined. */
@@ -132,8 +133,9 @@ export class SelfUpgrade {
       listeners: listeners.map((l) => ({ name: l.name, address: l.address, spec: l.spec, ...(l.ownedInode !== undefined && { ino: l.ownedInode }) })),
       appStderr: stderrFd !== undefined,
       systemd: this.host.listenersFromSystemd(),
-      stateDir: this.host.dirs.stateDir,
-      dataDir: this.host.dirs.dataDir,
+      stateDir: this.host.fixedConfig.stateDir,
+      dataDir: this.host.fixedConfig.dataDir,
+      socketActivation: Boolean(this.host.fixedConfig.activation),
     };
     const env: NodeJS.ProcessEnv = { ...process.env, [HANDOVER_ENV]: JSON.stringify(description) };
     // systemd's per-process variables are this process's: the new one is not socket-activated
