@@ -2,7 +2,8 @@
  * Supervisor continuity (issue 22): what clients see when `baton` itself is restarted or
  * replaced, before and after baton could do it without the app. Four ways, each on a
  * fresh `baton run` of fixtures/kv under the same load (32 keep-alive KvLoad connections
- * with writes, plus the 5 ms new-connection prober), N events each:
+ * with writes, plus the 5 ms new-connection prober), N events each, after a control row
+ * where nothing happens (the gaps and latencies the machine gives anyway):
  *   - supervisor crash, before: SIGKILL `baton run`, run it again at once with
  *     BATON_PYTHON=/nonexistent: it cannot take the listeners back, so it stops the
  *     orphaned app gracefully, binds anew and cold-starts (daemon/takeover.ts's fallback);
@@ -85,6 +86,15 @@ interface VariantResult {
 }
 
 const VARIANTS: Variant[] = [
+  {
+    // What the load, the prober and the status poll see on this machine when nothing happens.
+    id: 'control',
+    label: 'no event (control)',
+    how: 'nothing: 2 s of the same load',
+    async event() {
+      await sleep(2_000);
+    },
+  },
   {
     id: 'crash-before',
     label: 'supervisor crash, before (graceful takeover)',
@@ -388,7 +398,7 @@ function render(results: VariantResult[], n: number, ctx: BenchContext): string 
     '',
     table(['variant', 'events', 'requests', 'failed', 'refused', 'reset', 'timeout', '5xx', 'other', 'prober refused / reset / other', 'refused window ms p50 (max)', 'no-answer gap ms p50 (max)', 'max latency ms'], clients),
     '',
-    '**What the supervisor did**: whether the app process was replaced; every acknowledged write of the row read back at the end; **supervisor back**: from the event (SIGKILL, stop request, `baton upgrade --self` started) to the first `GET /v1/status` on the admin socket answered by the new supervisor with its app; **admin gap**: the longest time no status request was answered (asked every 20 ms); the self-upgrade\'s duration from its job record (`durationMs`) and the `baton upgrade --self` command\'s wall time; for a crash, what the restarted supervisor logged: taking the listeners back (`daemon.listeners_reclaimed`, its `durationMs`: mostly the python3 helper\'s start) or the graceful takeover (`daemon.takeover`); **left running**: events after which a process other than the supervisor and its app was still there after 5 s.',
+    '**What the supervisor did**: whether the app process was replaced; every acknowledged write of the row read back at the end; **supervisor back**: from the event (SIGKILL, stop request, `baton upgrade --self` started) to the first `GET /v1/status` on the admin socket answered by the new supervisor with its app (control row: by the same one, i.e. the status poll\'s own delay); **admin gap**: the longest time no status request was answered (asked every 20 ms); the self-upgrade\'s duration from its job record (`durationMs`) and the `baton upgrade --self` command\'s wall time; for a crash, what the restarted supervisor logged: taking the listeners back (`daemon.listeners_reclaimed`, its `durationMs`: mostly the python3 helper\'s start) or the graceful takeover (`daemon.takeover`); **left running**: events after which a process other than the supervisor and its app was still there after 5 s.',
     '',
     table(['variant', 'how', 'app pid changed', 'acknowledged writes', 'supervisor back ms p50 (max)', 'admin gap ms p50 (max)', 'self-upgrade / reclaim ms p50 (max)', 'left running'], supervisor),
     ...(notes.length ? ['', 'Notes:', ...notes] : []),
