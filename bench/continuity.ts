@@ -63,7 +63,6 @@ interface EventResult {
   /** The self-upgrade's job record: durationMs, and the command's wall time. */
   jobMs?: number;
   commandMs?: number;
-  note?: string;
   /** Processes of this run other than the supervisor and its app, after the event. */
   extras: string[];
 }
@@ -256,7 +255,7 @@ async function runVariant(ctx: BenchContext, v: Variant, n: number): Promise<Var
         out.events.push(rec);
         const c = byClass(rec.failures);
         ctx.log(
-          `  ${v.id} #${i + 1}: failed ${JSON.stringify(rec.failures)} (refused ${c.refused}, reset ${c.reset}), prober ${JSON.stringify(rec.probe)} gap ${ms(rec.probe?.longestNoAnswerMs)} ms, ` +
+          `  ${v.id} #${i + 1}: failed ${JSON.stringify(rec.failures)} (refused ${c.refused}, reset ${c.reset}), prober ${JSON.stringify(rec.probe?.failed ?? {})} of ${rec.probe?.probes ?? 0}, refused window ${ms(rec.probe?.longestRefusedMs)} ms, gap ${ms(rec.probe?.longestNoAnswerMs)} ms, ` +
             `app ${rec.appBefore} → ${rec.appAfter}, supervisor ${rec.supervisorBefore} → ${rec.supervisorAfter}, back in ${ms(rec.backMs)} ms, admin gap ${ms(rec.adminGapMs)} ms` +
             `${rec.jobMs !== undefined ? `, job ${ms(rec.jobMs)} ms` : ''}${rec.extras.length ? `, LEFT: ${rec.extras.join(', ')}` : ''}`,
         );
@@ -281,11 +280,18 @@ async function runVariant(ctx: BenchContext, v: Variant, n: number): Promise<Var
     const surprises = d.events().filter((e) => (v.id === 'crash-after' && (e.event === 'daemon.reclaim_failed' || e.event === 'daemon.takeover')) || e.event === 'self_upgrade.aborted');
     for (const e of surprises) out.notes.push(`log: ${JSON.stringify(e).slice(0, 300)}`);
   } catch (err) {
-    out.notes.push(`did not complete: ${(err as Error).message}${d ? ` (log: ${d.logFile})` : ''}`);
+    out.notes.push(`did not complete: ${(err as Error).message}`);
     ctx.log(`  ${v.id}: FAILED: ${(err as Error).message}`);
   } finally {
     // BENCH_CONTINUITY_LOGS=DIR keeps each row's supervisor and app log (DIR/continuity-ID.log).
-    if (d && process.env.BENCH_CONTINUITY_LOGS) copyFileSync(d.logFile, path.join(process.env.BENCH_CONTINUITY_LOGS, `continuity-${v.id}.log`));
+    const keep = process.env.BENCH_CONTINUITY_LOGS;
+    if (d && keep) {
+      try {
+        copyFileSync(d.logFile, path.join(keep, `continuity-${v.id}.log`));
+      } catch (err) {
+        ctx.log(`  ${v.id}: cannot keep the log in ${keep}: ${(err as Error).message}`);
+      }
+    }
     await scope.close();
     if (scope.leftovers.length) out.notes.push(`had to kill leftover pids ${scope.leftovers.join(', ')} at the end`);
   }
@@ -389,7 +395,7 @@ function render(results: VariantResult[], n: number, ctx: BenchContext): string 
   });
   const notes = results.flatMap((r) => [
     ...r.notes.map((x) => `- ${r.label}: ${x}`),
-    ...r.events.flatMap((e, i) => [...(e.extras.length ? [`- ${r.label}, event ${i + 1}: left running: ${e.extras.join(', ')}`] : []), ...(e.note ? [`- ${r.label}, event ${i + 1}: ${e.note}`] : [])]),
+    ...r.events.flatMap((e, i) => (e.extras.length ? [`- ${r.label}, event ${i + 1}: left running: ${e.extras.join(', ')}`] : [])),
   ]);
   return [
     `fixtures/kv under ${CONNS} keep-alive connections doing GET/PUT/DELETE back to back (no retries; a refused connect fails in ~0.1 ms and the loop goes on, so a refused window counts many times), plus the prober: a new connection every ${PROBE_EVERY_MS} ms in a process of its own. A fresh \`baton run\` per row, ${n} event${n === 1 ? '' : 's'} per row${ctx.quick ? ' (--quick)' : ''}; each event has ${ctx.quick ? '0.5' : '1'} s of load before and after it, and the counts are for those windows. The crashed supervisor is run again as soon as it is gone (no restart delay).`,
