@@ -6,7 +6,8 @@
  *   node dist/bench/run.js [--quick] [--only NAME[,NAME]] [--write | --no-write]
  *
  * NAMEs: restart (baton vs naive vs PM2), anatomy (phases and write blackout),
- * scaling (shards, open connections), rss (supervisor memory and fds).
+ * scaling (shards, open connections), rss (supervisor memory and fds), continuity
+ * (SIGKILL / replacement of `baton run` itself, before and after issue 22).
  * A full run writes BENCHMARKS.md (only the sections it ran, between their markers);
  * `--quick` (fewer restarts and handoffs, ~2 min) writes only with `--write`.
  * Everything runs on 127.0.0.1; every process started is reaped and every temp dir
@@ -18,6 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { anatomyBench } from './anatomy.js';
+import { continuityBench } from './continuity.js';
 import { closeAllScopes, ROOT } from './lib/scope.js';
 import { restartCompare } from './restart-compare.js';
 import { rssBench } from './rss.js';
@@ -42,6 +44,7 @@ const BENCHES: Record<string, (ctx: BenchContext) => Promise<Section>> = {
   anatomy: anatomyBench,
   scaling: scalingBench,
   rss: rssBench,
+  continuity: continuityBench,
 };
 
 const USAGE = `Usage: node dist/bench/run.js [--quick] [--only NAME[,NAME...]] [--write | --no-write]

@@ -4,12 +4,18 @@
  * dir, the supervisor's and the apps' logs (pino JSON on stderr) in a file so a
  * handoff's timeline can be read back across processes. Upgrades go through the
  * admin API (`POST /v1/upgrade`, what `baton upgrade` uses) or the CLI itself.
+ *
+ * The supervisor itself can be replaced: `kill()` (SIGKILL, the app left serving) then
+ * `start()` again runs the same `baton run` on the same port and dirs; `upgradeSelf()`
+ * is `baton upgrade --self`, after which the supervisor is a process this one did not
+ * start: `pid` follows it, and `stop()` stops it through its admin socket.
  */
 import type { ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { adminRequest } from '../../src/daemon/admin.js';
 import type { JobRecord } from '../../src/daemon/jobs.js';
+import { isAlive } from '../../src/os/proc.js';
 import { shebangNodeArgs } from './shebang.js';
 import { CLI, exited, fdCount, rssKb, type Scope, waitFor } from './scope.js';
 
@@ -29,8 +35,13 @@ export class BatonDaemon {
   readonly dataDir: string;
   readonly logFile: string;
   readonly socket: string;
+  /** The last `baton run` this object started (after `upgradeSelf()`, no longer the supervisor). */
   child!: ChildProcess;
+  /** The listener's port: chosen by the kernel at the first start, the same one after. */
   port = 0;
+  /** The supervisor's pid: the child's, or the new supervisor's after `upgradeSelf()`. */
+  private supervisorPid = 0;
+  private closing = false;
 
   constructor(
     private readonly scope: Scope,
@@ -47,18 +58,27 @@ export class BatonDaemon {
   }
 
   get pid(): number {
-    return this.child.pid!;
+    return this.supervisorPid;
   }
 
-  async start(): Promise<void> {
+  /**
+   * `baton run`; resolves once it serves. Started again (after `kill()` or `stop()`), it
+   * runs on the same port, data and state dirs; `env` is added for this start only.
+   */
+  async start(env: Record<string, string> = {}): Promise<void> {
     const fd = openSync(this.logFile, 'a');
+    const listen = `http=tcp://127.0.0.1:${this.port}`;
     this.child = this.scope.spawn(
       process.execPath,
-      [...CLI_SHEBANG_ARGS, ...this.nodeArgs, CLI, 'run', '--listen', 'http=tcp://127.0.0.1:0', '--data-dir', this.dataDir, '--state-dir', this.stateDir, '--', ...this.command],
-      { stdio: ['ignore', 'ignore', fd], env: this.scope.env({ BATON_LOG_LEVEL: 'info', ...this.appEnv }) },
+      [...CLI_SHEBANG_ARGS, ...this.nodeArgs, CLI, 'run', '--listen', listen, '--data-dir', this.dataDir, '--state-dir', this.stateDir, '--', ...this.command],
+      { stdio: ['ignore', 'ignore', fd], env: this.scope.env({ BATON_LOG_LEVEL: 'info', ...this.appEnv, ...env }) },
     );
     closeSync(fd);
-    this.scope.onClose(() => this.stop());
+    this.supervisorPid = this.child.pid!;
+    if (!this.closing) {
+      this.closing = true;
+      this.scope.onClose(() => this.stop());
+    }
     const status = await waitFor(
       async () => {
         if (this.child.exitCode !== null || this.child.signalCode !== null) throw new Error(`baton run exited (${this.child.exitCode ?? this.child.signalCode}); log: ${this.logFile}`);
@@ -82,8 +102,30 @@ export class BatonDaemon {
   }
 
   /** One upgrade through `baton upgrade --json` (the CLI a user or systemd's ExecReload runs). */
-  async upgradeCli(): Promise<JobRecord> {
-    const child = this.scope.spawn(process.execPath, [CLI, 'upgrade', '--json', '--state-dir', this.stateDir], {
+  upgradeCli(): Promise<JobRecord> {
+    return this.cliJob(['upgrade', '--json']);
+  }
+
+  /**
+   * `baton upgrade --self --json`: the supervisor replaced by a new one, which `pid`
+   * follows from then on when it succeeded. Resolves with the job record.
+   */
+  async upgradeSelf(): Promise<JobRecord> {
+    const job = await this.cliJob(['upgrade', '--self', '--json']);
+    if (job.state === 'SUCCEEDED' && job.supervisor) this.supervisorPid = job.supervisor.newPid;
+    return job;
+  }
+
+  /** SIGKILL to the supervisor (the app it runs is left serving); resolves once it is gone. */
+  async kill(): Promise<void> {
+    const pid = this.supervisorPid;
+    process.kill(pid, 'SIGKILL');
+    if (pid === this.child.pid) await exited(this.child);
+    else await waitFor(() => (isAlive(pid) ? undefined : true), `supervisor ${pid} to die`, 10_000, 5);
+  }
+
+  private async cliJob(args: string[]): Promise<JobRecord> {
+    const child = this.scope.spawn(process.execPath, [CLI, ...args, '--state-dir', this.stateDir], {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: this.scope.env({ BATON_LOG_LEVEL: 'warn' }),
     });
@@ -95,7 +137,7 @@ export class BatonDaemon {
     try {
       return JSON.parse(out) as JobRecord;
     } catch {
-      throw new Error(`baton upgrade --json exited ${code}: ${err || out}`);
+      throw new Error(`baton ${args.join(' ')} exited ${code}: ${err || out}`);
     }
   }
 
@@ -132,12 +174,21 @@ export class BatonDaemon {
     return out;
   }
 
-  /** Graceful stop (`POST /v1/stop`), then wait for the process; SIGKILL if it hangs. */
+  /** Graceful stop (`POST /v1/stop`, what `baton stop` does), then wait for the process; SIGKILL if it hangs. */
   async stop(): Promise<void> {
-    if (!this.child || this.child.exitCode !== null || this.child.signalCode !== null) return;
-    await adminRequest(this.socket, 'POST', '/v1/stop', { timeoutS: 10 }, { timeoutMs: 15_000 }).catch(() => this.child.kill('SIGTERM'));
-    const t = setTimeout(() => this.child.kill('SIGKILL'), 20_000);
-    await exited(this.child);
-    clearTimeout(t);
+    if (!this.child) return;
+    const pid = this.supervisorPid;
+    if (pid === this.child.pid) {
+      if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+      await adminRequest(this.socket, 'POST', '/v1/stop', { timeoutS: 10 }, { timeoutMs: 15_000 }).catch(() => this.child.kill('SIGTERM'));
+      const t = setTimeout(() => this.child.kill('SIGKILL'), 20_000);
+      await exited(this.child);
+      clearTimeout(t);
+      return;
+    }
+    // A supervisor from `upgradeSelf()`: not our child, so its exit is seen in /proc.
+    if (!isAlive(pid)) return;
+    await adminRequest(this.socket, 'POST', '/v1/stop', { timeoutS: 10 }, { timeoutMs: 15_000 }).catch(() => process.kill(pid, 'SIGTERM'));
+    await waitFor(() => (isAlive(pid) ? undefined : true), `supervisor ${pid} to exit`, 20_000, 20).catch(() => process.kill(pid, 'SIGKILL'));
   }
 }

@@ -41,6 +41,8 @@ export class Prober {
   private inFlight = 0;
   private skipped = 0;
   private readonly pending = new Set<Promise<void>>();
+  /** Called once, when the first probe is answered. */
+  onFirstAnswer: (() => void) | undefined;
 
   constructor(
     private readonly port: number,
@@ -60,6 +62,10 @@ export class Prober {
     const p = this.probe().then((r) => {
       this.inFlight--;
       this.probes.push(r);
+      if (r.ok && this.onFirstAnswer) {
+        this.onFirstAnswer();
+        this.onFirstAnswer = undefined;
+      }
     });
     this.pending.add(p);
     void p.finally(() => this.pending.delete(p));
@@ -122,6 +128,7 @@ export class Prober {
 export class ProberProcess {
   private readonly child: ChildProcess;
   private report: Promise<ProbeReport>;
+  private readonly firstAnswer: Promise<void>;
 
   constructor(scope: Scope, port: number, everyMs = 5) {
     this.child = fork(fileURLToPath(import.meta.url), [String(port), String(everyMs)], {
@@ -131,11 +138,20 @@ export class ProberProcess {
     scope.onClose(() => {
       if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');
     });
-    this.report = new Promise((resolve, reject) => {
-      this.child.once('message', (m: ProbeReport) => resolve(m));
-      this.child.once('exit', (code, signal) => reject(new Error(`prober exited (${code ?? signal}) before reporting`)));
-    });
+    const exit = new Promise<never>((_, reject) => this.child.once('exit', (code, signal) => reject(new Error(`prober exited (${code ?? signal}) before reporting`))));
+    exit.catch(() => undefined);
+    this.firstAnswer = Promise.race([new Promise<void>((resolve) => this.child.on('message', (m: { answered?: true }) => m.answered && resolve())), exit]);
+    this.firstAnswer.catch(() => undefined);
+    this.report = Promise.race([new Promise<ProbeReport>((resolve) => this.child.on('message', (m: ProbeReport | { answered: true }) => 'probes' in m && resolve(m))), exit]);
     this.report.catch(() => undefined);
+  }
+
+  /**
+   * Resolves once a probe was answered: the prober runs (starting a process can take
+   * seconds on a busy machine; what happens before this is not measured).
+   */
+  answered(): Promise<void> {
+    return this.firstAnswer;
   }
 
   async stop(): Promise<ProbeReport> {
@@ -149,6 +165,7 @@ export class ProberProcess {
 // Child-process mode: node prober.js PORT EVERY_MS
 if (process.argv[1] === fileURLToPath(import.meta.url) && process.send) {
   const prober = new Prober(Number(process.argv[2]), Number(process.argv[3]));
+  prober.onFirstAnswer = () => process.send!({ answered: true });
   process.on('message', (m: { cmd: string }) => {
     if (m.cmd !== 'stop') return;
     void prober.stop().then((r) => process.send!(r, () => process.exit(0)));
