@@ -102,7 +102,8 @@ if denied and sent == 0:
 send({'baton': 'reclaim-done', 'sent': sent})
 `;
 
-const HELPER_TIMEOUT_MS = 10_000;
+/** Generous: the app serves meanwhile, and a python3 start alone took 1.3–1.6 s on a loaded 2-core machine (BENCHMARKS.md). */
+const HELPER_TIMEOUT_MS = 30_000;
 
 export interface ReclaimOptions {
   /** The python interpreter (default `python3` on PATH; `BATON_PYTHON` overrides). */
