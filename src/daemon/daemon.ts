@@ -387,10 +387,16 @@ export class Daemon {
       this.log.info({ event: 'daemon.listener_added', listeners: fresh.map((l) => `${l.name}=${l.address}`) }, `bound ${fresh.map((l) => l.name).join(', ')}: the app gets ${fresh.length > 1 ? 'them' : 'it'} at its next handoff`);
     }
     const go = new Promise<void>((resolve) => {
-      process.on('message', (m: unknown) => {
-        if (isHandoverMessage(m) && m.type === 'go') resolve();
-      });
-      process.once('disconnect', () => resolve());
+      const onMessage = (m: unknown): void => {
+        if (isHandoverMessage(m) && m.type === 'go') done();
+      };
+      const done = (): void => {
+        process.off('message', onMessage);
+        process.off('disconnect', done);
+        resolve();
+      };
+      process.on('message', onMessage);
+      process.once('disconnect', done);
     });
     this.sendHandover({ baton: 'handover', type: 'prepared', pid: process.pid });
     this.log.info({ event: 'self_upgrade.prepared', fromPid: h.fromPid, version: VERSION }, `ready to take over from pid ${h.fromPid}`);
