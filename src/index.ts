@@ -17,7 +17,7 @@ export type { Role, RoleInfo } from './wire/roles.js';
 export { Supervisor } from './supervisor/supervisor.js';
 export { DEFAULT_TIMEOUTS, DEFAULT_RESTART } from './supervisor/options.js';
 export { checkReady } from './supervisor/ready-check.js';
-export type { SupervisorOptions, HandoffSpec, Timeouts, RestartPolicy, BuildRef, RollbackInfo } from './supervisor/options.js';
+export type { SupervisorOptions, HandoffSpec, Timeouts, RestartPolicy, BuildRef, RollbackInfo, ActivationOptions } from './supervisor/options.js';
 export type { BuildInfo, BuildLedger, BuildRecord, BuildState } from './supervisor/builds.js';
 export type { StderrTail } from './supervisor/stderr-tail.js';
 export type { HandoffResult, HandoffOutcome, RecoveryReport } from './supervisor/results.js';
