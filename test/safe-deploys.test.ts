@@ -14,7 +14,7 @@ import type { BuildRecord } from '../src/supervisor/builds.js';
 import type { JobRecord } from '../src/daemon/jobs.js';
 import { useCliWorlds, type DaemonHandle } from './support/cli.js';
 import { Harness, pollUntil } from './support/harness.js';
-import { KvLoad } from './support/kv-load.js';
+import { KvLoad, verifyLoad } from './support/kv-load.js';
 import { Releases, type Release } from './support/releases.js';
 
 const h = new Harness();
@@ -52,14 +52,6 @@ function upgrade(d: DaemonHandle, ...args: string[]): ReturnType<typeof worlds.w
   return worlds.w.baton(['upgrade', '--state-dir', d.stateDir, ...args], {}, 90_000);
 }
 
-async function verifyLoad(load: KvLoad): Promise<void> {
-  await load.stop();
-  expect(load.failures, `failed requests: ${JSON.stringify(load.failures)}`).toEqual({});
-  expect(load.ackedWrites).toBeGreaterThan(0);
-  const { lost, resurrected } = await load.verify();
-  expect(lost, 'lost acknowledged writes').toEqual([]);
-  expect(resurrected).toEqual([]);
-}
 
 describe('safe deploys: a broken build never takes the service down', () => {
   it('six upgrades in a row to a build that dies after Begin, with no listener spares: each aborts with the exception it printed, the old process serves on, no request fails, no write is lost', { timeout: 180_000 }, async () => {

@@ -14,7 +14,7 @@ import type { JobRecord } from '../src/daemon/jobs.js';
 import { isAlive } from '../src/os/proc.js';
 import { useCliWorlds, type DaemonHandle } from './support/cli.js';
 import { exitOf, Harness, pollUntil } from './support/harness.js';
-import { KV, KvLoad } from './support/kv-load.js';
+import { KV, KvLoad, verifyLoad } from './support/kv-load.js';
 
 const h = new Harness();
 const worlds = useCliWorlds(h);
@@ -36,14 +36,6 @@ function selfUpgrade(d: DaemonHandle): ReturnType<typeof worlds.w.baton> {
   return worlds.w.baton(['upgrade', '--self', '--json', '--state-dir', d.stateDir], {}, 120_000);
 }
 
-async function verifyLoad(load: KvLoad): Promise<void> {
-  await load.stop();
-  expect(load.failures, `failed requests: ${JSON.stringify(load.failures)}`).toEqual({});
-  expect(load.ackedWrites).toBeGreaterThan(0);
-  const { lost, resurrected } = await load.verify();
-  expect(lost, 'lost acknowledged writes').toEqual([]);
-  expect(resurrected).toEqual([]);
-}
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
