@@ -46,8 +46,6 @@ const MAIN = { threads: 2, conns: 60 };
 const PROBE = { threads: 4, conns: 4 };
 const CONNS = MAIN.conns + PROBE.conns;
 const WARMUP_S = 3;
-/** A request still unanswered this long before the end of its run was lost (not merely in flight). */
-const LOST_AFTER_MS = 2_000;
 /** How long after the successor accepts its "first second" phase lasts. */
 const FIRST_MS = 1_000;
 
@@ -101,7 +99,12 @@ export interface RunResult {
   requests: number;
   errors: Record<string, number>;
   errorCount: number;
-  /** Never answered, started over LOST_AFTER_MS before the end (wrk counts none of these when the server closed the connection). */
+  /**
+   * Requests never answered that wrk did not count as errors: when wrk stops, each
+   * connection has one request in flight; every socket error wrk counts (connect, read,
+   * write) leaves one more unanswered; any other unanswered request was lost silently
+   * (the server closed its connection under it, which wrk does not count).
+   */
   lost: number;
   /** Per request as measured (ms), all 64 connections. */
   raw: Figures;
@@ -122,13 +125,15 @@ export interface RunResult {
 export interface Attribution {
   thresholdMs: number;
   slow: number;
-  byPhase: Record<Phase, { count: number; p50: number; max: number; withGc: number; gcMs: number }>;
+  byPhase: Record<Phase, { count: number; puts: number; p50: number; max: number; withGc: number; gcMs: number }>;
   /** Slow requests that overlapped a GC pause of the answering process (≥ 1 ms), and those pauses' total overlap. */
   withGc: number;
   /** GC pauses of the app processes during the run: count, total, longest (ms). */
   gc: { count: number; totalMs: number; maxMs: number };
   /** Mean duration of each phase over the handoffs (ms). */
   phaseMs: Record<Phase, number>;
+  /** Per handoff: its phases' lengths and the requests started from its spawn to the end of the successor's first second (ms). */
+  handoffs: { phases: Partial<Record<Phase, number>>; requests: number; p50: number; p99: number; max: number; slow: number }[];
 }
 
 function gcEnv(): Record<string, string> {
@@ -161,7 +166,7 @@ const PLANS: Plan[] = [
     async make(scope, env) {
       const pm2 = new Pm2(scope);
       const port = await freePort();
-      await pm2.startCluster({ name: 'kv', script: KV_PM2_APP, env: { PORT: String(port), KV_PM2_DATA: scope.tempDir('baton-bench-kvpm2-'), ...env } });
+      await pm2.startCluster({ name: 'kv', script: KV_PM2_APP, env: { PORT: String(port), KV_PM2_DATA: scope.tempDir('baton-bench-kvpm2-'), ...env }, options: { wait_ready: true } });
       await waitFor(async () => ((await request(port, 'GET', '/healthz', undefined, undefined, 2_000)).status === 200 ? true : undefined), 'PM2 kv to answer', 30_000, 20);
       return {
         port,
@@ -196,6 +201,7 @@ const PLANS: Plan[] = [
  */
 const AB: Record<string, { config?: Record<string, unknown>; env?: Record<string, string> }> = {
   'baton-nice0': { config: { handoff: { successorNice: 0 } } },
+  'baton-nice5': { config: { handoff: { successorNice: 5 } } },
   'baton-nice19': { config: { handoff: { successorNice: 19 } } },
 };
 
@@ -284,14 +290,15 @@ function figures(
   loadAfter: number[],
 ): RunResult {
   const lat: number[] = [];
-  let end = 0;
-  for (const r of [m.records, p.records]) for (let i = 0; i < r.length; i++) if (r.latency[i]! >= 0) end = Math.max(end, r.start[i]! + r.latency[i]!);
   let lost = 0;
-  for (const r of [m.records, p.records]) {
-    for (let i = 0; i < r.length; i++) {
-      if (r.latency[i]! >= 0) lat.push(r.latency[i]!);
-      else if (r.start[i]! < end - LOST_AFTER_MS) lost++;
+  for (const [w, conns] of [[m, MAIN.conns], [p, PROBE.conns]] as const) {
+    let unanswered = 0;
+    for (let i = 0; i < w.records.length; i++) {
+      if (w.records.latency[i]! >= 0) lat.push(w.records.latency[i]!);
+      else unanswered++;
     }
+    const e = w.summary.errors;
+    lost += Math.max(0, unanswered - conns - e.connect - e.read - e.write);
   }
   const sorted = Float64Array.from(lat).sort();
   const raw: Figures = { p50: pct(sorted, 50), p90: pct(sorted, 90), p99: pct(sorted, 99), p999: pct(sorted, 99.9), max: sorted[sorted.length - 1] ?? NaN };
@@ -417,7 +424,7 @@ function attribute(run: RunResult, events: LogEvent[], threshold: number): Attri
     }
     gcs.set(e.pid, list);
   }
-  const byPhase = Object.fromEntries(PHASES.map((p) => [p, { lat: [] as number[], withGc: 0, gcMs: 0 }])) as Record<Phase, { lat: number[]; withGc: number; gcMs: number }>;
+  const byPhase = Object.fromEntries(PHASES.map((p) => [p, { lat: [] as number[], puts: 0, withGc: 0, gcMs: 0 }])) as Record<Phase, { lat: number[]; puts: number; withGc: number; gcMs: number }>;
   let slow = 0;
   let withGc = 0;
   for (const r of recs) {
@@ -442,6 +449,7 @@ function attribute(run: RunResult, events: LogEvent[], threshold: number): Attri
       for (const [gs, ge] of gcs.get(r.pid[i]!) ?? []) gcOverlap += Math.max(0, Math.min(e, ge) - Math.max(s, gs));
       const b = byPhase[best];
       b.lat.push(lat);
+      b.puts += r.put[i]!;
       if (gcOverlap > 0) {
         b.withGc++;
         b.gcMs += gcOverlap;
@@ -454,15 +462,24 @@ function attribute(run: RunResult, events: LogEvent[], threshold: number): Attri
     const d = windows.map((w) => w.spans.find(([n]) => n === p)).filter((x) => x !== undefined).map(([, a, b]) => b - a);
     if (d.length) phaseMs[p] = d.reduce((a, b) => a + b, 0) / d.length;
   }
+  const handoffs = windows.map((w) => {
+    const from = w.spans[0]![1];
+    const to = w.spans[w.spans.length - 1]![2];
+    const lat: number[] = [];
+    for (const r of recs) for (let i = 0; i < r.length; i++) if (r.latency[i]! >= 0 && r.start[i]! >= from && r.start[i]! < to) lat.push(r.latency[i]!);
+    const s = summarize(lat);
+    return { phases: Object.fromEntries(w.spans.map(([n, a, b]) => [n, b - a])), requests: s.n, p50: s.p50, p99: s.p99, max: s.max, slow: lat.filter((v) => v > threshold).length };
+  });
   const gcSum = summarize(gcAll);
   return {
+    handoffs,
     thresholdMs: threshold,
     slow,
     withGc,
     byPhase: Object.fromEntries(
       PHASES.map((p) => {
         const s = summarize(byPhase[p].lat);
-        return [p, { count: s.n, p50: s.p50, max: s.max, withGc: byPhase[p].withGc, gcMs: byPhase[p].gcMs }];
+        return [p, { count: s.n, puts: byPhase[p].puts, p50: s.p50, max: s.max, withGc: byPhase[p].withGc, gcMs: byPhase[p].gcMs }];
       }),
     ) as Attribution['byPhase'],
     gc: { count: gcAll.length, totalMs: gcAll.reduce((a, b) => a + b, 0), maxMs: gcSum.max },
@@ -503,14 +520,14 @@ function render(results: RunResult[], o: { seconds: number; upgrades: number; ro
     const a = r.attribution!;
     const rowsA = PHASES.map((p) => {
       const b = a.byPhase[p];
-      return [PHASE_TEXT[p], Number.isFinite(a.phaseMs[p]) ? ms(a.phaseMs[p]) : '—', int(b.count), a.slow ? `${Math.round((100 * b.count) / a.slow)} %` : 'n/a', b.count ? `${ms(b.p50)} / ${ms(b.max)}` : '—', b.count ? `${b.withGc} (${ms(b.gcMs)} ms)` : '—'];
+      return [PHASE_TEXT[p], Number.isFinite(a.phaseMs[p]) ? ms(a.phaseMs[p]) : '—', int(b.count), a.slow ? `${Math.round((100 * b.count) / a.slow)} %` : 'n/a', b.count ? int(b.puts) : '—', b.count ? `${ms(b.p50)} / ${ms(b.max)}` : '—', b.count ? `${b.withGc} (${ms(b.gcMs)} ms)` : '—'];
     });
     const gaps = r.clientGaps?.length ? summarize(r.clientGaps) : undefined;
     return [
       `**${r.label}${o.rounds > 1 ? `, round ${r.round}` : ''}**: ${a.slow} of ${int(r.requests)} requests of the upgrading run took longer than the steady run's p99 (${ms(a.thresholdMs)} ms); load average ${load(r.loadBefore)} → ${load(r.loadAfter)}.` +
         (gaps ? ` Last answer from the old process → first from the new one (any connection): p50 ${ms(gaps.p50)}, max ${ms(gaps.max)} ms.` : ''),
       '',
-      table(['phase the slow request overlapped most', 'phase length ms (mean)', 'slow requests', 'share', 'their latency p50 / max ms', 'with a GC pause of the answering process (overlap)'], rowsA),
+      table(['phase the slow request overlapped most', 'phase length ms (mean)', 'slow requests', 'share', 'of which PUTs', 'their latency p50 / max ms', 'with a GC pause of the answering process (overlap)'], rowsA),
       '',
       `GC pauses ≥ 1 ms in the app processes during the run: ${a.gc.count}, ${ms(a.gc.totalMs)} ms in all, longest ${ms(a.gc.maxMs)} ms.`,
     ].join('\n');
@@ -532,10 +549,10 @@ function render(results: RunResult[], o: { seconds: number; upgrades: number; ro
     [headFor('baton', 'baton'), headFor('pm2', 'PM2 reload'), headFor('naive', 'naive restart')].filter(Boolean).join('; ') +
     `; load average ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}.`;
   const markdown = [
-    `wrk ${o.version}, ${CONNS} keep-alive connections: ${MAIN.conns} on ${MAIN.threads} threads and ${PROBE.conns} more on a thread each (their per-connection stalls are timed), every connection alternating \`PUT /kv/<new key>\` (32 B, fsynced before the answer) and \`GET /healthz\`; per service a ${WARMUP_S} s warm-up, then ${o.seconds} s without upgrades and ${o.seconds} s with ${o.upgrades} (1 s in, then every ${(((o.seconds - 3) * 1000) / Math.max(1, o.upgrades) / 1000).toFixed(1)} s)${o.rounds > 1 ? `, ${o.rounds} rounds, the services alternating` : ''}. baton: fixtures/kv (4 shards) under \`baton run\`, upgrades through the admin API. PM2 7 \`reload\`, cluster mode, 1 instance, of the same HTTP front end and store (bench/apps/kv-pm2: kv's warm-up before listening, kv's keep-alive-safe drain and a seal on SIGINT; a data dir per process, since PM2 carries no state across). Naive: fixtures/kv stand-alone, SIGTERM (it exits at once), then started again on the same data.`,
+    `wrk ${o.version}, ${CONNS} keep-alive connections: ${MAIN.conns} on ${MAIN.threads} threads and ${PROBE.conns} more on a thread each (their per-connection stalls are timed), every connection alternating \`PUT /kv/<new key>\` (32 B, fsynced before the answer) and \`GET /healthz\`; per service a ${WARMUP_S} s warm-up, then ${o.seconds} s without upgrades and ${o.seconds} s with ${o.upgrades} (1 s in, then every ${(((o.seconds - 3) * 1000) / Math.max(1, o.upgrades) / 1000).toFixed(1)} s)${o.rounds > 1 ? `, ${o.rounds} rounds, the services alternating` : ''}. baton: fixtures/kv (4 shards) under \`baton run\`, upgrades through the admin API. PM2 7 \`reload\`, cluster mode, 1 instance, of the same HTTP front end and store (bench/apps/kv-pm2: kv's warm-up, then \`listen\` and PM2's \`wait_ready\`; kv's keep-alive-safe drain and a seal on SIGINT; a data dir per process, since PM2 carries no state across; PM2's defaults otherwise: \`listen_timeout\` 3 s, \`kill_timeout\` 1.6 s). Naive: fixtures/kv stand-alone, SIGTERM (it exits at once), then started again on the same data.`,
     '',
     '- **p50 / p99 / max**: each request as measured (request written → answer read), all connections. **wrk-corrected**: the same with wrk 4\'s correction for coordinated omission (what `wrk --latency` prints: a request that waited adds the ones its connection would have sent meanwhile), computed over all connections exactly as wrk does (checked against wrk\'s own figures for its 60-connection process, in the JSON).',
-    '- **errors**: wrk\'s (connect, read, write, timeout, non-2xx); **lost**: requests never answered because the connection was closed under them, which wrk does not count.',
+    '- **errors**: wrk\'s (connect, read, write, timeout, non-2xx); **lost**: requests never answered that wrk did not count as errors either (the server closed the connection under them), beyond the one per connection in flight when wrk stops.',
     `- **longest per-connection stall**: the longest time one of the ${PROBE.conns} timed connections went without an answer (for the upgrading run also the p50 over the restarts of the longest one overlapping each).`,
     '- The load average is the machine\'s (2 CPUs shared with other work, which the bench does not stop).',
     '',

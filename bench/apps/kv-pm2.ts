@@ -6,9 +6,10 @@
  * process from starting while the first one lives (see bench/apps/hello.ts). Here each
  * process opens a data dir of its own (`KV_PM2_DATA/<pid>`), so a reload starts on empty
  * data: PM2 carries no state across (it has no handoff), which the bench states. The
- * rest is what a careful PM2 user would write: kv's warm-up before listening (PM2
- * routes to a worker once it listens), and on SIGINT (PM2's reload signal) kv's
- * keep-alive-safe drain, a seal of the store, then exit.
+ * rest is what a careful PM2 user would write: kv's warm-up before serving, with PM2's
+ * `wait_ready` (the old worker is stopped once this one says `ready`, not at its
+ * first listen: the warm-up's private server would count as that), and on SIGINT
+ * (PM2's reload signal) kv's keep-alive-safe drain, a seal of the store, then exit.
  *
  * Env: KV_PM2_DATA (required), PORT, HOST (default 127.0.0.1), KV_SHARDS (4).
  */
@@ -50,3 +51,5 @@ process.once('SIGINT', () => {
     .finally(() => process.exit(0));
 });
 await http.listenPort(Number(env.PORT ?? 8080), env.HOST ?? '127.0.0.1');
+// PM2's wait_ready: this worker serves now.
+process.send?.('ready');

@@ -15,7 +15,8 @@
 -- second, 4-connection wrk like that).
 --
 -- done() collects the records from every thread, writes them to $WRK_RECORDS, one line
--- per request: "thread start latency status pid", and prints one line "WRK_JSON {...}":
+-- per request: "thread start latency status pid put" (put: 1 for the PUT, 0 for the
+-- GET), and prints one line "WRK_JSON {...}":
 -- wrk's own summary and errors, and its latency percentiles (as `wrk --latency` prints
 -- them: wrk 4 corrects its histogram for coordinated omission).
 local ffi = require("ffi")
@@ -69,6 +70,7 @@ function response(status, headers, body)
     records[#records + 1] = t - start
     records[#records + 1] = status
     records[#records + 1] = tonumber(headers["x-baton-pid"]) or 0
+    records[#records + 1] = rid % 2 -- 1: the PUT, 0: the GET
   end
 end
 
@@ -84,16 +86,16 @@ function done(summary, latency, requests)
       local buf = {}
       local i = 1
       while r[i] do
-        buf[#buf + 1] = string.format("%d %d %d %d %d\n", id, r[i], r[i + 1], r[i + 2], r[i + 3])
-        i = i + 4
+        buf[#buf + 1] = string.format("%d %d %d %d %d %d\n", id, r[i], r[i + 1], r[i + 2], r[i + 3], r[i + 4])
+        i = i + 5
         written = written + 1
         if #buf >= 4096 then
           f:write(table.concat(buf))
           buf = {}
         end
       end
-      for _, start in pairs(t:get("pending")) do
-        buf[#buf + 1] = string.format("%d %d -1 0 0\n", id, start)
+      for rid, start in pairs(t:get("pending")) do
+        buf[#buf + 1] = string.format("%d %d -1 0 0 %d\n", id, start, rid % 2)
         unanswered = unanswered + 1
       end
       f:write(table.concat(buf))

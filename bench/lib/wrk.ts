@@ -28,6 +28,8 @@ export interface Records {
   latency: Float64Array;
   status: Int32Array;
   pid: Int32Array;
+  /** 1: a PUT, 0: a GET /healthz. */
+  put: Uint8Array;
   length: number;
 }
 
@@ -63,16 +65,17 @@ export async function runWrk(scope: Scope, port: number, opts: { threads: number
 function readRecords(file: string): Records {
   const lines = readFileSync(file, 'latin1').split('\n');
   const n = lines.length;
-  const r: Records = { conn: new Int32Array(n), start: new Float64Array(n), latency: new Float64Array(n), status: new Int32Array(n), pid: new Int32Array(n), length: 0 };
+  const r: Records = { conn: new Int32Array(n), start: new Float64Array(n), latency: new Float64Array(n), status: new Int32Array(n), pid: new Int32Array(n), put: new Uint8Array(n), length: 0 };
   for (const l of lines) {
     if (!l) continue;
-    const [c, s, lat, st, pid] = l.split(' ');
+    const [c, s, lat, st, pid, put] = l.split(' ');
     const i = r.length++;
     r.conn[i] = Number(c);
     r.start[i] = Number(s) / 1000;
     r.latency[i] = Number(lat) < 0 ? -1 : Number(lat) / 1000;
     r.status[i] = Number(st);
     r.pid[i] = Number(pid);
+    r.put[i] = Number(put);
   }
   return r;
 }
