@@ -56,7 +56,7 @@ interface VariantResult {
   verified?: number;
 }
 
-interface Restarter {
+export interface Restarter {
   /** The port the load goes to. */
   port: number;
   /** One restart; resolves with its wall time in ms. */
@@ -170,7 +170,7 @@ async function batonRestarter(scope: Scope, app: 'hello' | 'kv', env: Record<str
   return r;
 }
 
-async function naiveRestarter(scope: Scope, app: 'hello' | 'kv', env: Record<string, string>): Promise<Restarter> {
+export async function naiveRestarter(scope: Scope, app: 'hello' | 'kv', env: Record<string, string>): Promise<Restarter> {
   const port = await freePort();
   const dir = scope.tempDir('baton-bench-naive-');
   const dataDir = path.join(dir, 'data');

@@ -7,7 +7,10 @@
  *
  * NAMEs: restart (baton vs naive vs PM2), anatomy (phases and write blackout),
  * scaling (shards, open connections), rss (supervisor memory and fds), continuity
- * (SIGKILL / replacement of `baton run` itself, before and after issue 22).
+ * (SIGKILL / replacement of `baton run` itself, before and after issue 22), latency (tail
+ * latency during upgrades under wrk: baton vs PM2 reload vs naive restart).
+ * `--json` prints every section's figures as one JSON document on stdout (the
+ * progress and the tables go to stderr).
  * A full run writes BENCHMARKS.md (only the sections it ran, between their markers);
  * `--quick` (fewer restarts and handoffs, ~2 min) writes only with `--write`.
  * Everything runs on 127.0.0.1; every process started is reaped and every temp dir
@@ -20,6 +23,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { anatomyBench } from './anatomy.js';
 import { continuityBench } from './continuity.js';
+import { latencyBench } from './latency.js';
 import { closeAllScopes, ROOT } from './lib/scope.js';
 import { restartCompare } from './restart-compare.js';
 import { rssBench } from './rss.js';
@@ -45,14 +49,16 @@ const BENCHES: Record<string, (ctx: BenchContext) => Promise<Section>> = {
   scaling: scalingBench,
   rss: rssBench,
   continuity: continuityBench,
+  latency: latencyBench,
 };
 
-const USAGE = `Usage: node dist/bench/run.js [--quick] [--only NAME[,NAME...]] [--write | --no-write]
+const USAGE = `Usage: node dist/bench/run.js [--quick] [--only NAME[,NAME...]] [--write | --no-write] [--json]
 
   --quick      fewer restarts and handoffs (~2 min instead of ~10)
   --only       run only these: ${Object.keys(BENCHES).join(', ')}
   --write      write BENCHMARKS.md (default for a full run; not for --quick)
-  --no-write   print only`;
+  --no-write   print only
+  --json       the figures of every section as JSON on stdout (the rest on stderr)`;
 
 export const BENCHMARKS_MD = path.join(ROOT, 'BENCHMARKS.md');
 
@@ -96,7 +102,7 @@ export function putSection(text: string, id: string, body: string, before = '\n#
 async function main(): Promise<number> {
   let v;
   try {
-    v = parseArgs({ options: { quick: { type: 'boolean' }, only: { type: 'string' }, write: { type: 'boolean' }, 'no-write': { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }).values;
+    v = parseArgs({ options: { quick: { type: 'boolean' }, only: { type: 'string' }, write: { type: 'boolean' }, 'no-write': { type: 'boolean' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } }).values;
   } catch (err) {
     console.error(`${(err as Error).message}\n${USAGE}`);
     return 2;
@@ -114,28 +120,30 @@ async function main(): Promise<number> {
   const quick = Boolean(v.quick);
   const write = v['no-write'] ? false : v.write ? true : !quick;
   const started = Date.now();
-  const ctx: BenchContext = { quick, log: (line) => console.log(line) };
+  // --json: stdout carries only the JSON document.
+  const say = v.json ? (line: string) => console.error(line) : (line: string) => console.log(line);
+  const ctx: BenchContext = { quick, log: say };
   const header = machine();
-  console.log(`# npm run bench${quick ? ' --quick' : ''}${v.only ? ` --only ${names.join(',')}` : ''}\n${header.join('\n')}\n`);
+  say(`# npm run bench${quick ? ' --quick' : ''}${v.only ? ` --only ${names.join(',')}` : ''}\n${header.join('\n')}\n`);
   const sections: Section[] = [];
   let failed = false;
   for (const name of names) {
     const t0 = Date.now();
     const load0 = os.loadavg()[0]!;
-    console.log(`## ${name}: running…`);
+    say(`## ${name}: running…`);
     try {
       const s = await BENCHES[name]!(ctx);
       s.markdown += `\n\nMachine load (1-min load average, 2 CPUs; other work on the machine is not stopped for the bench): ${load0.toFixed(1)} when this part started, ${os.loadavg()[0]!.toFixed(1)} when it ended.`;
       sections.push(s);
-      console.log(`\n### ${s.title} (${((Date.now() - t0) / 1000).toFixed(0)} s)\n\n${s.markdown}\n`);
+      say(`\n### ${s.title} (${((Date.now() - t0) / 1000).toFixed(0)} s)\n\n${s.markdown}\n`);
     } catch (err) {
       failed = true;
       console.error(`## ${name}: FAILED: ${(err as Error).stack ?? String(err)}`);
     }
   }
   const seconds = ((Date.now() - started) / 1000).toFixed(0);
-  if (sections.length) console.log(`### Summary\n\n${sections.map((s) => `- ${s.headline}`).join('\n')}\n`);
-  console.log(`done in ${seconds} s`);
+  if (sections.length) say(`### Summary\n\n${sections.map((s) => `- ${s.headline}`).join('\n')}\n`);
+  say(`done in ${seconds} s`);
   if (write && sections.length) {
     let text = readFileSync(BENCHMARKS_MD, 'utf8');
     const extra = [quick ? '--quick' : '', v.only ? `--only ${names.join(',')}` : ''].filter(Boolean).join(' ');
@@ -154,7 +162,11 @@ async function main(): Promise<number> {
       .filter((h): h is string => h !== undefined);
     text = putSection(text, 'summary', `### Summary\n\n${headlines.map((h) => `- ${h}`).join('\n')}`);
     writeFileSync(BENCHMARKS_MD, text);
-    console.log(`wrote ${sections.map((s) => s.id).join(', ')} into ${path.relative(process.cwd(), BENCHMARKS_MD) || BENCHMARKS_MD}`);
+    say(`wrote ${sections.map((s) => s.id).join(', ')} into ${path.relative(process.cwd(), BENCHMARKS_MD) || BENCHMARKS_MD}`);
+  }
+  if (v.json) {
+    const load = os.loadavg();
+    console.log(JSON.stringify({ machine: header, loadAverageAtEnd: load, sections: sections.map((s) => ({ id: s.id, title: s.title, headline: s.headline, data: s.data })) }, null, 2));
   }
   return failed ? 1 : 0;
 }

@@ -16,6 +16,8 @@ export interface Pm2App {
   name: string;
   script: string;
   env: Record<string, string>;
+  /** More of PM2's app options (e.g. wait_ready). */
+  options?: Record<string, unknown>;
 }
 
 export class Pm2 {
@@ -61,6 +63,7 @@ export class Pm2 {
             out_file: '/dev/null',
             error_file: path.join(this.home, `${app.name}.err.log`),
             autorestart: true,
+            ...app.options,
           },
         ],
       }),
