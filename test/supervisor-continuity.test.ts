@@ -119,6 +119,30 @@ describe('baton upgrade --self', () => {
   });
 });
 
+describe('SIGUSR2 to baton run', () => {
+  it('does what baton upgrade --self does: a new supervisor serves, the app keeps its pid, the history has the job (trigger signal)', { timeout: 120_000 }, async () => {
+    const d = await startKv();
+    const first = await status(d);
+    const load = new KvLoad(d.port, { conns: 8 });
+    let newPid = 0;
+    try {
+      d.child.kill('SIGUSR2');
+      expect(await exitOf(d.child)).toEqual({ code: 0, signal: null });
+      const s = await pollUntil(async () => {
+        const st = await status(d).catch(() => undefined);
+        return st && st.supervisor.pid !== first.supervisor.pid ? st : undefined;
+      }, 'the new supervisor to answer', 30_000);
+      newPid = s.supervisor.pid;
+      expect(s.app?.pid).toBe(first.app!.pid);
+      const job = (await history(d)).find((j) => j.kind === 'supervisor');
+      expect(job).toMatchObject({ state: 'SUCCEEDED', trigger: 'signal', supervisor: { oldPid: first.supervisor.pid, newPid, appPid: first.app!.pid } });
+    } finally {
+      await verifyLoad(load);
+    }
+    await stopSupervisor(d, newPid);
+  });
+});
+
 describe('baton upgrade --self: what goes wrong', () => {
   /** A supervisor on kv with load; returns what the rows check. */
   async function world(env: Record<string, string> = {}, extraArgs: string[] = []): Promise<{ d: DaemonHandle; appPid: number; supPid: number; load: KvLoad }> {
