@@ -20,10 +20,11 @@
  * pauses of the process that answered it (bench/lib/gc-trace.ts, preloaded into every
  * app process of every variant alike).
  *
- * Env: BENCH_LATENCY_VARIANTS=baton,pm2,naive (default all; also the A/B variants
- * below), BENCH_LATENCY_SECONDS (20), BENCH_LATENCY_UPGRADES (6), BENCH_LATENCY_ROUNDS
- * (1: rounds run the variants alternately), BENCH_LATENCY_KEEP=DIR (keep wrk's
- * per-request records and the logs there).
+ * Env: BENCH_LATENCY_VARIANTS=baton,pm2,naive (default all), BENCH_LATENCY_SECONDS
+ * (20), BENCH_LATENCY_UPGRADES (6), BENCH_LATENCY_ROUNDS (1; rounds run the variants
+ * alternately), BENCH_LATENCY_KEEP=DIR (keep wrk's per-request records and baton's log
+ * there). For an A/B of a baton change, run the old and the new build alternately
+ * (worktrees), as the other sections of BENCHMARKS.md did.
  */
 import { copyFileSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
@@ -77,7 +78,7 @@ interface Service {
 interface Plan {
   id: string;
   label: string;
-  make(scope: Scope, env: Record<string, string>, config?: Record<string, unknown>): Promise<Service>;
+  make(scope: Scope, env: Record<string, string>): Promise<Service>;
 }
 
 export interface Figures {
@@ -132,6 +133,12 @@ export interface Attribution {
   gc: { count: number; totalMs: number; maxMs: number };
   /** Mean duration of each phase over the handoffs (ms). */
   phaseMs: Record<Phase, number>;
+  /**
+   * Requests sent before the successor accepted and answered by it (they waited for it:
+   * sent on a connection the drain had closed, or in the backlog): how long they waited
+   * before it accepted, and after (ms).
+   */
+  backlog: { requests: number; before: { p50: number; p90: number; max: number }; after: { p50: number; p90: number; max: number } };
   /** Per handoff: its phases' lengths and the requests started from its spawn to the end of the successor's first second (ms). */
   handoffs: { phases: Partial<Record<Phase, number>>; requests: number; p50: number; p99: number; max: number; slow: number }[];
 }
@@ -145,8 +152,8 @@ const PLANS: Plan[] = [
   {
     id: 'baton',
     label: 'baton upgrade',
-    async make(scope, env, config) {
-      const d = new BatonDaemon(scope, [process.execPath, KV_APP], { KV_SHARDS: '4', ...env }, [], config);
+    async make(scope, env) {
+      const d = new BatonDaemon(scope, [process.execPath, KV_APP], { KV_SHARDS: '4', ...env });
       await d.start();
       return {
         port: d.port,
@@ -195,15 +202,6 @@ const PLANS: Plan[] = [
   },
 ];
 
-/**
- * Variants for A/B runs of baton changes (BENCH_LATENCY_VARIANTS=baton,baton-nice0,…):
- * a `baton run` config, and extra env for the supervisor and its apps.
- */
-const AB: Record<string, { config?: Record<string, unknown>; env?: Record<string, string> }> = {
-  'baton-nice0': { config: { handoff: { successorNice: 0 } } },
-  'baton-nice5': { config: { handoff: { successorNice: 5 } } },
-  'baton-nice19': { config: { handoff: { successorNice: 19 } } },
-};
 
 export async function latencyBench(ctx: BenchContext): Promise<Section> {
   const version = wrkVersion();
@@ -217,12 +215,11 @@ export async function latencyBench(ctx: BenchContext): Promise<Section> {
   const results: RunResult[] = [];
   for (let round = 1; round <= rounds; round++) {
     for (const id of ids) {
-      const base = PLANS.find((p) => p.id === id || id.startsWith(`${p.id}-`));
-      if (!base || (id !== base.id && !AB[id])) throw new Error(`unknown variant ${id} (known: ${PLANS.map((p) => p.id).join(', ')}, ${Object.keys(AB).join(', ')})`);
-      const plan = { ...base, id, label: id === base.id ? base.label : `${base.label} [${id}]` };
+      const plan = PLANS.find((p) => p.id === id);
+      if (!plan) throw new Error(`unknown variant ${id} (known: ${PLANS.map((p) => p.id).join(', ')})`);
       const scope = new Scope(`latency/${id}`);
       try {
-        const svc = await plan.make(scope, { ...gcEnv(), ...AB[id]?.env }, AB[id]?.config);
+        const svc = await plan.make(scope, gcEnv());
         const dir = scope.tempDir('baton-bench-wrk-');
         await runWrk(scope, svc.port, { ...MAIN, seconds: WARMUP_S, recordsFile: path.join(dir, 'warmup') });
         const steady = await measure(ctx, scope, plan, svc, { round, mode: 'steady', seconds, upgrades: 0, dir, keep });
@@ -373,6 +370,9 @@ function probeStalls(r: Records): { conn: number; from: number; to: number; gap:
 interface Windows {
   /** [phase, from, to] in epoch ms. */
   spans: [Phase, number, number][];
+  newPid: number;
+  /** When the successor started accepting (epoch ms). */
+  accepts: number;
 }
 
 /** The phases of one committed handoff, from the supervisor's phase lines and the successor's kv.opened. */
@@ -389,6 +389,8 @@ function windowsOf(job: JobRecord, events: LogEvent[]): Windows | undefined {
   const accepts = opened ? Number(opened.openedAt ?? opened.time) : at('await_ready');
   if (draining === undefined || sealing === undefined || begin === undefined || accepts === undefined) return undefined;
   return {
+    newPid: h.newPid,
+    accepts,
     spans: [
       ['boot', start, draining],
       ['drain', draining, sealing],
@@ -470,8 +472,23 @@ function attribute(run: RunResult, events: LogEvent[], threshold: number): Attri
     const s = summarize(lat);
     return { phases: Object.fromEntries(w.spans.map(([n, a, b]) => [n, b - a])), requests: s.n, p50: s.p50, p99: s.p99, max: s.max, slow: lat.filter((v) => v > threshold).length };
   });
+  const before: number[] = [];
+  const after: number[] = [];
+  for (const w of windows) {
+    const from = w.spans[0]![1];
+    for (const r of recs) {
+      for (let i = 0; i < r.length; i++) {
+        if (r.latency[i]! < 0 || r.pid[i] !== w.newPid || r.start[i]! >= w.accepts || r.start[i]! < from) continue;
+        before.push(w.accepts - r.start[i]!);
+        after.push(r.start[i]! + r.latency[i]! - w.accepts);
+      }
+    }
+  }
+  const b = summarize(before);
+  const a = summarize(after);
   const gcSum = summarize(gcAll);
   return {
+    backlog: { requests: b.n, before: { p50: b.p50, p90: b.p90, max: b.max }, after: { p50: a.p50, p90: a.p90, max: a.max } },
     handoffs,
     thresholdMs: threshold,
     slow,
@@ -529,6 +546,8 @@ function render(results: RunResult[], o: { seconds: number; upgrades: number; ro
       '',
       table(['phase the slow request overlapped most', 'phase length ms (mean)', 'slow requests', 'share', 'of which PUTs', 'their latency p50 / max ms', 'with a GC pause of the answering process (overlap)'], rowsA),
       '',
+      `Requests that waited for the successor (sent before it accepted, answered by it; ${int(a.backlog.requests)} over the handoffs): before it accepted p50 ${ms(a.backlog.before.p50)}, p90 ${ms(a.backlog.before.p90)}, max ${ms(a.backlog.before.max)} ms; after it accepted p50 ${ms(a.backlog.after.p50)}, p90 ${ms(a.backlog.after.p90)}, max ${ms(a.backlog.after.max)} ms.`,
+      '',
       `GC pauses ≥ 1 ms in the app processes during the run: ${a.gc.count}, ${ms(a.gc.totalMs)} ms in all, longest ${ms(a.gc.maxMs)} ms.`,
     ].join('\n');
   });
@@ -560,12 +579,12 @@ function render(results: RunResult[], o: { seconds: number; upgrades: number; ro
     ...(attrib.length
       ? [
           '',
-          "**Where baton's slow requests come from.** Each request of the upgrading run slower than the steady run's p99 is attributed to the handoff phase it overlapped most, from the supervisor's phase lines and the successor's `kv.opened` (when it starts accepting); a GC pause of the process that answered it (main thread, ≥ 1 ms, bench/lib/gc-trace.ts) is counted when it falls inside the request.",
+          "**Where baton's slow requests come from.** Each request of the upgrading run slower than the steady run's p99 is attributed to the handoff phase it overlapped most, from the supervisor's phase lines and the successor's `kv.opened` (when it starts accepting); a GC pause of the process that answered it (main thread, ≥ 1 ms, bench/lib/gc-trace.ts) is counted when it falls inside the request. A handoff that takes longer than the gap to the next one (a busy machine) has the next spawn inside its successor's first second: a request is counted once, in the phase it overlapped most.",
           '',
           ...attribTables.flatMap((t) => [t, '']),
         ]
       : []),
     ...(notes.length ? ['', 'Restarts that did not complete:', ...notes] : []),
   ].join('\n');
-  return { id: 'latency', title: 'Tail latency during upgrades (wrk)', markdown, headline, data: results };
+  return { id: 'latency', title: 'Tail latency during upgrades', markdown, headline, data: results };
 }

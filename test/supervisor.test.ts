@@ -1,16 +1,12 @@
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import os from 'node:os';
+import { readdirSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { HandoffError } from '../src/os/errors.js';
 import { lockHolder } from '../src/os/lock.js';
-import { cannotRestoreNice } from '../src/os/priority.js';
 import { isAlive } from '../src/os/proc.js';
 import type { HandoffSpec } from '../src/supervisor/options.js';
 import { crashEnv } from '../src/supervisor/generation.js';
-import { healthz, Load, lostWrites, PRIMITIVE } from './support/engine.js';
-import { pollUntil } from './support/harness.js';
-import { threadNices } from './support/nice.js';
+import { healthz, Load, lostWrites } from './support/engine.js';
 import { putAll, useWorlds } from './support/world.js';
 
 const worlds = useWorlds();
@@ -160,77 +156,6 @@ describe('supervisor: happy path', () => {
     await expect(w.sup.performHandoff()).rejects.toSatisfy((e: unknown) => e instanceof HandoffError && e.code === 'E_HANDOFF_IN_PROGRESS');
     expect(Date.now() - t0).toBeLessThan(1_000);
     expect((await first).outcome).toBe('committed');
-  });
-});
-
-describe('supervisor: a successor boots at a lower CPU priority (issue 25)', () => {
-  const base = os.getPriority();
-  const low = Math.min(19, base + 10);
-  // Where the way back is not allowed (unprivileged, default RLIMIT_NICE), nothing is lowered.
-  const lowered = cannotRestoreNice(base) === undefined ? low : base;
-  /** Processes of group `pgid` other than its leader. */
-  const groupOthers = (pgid: number): number[] =>
-    readdirSync('/proc').filter((e) => /^\d+$/.test(e) && Number(e) !== pgid).filter((e) => {
-      try {
-        const st = readFileSync(`/proc/${e}/stat`, 'latin1');
-        return Number(st.slice(st.lastIndexOf(')') + 2).split(' ')[2]) === pgid;
-      } catch {
-        return false;
-      }
-    }).map(Number);
-
-  it('every thread of it is 10 nice steps down until Begin, at the supervisor\'s priority from Begin on; a process it started meanwhile once committed', async () => {
-    const seen: Record<string, number[]> = {};
-    let successor = 0;
-    let incumbentNices: number[] = [];
-    const w = await worlds.start({
-      // Restored by Begin, not by the half-Hello-timeout fallback (tested below), also on a busy machine.
-      timeouts: { helloMs: 30_000 },
-      supervisor: {
-        phaseGate: async (phase) => {
-          if (!successor) return;
-          if (phase === 'draining') incumbentNices = threadNices(w.sup.incumbent!.pid);
-          if (['hello', 'draining', 'begin', 'await_ready'].includes(phase)) seen[phase] = threadNices(successor);
-        },
-      },
-    });
-    expect(new Set(threadNices(w.sup.incumbent!.pid))).toEqual(new Set([base])); // a cold start is not lowered
-    w.sup.on('spawned', (pid: number) => (successor = pid));
-    // A wrapper that starts a process of its own half a second in (after the spawn), then execs the app.
-    const result = await w.sup.performHandoff({ command: ['sh', '-c', 'sleep 0.5; sleep 120 & exec "$@"', 'sh', ...PRIMITIVE] });
-    expect(result.outcome, result.reason).toBe('committed');
-    const [child] = groupOthers(result.newPid!);
-    try {
-      expect(new Set(seen.hello)).toEqual(new Set([lowered]));
-      // Booted (both Hellos in), several threads by now, all of them down: the incumbent is not.
-      expect(seen.draining!.length).toBeGreaterThan(1);
-      expect(new Set(seen.draining)).toEqual(new Set([lowered]));
-      expect(new Set(incumbentNices)).toEqual(new Set([base]));
-      expect(new Set(seen.begin)).toEqual(new Set([lowered]));
-      // Begin was sent: every thread is back.
-      expect(new Set(seen.await_ready)).toEqual(new Set([base]));
-      expect(new Set(threadNices(result.newPid!))).toEqual(new Set([base]));
-      // The wrapper's own process got the lower priority from it; it is back after the commit.
-      expect(child, 'the wrapper\'s sleep').toBeDefined();
-      await pollUntil(() => threadNices(child!).every((n) => n === base), 'the successor\'s child back at the supervisor\'s priority', 10_000, 20);
-    } finally {
-      if (child) process.kill(child, 'SIGKILL');
-    }
-  });
-
-  it('a successor still booting half the Hello timeout after its spawn gets its priority back then', async () => {
-    let successor = 0;
-    let atHello: number[] = [];
-    const w = await worlds.start({
-      timeouts: { helloMs: 3_000 },
-      supervisor: { phaseGate: async (phase) => void (phase === 'draining' && successor && (atHello = threadNices(successor))) },
-    });
-    w.sup.on('spawned', (pid: number) => (successor = pid));
-    // Its warm-up (before Hello) takes 2 s: past 1.5 s, it is back.
-    const result = await w.sup.performHandoff({ successorEnv: { PRIM_WARMUP_MS: '2000' } });
-    expect(result.outcome, result.reason).toBe('committed');
-    expect(atHello.length).toBeGreaterThan(1);
-    expect(new Set(atHello)).toEqual(new Set([base]));
   });
 });
 

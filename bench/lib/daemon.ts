@@ -11,7 +11,7 @@
  * start: `pid` follows it, and `stop()` stops it through its admin socket.
  */
 import type { ChildProcess } from 'node:child_process';
-import { closeSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { adminRequest } from '../../src/daemon/admin.js';
 import type { JobRecord } from '../../src/daemon/jobs.js';
@@ -49,8 +49,6 @@ export class BatonDaemon {
     private readonly appEnv: Record<string, string> = {},
     /** Node options for the supervisor process itself (not the apps). */
     private readonly nodeArgs: string[] = [],
-    /** A config file for `baton run --config` (e.g. {handoff: {...}}); the flags above still win. */
-    private readonly config?: Record<string, unknown>,
   ) {
     this.dir = scope.tempDir('baton-bench-');
     this.stateDir = path.join(this.dir, 'state');
@@ -69,16 +67,10 @@ export class BatonDaemon {
    */
   async start(env: Record<string, string> = {}): Promise<void> {
     const fd = openSync(this.logFile, 'a');
-    const configArgs: string[] = [];
-    if (this.config) {
-      const file = path.join(this.dir, 'baton.json');
-      writeFileSync(file, JSON.stringify(this.config));
-      configArgs.push('--config', file);
-    }
     const listen = `http=tcp://127.0.0.1:${this.port}`;
     this.child = this.scope.spawn(
       process.execPath,
-      [...CLI_SHEBANG_ARGS, ...this.nodeArgs, CLI, 'run', ...configArgs, '--listen', listen, '--data-dir', this.dataDir, '--state-dir', this.stateDir, '--', ...this.command],
+      [...CLI_SHEBANG_ARGS, ...this.nodeArgs, CLI, 'run', '--listen', listen, '--data-dir', this.dataDir, '--state-dir', this.stateDir, '--', ...this.command],
       { stdio: ['ignore', 'ignore', fd], env: this.scope.env({ BATON_LOG_LEVEL: 'info', ...this.appEnv, ...env }) },
     );
     closeSync(fd);

@@ -28,10 +28,7 @@ import { validateScheduleSpec, type ScheduleSpec } from './schedules.js';
  *                   successor that took over the data (the old process has sealed);
  *                   listenerSpares: extra copies of each listener an app gets, one per
  *                   re-listen after an aborted handoff; an incumbent with none left
- *                   cannot resume, exits, and is replaced by a cold start;
- *                   successorNice: a successor boots this many nice steps below baton's
- *                   CPU priority until Begin, default 10, 0 = off; needs CAP_SYS_NICE or
- *                   RLIMIT_NICE for the way back, else successors start at normal priority)
+ *                   cannot resume, exits, and is replaced by a cold start)
  *   stopTimeoutS   30
  *   history        { "maxRecords": 500, "maxAgeS": 86400 }
  *   restart        { "maxRestarts": 5, "windowS": 60 }
@@ -54,7 +51,7 @@ export interface RunConfig {
   metrics: { host: string; port: number } | undefined;
   /** The admin API on TCP as well as the Unix socket (every request needs a token). */
   adminListen: { host: string; port: number } | undefined;
-  handoff: { deadlineS: number | undefined; drainGraceS: number | undefined; helloTimeoutS: number | undefined; readyTimeoutS: number | undefined; listenerSpares: number | undefined; listenerCopies: boolean | undefined; bakeS: number | undefined; successorNice: number | undefined };
+  handoff: { deadlineS: number | undefined; drainGraceS: number | undefined; helloTimeoutS: number | undefined; readyTimeoutS: number | undefined; listenerSpares: number | undefined; listenerCopies: boolean | undefined; bakeS: number | undefined };
   stopTimeoutS: number;
   history: { maxRecords: number; maxAgeS: number };
   restart: { maxRestarts: number | undefined; windowS: number | undefined };
@@ -278,7 +275,7 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
     if (activation.readyAfterS >= readyTimeoutS) fail('socketActivation.readyAfterS', `less than handoff.readyTimeoutS (${readyTimeoutS} s), the time a new process has to be ready`, activation.readyAfterS);
   }
 
-  const handoffObj = obj('handoff', file.handoff, ['deadlineS', 'drainGraceS', 'helloTimeoutS', 'readyTimeoutS', 'listenerSpares', 'listenerCopies', 'bakeS', 'successorNice']);
+  const handoffObj = obj('handoff', file.handoff, ['deadlineS', 'drainGraceS', 'helloTimeoutS', 'readyTimeoutS', 'listenerSpares', 'listenerCopies', 'bakeS']);
   const historyObj = obj('history', file.history, ['maxRecords', 'maxAgeS']);
   const restartObj = obj('restart', file.restart, ['maxRestarts', 'windowS']);
 
@@ -299,7 +296,6 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
       listenerSpares: num('handoff.listenerSpares', handoffObj.listenerSpares, { int: true, min: 0, max: 64 }),
       listenerCopies: bool('handoff.listenerCopies', handoffObj.listenerCopies),
       bakeS: num('handoff.bakeS', handoffObj.bakeS, { min: 0, max: 86_400 }),
-      successorNice: num('handoff.successorNice', handoffObj.successorNice, { int: true, min: 0, max: 19 }),
     },
     stopTimeoutS: num('stopTimeoutS', file.stopTimeoutS, { min: 1, max: 3600 }) ?? DEFAULT_STOP_TIMEOUT_S,
     history: {

@@ -232,7 +232,6 @@ export class Daemon {
       },
       ...(cfg.handoff.listenerSpares !== undefined && { listenerSpares: cfg.handoff.listenerSpares }),
       ...(cfg.handoff.listenerCopies !== undefined && { listenerCopies: cfg.handoff.listenerCopies }),
-      ...(cfg.handoff.successorNice !== undefined && { successorNice: cfg.handoff.successorNice }),
       restart: {
         ...(cfg.restart.maxRestarts !== undefined && { maxRestarts: cfg.restart.maxRestarts }),
         ...(cfg.restart.windowS !== undefined && { windowMs: cfg.restart.windowS * 1000 }),

@@ -59,9 +59,6 @@ export const DEFAULT_TIMEOUTS: Timeouts = {
   bakeMs: 30_000,
 };
 
-/** See SupervisorOptions.successorNice. */
-export const DEFAULT_SUCCESSOR_NICE = 10;
-
 export interface RestartPolicy {
   enabled: boolean;
   baseMs: number;
@@ -91,13 +88,6 @@ export interface SupervisorOptions {
   listenerSpares?: number;
   /** Give apps Node's IPC channel for fresh listener copies (PROTOCOL.md §2); default true. */
   listenerCopies?: boolean;
-  /**
-   * A successor boots this many nice steps below the supervisor's CPU priority while
-   * the incumbent serves, and gets it back when it is sent Begin (boot-priority.ts);
-   * default DEFAULT_SUCCESSOR_NICE, 0 = off. Needs CAP_SYS_NICE or RLIMIT_NICE for the
-   * way back; without, successors start at normal priority.
-   */
-  successorNice?: number;
   /**
    * Awaited on entering every phase, before the phase's work (tests and tools that must
    * act at an exact point, e.g. inspect the data dir between SealComplete and Begin).

@@ -13,7 +13,6 @@ import { keyLine, StderrTail } from './stderr-tail.js';
 import { BuildLedger, buildIdText, describeBuild, resolveCommand, sameBuild, type BuildInfo, type BuildRecord } from './builds.js';
 import { AppProcess, crashEnv, spawnApp, type ExitStatus } from './generation.js';
 import { ActivationHandoff, ACTIVATION_NEXT_PHASE } from './activation.js';
-import { BootPriority } from './boot-priority.js';
 import { Journal } from './journal.js';
 import { inspectLock, lockHolder } from '../os/lock.js';
 import { connectUnix } from '../os/unix-connect.js';
@@ -24,7 +23,7 @@ import { SessionErrorCode } from '../wire/messages.js';
 import { isAlive } from '../os/proc.js';
 import { createLogger, type Logger } from '../os/log.js';
 import { PROTO_MAX, PROTO_MIN, type MessageOf, type RevisionMap } from '../wire/schema.js';
-import { DEFAULT_ACTIVATION, DEFAULT_SUCCESSOR_NICE, DEFAULT_TIMEOUTS, type BuildRef, type HandoffSpec, type RollbackInfo, type ShutdownReason, type SupervisorOptions, type Timeouts } from './options.js';
+import { DEFAULT_ACTIVATION, DEFAULT_TIMEOUTS, type BuildRef, type HandoffSpec, type RollbackInfo, type ShutdownReason, type SupervisorOptions, type Timeouts } from './options.js';
 import type { HandoffOutcome, HandoffResult, JournalRecord, RecoveryReport } from './results.js';
 
 /** How long an aborted successor that was told (Abort) before Begin gets to exit by itself before SIGTERM. */
@@ -111,14 +110,11 @@ export class Supervisor extends EventEmitter {
   private bakeTimer: NodeJS.Timeout | undefined;
   /** Socket-activation mode (activation.ts): its handoff table and stop in place of the protocol's; undefined in protocol mode. */
   private readonly activation: ActivationHandoff | undefined;
-  /** A successor boots at a lower CPU priority while the incumbent serves (boot-priority.ts). */
-  private readonly bootPriority: BootPriority;
 
   constructor(private readonly opts: SupervisorOptions) {
     super();
     this.timeouts = { ...DEFAULT_TIMEOUTS, ...opts.timeouts };
     this.log = opts.log ?? createLogger('baton-supervisor');
-    this.bootPriority = new BootPriority(opts.successorNice ?? DEFAULT_SUCCESSOR_NICE, this.log);
     this.controlPath = path.join(opts.stateDir, 'control', 'incumbent.sock');
     // Not fsynced: it names live processes (pid + start time) for a restarted supervisor;
     // a power cut ends them all, and their start times rule out pid reuse after a reboot.
@@ -436,7 +432,6 @@ export class Supervisor extends EventEmitter {
     this.bake(f.successor!, f.spec.rollback ? 0 : this.timeouts.bakeMs);
     this.restarter.watch(f.successor!);
     if (f.incumbent) this.retire(f.incumbent);
-    void this.bootPriority.restoreGroup(f.successor!.pid); // boot priority: the app's own children too
     const rb = f.spec.rollback;
     return this.finish(f, 'committed', note ?? (rb && `rolled back to ${describeBuild(rb.to)} (generation ${rb.to.generation}): ${rb.reason}`));
   }
@@ -577,8 +572,6 @@ export class Supervisor extends EventEmitter {
       stdout: this.opts.appStdout ?? 'inherit',
       log: this.log,
     });
-    // boot priority: lower while the incumbent serves (restored in stepBegin)
-    if (f.incumbent) this.bootPriority.lower(f.successor.pid, this.timeouts.helloMs / 2);
     this.emit('spawned', f.successor.pid, f.successor.generation, f.id);
     crashPoint(this.crash, 'supervisor.after_spawn');
   }
@@ -644,7 +637,6 @@ export class Supervisor extends EventEmitter {
   private async stepBegin(f: Flight): Promise<void> {
     // Anything the successor said before Begin (e.g. a premature Ready) is a violation, not an answer.
     if (f.sucCh!.queued > 0) await this.outOfTurn(f.sucCh!, 'before Begin');
-    this.bootPriority.restore(f.successor!.pid); // boot priority: back before it gets Begin
     f.sucCh!.send({
       type: 'Begin',
       handoffId: f.id,
