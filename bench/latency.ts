@@ -555,7 +555,7 @@ function render(results: RunResult[], o: { seconds: number; upgrades: number; ro
       `**${r.label}${o.rounds > 1 ? `, round ${r.round}` : ''}**: ${a.slow} of ${int(r.requests)} requests of the upgrading run took longer than the steady run's p99 (${ms(a.thresholdMs)} ms); load average ${load(r.loadBefore)} → ${load(r.loadAfter)}.` +
         (gaps ? ` Last answer from the old process → first from the new one (any connection): p50 ${ms(gaps.p50)}, max ${ms(gaps.max)} ms.` : ''),
       '',
-      table(['phase the slow request overlapped most', 'phase length ms (mean)', 'slow requests', 'share', 'of which PUTs', 'their latency p50 / max ms', 'with a GC pause of the answering process (overlap)'], rowsA),
+      table(['phase the slow request overlapped most', 'phase length ms (mean)', 'slow requests', 'share', 'of which PUTs', 'their latency p50 / max ms', 'with a GC pause of the answering process (pause time inside them, summed)'], rowsA),
       '',
       `Requests that waited for the successor (sent before it accepted, answered by it; ${int(a.backlog.requests)} over the handoffs): before it accepted p50 ${ms(a.backlog.before.p50)}, p90 ${ms(a.backlog.before.p90)}, max ${ms(a.backlog.before.max)} ms; after it accepted p50 ${ms(a.backlog.after.p50)}, p90 ${ms(a.backlog.after.p90)}, max ${ms(a.backlog.after.max)} ms.`,
       '',
