@@ -260,6 +260,11 @@ async function measure(
   for (let i = 0; i < o.upgrades; i++) {
     const wait = t0 + 1_000 + i * every - Date.now();
     if (wait > 0) await sleep(wait);
+    // Restarts that ran long (a busy machine): none starts in the run's last 2 s, and the table says how many ran.
+    if (Date.now() > t0 + (o.seconds - 2) * 1000) {
+      ctx.log(`  ${plan.label}: ${o.upgrades - i} restart(s) left out: the earlier ones took until the end of the run`);
+      break;
+    }
     const r = await svc.restart();
     restarts.push(r);
     if (!r.ok) ctx.log(`  ${plan.label}: restart ${i + 1} did not complete: ${r.note ?? ''}`);
@@ -267,7 +272,7 @@ async function measure(
   const [m, p] = await Promise.all([main, probe]);
   const loadAfter = os.loadavg();
   if (o.keep) for (const f of files) copyFileSync(f, path.join(o.keep, `${plan.id}-r${o.round}-${path.basename(f)}`));
-  const result = figures(plan, o, m, p, restarts, loadBefore, loadAfter);
+  const result = figures(plan, o, m, p, restarts, loadBefore, loadAfter, t0 + o.seconds * 1000);
   recordsOf.set(result, [m.records, p.records]);
   ctx.log(
     `  ${plan.label} r${o.round} ${o.mode}: ${int(result.requests)} requests, ${result.errorCount} errors, ${result.lost} lost; ` +
@@ -285,6 +290,7 @@ function figures(
   restarts: Restart[],
   loadBefore: number[],
   loadAfter: number[],
+  runEnd: number,
 ): RunResult {
   const lat: number[] = [];
   let lost = 0;
@@ -303,7 +309,7 @@ function figures(
   const [c50, c90, c99, c999] = correctedPercentiles(lat.map((v) => Math.round(v * 1000)), runUs, CONNS, [50, 90, 99, 99.9]);
   const errors: Record<string, number> = {};
   for (const s of [m.summary, p.summary]) for (const [k, v] of Object.entries(s.errors)) if (v) errors[k] = (errors[k] ?? 0) + v;
-  const stalls = probeStalls(p.records);
+  const stalls = probeStalls(p.records, runEnd);
   const out: RunResult = {
     variant: plan.id,
     label: plan.label,
@@ -343,8 +349,12 @@ function figures(
   return out;
 }
 
-/** Gaps between consecutive answers on each probe connection (one connection per wrk thread). */
-function probeStalls(r: Records): { conn: number; from: number; to: number; gap: number }[] {
+/**
+ * Gaps between consecutive answers on each probe connection (one connection per wrk
+ * thread), and from its last answer to the end of the run (a connection that got none
+ * again before the end waited all that time).
+ */
+function probeStalls(r: Records, runEnd: number): { conn: number; from: number; to: number; gap: number }[] {
   const ends = new Map<number, number[]>();
   const starts = new Map<number, number>();
   for (let i = 0; i < r.length; i++) {
@@ -363,6 +373,7 @@ function probeStalls(r: Records): { conn: number; from: number; to: number; gap:
       out.push({ conn: c, from: prev, to: e, gap: e - prev });
       prev = e;
     }
+    if (runEnd > prev) out.push({ conn: c, from: prev, to: runEnd, gap: runEnd - prev });
   }
   return out;
 }
@@ -544,7 +555,7 @@ function render(results: RunResult[], o: { seconds: number; upgrades: number; ro
       `**${r.label}${o.rounds > 1 ? `, round ${r.round}` : ''}**: ${a.slow} of ${int(r.requests)} requests of the upgrading run took longer than the steady run's p99 (${ms(a.thresholdMs)} ms); load average ${load(r.loadBefore)} → ${load(r.loadAfter)}.` +
         (gaps ? ` Last answer from the old process → first from the new one (any connection): p50 ${ms(gaps.p50)}, max ${ms(gaps.max)} ms.` : ''),
       '',
-      table(['phase the slow request overlapped most', 'phase length ms (mean)', 'slow requests', 'share', 'of which PUTs', 'their latency p50 / max ms', 'with a GC pause of the answering process (overlap)'], rowsA),
+      table(['phase the slow request overlapped most', 'phase length ms (mean)', 'slow requests', 'share', 'of which PUTs', 'their latency p50 / max ms', 'with a GC pause of the answering process (pause time inside them, summed)'], rowsA),
       '',
       `Requests that waited for the successor (sent before it accepted, answered by it; ${int(a.backlog.requests)} over the handoffs): before it accepted p50 ${ms(a.backlog.before.p50)}, p90 ${ms(a.backlog.before.p90)}, max ${ms(a.backlog.before.max)} ms; after it accepted p50 ${ms(a.backlog.after.p50)}, p90 ${ms(a.backlog.after.p90)}, max ${ms(a.backlog.after.max)} ms.`,
       '',
@@ -553,20 +564,27 @@ function render(results: RunResult[], o: { seconds: number; upgrades: number; ro
   });
   const notes = results.flatMap((r) => r.restarts.filter((x) => !x.ok).map((x) => `- ${r.label} (${r.mode}, round ${r.round}): ${x.note ?? 'restart failed'}`));
   const by = (v: string, m: string) => results.filter((r) => r.variant === v && r.mode === m);
-  const med = (rs: RunResult[], f: (r: RunResult) => number) => (rs.length ? summarize(rs.map(f)).p50 : NaN);
+  const med = (rs: RunResult[], f: (r: RunResult) => number) => {
+    const v = rs.map(f).sort((x, y) => x - y);
+    return v.length ? (v[(v.length - 1) >> 1]! + v[v.length >> 1]!) / 2 : NaN;
+  };
   const headFor = (v: string, name: string) => {
     const s = by(v, 'steady');
     const u = by(v, 'upgrading');
     if (!s.length || !u.length) return undefined;
     const p99s = med(s, (r) => r.raw.p99);
     const p99u = med(u, (r) => r.raw.p99);
-    return `${name} p99 ${ms(p99s)} → ${ms(p99u)} ms (${(p99u / p99s).toFixed(1)}×), max ${ms(med(u, (r) => r.raw.max))} ms, ${int(med(u, (r) => r.errorCount + r.lost))} errors`;
+    const errors = med(u, (r) => r.errorCount + r.lost);
+    const stall = med(u, (r) => r.longestStall);
+    // Where most requests failed, the answered ones' latency says little: the failures and the stall do.
+    if (errors > med(u, (r) => r.requests)) return `${name} ${int(errors)} errors (nothing listening), longest per-connection stall ${ms(stall)} ms`;
+    return `${name} p99 ${ms(p99s)} → ${ms(p99u)} ms (${(p99u / p99s).toFixed(1)}×), max ${ms(med(u, (r) => r.raw.max))} ms, longest per-connection stall ${ms(stall)} ms, ${int(errors)} errors`;
   };
   const loads = results.map((r) => r.loadBefore[0]!).concat(results.map((r) => r.loadAfter[0]!));
   const headline =
     `**Tail latency during upgrades** (wrk, ${CONNS} keep-alive connections, PUT + GET /healthz on fixtures/kv, ${o.seconds} s steady vs ${o.seconds} s with ${o.upgrades} upgrades): ` +
     [headFor('baton', 'baton'), headFor('pm2', 'PM2 reload'), headFor('naive', 'naive restart')].filter(Boolean).join('; ') +
-    `; load average ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}.`;
+    `${o.rounds > 1 ? ` (medians of ${o.rounds} rounds)` : ''}; load average ${Math.min(...loads).toFixed(1)}–${Math.max(...loads).toFixed(1)}.`;
   const markdown = [
     `wrk ${o.version}, ${CONNS} keep-alive connections: ${MAIN.conns} on ${MAIN.threads} threads and ${PROBE.conns} more on a thread each (their per-connection stalls are timed), every connection alternating \`PUT /kv/<new key>\` (32 B, fsynced before the answer) and \`GET /healthz\`; per service a ${WARMUP_S} s warm-up, then ${o.seconds} s without upgrades and ${o.seconds} s with ${o.upgrades} (1 s in, then every ${(((o.seconds - 3) * 1000) / Math.max(1, o.upgrades) / 1000).toFixed(1)} s)${o.rounds > 1 ? `, ${o.rounds} rounds, the services alternating` : ''}. baton: fixtures/kv (4 shards) under \`baton run\`, upgrades through the admin API. PM2 7 \`reload\`, cluster mode, 1 instance, of the same HTTP front end and store (bench/apps/kv-pm2: kv's warm-up, then \`listen\` and PM2's \`wait_ready\`; kv's keep-alive-safe drain and a seal on SIGINT; a data dir per process, since PM2 carries no state across; PM2's defaults otherwise: \`listen_timeout\` 3 s, \`kill_timeout\` 1.6 s). Naive: fixtures/kv stand-alone, SIGTERM (it exits at once), then started again on the same data.`,
     '',
