@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess, type StdioOptions } from 'node:child_process';
 import { crashConfigFromEnv, crashPoint } from '../os/crashpoints.js';
-import { errorMessage } from '../os/errors.js';
+import { BatonError, errorMessage } from '../os/errors.js';
 import type { HeldListener } from '../os/listeners.js';
 import type { Logger } from '../os/log.js';
 import { shebangNodeArgs } from '../os/shebang.js';
@@ -157,14 +157,8 @@ function safeShebangArgs(bin: string): string[] {
   }
 }
 
-class HandoverFailed extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+/** Why a self-upgrade did not hand over (its `code` ends up in the job record). */
+class HandoverFailed extends BatonError {}
 
 /** The old supervisor's end of the IPC channel: the next handover message, or why none came. */
 class HandoverChannel {
