@@ -5,8 +5,8 @@
  * again after an aborted handoff; `httpDrainable` adds the app's seal and readiness;
  * `fastifyOptions` wires a fastify app. See docs/app.md "HTTP apps".
  */
-export { HttpListeners, DEFAULT_IDLE_GRACE_MS, DEFAULT_KEEP_ALIVE_TIMEOUT_MS } from './http/listeners.js';
-export type { HttpHandler, HttpListenersOptions, ListenerSource } from './http/listeners.js';
+export { HttpListeners, DEFAULT_IDLE_GRACE_MS, DEFAULT_KEEP_ALIVE_TIMEOUT_MS, DEFAULT_ACCEPT_FAN_OUT } from './http/listeners.js';
+export type { HttpHandler, HttpListenersOptions, ListenerSource, AcceptFanOutOptions } from './http/listeners.js';
 export { httpDrainable } from './http/drainable.js';
 export type { HttpAppParts } from './http/drainable.js';
 export { fastifyOptions } from './http/fastify.js';

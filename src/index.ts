@@ -10,7 +10,7 @@ export { startBaton, BatonApp } from './app/app.js';
 export type { Drainable, DrainResult, SealResult, SealProgress, Readiness, StateSnapshot, BeginInfo, BatonAppOptions, InheritedListener } from './app/app.js';
 export type { TaskHandler, TaskProgress, TaskInfo, Urgency, ProbeFn, ProbeResult, ProbeStatus, ProbeReportEntry } from './app/app.js';
 export type { StartupCompletedEvent, ShutdownRequestedEvent, ShutdownCompletedEvent, ShutdownReason } from './app/app.js';
-export type { ListenTarget } from './app/app.js';
+export type { ListenTarget, AcceptCopy } from './app/app.js';
 export { verifyOpened } from './app/verify-opened.js';
 export { detectRole, ENV } from './wire/roles.js';
 export type { Role, RoleInfo } from './wire/roles.js';

@@ -5,6 +5,7 @@
  * count of connections it could not close; and, in this process on real sockets, what
  * a drain does to a keep-alive connection and the adapter's errors.
  */
+import { readdirSync, readlinkSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -13,6 +14,7 @@ import { HttpAdapterError } from '../src/os/errors.js';
 import { fastifyOptions } from '../src/http/fastify.js';
 import { HttpListeners, type ListenerSource } from '../src/http/listeners.js';
 import { Load, lostWrites, request, ROOT } from './support/engine.js';
+import { pollUntil } from './support/harness.js';
 import { useWorlds, type World, type WorldOptions } from './support/world.js';
 
 const HTTP_APP = ['node', path.join(ROOT, 'dist/fixtures/http-app/main.js')];
@@ -83,6 +85,67 @@ describe('the drain under a supervisor', () => {
   });
 });
 
+describe('the accept fan-out under a supervisor', () => {
+  /** The app's own counters (fixtures/http-app `/adapter-stats`), from whichever process answers. */
+  const adapterStats = async (w: World): Promise<{ pid: number; acceptedOnCopies: number; acceptCopiesListening: number }> => JSON.parse((await request(w.port, 'GET', '/adapter-stats')).body);
+  /** How many fds of the world's listening socket process `pid` holds. */
+  const listenerFds = (w: World, pid: number): number => {
+    const socket = readlinkSync(`/proc/self/fd/${w.listener.fd}`);
+    return readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`) === socket;
+      } catch {
+        return false; // closed meanwhile
+      }
+    }).length;
+  };
+
+  it('a successor takes the reconnect burst on extra listener copies too; once the window is over it holds one fd of the listener', async () => {
+    const w = await startApp({ supervisor: { command: HTTP_APP, listenerSpares: 0 } });
+    const load = new Load(w.port, 32);
+    let onCopies = 0;
+    try {
+      for (let i = 0; i < 3; i++) {
+        const r = await w.sup.performHandoff();
+        expect(r.outcome, r.reason).toBe('committed');
+        const stats = await pollUntil(async () => {
+          const s = await adapterStats(w);
+          return s.pid === r.newPid ? s : undefined;
+        }, 'the successor answering', 30_000);
+        onCopies += stats.acceptedOnCopies;
+        await new Promise((res) => setTimeout(res, 300));
+      }
+    } finally {
+      await load.stop();
+    }
+    expect(load.failures, `failed requests: ${JSON.stringify(load.failures)}`).toEqual({});
+    expect(await lostWrites(w.port, load.acked)).toEqual([]);
+    // The drains closed 32 busy keep-alive connections each; their reconnects waited in the backlog.
+    expect(onCopies, 'connections accepted on the fan-out copies over 3 handoffs').toBeGreaterThan(0);
+    const pid = w.sup.incumbent!.pid;
+    // The copies listen for 1 s after the listen, then close: one fd of the socket is left.
+    await pollUntil(async () => ((await adapterStats(w)).acceptCopiesListening === 0 ? true : undefined), 'the fan-out window to end', 10_000);
+    expect(listenerFds(w, pid)).toBe(1);
+  });
+
+  it('a drain closes the copies and a resume asks for new ones: after 4 aborted handoffs the incumbent holds the listener plus one set of copies', async () => {
+    const copies = 15;
+    const w = await startApp({ appEnv: { HTTPAPP_FAN_OUT_MS: '600000' }, supervisor: { command: HTTP_APP, listenerSpares: 0 } });
+    const gen1 = w.sup.incumbent!.pid;
+    await pollUntil(async () => ((await adapterStats(w)).acceptCopiesListening === copies ? true : undefined), 'the copies to listen', 30_000);
+    expect(listenerFds(w, gen1)).toBe(1 + copies);
+    const load = new Load(w.port, 12);
+    try {
+      await abortsInARow(w, 4);
+    } finally {
+      await load.stop();
+    }
+    expect(load.failures, `failed requests: ${JSON.stringify(load.failures)}`).toEqual({});
+    await pollUntil(async () => ((await adapterStats(w)).acceptCopiesListening === copies ? true : undefined), 'the copies to listen again', 30_000);
+    expect(listenerFds(w, gen1)).toBe(1 + copies);
+  });
+});
+
 // ---- In this process, on real sockets ---------------------------------------------------
 
 /** A ListenerSource over ephemeral 127.0.0.1 ports (what baton.listenTarget gives, minus the supervisor). */
@@ -139,7 +202,7 @@ describe('HttpListeners in this process', () => {
     await closed(idle); // ended by the server after the idle grace
     expect(Date.now() - t0).toBeLessThan(1_000);
     expect(await drained).toEqual({ openConnsRemaining: 0, acceptClosed: true });
-    expect(web.stats).toEqual({ drains: 1, closedIdleInDrain: 1 });
+    expect(web.stats).toEqual({ drains: 1, closedIdleInDrain: 1, acceptedOnCopies: 0, copyListenErrors: 0 });
 
     await web.resume();
     expect(web.listeningOn).toEqual(['a', 'b']);

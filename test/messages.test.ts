@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ProtocolError } from '../src/os/errors.js';
 import { messageFromJson, messageToJson, validateMessage } from '../src/wire/messages.js';
 import { MESSAGE_TYPES, SCHEMA } from '../src/wire/schema.js';
+import { isListenerCopiesRequest, MAX_LISTENER_COPIES_PER_REQUEST } from '../src/wire/listener-copies.js';
 import { exampleMessage } from './support/protocol-arbitraries.js';
 
 function codeOf(fn: () => unknown): string {
@@ -148,5 +149,16 @@ describe('JSON representation', () => {
       lastRevisionPerShard: { s: '18446744073709551615' },
       dataDirFingerprint: 'ab'.repeat(32),
     });
+  });
+});
+
+describe('listener copies requests (PROTOCOL.md "Listener copies")', () => {
+  it('takes a count of 1..64 or none; anything else is not a request', () => {
+    expect(isListenerCopiesRequest({ baton: 'listener-copies?', seq: 1 })).toBe(true);
+    for (const count of [1, 15, MAX_LISTENER_COPIES_PER_REQUEST]) expect(isListenerCopiesRequest({ baton: 'listener-copies?', seq: 2, count }), `count ${count}`).toBe(true);
+    for (const count of [0, -1, MAX_LISTENER_COPIES_PER_REQUEST + 1, 1.5, '2', null, 1e9]) expect(isListenerCopiesRequest({ baton: 'listener-copies?', seq: 3, count }), `count ${String(count)}`).toBe(false);
+    for (const seq of [-1, 0.5, '1', undefined]) expect(isListenerCopiesRequest({ baton: 'listener-copies?', seq }), `seq ${String(seq)}`).toBe(false);
+    expect(isListenerCopiesRequest({ baton: 'listener-copy', seq: 1 })).toBe(false);
+    expect(MAX_LISTENER_COPIES_PER_REQUEST).toBe(64);
   });
 });

@@ -7,10 +7,11 @@ import { inheritedListeners } from '../os/listeners.js';
 import { createLogger, type Logger } from '../os/log.js';
 import { detectRole, ENV, type Role, type RoleInfo } from '../wire/roles.js';
 import type { RevisionMap } from '../wire/schema.js';
-import { fetchListenerCopies, type ListenerHandle } from './listener-copies.js';
+import { fetchListenerCopies, fetchListenerCopySets, type ListenerHandle } from './listener-copies.js';
 import { Rpc } from './worker-rpc.js';
 import { StandaloneListeners } from './standalone.js';
 import { LIVENESS_TIMEOUT_MS } from '../wire/channel.js';
+import { MAX_LISTENER_COPIES_PER_REQUEST } from '../wire/listener-copies.js';
 
 // ---- The typed app-facing API --------------------------------------------------
 
@@ -171,6 +172,12 @@ export interface ShutdownCompletedEvent {
 /** Pass it unchanged to `net.Server#listen` (it may carry the socket's handle besides `fd`). */
 export interface ListenTarget {
   readonly fd: number;
+}
+
+/** An extra copy of a listener (`BatonApp.acceptCopies`): listen on `target`, or `close()` it unused. */
+export interface AcceptCopy {
+  readonly target: ListenTarget;
+  close(): void;
 }
 
 /** How long a resume waits for the supervisor's listener copies before falling back to a spare. */
@@ -340,11 +347,22 @@ export class BatonApp {
     const fresh = (this.copiesUsed.get(name) ?? 0) > 0 ? this.freshCopies.get(name) : undefined;
     if (!fresh) return { fd: this.listenFd(name) };
     this.freshCopies.delete(name);
-    // net.Server#listen serves an object's `_handle` as it is (one owner of the fd);
-    // `{ fd }` would wrap the same fd a second time.
-    const target = { fd: fresh.fd };
-    Object.defineProperty(target, '_handle', { value: fresh, enumerable: false });
-    return target;
+    return handleTarget(fresh);
+  }
+
+  /**
+   * `count` extra copies of every listener, each to listen on beside the listener itself
+   * for a short while: Node (libuv ≥ 1.45) accepts one connection per listening handle
+   * per event-loop turn, so a process that starts serving while many connections wait in
+   * the backlog (a successor after the drain) takes them `count + 1` at a time instead of
+   * one. HttpListeners does this by itself (`acceptFanOut`). The copies come from the
+   * supervisor over the IPC channel: without one (standalone, or started through a
+   * wrapper that took it) the map is empty. Close each copy's server when done with it.
+   */
+  async acceptCopies(count: number, timeoutMs = LISTENER_COPIES_TIMEOUT_MS): Promise<Map<string, AcceptCopy[]>> {
+    if (this.standalone || this.listeners.size === 0 || count < 1) return new Map();
+    const sets = await fetchListenerCopySets(timeoutMs, Math.min(count, MAX_LISTENER_COPIES_PER_REQUEST));
+    return new Map([...sets].map(([name, handles]) => [name, handles.map((h) => ({ target: handleTarget(h), close: () => h.close() }))]));
   }
 
   /** The resume RPC: fetch fresh listener copies, let the app re-listen, close the copies it did not take. */
@@ -477,6 +495,15 @@ function safeJson(v: unknown): string {
   } catch (err) {
     return `(unserialisable: ${errorMessage(err)})`;
   }
+}
+
+/** What to pass to `net.Server#listen` for a handle that came over IPC. */
+function handleTarget(handle: ListenerHandle): ListenTarget {
+  // net.Server#listen serves an object's `_handle` as it is (one owner of the fd);
+  // `{ fd }` would wrap the same fd a second time.
+  const target = { fd: handle.fd };
+  Object.defineProperty(target, '_handle', { value: handle, enumerable: false });
+  return target;
 }
 
 function deferred<T>(): { promise: Promise<T>; resolve: (v: T) => void } {

@@ -1,6 +1,6 @@
 import http from 'node:http';
 import net from 'node:net';
-import type { DrainResult, ListenTarget } from '../app/app.js';
+import type { AcceptCopy, DrainResult, ListenTarget } from '../app/app.js';
 import { errorMessage, HttpAdapterError } from '../os/errors.js';
 
 /** A request listener, as `http.createServer` takes it. */
@@ -14,6 +14,24 @@ export type HttpHandler = (req: http.IncomingMessage, res: http.ServerResponse) 
 export interface ListenerSource {
   readonly listeners: ReadonlyMap<string, unknown>;
   listenTarget(name: string): ListenTarget | net.ListenOptions;
+  /** Extra copies of every listener for the accept fan-out (`BatonApp.acceptCopies`); optional. */
+  acceptCopies?(count: number): Promise<ReadonlyMap<string, readonly AcceptCopy[]>>;
+}
+
+/**
+ * After each listen, accept on extra copies of every listener for a while. Node (libuv
+ * ≥ 1.45) accepts one connection per listening handle per event-loop turn; a process
+ * that starts listening with many connections waiting in the backlog (a successor: the
+ * clients the drain closed reconnected while nobody accepted) takes them one turn at a
+ * time, and every turn also serves the connections already taken, so the last one waited
+ * hundreds of milliseconds (BENCHMARKS.md, tail latency). With `copies` extra handles it
+ * takes `copies + 1` per turn.
+ */
+export interface AcceptFanOutOptions {
+  /** Extra copies of each listener (default 15: 16 accepts per turn; at most 64). */
+  copies?: number;
+  /** How long they accept after each listen (default 1000 ms); then they are closed. */
+  ms?: number;
 }
 
 export interface HttpListenersOptions {
@@ -28,7 +46,15 @@ export interface HttpListenersOptions {
   keepAliveTimeoutMs?: number;
   /** Further `http.createServer` options for the servers it makes. */
   serverOptions?: http.ServerOptions;
+  /**
+   * Accept on extra copies of the listeners for a moment after each listen (see
+   * AcceptFanOutOptions); on by default where the source has them (`BatonApp` with its
+   * IPC channel to the supervisor); `false` turns it off.
+   */
+  acceptFanOut?: AcceptFanOutOptions | false;
 }
+
+export const DEFAULT_ACCEPT_FAN_OUT = { copies: 15, ms: 1_000 } as const;
 
 export const DEFAULT_IDLE_GRACE_MS = 500;
 export const DEFAULT_KEEP_ALIVE_TIMEOUT_MS = 5_000;
@@ -75,8 +101,17 @@ export class HttpListeners {
   private waiters: (() => void)[] = [];
   private isDraining = false;
   private readonly idleGraceMs: number;
-  /** Drains so far and connections a drain ended because they stayed idle. */
-  readonly stats = { drains: 0, closedIdleInDrain: 0 };
+  /**
+   * Drains so far, connections a drain ended because they stayed idle, connections taken
+   * on an accept fan-out's extra copies, and copies that could not be listened on.
+   */
+  readonly stats = { drains: 0, closedIdleInDrain: 0, acceptedOnCopies: 0, copyListenErrors: 0 };
+  /** The accept fan-out's servers listening now (closed after `ms`, or at a drain). */
+  private readonly fanOutServers = new Set<net.Server>();
+  /** Copies asked for ahead of the next listen (`prepare`), or for the listen under way. */
+  private pendingCopies: Promise<ReadonlyMap<string, readonly AcceptCopy[]>> | undefined;
+  /** Counts listens and drains: copies that arrive after the next one are closed unused. */
+  private epoch = 0;
   private readonly opts: HttpListenersOptions;
 
   /** With a request handler; or without one (options only) for a framework that takes `serverFactory`. */
@@ -110,6 +145,11 @@ export class HttpListeners {
     return this.conns.size;
   }
 
+  /** Extra listener copies the accept fan-out listens on now (0 once its window is over). */
+  get acceptCopiesListening(): number {
+    return this.fanOutServers.size;
+  }
+
   /** Names of the listeners being served now (`Readiness.listeningOn`). */
   get listeningOn(): string[] {
     return (this.names ?? []).filter((_, i) => this.made[i]?.listening);
@@ -133,6 +173,9 @@ export class HttpListeners {
   prepare(baton: ListenerSource): void {
     this.names ??= namesOf(baton);
     this.names.forEach((_, i) => this.server(i));
+    // The accept fan-out's copies come over the supervisor's IPC channel: ask now, while
+    // the successor boots, so they are there when it listens.
+    this.pendingCopies ??= this.askCopies(baton);
   }
 
   /** Serves on every listener (`baton.listenTarget(name)`); resolves once all of them listen. */
@@ -153,7 +196,63 @@ export class HttpListeners {
     if (!this.handler) throw new HttpAdapterError('E_HTTP_NO_HANDLER', 'HttpListeners: no request handler (pass one to the constructor, or give serverFactory to the framework)');
     this.isDraining = false;
     const names = this.names!;
+    const copies = this.pendingCopies ?? this.askCopies(this.baton!);
+    this.pendingCopies = undefined;
+    const epoch = ++this.epoch;
     await Promise.all(names.map((name, i) => listen(this.server(i), name, this.baton!.listenTarget(name))));
+    if (copies) void copies.then((sets) => this.fanOut(sets, epoch));
+  }
+
+  /** Asks the source for the accept fan-out's copies; undefined when it is off or the source has none. */
+  private askCopies(source: ListenerSource): Promise<ReadonlyMap<string, readonly AcceptCopy[]>> | undefined {
+    const opts = this.opts.acceptFanOut;
+    if (opts === false || !source.acceptCopies) return undefined;
+    const count = opts?.copies ?? DEFAULT_ACCEPT_FAN_OUT.copies;
+    if (count < 1) return undefined;
+    return source.acceptCopies(count).catch(() => new Map());
+  }
+
+  /**
+   * Listens on each copy beside its listener's server, handing what it accepts to that
+   * server, until `ms` passed or a drain; copies that come too late (a drain or another
+   * listen since) are closed unused.
+   */
+  private fanOut(sets: ReadonlyMap<string, readonly AcceptCopy[]>, epoch: number): void {
+    const names = this.names ?? [];
+    const live = epoch === this.epoch && !this.isDraining;
+    const started: net.Server[] = [];
+    for (const [name, copies] of sets) {
+      const server = this.made[names.indexOf(name)];
+      for (const copy of copies) {
+        if (!live || !server) {
+          copy.close();
+          continue;
+        }
+        const extra = net.createServer((socket) => {
+          this.stats.acceptedOnCopies++;
+          server.emit('connection', socket);
+        });
+        extra.once('error', () => {
+          this.stats.copyListenErrors++;
+          this.fanOutServers.delete(extra);
+          copy.close();
+        });
+        extra.listen(copy.target);
+        this.fanOutServers.add(extra);
+        started.push(extra);
+      }
+    }
+    if (started.length === 0) return;
+    const ms = (this.opts.acceptFanOut || undefined)?.ms ?? DEFAULT_ACCEPT_FAN_OUT.ms;
+    setTimeout(() => this.closeFanOut(started), ms).unref();
+  }
+
+  /** Stops the fan-out servers given (all of them by default): each closes its copy of the socket. */
+  private closeFanOut(servers: Iterable<net.Server> = [...this.fanOutServers]): void {
+    for (const extra of servers) {
+      if (!this.fanOutServers.delete(extra)) continue;
+      if (extra.listening) extra.close();
+    }
   }
 
   /** The server of listener `i`, made on first use. */
@@ -199,6 +298,8 @@ export class HttpListeners {
   async drain(deadline: Date): Promise<DrainResult> {
     this.isDraining = true;
     this.stats.drains++;
+    this.epoch++;
+    this.closeFanOut();
     // Not http.Server#close: that also resets idle keep-alive connections.
     for (const server of this.made) if (server.listening) net.Server.prototype.close.call(server);
     // A request in flight now: its answer is its connection's last too (no idle grace to wait out).

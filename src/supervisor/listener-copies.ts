@@ -9,7 +9,7 @@ const SEND_TIMEOUT_MS = 5_000;
 
 /**
  * Serves "listener copies" (wire/listener-copies.ts) to one app process we spawned with
- * an IPC channel: on request, one copy of each held listener. At most one request is
+ * an IPC channel: on request, `count` (default 1) copies of each held listener. At most one request is
  * served at a time (later ones while busy are dropped: the app's own timeout answers
  * them). Whatever else the app sends is ignored, and any handle it sends us is closed at
  * once: the supervisor never keeps a socket an app gave it.
@@ -22,8 +22,9 @@ export function serveListenerCopies(child: ChildProcess, listeners: readonly Hel
     busy = true;
     const timer = setTimeout(() => (busy = false), SEND_TIMEOUT_MS);
     timer.unref();
-    void sendCopies(child, listeners, msg.seq)
-      .then((names) => log.info({ event: 'listeners.copied', pid: child.pid, listeners: names }, `sent pid ${child.pid} fresh copies of its listeners`))
+    const count = msg.count ?? 1;
+    void sendCopies(child, listeners, msg.seq, count)
+      .then((names) => log.info({ event: 'listeners.copied', pid: child.pid, listeners: names, count }, `sent pid ${child.pid} ${count} fresh ${count === 1 ? 'copy' : 'copies'} of its listeners`))
       .catch((err: unknown) => {
         log.warn({ event: 'listeners.copy_failed', pid: child.pid, err: errorMessage(err) }, `could not send pid ${child.pid} copies of its listeners`);
         reply(child, { baton: 'listener-copies', seq: msg.seq, names: [], error: errorMessage(err) });
@@ -37,16 +38,17 @@ export function serveListenerCopies(child: ChildProcess, listeners: readonly Hel
   child.on('error', () => undefined);
 }
 
-async function sendCopies(child: ChildProcess, listeners: readonly HeldListener[], seq: number): Promise<string[]> {
-  const names: string[] = [];
-  for (const l of listeners) {
-    const msg: ListenerCopy = { baton: 'listener-copy', seq, name: l.name };
-    // Node sends a TCP/Pipe wrap as 'net.Native' and, unlike a net.Socket, keeps ours open.
-    await new Promise<void>((resolve, reject) => {
-      child.send(msg, l.handle as SendHandle, (err) => (err ? reject(err) : resolve()));
-    });
-    names.push(l.name);
+async function sendCopies(child: ChildProcess, listeners: readonly HeldListener[], seq: number, count: number): Promise<string[]> {
+  for (let k = 0; k < count; k++) {
+    for (const l of listeners) {
+      const msg: ListenerCopy = { baton: 'listener-copy', seq, name: l.name };
+      // Node sends a TCP/Pipe wrap as 'net.Native' and, unlike a net.Socket, keeps ours open.
+      await new Promise<void>((resolve, reject) => {
+        child.send(msg, l.handle as SendHandle, (err) => (err ? reject(err) : resolve()));
+      });
+    }
   }
+  const names = listeners.map((l) => l.name);
   reply(child, { baton: 'listener-copies', seq, names });
   return names;
 }

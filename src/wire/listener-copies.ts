@@ -10,10 +10,15 @@
  * message that is not one of these.
  */
 
-/** App → supervisor: send me one copy of every listener. */
+/** Most copies of every listener one request may ask for (`count`). */
+export const MAX_LISTENER_COPIES_PER_REQUEST = 64;
+
+/** App → supervisor: send me `count` (default 1) copies of every listener. */
 export interface ListenerCopiesRequest {
   baton: 'listener-copies?';
   seq: number;
+  /** 1..MAX_LISTENER_COPIES_PER_REQUEST; absent means 1. */
+  count?: number;
 }
 /** Supervisor → app, with the socket as the message's handle: one per listener. */
 export interface ListenerCopy {
@@ -29,11 +34,12 @@ export interface ListenerCopiesDone {
   error?: string;
 }
 
-/** Bounds what the supervisor accepts: a small integer sequence number, nothing else read. */
+/** Bounds what the supervisor accepts: a small integer sequence number and count, nothing else read. */
 export function isListenerCopiesRequest(m: unknown): m is ListenerCopiesRequest {
   if (typeof m !== 'object' || m === null) return false;
   const r = m as Record<string, unknown>;
-  return r.baton === 'listener-copies?' && Number.isSafeInteger(r.seq) && (r.seq as number) >= 0;
+  if (r.baton !== 'listener-copies?' || !Number.isSafeInteger(r.seq) || (r.seq as number) < 0) return false;
+  return r.count === undefined || (Number.isSafeInteger(r.count) && (r.count as number) >= 1 && (r.count as number) <= MAX_LISTENER_COPIES_PER_REQUEST);
 }
 
 export function isListenerCopy(m: unknown, seq: number): m is ListenerCopy {
