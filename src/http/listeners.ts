@@ -199,8 +199,14 @@ export class HttpListeners {
     const copies = this.pendingCopies ?? this.askCopies(this.baton!);
     this.pendingCopies = undefined;
     const epoch = ++this.epoch;
-    await Promise.all(names.map((name, i) => listen(this.server(i), name, this.baton!.listenTarget(name))));
-    if (copies) void copies.then((sets) => this.fanOut(sets, epoch));
+    try {
+      await Promise.all(names.map((name, i) => listen(this.server(i), name, this.baton!.listenTarget(name))));
+    } catch (err) {
+      this.epoch++; // the copies are closed unused when they come
+      throw err;
+    } finally {
+      if (copies) void copies.then((sets) => this.fanOut(sets, epoch));
+    }
   }
 
   /** Asks the source for the accept fan-out's copies; undefined when it is off or the source has none. */
@@ -232,9 +238,11 @@ export class HttpListeners {
           this.stats.acceptedOnCopies++;
           server.emit('connection', socket);
         });
-        extra.once('error', () => {
+        // A copy that cannot listen (or fails to accept later) only costs its share of speed.
+        extra.on('error', () => {
           this.stats.copyListenErrors++;
           this.fanOutServers.delete(extra);
+          extra.close();
           copy.close();
         });
         extra.listen(copy.target);
