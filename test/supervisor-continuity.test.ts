@@ -15,6 +15,7 @@ import { isAlive } from '../src/os/proc.js';
 import { useCliWorlds, type DaemonHandle } from './support/cli.js';
 import { exitOf, Harness, pollUntil } from './support/harness.js';
 import { KV, KvLoad, verifyLoad } from './support/kv-load.js';
+import { request } from './support/engine.js';
 
 const h = new Harness();
 const worlds = useCliWorlds(h);
@@ -61,6 +62,11 @@ async function stopSupervisor(d: DaemonHandle, pid: number): Promise<void> {
   await pollUntil(async () => !isAlive(pid) || undefined, `supervisor ${pid} to exit`, 30_000);
 }
 
+/** fixtures/kv's /stats (the app's own counters). */
+async function kvStats(port: number): Promise<{ http: { acceptCopiesListening: number } }> {
+  return JSON.parse((await request(port, 'GET', '/stats')).body) as { http: { acceptCopiesListening: number } };
+}
+
 async function startKv(extraArgs: string[] = [], env: Record<string, string> = {}): Promise<DaemonHandle> {
   return worlds.w.startDaemon({ command: KV, extraArgs: ['--name', 'continuity', ...extraArgs], env });
 }
@@ -75,6 +81,8 @@ describe('baton upgrade --self', () => {
     const d = await startKv();
     const first = await status(d);
     const appPid = first.app!.pid;
+    // The adapter's accept fan-out holds 15 extra listener copies for 1 s after the app listens.
+    await pollUntil(async () => (await kvStats(d.port)).http.acceptCopiesListening === 0 || undefined, 'the accept fan-out window to end', 10_000);
     const appFds0 = fdCount(appPid);
     const load = new KvLoad(d.port, { conns: 16 });
     const supervisors = [first.supervisor.pid];
