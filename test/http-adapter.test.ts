@@ -100,8 +100,9 @@ describe('the accept fan-out under a supervisor', () => {
     }).length;
   };
 
-  it('a successor takes the reconnect burst on extra listener copies too; once the window is over it holds one fd of the listener', async () => {
-    const w = await startApp({ supervisor: { command: HTTP_APP, listenerSpares: 0 } });
+  it('a successor takes the reconnect burst on extra listener copies too; once the backlog is empty it holds one fd of the listener', async () => {
+    // A 10-minute window: the copies must close because the burst is over, not because time ran out.
+    const w = await startApp({ appEnv: { HTTPAPP_FAN_OUT_MS: '600000' }, supervisor: { command: HTTP_APP, listenerSpares: 0 } });
     const load = new Load(w.port, 32);
     let onCopies = 0;
     try {
@@ -123,14 +124,26 @@ describe('the accept fan-out under a supervisor', () => {
     // The drains closed 32 busy keep-alive connections each; their reconnects waited in the backlog.
     expect(onCopies, 'connections accepted on the fan-out copies over 3 handoffs').toBeGreaterThan(0);
     const pid = w.sup.incumbent!.pid;
-    // The copies listen for 1 s after the listen, then close: one fd of the socket is left.
-    await pollUntil(async () => ((await adapterStats(w)).acceptCopiesListening === 0 ? true : undefined), 'the fan-out window to end', 10_000);
+    // The burst is taken: the copies are closed, one fd of the socket is left.
+    await pollUntil(async () => ((await adapterStats(w)).acceptCopiesListening === 0 ? true : undefined), 'the fan-out to end', 10_000);
     expect(listenerFds(w, pid)).toBe(1);
+  });
+
+  it('the copies close at the first loop turn that finds the backlog empty, long before their window ends', async () => {
+    // A 10-minute window: only the empty backlog (nobody connects here) can end the fan-out.
+    const w = await startApp({ appEnv: { HTTPAPP_FAN_OUT_MS: '600000' }, supervisor: { command: HTTP_APP, listenerSpares: 0 } });
+    // Watched through /proc, not over HTTP: a request is a connection, and would end the burst itself.
+    const pid = w.sup.incumbent!.pid;
+    await pollUntil(() => listenerFds(w, pid) === 1, 'the copies to close', 10_000);
+    const r = await w.sup.performHandoff();
+    expect(r.outcome, r.reason).toBe('committed');
+    await pollUntil(() => listenerFds(w, r.newPid!) === 1, "the successor's copies to close", 10_000);
+    expect((await adapterStats(w)).acceptCopiesListening).toBe(0);
   });
 
   it('a drain closes the copies and a resume asks for new ones: after 4 aborted handoffs the incumbent holds the listener plus one set of copies', async () => {
     const copies = 15;
-    const w = await startApp({ appEnv: { HTTPAPP_FAN_OUT_MS: '600000' }, supervisor: { command: HTTP_APP, listenerSpares: 0 } });
+    const w = await startApp({ appEnv: { HTTPAPP_FAN_OUT_MS: '600000', HTTPAPP_FAN_OUT_KEEP: '1' }, supervisor: { command: HTTP_APP, listenerSpares: 0 } });
     const gen1 = w.sup.incumbent!.pid;
     await pollUntil(async () => ((await adapterStats(w)).acceptCopiesListening === copies ? true : undefined), 'the copies to listen', 30_000);
     expect(listenerFds(w, gen1)).toBe(1 + copies);

@@ -81,7 +81,7 @@ describe('baton upgrade --self', () => {
     const d = await startKv();
     const first = await status(d);
     const appPid = first.app!.pid;
-    // The adapter's accept fan-out holds 15 extra listener copies for 1 s after the app listens.
+    // The adapter's accept fan-out holds 15 extra listener copies until its backlog is taken.
     await pollUntil(async () => (await kvStats(d.port)).http.acceptCopiesListening === 0 || undefined, 'the accept fan-out window to end', 10_000);
     const appFds0 = fdCount(appPid);
     const load = new KvLoad(d.port, { conns: 16 });

@@ -357,7 +357,8 @@ export class BatonApp {
    * the backlog (a successor after the drain) takes them `count + 1` at a time instead of
    * one. HttpListeners does this by itself (`acceptFanOut`). The copies come from the
    * supervisor over the IPC channel: without one (standalone, or started through a
-   * wrapper that took it) the map is empty. Close each copy's server when done with it.
+   * wrapper that took it) the map is empty. Close each copy's server once a loop turn
+   * takes fewer connections than there are handles (the backlog is taken).
    */
   async acceptCopies(count: number, timeoutMs = LISTENER_COPIES_TIMEOUT_MS): Promise<Map<string, AcceptCopy[]>> {
     if (this.standalone || this.listeners.size === 0 || count < 1) return new Map();

@@ -30,8 +30,14 @@ export interface ListenerSource {
 export interface AcceptFanOutOptions {
   /** Extra copies of each listener (default 15: 16 accepts per turn; at most 64). */
   copies?: number;
-  /** How long they accept after each listen (default 1000 ms); then they are closed. */
+  /** How long they accept after each listen at most (default 1000 ms); then they are closed. */
   ms?: number;
+  /**
+   * Close them at the first event-loop turn that takes fewer connections than there are
+   * handles, i.e. once what waited in the backlog is taken (default true). `false` keeps
+   * them for all of `ms`, also through a storm of new connections (tests).
+   */
+  endWhenBacklogEmpty?: boolean;
 }
 
 export interface HttpListenersOptions {
@@ -106,8 +112,8 @@ export class HttpListeners {
    * on an accept fan-out's extra copies, and copies that could not be listened on.
    */
   readonly stats = { drains: 0, closedIdleInDrain: 0, acceptedOnCopies: 0, copyListenErrors: 0 };
-  /** The accept fan-out's servers listening now (closed after `ms`, or at a drain). */
-  private readonly fanOutServers = new Set<net.Server>();
+  /** The accept fan-out's bursts under way: how to stop each, and its servers on the copies. */
+  private readonly bursts = new Map<() => void, Set<net.Server>>();
   /** Copies asked for ahead of the next listen (`prepare`), or for the listen under way. */
   private pendingCopies: Promise<ReadonlyMap<string, readonly AcceptCopy[]>> | undefined;
   /** Counts listens and drains: copies that arrive after the next one are closed unused. */
@@ -145,9 +151,11 @@ export class HttpListeners {
     return this.conns.size;
   }
 
-  /** Extra listener copies the accept fan-out listens on now (0 once its window is over). */
+  /** Extra listener copies the accept fan-out listens on now (0 once the backlog is taken). */
   get acceptCopiesListening(): number {
-    return this.fanOutServers.size;
+    let n = 0;
+    for (const extras of this.bursts.values()) n += extras.size;
+    return n;
   }
 
   /** Names of the listeners being served now (`Readiness.listeningOn`). */
@@ -220,47 +228,89 @@ export class HttpListeners {
 
   /**
    * Listens on each copy beside its listener's server, handing what it accepts to that
-   * server, until `ms` passed or a drain; copies that come too late (a drain or another
-   * listen since) are closed unused.
+   * server, while the burst lasts: until a loop turn takes fewer connections than there
+   * are handles (some handle found the backlog empty: what waited is taken), `ms` passed,
+   * or a drain starts. A longer storm of new connections (thousands of idle clients
+   * reconnecting after the drain ended theirs) is then accepted one per turn again, as
+   * Node does, so the clients already taken keep being served between accepts (taking
+   * that storm 16 at a time raised the write blackout at 10,000 connections 3.5×,
+   * BENCHMARKS.md). Copies that come too late (a drain or another listen since) are
+   * closed unused.
    */
   private fanOut(sets: ReadonlyMap<string, readonly AcceptCopy[]>, epoch: number): void {
     const names = this.names ?? [];
     const live = epoch === this.epoch && !this.isDraining;
-    const started: net.Server[] = [];
     for (const [name, copies] of sets) {
       const server = this.made[names.indexOf(name)];
-      for (const copy of copies) {
-        if (!live || !server) {
-          copy.close();
-          continue;
-        }
-        const extra = net.createServer((socket) => {
-          this.stats.acceptedOnCopies++;
-          server.emit('connection', socket);
-        });
-        // A copy that cannot listen (or fails to accept later) only costs its share of speed.
-        extra.on('error', () => {
-          this.stats.copyListenErrors++;
-          this.fanOutServers.delete(extra);
-          extra.close();
-          copy.close();
-        });
-        extra.listen(copy.target);
-        this.fanOutServers.add(extra);
-        started.push(extra);
+      if (!live || !server?.listening) {
+        for (const copy of copies) copy.close();
+        continue;
       }
+      this.startBurst(server, copies);
     }
-    if (started.length === 0) return;
-    const ms = (this.opts.acceptFanOut || undefined)?.ms ?? DEFAULT_ACCEPT_FAN_OUT.ms;
-    setTimeout(() => this.closeFanOut(started), ms).unref();
   }
 
-  /** Stops the fan-out servers given (all of them by default): each closes its copy of the socket. */
-  private closeFanOut(servers: Iterable<net.Server> = [...this.fanOutServers]): void {
-    for (const extra of servers) {
-      if (!this.fanOutServers.delete(extra)) continue;
-      if (extra.listening) extra.close();
+  private startBurst(server: http.Server, copies: readonly AcceptCopy[]): void {
+    const opts = this.opts.acceptFanOut || undefined;
+    const ms = opts?.ms ?? DEFAULT_ACCEPT_FAN_OUT.ms;
+    const endWhenBacklogEmpty = opts?.endWhenBacklogEmpty ?? true;
+    const extras = new Set<net.Server>();
+    let turnAccepts = 0;
+    let checkQueued = false;
+    const stop = (): void => {
+      if (!this.bursts.delete(stop)) return;
+      clearTimeout(timer);
+      server.off('connection', counted);
+      for (const extra of extras) if (extra.listening) extra.close();
+      extras.clear();
+    };
+    // In the check phase of the turn after the one that queued it: a turn that took nothing.
+    const idleTurnCheck = (): void => {
+      if (!checkQueued && turnAccepts === 0) stop();
+    };
+    // After the poll phase of a turn that took connections (setImmediate: the same turn's check phase).
+    const check = (): void => {
+      checkQueued = false;
+      const accepted = turnAccepts;
+      turnAccepts = 0;
+      if (!endWhenBacklogEmpty) return;
+      if (accepted < 1 + extras.size) stop();
+      else setImmediate(idleTurnCheck); // every handle took one: more may wait, or none
+    };
+    const counted = (): void => {
+      turnAccepts++;
+      if (!checkQueued) {
+        checkQueued = true;
+        setImmediate(check);
+      }
+    };
+    for (const copy of copies) {
+      const extra = net.createServer((socket) => {
+        this.stats.acceptedOnCopies++;
+        server.emit('connection', socket);
+      });
+      // A copy that cannot listen (or fails to accept later) only costs its share of speed.
+      extra.on('error', () => {
+        this.stats.copyListenErrors++;
+        extras.delete(extra);
+        extra.close();
+        copy.close();
+      });
+      extra.listen(copy.target);
+      extras.add(extra);
     }
+    this.bursts.set(stop, extras);
+    server.on('connection', counted);
+    // The copies first poll in the next turn: nothing accepted in it means nothing waited.
+    // The copies first poll in the next turn.
+    if (endWhenBacklogEmpty) setImmediate(() => setImmediate(idleTurnCheck));
+    const timer = setTimeout(stop, ms);
+    timer.unref();
+  }
+
+  /** Ends every burst under way: its copies are closed. */
+  private closeFanOut(): void {
+    for (const stop of [...this.bursts.keys()]) stop();
   }
 
   /** The server of listener `i`, made on first use. */
