@@ -243,12 +243,36 @@ describe('baton unit', () => {
       [['--name', 'kv', '--listen', 'tcp://localhost:80', '--', '/bin/true'], /--listen: bad listen address "tcp:\/\/localhost:80"/],
       [['--name', 'kv', '--user', 'a;b', '--', '/bin/true'], /--user: expected a user or group name/],
       [['--name', 'kv', '--bogus', '--', '/bin/true'], /baton unit: Unknown option '--bogus'/],
+      // Socket-activation options are checked as baton run checks them: a unit that could not start is never written.
+      [['--name', 'kv', '--socket-activation', '--stop-signal', 'SIGFOO', '--', '/bin/true'], /socketActivation\.stopSignal: expected a signal name that stops a server.*\(got "SIGFOO"\)/],
+      [['--name', 'kv', '--socket-activation', '--ready-http', 'healthz', '--', '/bin/true'], /socketActivation\.readyHttp: expected a URL path starting with "\/"/],
+      [['--name', 'kv', '--socket-activation', '--stop-grace', 'soon', '--', '/bin/true'], /socketActivation\.stopGraceS: expected a number of seconds/],
+      [['--name', 'kv', '--ready-after', '2', '--', '/bin/true'], /ready-after: expected only with --socket-activation/],
     ];
     for (const [args, msg] of refused) {
       const bad = await worlds.w.baton(['unit', ...args]);
       expect([args, bad.code, bad.stdout]).toEqual([args, 1, '']);
       expect(bad.stderr).toMatch(msg);
     }
+  });
+
+  it('--socket-activation: baton run gets the mode and its readiness and stop options, with systemd-bound sockets too', async () => {
+    const args = ['unit', '--name', 'web', '--socket', '--socket-activation', '--ready-http', '/healthz', '--ready-after', '2', '--stop-signal', 'quit', '--stop-grace', '20', '--listen', 'http=tcp://127.0.0.1:8080', '--json', '--', '/usr/bin/gunicorn', '-w', '2', 'app:app'];
+    const r = await worlds.w.baton(args);
+    expect(r.code, r.stderr).toBe(0);
+    const units = (JSON.parse(r.stdout) as { units: { file: string; content: string }[] }).units;
+    expect(units.map((u) => u.file)).toEqual(['web.service', 'web.socket']);
+    const words = execWords(unitLine(units[0]!.content, 'ExecStart'));
+    const run = words.slice(words.indexOf('run'));
+    expect(run).toEqual([
+      'run', '--name', 'web', '--state-dir', '/var/lib/web/supervisor', '--data-dir', '/var/lib/web/data',
+      '--socket-activation', '--ready-after', '2', '--ready-http', '/healthz', '--stop-signal', 'quit', '--stop-grace', '20', '--', '/usr/bin/gunicorn', '-w', '2', 'app:app',
+    ]);
+    expect(units[1]!.content).toMatch(/^ListenStream=127\.0\.0\.1:8080$/m);
+    // What the unit starts parses as baton run reads it (the same checks as above, on the run side).
+    const check = await worlds.w.baton(['run', ...run.slice(1, run.indexOf('--')), '--stop-signal', 'SIGFOO', '--', '/bin/true']);
+    expect(check.code).toBe(1);
+    expect(check.stderr).toMatch(/stopSignal/);
   });
 
   it('takes the name, listeners and command from --config, and passes the file on to baton run and upgrade', async () => {

@@ -317,8 +317,9 @@ export function resolveRunConfig(flags: RunFlags, env: NodeJS.ProcessEnv = proce
  * file's `socketActivation` (true, or an object of ACTIVATION_KEYS). A flag of this mode
  * without the mode is an error rather than silently ignored.
  */
-function activationConfig(
-  flags: RunFlags,
+/** The socket-activation flags and "socketActivation" of the config file, checked as `baton run` does (also by `baton unit`, before it writes a unit that could not start). */
+export function activationConfig(
+  flags: Omit<RunFlags, 'command'>,
   raw: unknown,
   fail: (field: string, expected: string, got?: unknown) => never,
   unknown: (field: string, known: readonly string[]) => never,

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { ConfigError, errorMessage } from '../os/errors.js';
 import { parseListenAddresses, type ListenerSpec } from '../os/listeners.js';
 import { shebangNodeArgs } from '../os/shebang.js';
-import { readConfigFile, type RunFlags } from './config.js';
+import { activationConfig, readConfigFile, type RunFlags } from './config.js';
 
 /** A unit that cannot be generated as asked; the message names the flag. */
 export class UnitError extends ConfigError {}
@@ -59,6 +59,18 @@ export function buildUnits(flags: UnitFlags, version: string, env: NodeJS.Proces
   for (const [flag, v] of [['user', flags.user], ['group', flags.group]] as const) {
     if (v !== undefined && !USER_RE.test(v)) throw new UnitError('E_UNIT', `baton unit: --${flag}: expected a user or group name (got ${JSON.stringify(v)})`, { field: flag });
   }
+
+  // The socket-activation options as `baton run` will read them: a bad one fails here, not at the unit's start.
+  activationConfig(
+    flags,
+    file.socketActivation,
+    (field, expected, got) => {
+      throw new UnitError('E_UNIT', `baton unit: ${field}: expected ${expected}${got === undefined ? '' : ` (got ${JSON.stringify(got)})`}`, { field });
+    },
+    (field, known) => {
+      throw new UnitError('E_UNIT', `baton unit: ${field}: unknown option; expected one of: ${known.join(', ')}`, { field });
+    },
+  );
 
   // The listeners: flags, else the config file's (only needed here for --socket).
   const listenText = flags.listen?.length ? flags.listen : Array.isArray(file.listen) ? (file.listen as unknown[]).filter((x): x is string => typeof x === 'string') : [];
