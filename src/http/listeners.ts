@@ -302,7 +302,6 @@ export class HttpListeners {
     this.bursts.set(stop, extras);
     server.on('connection', counted);
     // The copies first poll in the next turn: nothing accepted in it means nothing waited.
-    // The copies first poll in the next turn.
     if (endWhenBacklogEmpty) setImmediate(() => setImmediate(idleTurnCheck));
     const timer = setTimeout(stop, ms);
     timer.unref();
