@@ -5,7 +5,6 @@
  * count of connections it could not close; and, in this process on real sockets, what
  * a drain does to a keep-alive connection and the adapter's errors.
  */
-import { readdirSync, readlinkSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -88,17 +87,6 @@ describe('the drain under a supervisor', () => {
 describe('the accept fan-out under a supervisor', () => {
   /** The app's own counters (fixtures/http-app `/adapter-stats`), from whichever process answers. */
   const adapterStats = async (w: World): Promise<{ pid: number; acceptedOnCopies: number; acceptCopiesListening: number }> => JSON.parse((await request(w.port, 'GET', '/adapter-stats')).body);
-  /** How many fds of the world's listening socket process `pid` holds. */
-  const listenerFds = (w: World, pid: number): number => {
-    const socket = readlinkSync(`/proc/self/fd/${w.listener.fd}`);
-    return readdirSync(`/proc/${pid}/fd`).filter((fd) => {
-      try {
-        return readlinkSync(`/proc/${pid}/fd/${fd}`) === socket;
-      } catch {
-        return false; // closed meanwhile
-      }
-    }).length;
-  };
 
   it('a successor takes the reconnect burst on extra listener copies too; once the backlog is empty it holds one fd of the listener', async () => {
     // A 10-minute window: the copies must close because the burst is over, not because time ran out.
@@ -126,7 +114,7 @@ describe('the accept fan-out under a supervisor', () => {
     const pid = w.sup.incumbent!.pid;
     // The burst is taken: the copies are closed, one fd of the socket is left.
     await pollUntil(async () => ((await adapterStats(w)).acceptCopiesListening === 0 ? true : undefined), 'the fan-out to end', 10_000);
-    expect(listenerFds(w, pid)).toBe(1);
+    expect(w.listenerFdsOf(pid)).toBe(1);
   });
 
   it('the copies close at the first loop turn that finds the backlog empty, long before their window ends', async () => {
@@ -134,10 +122,10 @@ describe('the accept fan-out under a supervisor', () => {
     const w = await startApp({ appEnv: { HTTPAPP_FAN_OUT_MS: '600000' }, supervisor: { command: HTTP_APP, listenerSpares: 0 } });
     // Watched through /proc, not over HTTP: a request is a connection, and would end the burst itself.
     const pid = w.sup.incumbent!.pid;
-    await pollUntil(() => listenerFds(w, pid) === 1, 'the copies to close', 10_000);
+    await pollUntil(() => w.listenerFdsOf(pid) === 1, 'the copies to close', 10_000);
     const r = await w.sup.performHandoff();
     expect(r.outcome, r.reason).toBe('committed');
-    await pollUntil(() => listenerFds(w, r.newPid!) === 1, "the successor's copies to close", 10_000);
+    await pollUntil(() => w.listenerFdsOf(r.newPid!) === 1, "the successor's copies to close", 10_000);
     expect((await adapterStats(w)).acceptCopiesListening).toBe(0);
   });
 
@@ -146,7 +134,7 @@ describe('the accept fan-out under a supervisor', () => {
     const w = await startApp({ appEnv: { HTTPAPP_FAN_OUT_MS: '600000', HTTPAPP_FAN_OUT_KEEP: '1' }, supervisor: { command: HTTP_APP, listenerSpares: 0 } });
     const gen1 = w.sup.incumbent!.pid;
     await pollUntil(async () => ((await adapterStats(w)).acceptCopiesListening === copies ? true : undefined), 'the copies to listen', 30_000);
-    expect(listenerFds(w, gen1)).toBe(1 + copies);
+    expect(w.listenerFdsOf(gen1)).toBe(1 + copies);
     const load = new Load(w.port, 12);
     try {
       await abortsInARow(w, 4);
@@ -155,7 +143,7 @@ describe('the accept fan-out under a supervisor', () => {
     }
     expect(load.failures, `failed requests: ${JSON.stringify(load.failures)}`).toEqual({});
     await pollUntil(async () => ((await adapterStats(w)).acceptCopiesListening === copies ? true : undefined), 'the copies to listen again', 30_000);
-    expect(listenerFds(w, gen1)).toBe(1 + copies);
+    expect(w.listenerFdsOf(gen1)).toBe(1 + copies);
   });
 });
 

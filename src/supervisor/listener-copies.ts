@@ -9,9 +9,9 @@ const SEND_TIMEOUT_MS = 5_000;
 
 /**
  * Serves "listener copies" (wire/listener-copies.ts) to one app process we spawned with
- * an IPC channel: on request, `count` (default 1) copies of each held listener. At most one request is
- * served at a time (later ones while busy are dropped: the app's own timeout answers
- * them). Whatever else the app sends is ignored, and any handle it sends us is closed at
+ * an IPC channel: on request, `count` (default 1) copies of each held listener. At most
+ * one request is served at a time (later ones while busy are dropped: the app's own
+ * timeout answers them). Whatever else the app sends is ignored, and any handle it sends us is closed at
  * once: the supervisor never keeps a socket an app gave it.
  */
 export function serveListenerCopies(child: ChildProcess, listeners: readonly HeldListener[], log: Logger): void {

@@ -3,7 +3,7 @@
  * listener on 127.0.0.1 held by a real Supervisor, the primitive app as the service,
  * and a teardown that stops everything and proves nothing was left behind.
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, readdirSync, readlinkSync } from 'node:fs';
 import { afterEach, expect } from 'vitest';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -73,6 +73,18 @@ export class World {
 
   get port(): number {
     return Number(new URL(this.listener.address.replace(/^tcp:/, 'http:')).port);
+  }
+
+  /** How many fds of this world's listening socket process `pid` holds (the listener and its copies). */
+  listenerFdsOf(pid: number): number {
+    const socket = readlinkSync(`/proc/self/fd/${this.listener.fd}`);
+    return readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`) === socket;
+      } catch {
+        return false; // closed meanwhile
+      }
+    }).length;
   }
 
   /** Pid that answers /healthz right now. */
